@@ -1,0 +1,103 @@
+"""Input normalisation: what mm_st accepts on top of sentence-transformers' own input types.
+
+sentence-transformers takes ``str``, PIL images and ``{"text": ..., "image": ...}`` dicts. mm_st adds:
+``None`` fields (that modality is absent, as Arrow columns mixing text rows and image rows hold
+them), ``pathlib.Path`` images, image paths inside dicts, and errors that name the offending item.
+
+Example:
+    >>> from mm_st.inputs import normalize_inputs
+    >>> normalize_inputs([{"text": "a cat", "image": None}])
+    ['a cat']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+MODALITY_KEYS = ("text", "image")
+
+
+def load_image(path: str | os.PathLike, index: int, root: str | os.PathLike | None = None) -> Image.Image:
+    """Open an image file fully (so a corrupt file fails here), naming the input index on error.
+
+    With ``root``, a path is resolved inside it and a path that escapes the root is refused.
+    """
+    full = Path(root, path) if root is not None else Path(path)
+    if root is not None:
+        resolved, base = full.resolve(), Path(root).resolve()
+        if not resolved.is_relative_to(base):
+            raise ValueError(f"Input {index}: image path {str(path)!r} resolves outside the image root {str(base)!r}.")
+    if not full.is_file():
+        raise FileNotFoundError(f"Input {index}: image file not found: {str(full)!r}.")
+    try:
+        with Image.open(full) as image:
+            image.load()
+            return image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
+    except Exception as exc:  # PIL raises several types for unreadable files
+        raise ValueError(f"Input {index}: cannot read image file {str(full)!r}: {exc}") from exc
+
+
+def _as_image(value: Any, index: int) -> Any:
+    if isinstance(value, (str, os.PathLike)):
+        return load_image(value, index)
+    return value
+
+
+def normalize_input(item: Any, index: int, supports_image: bool = True) -> Any:
+    """One input in the form sentence-transformers expects (see module docstring)."""
+    if isinstance(item, os.PathLike):
+        item = {"image": item}
+    if isinstance(item, dict) and set(item) <= set(MODALITY_KEYS):
+        present = {key: value for key, value in item.items() if value is not None}
+        if not present:
+            raise ValueError(f"Input {index}: every field is None ({sorted(item)}); give a text, an image or both.")
+        if "text" in present and not isinstance(present["text"], str):
+            raise TypeError(f"Input {index}: 'text' must be a str, got {type(present['text']).__name__}.")
+        if "image" in present:
+            if not supports_image:
+                raise ValueError(f"Input {index} has an image, but this model is text-only (no image modality).")
+            present["image"] = _as_image(present["image"], index)
+        if set(present) == {"text"}:
+            return present["text"]
+        if set(present) == {"image"}:
+            return present["image"]
+        return {key: present[key] for key in MODALITY_KEYS if key in present}
+    if isinstance(item, Image.Image) and not supports_image:
+        raise ValueError(f"Input {index} is an image, but this model is text-only (no image modality).")
+    return item
+
+
+def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True) -> list[Any]:
+    return [normalize_input(item, index, supports_image) for index, item in enumerate(inputs)]
+
+
+def has_image(item: Any) -> bool:
+    if isinstance(item, Image.Image):
+        return True
+    if isinstance(item, dict):
+        return "image" in item or _content_has_image(item.get("content"))
+    if isinstance(item, list):
+        return any(isinstance(message, dict) and _content_has_image(message.get("content")) for message in item)
+    return False
+
+
+def _content_has_image(content: Any) -> bool:
+    return isinstance(content, list) and any(isinstance(part, dict) and part.get("type") == "image" for part in content)
+
+
+def text_of(item: Any) -> str | None:
+    """The text field of a normalised input (None for images and chat messages)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("text"), str):
+        return item["text"]
+    return None
+
+
+def with_text(item: Any, text: str) -> Any:
+    return text if isinstance(item, str) else {**item, "text": text}

@@ -1,0 +1,82 @@
+"""The model class :func:`mm_st.build_model` returns: a SentenceTransformer that also takes mm_st inputs.
+
+Everything it saves is sentence-transformers' own modules, so ``SentenceTransformer(path)`` loads it
+without mm_st. The subclass only adds, at preprocessing time:
+
+- ``None`` fields, ``pathlib.Path`` images and image paths in dicts (:mod:`mm_st.inputs`), with
+  errors that name the input index and path;
+- truncation that never cuts image tokens: when a batch holds images, the text of an over-long input
+  is shortened instead, so image tokens and the prompt suffix (the token last-token pooling reads)
+  survive. Text-only batches use sentence-transformers' truncation, which restores the suffix.
+
+Example:
+    >>> from mm_st import build_model
+    >>> from mm_st.testing import tiny_model
+    >>> model = build_model(tiny_model("qwen2_vl"), recipe="e5v")
+    >>> model.encode([{"text": "a red square", "image": None}]).shape
+    (1, 64)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from mm_st.inputs import has_image, normalize_inputs, text_of, with_text
+
+logger = logging.getLogger(__name__)
+
+
+class MultimodalSentenceTransformer(SentenceTransformer):
+    """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc)."""
+
+    def encode(self, inputs: Any = None, *args, **kwargs):
+        """As :meth:`SentenceTransformer.encode`; an empty list gives an empty ``(0, dim)`` array."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
+            return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
+        return super().encode(inputs, *args, **kwargs)
+
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
+        if len(inputs) == 0:
+            return {}
+        items = normalize_inputs(inputs, supports_image=self.supports("image"))
+        if not any(has_image(item) for item in items):
+            return super().preprocess(items, prompt=prompt, **kwargs)
+        return self._preprocess_keeping_images(items, prompt, **kwargs)
+
+    def _preprocess_keeping_images(self, items: list[Any], prompt: str | None, **kwargs) -> dict[str, Any]:
+        """Process without token truncation, then shorten the text of rows still over the limit."""
+        limit = kwargs.get("max_length") or self.max_seq_length
+        per_call = dict(kwargs.pop("processing_kwargs", None) or {})
+        per_call["text"] = {**per_call.get("text", {}), "truncation": False}
+        tokenizer = self[0].tokenizer
+        for _ in range(4):
+            features = super().preprocess(items, prompt=prompt, processing_kwargs=per_call, **kwargs)
+            if not limit or "attention_mask" not in features:
+                return features
+            lengths = features["attention_mask"].sum(dim=1).tolist()
+            changed = False
+            for index, length in enumerate(lengths):
+                text = text_of(items[index])
+                if length <= limit or not text:
+                    continue
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                shorter = tokenizer.decode(ids[: max(0, len(ids) - (length - limit))])
+                if shorter != text:
+                    items[index] = with_text(items[index], shorter)
+                    changed = True
+            if not changed:
+                break
+        if max(features["attention_mask"].sum(dim=1).tolist()) > limit:
+            logger.warning(
+                "Some inputs exceed max_seq_length=%d with their text removed (image tokens and prompt alone); "
+                "they are kept whole, since cutting image tokens would break the model.",
+                limit,
+            )
+        return features
