@@ -1,0 +1,188 @@
+"""Exactness and portability of build_model, for every tiny backbone family.
+
+The E5-V reference below is hand-written from the paper's literal strings (not from mm_st.templates):
+processor on the literal prompt, model forward, last-layer hidden state of the last token, L2 norm.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoProcessor
+
+from mm_st import build_model
+from mm_st.testing import FAMILIES, tiny_model
+
+LLAMA3 = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+CHATML = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+# family -> (chat wrapper, image placeholder), written out by hand
+LITERAL = {
+    "llava": ("USER: {} ASSISTANT:", "<image>"),
+    "llava_next": (LLAMA3, "<image>"),
+    "mllama": (LLAMA3, "<|image|>"),
+    "qwen2_vl": (CHATML, QWEN_IMAGE),
+    "qwen2_5_vl": (CHATML, QWEN_IMAGE),
+    "qwen3_vl": (CHATML, QWEN_IMAGE),
+    "idefics3": ("<|im_start|>User:{}<end_of_utterance>\nAssistant:", "<image>"),
+}
+TEXT_PROMPT = "<sent>\nSummary above sentence in one word: "
+IMAGE_PROMPT = "<image>\nSummary above image in one word: "
+COMPOSED_PROMPT = '<image>Modify this image with "<sent>", desribe modified image in one word:'
+TEXT = "A smiling yellow face with open eyes."
+
+
+def literal_e5v(family, text=None, image=False):
+    wrapper, placeholder = LITERAL[family]
+    prompt = COMPOSED_PROMPT if (text and image) else IMAGE_PROMPT if image else TEXT_PROMPT
+    return wrapper.format(prompt.replace("<image>", placeholder).replace("<sent>", text or ""))
+
+
+def reference_embedding(path, family, text=None, image=None):
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    literal = literal_e5v(family, text, image is not None)
+    kwargs = {"images": [[image]]} if image is not None else {}
+    inputs = processor(text=[literal], return_tensors="pt", **kwargs)
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state[:, -1]
+    return torch.nn.functional.normalize(hidden, dim=-1)[0].numpy()
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_model(request):
+    family = request.param
+    path = tiny_model(family)
+    return family, path, build_model(path, recipe="e5v")
+
+
+def test_parity_with_literal_e5v_prompt(family_model, emoji_images):
+    family, path, model = family_model
+    image = emoji_images[0]
+    cases = [
+        (TEXT, None, TEXT),
+        (None, image, image),
+        (TEXT, image, {"text": TEXT, "image": image}),
+    ]
+    for text, img, model_input in cases:
+        expected = reference_embedding(path, family, text, img)
+        got = model.encode([model_input])[0]
+        assert np.abs(got - expected).max() <= 1e-5, (family, text is not None, img is not None)
+
+
+def test_rendered_prompt_is_the_literal_string(family_model, emoji_images):
+    family, path, model = family_model
+    processor = AutoProcessor.from_pretrained(path)
+    for text, image, model_input in [(TEXT, None, TEXT), (TEXT, emoji_images[0], {"text": TEXT, "image": emoji_images[0]})]:
+        features = model.preprocess([model_input])
+        kwargs = {"images": [[image]]} if image is not None else {}
+        expected = processor(text=[literal_e5v(family, text, image is not None)], return_tensors="pt", **kwargs)
+        assert features["input_ids"].tolist() == expected["input_ids"].tolist()
+
+
+def _assert_batch_invariant(model, batch, family):
+    together = model.encode(batch, batch_size=len(batch))
+    alone = np.stack([model.encode([item])[0] for item in batch])
+    assert together.shape == (len(batch), 64)
+    assert np.abs(together - alone).max() <= 1e-5, family
+
+
+def test_batch_equals_one_by_one(family_model, emoji_images):
+    family, _, model = family_model
+    _assert_batch_invariant(model, ["short", TEXT * 3, {"text": "two", "image": None}, TEXT], family)
+    _assert_batch_invariant(
+        model,
+        [emoji_images[1], {"text": TEXT + " " + TEXT, "image": emoji_images[2]}, {"image": emoji_images[3], "text": None}],
+        family,
+    )
+
+
+def test_mixed_modality_batch_equals_one_by_one(family_model, emoji_images):
+    family, _, model = family_model
+    batch = ["short", emoji_images[1], {"text": TEXT + " " + TEXT, "image": emoji_images[2]}, TEXT * 3]
+    try:
+        _assert_batch_invariant(model, batch, family)
+    except RuntimeError as exc:
+        if family == "mllama" and ("aspect_ratio_ids" in str(exc) or "invalid for input of size" in str(exc)):
+            pytest.xfail(f"transformers' MllamaImageProcessor cannot batch inputs without images beside inputs with: {exc}")
+        raise
+
+
+def test_truncation_keeps_image_tokens_and_prompt_suffix(emoji_images):
+    for family in FAMILIES:
+        path = tiny_model(family)
+        full = build_model(path, recipe="e5v")
+        image_only = full.preprocess([emoji_images[0]])
+        long_text = " ".join(["word"] * 400)
+        untruncated = full.preprocess([{"text": long_text, "image": emoji_images[0]}])
+        limit = image_only["input_ids"].shape[1] + 30
+        short = build_model(path, recipe="e5v", max_length=limit)
+        for batch in ([{"text": long_text, "image": emoji_images[0]}], [{"text": long_text, "image": emoji_images[0]}, {"text": "hi", "image": emoji_images[1]}]):
+            features = short.preprocess(batch)
+            ids, mask = features["input_ids"][0], features["attention_mask"][0]
+            real = ids[mask.bool()]
+            assert len(real) <= limit, family
+            image_token = short[0].model.config.image_token_id if hasattr(short[0].model.config, "image_token_id") else None
+            if image_token is None:
+                image_token = short[0].model.config.image_token_index
+            assert (real == image_token).sum() == (untruncated["input_ids"][0] == image_token).sum(), family
+            suffix = untruncated["input_ids"][0][-8:]
+            assert real[-8:].tolist() == suffix.tolist(), family
+            assert np.isfinite(short.encode(batch)).all()
+        # text-only inputs: sentence-transformers truncates and restores the prompt suffix
+        text_features = short.preprocess([long_text])
+        text_full = full.preprocess([long_text])
+        assert text_features["input_ids"].shape[1] <= limit
+        assert text_features["input_ids"][0][-8:].tolist() == text_full["input_ids"][0][-8:].tolist()
+
+
+EXPORT_CHECK = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["mm_st"] = None  # mm_st must not be importable here
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+    cases = json.loads(sys.argv[1])
+    out = {}
+    for family, case in cases.items():
+        model = SentenceTransformer(case["dir"])  # trust_remote_code defaults to False
+        image = Image.open(case["image"]).convert("RGB")
+        inputs = [case["text"], image, {"text": case["text"], "image": image}]
+        out[family] = {
+            "plain": model.encode(inputs, batch_size=1).tolist(),
+            "query": model.encode_query(inputs[:1], prompt="Find the emoji: ").tolist(),
+        }
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
+    image_path = tmp_path / "emoji.png"
+    emoji_images[0].save(image_path)
+    cases, expected = {}, {}
+    for family in FAMILIES:
+        model = build_model(tiny_model(family), recipe="mmembed" if family == "qwen2_vl" else "e5v")
+        model.save(str(tmp_path / family))
+        image = emoji_images[0]
+        inputs = [TEXT, image, {"text": TEXT, "image": image}]
+        expected[family] = {
+            "plain": model.encode(inputs, batch_size=1),
+            "query": model.encode_query(inputs[:1], prompt="Find the emoji: "),
+        }
+        cases[family] = {"dir": str(tmp_path / family), "image": str(image_path), "text": TEXT}
+        modules = json.loads((tmp_path / family / "modules.json").read_text())
+        assert all(m["type"].startswith("sentence_transformers.") for m in modules)
+        assert (tmp_path / family / "model.safetensors").exists()
+    run = subprocess.run([sys.executable, "-c", EXPORT_CHECK, json.dumps(cases)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    for family in FAMILIES:
+        for key in ("plain", "query"):
+            assert np.abs(np.array(result[family][key]) - expected[family][key]).max() <= 1e-6, (family, key)
