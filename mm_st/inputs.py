@@ -42,14 +42,31 @@ def load_image(path: str | os.PathLike, index: int, root: str | os.PathLike | No
         raise ValueError(f"Input {index}: cannot read image file {str(full)!r}: {exc}") from exc
 
 
-def _as_image(value: Any, index: int) -> Any:
+def check_image_file(path: str | os.PathLike, index: int) -> None:
+    """Cheap validity check of an image file (exists, PIL can verify it), naming the input index."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Input {index}: image file not found: {str(path)!r}.")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:
+        raise ValueError(f"Input {index}: cannot read image file {str(path)!r}: {exc}") from exc
+
+
+def _as_image(value: Any, index: int, load: bool) -> Any:
     if isinstance(value, (str, os.PathLike)):
+        if not load:
+            check_image_file(value, index)
+            return value
         return load_image(value, index)
     return value
 
 
-def normalize_input(item: Any, index: int, supports_image: bool = True) -> Any:
-    """One input in the form sentence-transformers expects (see module docstring)."""
+def normalize_input(item: Any, index: int, supports_image: bool = True, load: bool = True) -> Any:
+    """One input in the form sentence-transformers expects (see module docstring).
+
+    With ``load=False`` image paths are only checked (see :func:`check_image_file`), not opened.
+    """
     if isinstance(item, os.PathLike):
         item = {"image": item}
     if isinstance(item, dict) and set(item) <= set(MODALITY_KEYS):
@@ -61,19 +78,19 @@ def normalize_input(item: Any, index: int, supports_image: bool = True) -> Any:
         if "image" in present:
             if not supports_image:
                 raise ValueError(f"Input {index} has an image, but this model is text-only (no image modality).")
-            present["image"] = _as_image(present["image"], index)
+            present["image"] = _as_image(present["image"], index, load)
         if set(present) == {"text"}:
             return present["text"]
         if set(present) == {"image"}:
-            return present["image"]
+            return present if isinstance(present["image"], (str, os.PathLike)) else present["image"]
         return {key: present[key] for key in MODALITY_KEYS if key in present}
     if isinstance(item, Image.Image) and not supports_image:
         raise ValueError(f"Input {index} is an image, but this model is text-only (no image modality).")
     return item
 
 
-def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True) -> list[Any]:
-    return [normalize_input(item, index, supports_image) for index, item in enumerate(inputs)]
+def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True, load: bool = True) -> list[Any]:
+    return [normalize_input(item, index, supports_image, load) for index, item in enumerate(inputs)]
 
 
 def has_image(item: Any) -> bool:

@@ -36,10 +36,16 @@ class MultimodalSentenceTransformer(SentenceTransformer):
     """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc)."""
 
     def encode(self, inputs: Any = None, *args, **kwargs):
-        """As :meth:`SentenceTransformer.encode`; an empty list gives an empty ``(0, dim)`` array."""
-        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
-            empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
-            return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
+        """As :meth:`SentenceTransformer.encode`; an empty list gives an empty ``(0, dim)`` array.
+
+        Inputs are checked up front, so an error names the input's index in the caller's list
+        (encode sorts inputs by length before batching); image files are decoded batch by batch.
+        """
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) == 0:
+                empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
+                return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
+            inputs = normalize_inputs(inputs, supports_image=self.supports("image"), load=False)
         return super().encode(inputs, *args, **kwargs)
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:

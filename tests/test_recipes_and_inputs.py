@@ -1,0 +1,169 @@
+"""Recipes (query/document handling), inputs mm_st accepts, adapters and bad-input errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from mm_st import build_model, load_model, templates
+from mm_st.testing import tiny_model
+
+
+@pytest.fixture(scope="module")
+def qwen_path():
+    return tiny_model("qwen2_vl")
+
+
+@pytest.fixture(scope="module")
+def text_lm_path(tmp_path_factory):
+    """A tiny text-only causal LM (Llama) with the tiny llava_next tokenizer (Llama-3 header tokens)."""
+    path = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model("llava_next"))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(path)
+    config_file = path / "tokenizer_config.json"  # a plain tokenizer, not part of a LLaVA processor
+    settings = json.loads(config_file.read_text())
+    settings.pop("processor_class", None)
+    config_file.write_text(json.dumps(settings))
+    return str(path)
+
+
+def decoded(model, inputs, **kwargs):
+    features = model.preprocess(inputs, **kwargs)
+    tokenizer = model[0].tokenizer
+    return [tokenizer.decode(ids[mask.bool()]) for ids, mask in zip(features["input_ids"], features["attention_mask"])]
+
+
+def test_mmembed_instruction_on_queries_only(qwen_path):
+    model = build_model(qwen_path, recipe="mmembed")
+    query = decoded(model, ["a red car"], prompt="Find a matching image.", task="query")[0]
+    document = decoded(model, ["a red car"], prompt="Find a matching image.", task="document")[0]
+    assert query == "Instruct: Find a matching image.\nQuery: a red car"
+    assert document == "a red car"
+
+
+def test_encode_query_and_document_follow_the_recipe(qwen_path):
+    model = build_model(qwen_path, recipe="mmembed")
+    with_instruction = model.encode_query(["a red car"], prompt="Find a matching image.")
+    as_document = model.encode_document(["a red car"])
+    plain = model.encode(["a red car"])
+    assert np.allclose(as_document, plain, atol=1e-6)
+    assert not np.allclose(with_instruction, as_document, atol=1e-3)
+
+
+def test_mme5_mllama_image_block(emoji_images):
+    model = build_model(tiny_model("mllama"), recipe="mme5")
+    text = decoded(model, [{"text": "what is it?", "image": emoji_images[0]}], prompt="Answer the question.", task="query")[0]
+    assert text.endswith("<|image|><|begin_of_text|>Answer the question.\nwhat is it?")
+    target = decoded(model, [emoji_images[0]], task="document")[0]
+    assert target.endswith("<|image|><|begin_of_text|>Represent the given image.\n")
+
+
+def test_vlm2vec_format(qwen_path, emoji_images):
+    model = build_model(qwen_path, recipe="vlm2vec")
+    query = decoded(model, [{"text": "What color?", "image": emoji_images[0]}], prompt="Represent the given image with the following question: ")[0]
+    assert query.startswith("<|vision_start|>") and query.endswith(
+        "<|vision_end|>\nRepresent the given image with the following question: What color?"
+    )
+    assert decoded(model, ["A cat."], prompt="Find me an everyday image that matches the given caption: ")[0] == (
+        "Find me an everyday image that matches the given caption: A cat."
+    )
+
+
+def test_text_only_causal_lm(text_lm_path):
+    model = build_model(text_lm_path, recipe="e5v")
+    assert decoded(model, ["A dog."])[0] == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nA dog.\nSummary above sentence in one word: "
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+    )
+    batch = ["A dog.", "A much longer sentence about a cat sitting on a warm mat."]
+    together = model.encode(batch)
+    alone = np.stack([model.encode([text])[0] for text in batch])
+    assert np.abs(together - alone).max() <= 1e-5
+    with pytest.raises(ValueError, match=r"Input 1 has an image, but this model is text-only"):
+        model.encode(["fine", {"text": "x", "image": Image.new("RGB", (8, 8))}])
+    with pytest.raises(ValueError, match=r"Input 0 is an image"):
+        model.encode([Image.new("RGB", (8, 8))])
+
+
+def test_image_paths_and_none_fields(qwen_path, emoji_images, tmp_path):
+    model = build_model(qwen_path, recipe="e5v")
+    path = tmp_path / "e.png"
+    emoji_images[0].save(path)
+    from_pil = model.encode([{"text": "grin", "image": emoji_images[0]}])
+    for image in (str(path), path):
+        assert np.abs(model.encode([{"text": "grin", "image": image}]) - from_pil).max() <= 1e-6
+    assert np.abs(model.encode([path]) - model.encode([emoji_images[0]])).max() <= 1e-6
+    assert np.abs(model.encode([{"text": "grin", "image": None}]) - model.encode(["grin"])).max() <= 1e-6
+
+
+def test_bad_image_files_name_index_and_path(qwen_path, tmp_path):
+    model = build_model(qwen_path, recipe="e5v")
+    missing = tmp_path / "missing.png"
+    with pytest.raises(FileNotFoundError, match=r"Input 1: image file not found: .*missing\.png"):
+        model.encode(["ok", {"image": str(missing), "text": "x"}])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"Input 2: cannot read image file .*corrupt\.png"):
+        model.encode(["a", "b", {"image": corrupt}])
+    with pytest.raises(ValueError, match=r"Input 0: every field is None"):
+        model.encode([{"text": None, "image": None}])
+
+
+def test_image_root_is_enforced(tmp_path):
+    from mm_st.inputs import load_image
+
+    (tmp_path / "root").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "outside.png")
+    with pytest.raises(ValueError, match=r"Input 3: image path '../outside.png' resolves outside the image root"):
+        load_image("../outside.png", 3, root=tmp_path / "root")
+
+
+def test_empty_input_gives_empty_array_with_width(qwen_path):
+    model = build_model(qwen_path, recipe="e5v")
+    assert model.encode([]).shape == (0, 64)
+    assert tuple(model.encode([], convert_to_tensor=True).shape) == (0, 64)
+
+
+def test_unknown_recipe_family_and_wrapper(qwen_path):
+    with pytest.raises(ValueError, match=r"Unknown recipe 'clip'.*e5v, mme5, mmembed, vlm2vec"):
+        build_model(qwen_path, recipe="clip")
+    with pytest.raises(ValueError, match=r"Unknown backbone family 'blip'.*llava_next"):
+        build_model(qwen_path, family="blip")
+    with pytest.raises(ValueError, match=r"Unknown wrapper 'zephyr'.*llama3"):
+        build_model(qwen_path, wrapper="zephyr")
+    with pytest.raises(ValueError, match=r"model_type 'bert' is in no family.*qwen2_vl"):
+        templates.family_for_model_type("bert")
+
+
+@pytest.mark.parametrize("adapter", [{"r": 4, "lora_alpha": 8}, {"r": 4, "use_dora": True}])
+def test_lora_and_dora_adapters(qwen_path, emoji_images, adapter, tmp_path):
+    model = build_model(qwen_path, recipe="e5v", adapter=adapter)
+    peft_model = model[0].model
+    assert model.active_adapters() == ["default"]
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    if adapter.get("use_dora"):
+        assert any("lora_magnitude_vector" in name for name in trainable)
+    before = model.encode([{"text": "x", "image": emoji_images[0]}])
+    model.save(str(tmp_path / "m"))
+    assert (tmp_path / "m" / "adapter_model.safetensors").exists()
+    reloaded = load_model(str(tmp_path / "m"))
+    assert np.abs(reloaded.encode([{"text": "x", "image": emoji_images[0]}]) - before).max() <= 1e-6
+
+
+def test_dtype_and_attention_pass_through(qwen_path):
+    model = build_model(qwen_path, recipe="e5v", dtype=torch.bfloat16, attn_implementation="eager")
+    assert model[0].model.dtype == torch.bfloat16
+    assert model[0].model.config._attn_implementation == "eager"
+    assert model.encode(["hello"]).shape == (1, 64)
