@@ -128,6 +128,7 @@ def build_model(
         device=device,
         similarity_fn_name="cosine",
     )
+    model.model_card_data.model_name = f"SentenceTransformer: {recipe} recipe on a {family_spec.name} backbone (mm_st)"
     if adapter is not None:
         model.add_adapter(_peft_config(adapter))
     return model

@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 class MultimodalSentenceTransformer(SentenceTransformer):
     """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc)."""
 
+    def _get_name(self) -> str:
+        # Shown in repr and in model cards: what users load the saved model with.
+        return "SentenceTransformer"
+
     def encode(self, inputs: Any = None, *args, **kwargs):
         """As :meth:`SentenceTransformer.encode`; an empty list gives an empty ``(0, dim)`` array.
 

@@ -167,3 +167,13 @@ def test_dtype_and_attention_pass_through(qwen_path):
     assert model[0].model.dtype == torch.bfloat16
     assert model[0].model.config._attn_implementation == "eager"
     assert model.encode(["hello"]).shape == (1, 64)
+
+
+def test_chat_messages_and_model_card_name(qwen_path, emoji_images, tmp_path):
+    model = build_model(qwen_path, recipe="e5v")
+    message = [{"role": "user", "content": [{"type": "image", "image": emoji_images[0]}, {"type": "text", "text": "grin"}]}]
+    assert np.abs(model.encode([message]) - model.encode([{"image": emoji_images[0], "text": "grin"}])).max() <= 1e-6
+    assert repr(model).startswith("SentenceTransformer(")
+    model.save(str(tmp_path / "m"))
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "MultimodalSentenceTransformer" not in card and "from sentence_transformers import SentenceTransformer" in card
