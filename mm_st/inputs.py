@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,8 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
 
     With ``load=False`` image paths are only checked (see :func:`check_image_file`), not opened.
     """
+    if item is None:
+        raise ValueError(f"Input {index} is None (a missing value); give a text, an image or a dict of them.")
     if isinstance(item, os.PathLike):
         item = {"image": item}
     if isinstance(item, dict) and set(item) <= set(MODALITY_KEYS):
@@ -105,6 +108,42 @@ def has_image(item: Any) -> bool:
 
 def _content_has_image(content: Any) -> bool:
     return isinstance(content, list) and any(isinstance(part, dict) and part.get("type") == "image" for part in content)
+
+
+MODALITY_IDS = {"text": 0, "image": 1, "image+text": 2}
+
+
+def content_key(item: Any) -> tuple[int, int]:
+    """``(content hash, modality id)`` of a normalised input: equal content gives an equal 63-bit hash.
+
+    The hash covers the text and each image's mode, size and pixel bytes (exact identity, never
+    float closeness); the modality id is ``MODALITY_IDS`` of what the input holds.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    texts, images = [], []
+    if isinstance(item, str):
+        texts.append(item)
+    elif isinstance(item, Image.Image):
+        images.append(item)
+    elif isinstance(item, dict) and ("text" in item or "image" in item):
+        texts += [item["text"]] if "text" in item else []
+        images += [item["image"]] if "image" in item else []
+    else:  # chat messages
+        messages = item if isinstance(item, list) else [item]
+        for message in messages:
+            content = message.get("content")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+            texts += [part.get("text", "") for part in parts if part.get("type") == "text"]
+            images += [part.get("image") for part in parts if part.get("type") == "image"]
+    for text in texts:
+        digest.update(b"T" + text.encode("utf-8") + b"\0")
+    for image in images:
+        if isinstance(image, Image.Image):
+            digest.update(f"I{image.mode}{image.size}".encode() + image.tobytes())
+        else:
+            digest.update(b"P" + str(image).encode("utf-8"))
+    modality = "image+text" if images and texts else "image" if images else "text"
+    return int.from_bytes(digest.digest(), "little") >> 1, MODALITY_IDS[modality]
 
 
 def text_of(item: Any) -> str | None:

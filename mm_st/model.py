@@ -27,13 +27,23 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from mm_st.inputs import has_image, normalize_inputs, text_of, with_text
+from mm_st.inputs import content_key, has_image, normalize_inputs, text_of, with_text
+
+CONTENT_KEY = "mm_st_content_key"
+MODALITY_KEY = "mm_st_modality"
 
 logger = logging.getLogger(__name__)
 
 
 class MultimodalSentenceTransformer(SentenceTransformer):
-    """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc)."""
+    """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc).
+
+    With ``emit_content_keys = True`` (set by mm_st's losses), :meth:`preprocess` also returns each
+    input's content hash and modality id (:func:`mm_st.inputs.content_key`) under ``mm_st_content_key``
+    and ``mm_st_modality``; :meth:`forward` drops them before the backbone sees the features.
+    """
+
+    emit_content_keys: bool = False
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
@@ -56,9 +66,20 @@ class MultimodalSentenceTransformer(SentenceTransformer):
         if len(inputs) == 0:
             return {}
         items = normalize_inputs(inputs, supports_image=self.supports("image"))
+        keys = [content_key(item) for item in items] if self.emit_content_keys else None
         if not any(has_image(item) for item in items):
-            return super().preprocess(items, prompt=prompt, **kwargs)
-        return self._preprocess_keeping_images(items, prompt, **kwargs)
+            features = super().preprocess(items, prompt=prompt, **kwargs)
+        else:
+            features = self._preprocess_keeping_images(items, prompt, **kwargs)
+        if keys is not None:
+            features[CONTENT_KEY] = torch.tensor([key for key, _ in keys], dtype=torch.long)
+            features[MODALITY_KEY] = torch.tensor([modality for _, modality in keys], dtype=torch.long)
+        return features
+
+    def forward(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:
+        input.pop(CONTENT_KEY, None)
+        input.pop(MODALITY_KEY, None)
+        return super().forward(input, **kwargs)
 
     def _preprocess_keeping_images(self, items: list[Any], prompt: str | None, **kwargs) -> dict[str, Any]:
         """Process without token truncation, then shorten the text of rows still over the limit."""

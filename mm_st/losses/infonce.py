@@ -1,0 +1,166 @@
+"""Multimodal InfoNCE: duplicate-aware, with hard-negative scope, an optional modality term and symmetry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from torch import Tensor
+
+from mm_st.model import CONTENT_KEY, MODALITY_KEY
+
+
+class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
+    def __init__(
+        self,
+        model,
+        temperature: float = 0.02,
+        hard_negative_scope: Literal["shared", "own"] = "shared",
+        mask_duplicates: bool = True,
+        modality_weight: float = 0.0,
+        symmetric: bool = False,
+    ) -> None:
+        """InfoNCE over (anchor, positive, negative_1, ..., negative_n) columns of text, images or both.
+
+        For query i, candidates are every positive in the batch plus the hard negatives; the logits
+        are ``cos(q_i, d_j) / temperature`` and the loss is ``-log softmax`` of the own positive, with:
+
+        - ``mask_duplicates``: a candidate whose content is identical to query i's positive (same
+          text and same image bytes, e.g. two ImageNet queries labelled "goldfish") is removed from
+          the denominator instead of counted as a negative. Identity is an exact hash of the inputs
+          (:func:`mm_st.inputs.content_key`), computed during preprocessing.
+        - ``hard_negative_scope``: ``"shared"`` scores every hard negative in the batch against every
+          query (VLM2Vec); ``"own"`` scores a hard negative only against its own query (mmE5).
+        - ``modality_weight`` (MM-Embed's modality awareness): adds ``modality_weight * mean_i
+          -log(1 - p_i)``, where ``p_i`` is the softmax mass query i puts on candidates whose
+          modality (text / image / image+text) differs from its positive's. It is 0 when a batch
+          holds one modality, and pushes the model to return the modality the query asks for.
+        - ``symmetric``: also the document->query direction (each positive against all queries,
+          queries whose positive is a duplicate masked), averaged with the query->document loss.
+
+        Args:
+            model: a model from :func:`mm_st.build_model` (a ``MultimodalSentenceTransformer``).
+            temperature: softmax temperature (> 0); E5-V 0.05, mmE5 / VLM2Vec 0.02.
+            hard_negative_scope: ``"shared"`` or ``"own"``.
+            mask_duplicates: remove duplicates of the positive from the denominator.
+            modality_weight: weight of the modality term (>= 0).
+            symmetric: add the document->query direction.
+
+        Inputs:
+            +--------------------------------------------+--------+
+            | Texts                                      | Labels |
+            +============================================+========+
+            | (anchor, positive) pairs                   | none   |
+            +--------------------------------------------+--------+
+            | (anchor, positive, negative_1, ...) tuples | none   |
+            +--------------------------------------------+--------+
+            Each column holds str, PIL images, or ``{"text", "image"}`` dicts (None = absent).
+
+        Example:
+            ::
+
+                from datasets import Dataset
+                from sentence_transformers import SentenceTransformerTrainer
+                from mm_st import build_model
+                from mm_st.data import load_emoji
+                from mm_st.losses import MultimodalInfoNCELoss
+                from mm_st.testing import tiny_model
+
+                model = build_model(tiny_model("qwen2_vl"), recipe="e5v")
+                emoji = load_emoji("train").select(range(64))
+                train = Dataset.from_dict({"image": emoji["image"], "name": emoji["name_en"]})
+                loss = MultimodalInfoNCELoss(model, temperature=0.05)
+                SentenceTransformerTrainer(model=model, train_dataset=train, loss=loss).train()
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if hard_negative_scope not in ("shared", "own"):
+            raise ValueError(f"hard_negative_scope must be 'shared' or 'own', got {hard_negative_scope!r}.")
+        if modality_weight < 0:
+            raise ValueError(f"modality_weight must be >= 0, got {modality_weight}.")
+        super().__init__(model, scale=1.0 / temperature)
+        self.hard_negative_scope = hard_negative_scope
+        self.mask_duplicates = mask_duplicates
+        self.modality_weight = modality_weight
+        self.symmetric = symmetric
+        if mask_duplicates or modality_weight:
+            if not hasattr(model, "emit_content_keys"):
+                raise TypeError(
+                    "mask_duplicates / modality_weight need a model from mm_st.build_model or mm_st.load_model "
+                    f"(got {type(model).__name__}), which can report input content and modality."
+                )
+            model.emit_content_keys = True
+
+    def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:
+        features = list(sentence_features)
+        keys = [f.pop(CONTENT_KEY, None) for f in features]
+        modalities = [f.pop(MODALITY_KEY, None) for f in features]
+        embeddings = embed_columns(self.model, features)
+        return self.compute_multimodal_loss(embeddings, keys[1:], modalities[1:])
+
+    def compute_multimodal_loss(
+        self,
+        embeddings: list[Tensor],
+        candidate_keys: list[Tensor | None] | None = None,
+        candidate_modalities: list[Tensor | None] | None = None,
+    ) -> Tensor:
+        """The loss from column embeddings ``[anchor, positive, negatives...]`` and candidate keys/modalities."""
+        if len(embeddings) < 2:
+            raise ValueError(f"Expected an anchor and at least one candidate column, got {len(embeddings)} column(s).")
+        batch = embeddings[0].size(0)
+        for column, emb in enumerate(embeddings):
+            if emb.size(0) != batch:
+                raise ValueError(f"Column {column} has {emb.size(0)} rows but the anchor column has {batch}.")
+        queries, docs = embeddings[0], torch.cat(embeddings[1:], dim=0)
+        columns = len(embeddings) - 1
+        device = queries.device
+        rows = torch.arange(batch, device=device)
+        logits = self.similarity_fct(queries, docs) * self.scale  # (B, B * columns)
+        excluded = torch.zeros_like(logits, dtype=torch.bool)
+
+        keys = _stack(candidate_keys, columns)
+        if self.mask_duplicates and keys is not None:
+            keys = keys.to(device)
+            excluded |= keys.unsqueeze(0) == keys[:batch].unsqueeze(1)
+        if self.hard_negative_scope == "own" and columns > 1:
+            owner = rows.repeat(columns)
+            excluded[:, batch:] |= owner[batch:].unsqueeze(0) != rows.unsqueeze(1)
+        excluded[rows, rows] = False  # the own positive always stays
+        logits = logits.masked_fill(excluded, float("-inf"))
+        log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        loss = -log_probs[rows, rows].mean()
+
+        if self.symmetric:
+            back = self.similarity_fct(docs[:batch], queries) * self.scale  # (B positives, B queries)
+            if self.mask_duplicates and keys is not None:
+                same = keys[:batch].unsqueeze(1) == keys[:batch].unsqueeze(0)
+                same[rows, rows] = False
+                back = back.masked_fill(same, float("-inf"))
+            loss = (loss + -(back[rows, rows] - torch.logsumexp(back, dim=1)).mean()) / 2
+
+        modalities = _stack(candidate_modalities, columns)
+        if self.modality_weight and modalities is not None:
+            modalities = modalities.to(device)
+            wrong = (modalities.unsqueeze(0) != modalities[:batch].unsqueeze(1)) & ~excluded
+            wrong_mass = (log_probs.exp() * wrong).sum(dim=1).clamp(max=1 - 1e-6)
+            loss = loss + self.modality_weight * -torch.log1p(-wrong_mass).mean()
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "hard_negative_scope": self.hard_negative_scope,
+            "mask_duplicates": self.mask_duplicates,
+            "modality_weight": self.modality_weight,
+            "symmetric": self.symmetric,
+        }
+
+
+def _stack(per_column: list[Tensor | None] | None, columns: int) -> Tensor | None:
+    """Concatenate per-column tensors in candidate order, or None if any column lacks them."""
+    if not per_column or len(per_column) != columns or any(t is None for t in per_column):
+        return None
+    return torch.cat(list(per_column), dim=0)
