@@ -176,3 +176,33 @@ def test_bad_input(model):
     with pytest.raises(ValueError, match="Input 1 is None"):
         model.preprocess(["a negative", None])
     model.emit_content_keys = False
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_next"])
+def test_cached_equals_non_cached_with_images_and_lora(family, emoji_images):
+    """GradCache: same loss and same LoRA gradients as the plain loss, on image / image+text columns."""
+    from mm_st.losses import CachedMultimodalInfoNCELoss
+
+    model = build_model(tiny_model(family), recipe="e5v", adapter={"r": 4, "lora_alpha": 8})
+    images = emoji_images + [img.rotate(90) for img in emoji_images]
+    anchors = [images[i] for i in range(6)]
+    positives = ["grin", "grin", "heart", {"text": "cat", "image": images[6]}, "sun", "moon"]  # a duplicate
+    negatives = [{"text": "dog", "image": images[7]}, "tree", "grin", "car", {"text": "sun", "image": None}, "star"]
+
+    def loss_and_grads(loss):
+        columns = [model.preprocess(col) for col in (anchors, positives, negatives)]
+        model.zero_grad()
+        value = loss(columns, None)
+        value.backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        return value.item(), grads
+
+    kwargs = dict(temperature=0.05, hard_negative_scope="own", modality_weight=0.3, symmetric=True)
+    plain_value, plain_grads = loss_and_grads(MultimodalInfoNCELoss(model, **kwargs))
+    cached_value, cached_grads = loss_and_grads(CachedMultimodalInfoNCELoss(model, mini_batch_size=2, **kwargs))
+    model.emit_content_keys = False
+    assert cached_value == pytest.approx(plain_value, abs=1e-5)
+    assert plain_grads and set(plain_grads) == set(cached_grads)
+    assert any(g.abs().max() > 0 for g in plain_grads.values())
+    for name in plain_grads:
+        assert torch.allclose(cached_grads[name], plain_grads[name], atol=1e-5), name
