@@ -206,3 +206,44 @@ def test_cached_equals_non_cached_with_images_and_lora(family, emoji_images):
     assert any(g.abs().max() > 0 for g in plain_grads.values())
     for name in plain_grads:
         assert torch.allclose(cached_grads[name], plain_grads[name], atol=1e-5), name
+
+
+def dist_batch():
+    """8 (anchor, positive, negative) rows; duplicate positives sit on different ranks (rows 1 and 6)."""
+    from PIL import Image
+
+    images = [Image.new("RGB", (48, 48), (30 * i, 255 - 30 * i, 90)) for i in range(8)]
+    anchors = [images[i] if i % 2 else f"query {i}" for i in range(8)]
+    positives = ["grin", "heart", {"text": "cat", "image": images[3]}, "sun", images[5], "moon", "heart", "star"]
+    negatives = ["dog", {"text": "tree", "image": images[0]}, "heart", "car", "sun", images[2], "leaf", "rain"]
+    return anchors, positives, negatives
+
+
+def test_gather_across_two_processes_matches_one_process(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, CPU): loss and averaged gradients equal the single-process batch."""
+    import os
+    import subprocess
+    import sys
+
+    path = tiny_model("qwen2_vl")
+    out = tmp_path / "dist.pt"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+         os.path.join(root, "tests", "dist_loss_worker.py"), path, str(out)],
+        capture_output=True, text=True, env=env, cwd=root, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    distributed = torch.load(out)
+
+    model = build_model(path, recipe="e5v", dtype=torch.float64).eval()  # float64: no summation-order noise
+    loss_fn = MultimodalInfoNCELoss(model, temperature=0.05, symmetric=True, hard_negative_scope="own", modality_weight=0.3)
+    value = loss_fn([model.preprocess(col) for col in dist_batch()], None)
+    value.backward()
+    model.emit_content_keys = False
+    assert distributed["loss"].item() == pytest.approx(value.item(), abs=1e-9)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(grads) == set(distributed) - {"loss"}
+    for name, grad in grads.items():
+        assert torch.allclose(distributed[name], grad, rtol=1e-7, atol=1e-9), (name, (distributed[name] - grad).abs().max().item(), grad.abs().max().item())

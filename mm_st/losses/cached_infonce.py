@@ -22,6 +22,7 @@ class CachedMultimodalInfoNCELoss(CachedLossMixin, MultimodalInfoNCELoss):
         mask_duplicates: bool = True,
         modality_weight: float = 0.0,
         symmetric: bool = False,
+        gather_across_devices: bool = False,
         mini_batch_size: int = 32,
         show_progress_bar: bool = False,
     ) -> None:
@@ -36,7 +37,7 @@ class CachedMultimodalInfoNCELoss(CachedLossMixin, MultimodalInfoNCELoss):
         gradient accumulation, every query still sees every candidate of the whole batch.
 
         Args:
-            model, temperature, hard_negative_scope, mask_duplicates, modality_weight, symmetric:
+            model, temperature, hard_negative_scope, mask_duplicates, modality_weight, symmetric, gather_across_devices:
                 as :class:`~mm_st.losses.MultimodalInfoNCELoss`.
             mini_batch_size: inputs embedded at once; lower uses less memory and is slower.
             show_progress_bar: show a progress bar over mini-batches.
@@ -55,7 +56,7 @@ class CachedMultimodalInfoNCELoss(CachedLossMixin, MultimodalInfoNCELoss):
         if mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}.")
         MultimodalInfoNCELoss.__init__(
-            self, model, temperature, hard_negative_scope, mask_duplicates, modality_weight, symmetric
+            self, model, temperature, hard_negative_scope, mask_duplicates, modality_weight, symmetric, gather_across_devices
         )
         self.mini_batch_size = mini_batch_size
         self.show_progress_bar = show_progress_bar

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 from sentence_transformers.base.losses.merged_forward import embed_columns
+from sentence_transformers.util.distributed import all_gather, all_gather_with_grad, get_rank
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from torch import Tensor
 
@@ -22,6 +23,7 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
         mask_duplicates: bool = True,
         modality_weight: float = 0.0,
         symmetric: bool = False,
+        gather_across_devices: bool = False,
     ) -> None:
         """InfoNCE over (anchor, positive, negative_1, ..., negative_n) columns of text, images or both.
 
@@ -48,6 +50,9 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
             mask_duplicates: remove duplicates of the positive from the denominator.
             modality_weight: weight of the modality term (>= 0).
             symmetric: add the document->query direction.
+            gather_across_devices: in multi-process training, score each query against the candidates
+                of all ranks (duplicate masking applied across ranks too); gradients flow back to the
+                rank that embedded each candidate.
 
         Inputs:
             +--------------------------------------------+--------+
@@ -81,7 +86,7 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
             raise ValueError(f"hard_negative_scope must be 'shared' or 'own', got {hard_negative_scope!r}.")
         if modality_weight < 0:
             raise ValueError(f"modality_weight must be >= 0, got {modality_weight}.")
-        super().__init__(model, scale=1.0 / temperature)
+        super().__init__(model, scale=1.0 / temperature, gather_across_devices=gather_across_devices)
         self.hard_negative_scope = hard_negative_scope
         self.mask_duplicates = mask_duplicates
         self.modality_weight = modality_weight
@@ -114,37 +119,45 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
         for column, emb in enumerate(embeddings):
             if emb.size(0) != batch:
                 raise ValueError(f"Column {column} has {emb.size(0)} rows but the anchor column has {batch}.")
-        queries, docs = embeddings[0], torch.cat(embeddings[1:], dim=0)
         columns = len(embeddings) - 1
-        device = queries.device
-        rows = torch.arange(batch, device=device)
-        logits = self.similarity_fct(queries, docs) * self.scale  # (B, B * columns)
-        excluded = torch.zeros_like(logits, dtype=torch.bool)
-
         keys = _stack(candidate_keys, columns)
+        modalities = _stack(candidate_modalities, columns)
+        offset = 0
+        if self.gather_across_devices:
+            # Local queries against the candidates of every rank (gradients flow back to their rank).
+            embeddings = [all_gather_with_grad(emb) for emb in embeddings]
+            keys = None if keys is None else _gather_columns(keys.to(embeddings[0].device), columns)
+            modalities = None if modalities is None else _gather_columns(modalities.to(embeddings[0].device), columns)
+            offset = get_rank() * batch
+        world = embeddings[0].size(0)  # queries over all ranks
+        device = embeddings[0].device
+        rows = torch.arange(batch, device=device)
+        own = rows + offset  # global index of each local query (and of its positive)
+        queries, docs = embeddings[0][own], torch.cat(embeddings[1:], dim=0)
+        logits = self.similarity_fct(queries, docs) * self.scale  # (B local, world * columns)
+        excluded = torch.zeros_like(logits, dtype=torch.bool)
         if self.mask_duplicates and keys is not None:
             keys = keys.to(device)
-            excluded |= keys.unsqueeze(0) == keys[:batch].unsqueeze(1)
+            excluded |= keys.unsqueeze(0) == keys[own].unsqueeze(1)
         if self.hard_negative_scope == "own" and columns > 1:
-            owner = rows.repeat(columns)
-            excluded[:, batch:] |= owner[batch:].unsqueeze(0) != rows.unsqueeze(1)
-        excluded[rows, rows] = False  # the own positive always stays
+            owner = torch.arange(world, device=device).repeat(columns - 1)
+            excluded[:, world:] |= owner.unsqueeze(0) != own.unsqueeze(1)
+        excluded[rows, own] = False  # the own positive always stays
         logits = logits.masked_fill(excluded, float("-inf"))
         log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-        loss = -log_probs[rows, rows].mean()
+        loss = -log_probs[rows, own].mean()
 
         if self.symmetric:
-            back = self.similarity_fct(docs[:batch], queries) * self.scale  # (B positives, B queries)
+            back = self.similarity_fct(docs[own], embeddings[0]) * self.scale  # (B local positives, world queries)
             if self.mask_duplicates and keys is not None:
-                same = keys[:batch].unsqueeze(1) == keys[:batch].unsqueeze(0)
-                same[rows, rows] = False
+                same = keys[own].unsqueeze(1) == keys[:world].unsqueeze(0)
+                same[rows, own] = False
                 back = back.masked_fill(same, float("-inf"))
-            loss = (loss + -(back[rows, rows] - torch.logsumexp(back, dim=1)).mean()) / 2
+            loss = (loss + -(back[rows, own] - torch.logsumexp(back, dim=1)).mean()) / 2
 
-        modalities = _stack(candidate_modalities, columns)
         if self.modality_weight and modalities is not None:
             modalities = modalities.to(device)
-            wrong = (modalities.unsqueeze(0) != modalities[:batch].unsqueeze(1)) & ~excluded
+            wrong = (modalities.unsqueeze(0) != modalities[own].unsqueeze(1)) & ~excluded
             wrong_mass = (log_probs.exp() * wrong).sum(dim=1).clamp(max=1 - 1e-6)
             loss = loss + self.modality_weight * -torch.log1p(-wrong_mass).mean()
         return loss
@@ -156,7 +169,13 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
             "mask_duplicates": self.mask_duplicates,
             "modality_weight": self.modality_weight,
             "symmetric": self.symmetric,
+            "gather_across_devices": self.gather_across_devices,
         }
+
+
+def _gather_columns(stacked: Tensor, columns: int) -> Tensor:
+    """All-gather a ``(columns * B,)`` tensor so it is laid out like the gathered candidates."""
+    return torch.cat([all_gather(part) for part in stacked.chunk(columns)], dim=0)
 
 
 def _stack(per_column: list[Tensor | None] | None, columns: int) -> Tensor | None:
