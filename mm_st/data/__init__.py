@@ -1,5 +1,18 @@
-"""Bundled datasets."""
+"""Datasets: the bundled emoji data and converters for the papers' training sets."""
 
+from mm_st.data.columns import INPUT_FEATURE, make_input, modality_of
+from mm_st.data.converters import load_mbeir, load_mme5_synthetic, load_mmeb_train, load_nli, mbeir_instructions
 from mm_st.data.emoji import EMOJI_LANGUAGES, load_emoji
 
-__all__ = ["EMOJI_LANGUAGES", "load_emoji"]
+__all__ = [
+    "EMOJI_LANGUAGES",
+    "INPUT_FEATURE",
+    "load_emoji",
+    "load_mbeir",
+    "load_mme5_synthetic",
+    "load_mmeb_train",
+    "load_nli",
+    "make_input",
+    "mbeir_instructions",
+    "modality_of",
+]

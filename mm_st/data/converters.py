@@ -1,0 +1,555 @@
+"""Converters: the training sets of E5-V, VLM2Vec/mmE5 and MM-Embed as sentence-transformers datasets.
+
+Every converter returns ``datasets`` objects whose columns are, in order, ``anchor``, ``positive`` and
+``negative_1 .. negative_k``: what the sentence-transformers trainer and mm_st's losses take (columns
+after the positive are hard negatives). Multimodal columns are ``{"text", "image"}`` structs
+(:mod:`mm_st.data.columns`): an absent modality is ``None``; images are stored as paths and decoded
+lazily by ``datasets.Image``.
+
+============================  =====================================================  =================
+converter                     layout                                                 returns
+============================  =====================================================  =================
+:func:`load_mmeb_train`       ``TIGER-Lab/MMEB-train`` (per-dataset configs)          ``DatasetDict``
+:func:`load_mme5_synthetic`   ``intfloat/mmE5-synthetic`` (same columns)              ``DatasetDict``
+:func:`load_mbeir`            M-BEIR query jsonl + candidate pool jsonl + images      ``DatasetDict``
+:func:`load_nli`              SimCSE NLI csv / ``sentence-transformers/all-nli``      ``Dataset``
+============================  =====================================================  =================
+
+A ``DatasetDict`` has one dataset per source dataset / task, so the trainer's multi-dataset
+sampler can draw each batch from one of them (VLM2Vec v2 style), and per-dataset ``prompts``
+apply. Each converter takes a Hub id (real users) or a local directory with the same layout.
+
+Images: paths are resolved inside ``image_root`` (a path escaping the root is an error). Missing or
+unreadable images raise an error that counts them and lists the first few (dataset, row, column,
+path); ``on_missing="skip"`` drops those rows instead and logs how many.
+
+Hard negatives: ``num_negatives=k`` gives ``k`` negative columns; a row with fewer (but at least
+one) negatives repeats its last one (as mmE5's loader does); rows with none are dropped and counted;
+a dataset in which no row has a negative gets no negative columns (logged). ``num_negatives=None``
+takes the largest count present; 0 gives no negative columns.
+
+Example:
+    >>> from mm_st.data.converters import load_nli
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "nli.csv")
+    >>> _ = path.write_text("sent0,sent1,hard_neg\\nA man sleeps.,A person rests.,A man runs.\\n")
+    >>> load_nli(path)[0]
+    {'anchor': 'A man sleeps.', 'positive': 'A person rests.', 'negative': 'A man runs.'}
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import glob
+import json
+import logging
+import os
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from mm_st.data.columns import INPUT_FEATURE, make_input
+from mm_st.inputs import check_image_file
+
+logger = logging.getLogger(__name__)
+
+MMEB_TRAIN_REPO = "TIGER-Lab/MMEB-train"
+MMEB_TRAIN_CONFIGS = (
+    "ImageNet_1K", "N24News", "HatefulMemes", "VOC2007", "SUN397", "OK-VQA", "A-OKVQA", "DocVQA",
+    "InfographicsVQA", "ChartQA", "Visual7W", "VisDial", "CIRR", "VisualNews_t2i", "VisualNews_i2t",
+    "MSCOCO_t2i", "MSCOCO_i2t", "NIGHTS", "WebQA", "MSCOCO",
+)  # fmt: skip
+MME5_SYNTHETIC_REPO = "intfloat/mmE5-synthetic"
+MME5_SYNTHETIC_CONFIGS = ("Classification", "Retrieval", "VQA")
+MBEIR_REPO = "TIGER-Lab/M-BEIR"
+# M-BEIR (UniIR) ids: the prefix of every qid / did names the source dataset.
+MBEIR_DATASETS = {
+    "0": "VisualNews", "1": "Fashion200K", "2": "WebQA", "3": "EDIS", "4": "NIGHTS",
+    "5": "OVEN", "6": "InfoSeek", "7": "FashionIQ", "8": "CIRR", "9": "MSCOCO",
+}  # fmt: skip
+MBEIR_MODALITY_NAMES = {"text": "t", "image": "i", "image,text": "it"}
+# VLM2Vec / Phi-3-V image placeholder written in MMEB-train and mmE5 texts (LLaVA rows use <image>).
+IMAGE_PLACEHOLDERS = ("<|image_1|>", "<image>")
+ON_MISSING = ("error", "skip")
+
+
+# --------------------------------------------------------------------------------------------------
+# Images
+
+
+@dataclass
+class _ImageChecker:
+    """Resolves image paths inside the root(s), checks each file once and collects problems."""
+
+    roots: list[Path]
+    verify: bool = True
+    problems: list[str] = field(default_factory=list)
+    _seen: dict[str, str | None] = field(default_factory=dict)
+
+    def resolve(self, rel: str, where: str) -> str | None:
+        """Absolute path of a readable image, or None (the problem is recorded)."""
+        if rel in self._seen:
+            status = self._seen[rel]
+            if status is None:
+                self.problems.append(where)
+            return status
+        found = None
+        for root in self.roots:
+            full = (root / rel).resolve()
+            if not full.is_relative_to(root):
+                raise ValueError(f"{where}: image path {rel!r} resolves outside the image root {str(root)!r}.")
+            if full.is_file():
+                found = full
+                break
+        status = None
+        if found is not None:
+            try:
+                check_image_file(found, 0) if self.verify else None
+                status = str(found)
+            except (OSError, ValueError):
+                status = None
+        self._seen[rel] = status
+        if status is None:
+            self.problems.append(f"{where}: {rel!r}")
+        return status
+
+
+def _roots(image_root: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Path]:
+    if image_root is None:
+        return []
+    items = [image_root] if isinstance(image_root, (str, os.PathLike)) else list(image_root)
+    roots = [Path(item).resolve() for item in items]
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"Image root {str(root)!r} is not a directory.")
+    return roots
+
+
+def _raise_or_report(name: str, problems: list[str], bad_rows: set[int], on_missing: str, total: int) -> None:
+    if not problems:
+        return
+    if on_missing == "error":
+        first = "\n  ".join(problems[:5])
+        raise FileNotFoundError(
+            f"{name}: {len(problems)} image reference(s) missing or unreadable in {len(bad_rows)} of {total} rows; "
+            f"first ones:\n  {first}\nFix the image root or pass on_missing='skip' to drop those rows."
+        )
+    logger.warning("%s: dropped %d of %d rows with missing or unreadable images.", name, len(bad_rows), total)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a source: local directory with the Hub layout, or a Hub id
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if path.suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+    raise ValueError(f"Unsupported file type {path.suffix!r}: {str(path)!r} (use parquet, jsonl, json, csv, tsv).")
+
+
+def _config_rows(source: str | os.PathLike, config: str, split: str, layout: str) -> list[dict[str, Any]]:
+    """Rows of one config/split from ``source/config/split*.{parquet,jsonl,json}``, a
+    ``save_to_disk`` folder ``source/config[/split]``, or the Hub dataset ``source``."""
+    root = Path(source)
+    if root.is_dir():
+        folder = root / config
+        files = sorted(glob.glob(str(folder / f"{glob.escape(split)}*.parquet")))
+        files += sorted(glob.glob(str(folder / f"{glob.escape(split)}*.jsonl")))
+        files += sorted(glob.glob(str(folder / f"{glob.escape(split)}*.json")))
+        if files:
+            return [row for file in files for row in _read_rows(Path(file))]
+        for candidate in (folder / split, folder):
+            if (candidate / "dataset_info.json").is_file() or (candidate / "state.json").is_file():
+                return datasets.load_from_disk(str(candidate)).to_list()
+        raise FileNotFoundError(
+            f"No data for config {config!r}, split {split!r} in {str(root)!r}: expected {layout}, i.e. "
+            f"{str(folder / (split + '-00000-of-00001.parquet'))!r} (or .jsonl/.json, or a save_to_disk folder)."
+        )
+    if str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Local dataset directory {str(source)!r} does not exist (expected {layout}).")
+    return datasets.load_dataset(str(source), config, split=split).to_list()
+
+
+# --------------------------------------------------------------------------------------------------
+# Negatives and text fields
+
+
+def _as_list(value: Any) -> list[str]:
+    """A negative field: a list, a Python-literal list in a string (mmE5), one string, or empty."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return ["" if item is None else str(item) for item in value]
+    text = str(value)
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(parsed, list):
+            return ["" if item is None else str(item) for item in parsed]
+    return [text] if text else []
+
+
+def _strip_placeholder(text: str | None) -> tuple[str | None, bool]:
+    """Remove a leading image placeholder (and the newline after it); report whether one was there."""
+    if not text:
+        return None, False
+    for placeholder in IMAGE_PLACEHOLDERS:
+        if placeholder in text:
+            text = text.replace(placeholder + "\n", "", 1).replace(placeholder, "", 1)
+            return (text or None), True
+    return text, False
+
+
+def _fill_negatives(negatives: list[list[dict]], k: int | None) -> tuple[int, list[int]]:
+    """Number of negative columns and the rows to drop for lack of any negative."""
+    if k is not None and k < 0:
+        raise ValueError(f"num_negatives must be >= 0 or None, got {k}.")
+    available = max((len(n) for n in negatives), default=0)
+    count = available if k is None else k if available else 0
+    drop = [i for i, n in enumerate(negatives) if count and not n]
+    for n in negatives:
+        if n:
+            n[:] = (n + [n[-1]] * count)[:count]
+    return count, drop
+
+
+def _build(name: str, rows: list[dict], negatives: list[list[dict]], k: int | None) -> datasets.Dataset:
+    """A dataset with anchor, positive and negative_1..k struct columns."""
+    count, drop = _fill_negatives(negatives, k)
+    if k and not count:
+        logger.warning("%s: no row has a hard negative; the dataset has no negative columns.", name)
+    if drop:
+        logger.warning("%s: dropped %d of %d rows that have no hard negative.", name, len(drop), len(rows))
+    keep = sorted(set(range(len(rows))) - set(drop))
+    columns: dict[str, list] = {"anchor": [rows[i]["anchor"] for i in keep]}
+    columns["positive"] = [rows[i]["positive"] for i in keep]
+    for j in range(count):
+        columns[f"negative_{j + 1}"] = [negatives[i][j] for i in keep]
+    features = datasets.Features({column: INPUT_FEATURE for column in columns})
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def _check_on_missing(on_missing: str) -> None:
+    if on_missing not in ON_MISSING:
+        raise ValueError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# MMEB-train and mmE5-synthetic (VLM2Vec layout)
+
+
+def _vlm2vec_input(text: Any, image_path: Any, checker: _ImageChecker, where: str) -> dict | None:
+    """One VLM2Vec-layout input; None when the image is missing (recorded by the checker)."""
+    text, had_placeholder = _strip_placeholder(text if isinstance(text, str) else None)
+    image = None
+    if image_path:
+        if not checker.roots:
+            raise ValueError(f"{where}: the row has an image ({image_path!r}) but no image_root was given.")
+        image = checker.resolve(str(image_path), where)
+        if image is None:
+            return None
+    elif had_placeholder:
+        raise ValueError(f"{where}: the text has an image placeholder but the image path is empty.")
+    if text is None and image is None:
+        return make_input()
+    return make_input(text, image)
+
+
+def _convert_vlm2vec(
+    name: str, rows: list[dict], image_root: Any, num_negatives: int | None, on_missing: str, verify: bool
+) -> datasets.Dataset:
+    checker = _ImageChecker(_roots(image_root), verify)
+    out, negatives, bad_rows = [], [], set()
+    for index, row in enumerate(rows):
+        before = len(checker.problems)
+        where = f"{name} row {index}"
+        anchor = _vlm2vec_input(row.get("qry"), row.get("qry_image_path"), checker, f"{where} qry")
+        positive = _vlm2vec_input(row.get("pos_text"), row.get("pos_image_path"), checker, f"{where} pos")
+        neg_texts, neg_images = _as_list(row.get("neg_text")), _as_list(row.get("neg_image_path"))
+        row_negatives = []
+        for j in range(max(len(neg_texts), len(neg_images))):
+            text = neg_texts[j] if j < len(neg_texts) else ""
+            path = neg_images[j] if j < len(neg_images) else ""
+            if text or path:
+                row_negatives.append(_vlm2vec_input(text, path, checker, f"{where} neg[{j}]"))
+        for role, value in (("qry", anchor), ("pos", positive)):
+            if value is not None and value["text"] is None and value["image"] is None:
+                raise ValueError(f"{where}: {role} has neither text nor image.")
+        if len(checker.problems) > before:
+            bad_rows.add(index)
+            continue
+        out.append({"anchor": anchor, "positive": positive})
+        negatives.append(row_negatives)
+    _raise_or_report(name, checker.problems, bad_rows, on_missing, len(rows))
+    return _build(name, out, negatives, num_negatives)
+
+
+def _load_vlm2vec_layout(
+    source: Any, configs: Iterable[str], split: str, image_root: Any, num_negatives: int | None,
+    on_missing: str, verify_images: bool, layout: str,
+) -> datasets.DatasetDict:  # fmt: skip
+    _check_on_missing(on_missing)
+    result = {}
+    for config in configs:
+        rows = _config_rows(source, config, split, layout)
+        result[config] = _convert_vlm2vec(f"{config}/{split}", rows, image_root, num_negatives, on_missing, verify_images)
+    return datasets.DatasetDict(result)
+
+
+def load_mmeb_train(
+    source: str | os.PathLike = MMEB_TRAIN_REPO,
+    configs: Iterable[str] = MMEB_TRAIN_CONFIGS,
+    split: str = "original",
+    image_root: str | os.PathLike | None = None,
+    num_negatives: int | None = 0,
+    on_missing: str = "error",
+    verify_images: bool = True,
+) -> datasets.DatasetDict:
+    """MMEB-train (VLM2Vec) as one training dataset per config.
+
+    The query text keeps the instruction as the data writes it (``"{instruction}{query}"``); the
+    ``<|image_1|>\\n`` placeholder is removed and the image becomes the struct's ``image``. With the
+    ``vlm2vec`` recipe this renders exactly VLM2Vec's ``<image>\\n{instruction}{query}``, with ``mme5``
+    mmE5's ``<|image|><|begin_of_text|>{instruction}...``.
+
+    Args:
+        source: Hub id, or a local directory laid out like the Hub repo:
+            ``{source}/{config}/{split}-00000-of-00001.parquet`` (or ``.jsonl``).
+        configs: dataset names (default: the 20 MMEB-train configs).
+        split: ``"original"`` or ``"diverse_instruction"``.
+        image_root: directory the ``*_image_path`` values are relative to (the unpacked image archive).
+        num_negatives: negative columns from ``neg_text`` / ``neg_image_path`` (default 0: MMEB-train
+            rows mostly carry none; negatives are mined, see :mod:`mm_st.mining`).
+        on_missing: ``"error"`` or ``"skip"`` rows whose images are missing or unreadable.
+        verify_images: also check that each image file decodes (PIL ``verify``), not only that it exists.
+    """
+    layout = "{source}/{config}/{split}*.parquet with columns qry, qry_image_path, pos_text, pos_image_path, neg_text, neg_image_path"
+    return _load_vlm2vec_layout(source, configs, split, image_root, num_negatives, on_missing, verify_images, layout)
+
+
+def load_mme5_synthetic(
+    source: str | os.PathLike = MME5_SYNTHETIC_REPO,
+    configs: Iterable[str] = MME5_SYNTHETIC_CONFIGS,
+    split: str = "train",
+    image_root: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    num_negatives: int | None = None,
+    on_missing: str = "error",
+    verify_images: bool = True,
+) -> datasets.DatasetDict:
+    """mmE5's synthetic data (``intfloat/mmE5-synthetic``: Classification, Retrieval, VQA) per config.
+
+    Same columns as MMEB-train; ``neg_text`` / ``neg_image_path`` hold lists (or their Python-literal
+    strings), so by default every negative becomes a column (mmE5 scores them against their own
+    query only: train with ``MultimodalInfoNCELoss(hard_negative_scope="own")``). ``image_root`` may
+    be a list of directories, searched in order (mmE5's ``image_dir`` then ``laion_image_dir``).
+    """
+    layout = "{source}/{config}/{split}*.parquet with columns qry, qry_image_path, pos_text, pos_image_path, neg_text, neg_image_path"
+    return _load_vlm2vec_layout(source, configs, split, image_root, num_negatives, on_missing, verify_images, layout)
+
+
+# --------------------------------------------------------------------------------------------------
+# M-BEIR
+
+
+def _read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
+    """``query_instructions.tsv``: header, then query modality, candidate modality, dataset name,
+    dataset id, prompts... (UniIR's reading: key = (dataset id, query modality, candidate modality))."""
+    table: dict[tuple[str, str, str], list[str]] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    for number, line in enumerate(lines, start=2):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 5:
+            raise ValueError(f"{str(path)!r} line {number}: expected at least 5 tab-separated fields, got {len(parts)}.")
+        table[(parts[3].strip(), parts[0].strip(), parts[1].strip())] = [p.strip() for p in parts[4:] if p.strip()]
+    return table
+
+
+def _mbeir_input(entry_text: Any, entry_image: Any, checker: _ImageChecker, where: str) -> dict | None:
+    text = entry_text if isinstance(entry_text, str) and entry_text else None
+    image = None
+    if entry_image:
+        image = checker.resolve(str(entry_image), where)
+        if image is None:
+            return None
+    if text is None and image is None:
+        raise ValueError(f"{where}: neither text nor image.")
+    return make_input(text, image)
+
+
+def mbeir_task_name(dataset_id: str, query_modality: str, candidate_modality: str) -> str:
+    """Name of one M-BEIR task, e.g. ``"MSCOCO_t2i"`` (dataset, query -> candidate modality)."""
+    dataset = MBEIR_DATASETS.get(dataset_id, f"dataset{dataset_id}")
+    q, c = MBEIR_MODALITY_NAMES.get(query_modality, query_modality), MBEIR_MODALITY_NAMES.get(candidate_modality, candidate_modality)
+    return f"{dataset}_{q}2{c}"
+
+
+def load_mbeir(
+    source: str | os.PathLike = MBEIR_REPO,
+    query_files: Sequence[str] | None = None,
+    candidate_pools: Sequence[str] | None = None,
+    split: str = "train",
+    instructions: str = "inline",
+    num_negatives: int | None = 0,
+    on_missing: str = "error",
+    verify_images: bool = True,
+    seed: int = 0,
+) -> datasets.DatasetDict:
+    """M-BEIR training data as one dataset per task (dataset x query modality x candidate modality).
+
+    Args:
+        source: the M-BEIR root (a local directory, or the Hub id, downloaded with ``snapshot_download``):
+            ``query/{split}/*.jsonl`` (rows: ``qid``, ``query_txt``, ``query_img_path``,
+            ``query_modality``, ``pos_cand_list``, ``neg_cand_list``), ``cand_pool/**/*.jsonl`` (rows:
+            ``did``, ``txt``, ``img_path``, ``modality``), ``instructions/query_instructions.tsv``; image
+            paths are relative to the root.
+        query_files / candidate_pools: paths relative to the root (default: every file of the split /
+            every pool).
+        instructions: ``"inline"``: UniIR's format, ``"{instruction} {query}"`` with one of the task's
+            instructions drawn per query (seeded); ``"none"``: no instruction in the data; give
+            per-task ``prompts`` to the trainer instead (see :func:`mbeir_instructions`), which the
+            ``mmembed`` recipe renders as ``Instruct: ...\\nQuery: `` before the image.
+        num_negatives: negative columns from ``neg_cand_list`` (wrapping around like UniIR).
+        on_missing: ``"error"`` or ``"skip"`` rows whose images are missing or unreadable.
+
+    The first positive of ``pos_cand_list`` is the positive. A row whose ``pos_cand_list`` names an
+    id absent from the pools is an error that names the query and the id.
+    """
+    _check_on_missing(on_missing)
+    if instructions not in ("inline", "none"):
+        raise ValueError(f"instructions must be 'inline' or 'none', got {instructions!r}.")
+    root = _mbeir_root(source)
+    layout = "query/{split}/*.jsonl, cand_pool/**/*.jsonl, instructions/query_instructions.tsv under the M-BEIR root"
+    query_paths = [root / q for q in query_files] if query_files else sorted((root / "query" / split).glob("*.jsonl"))
+    pool_paths = [root / p for p in candidate_pools] if candidate_pools else sorted((root / "cand_pool").rglob("*.jsonl"))
+    for kind, paths in (("query", query_paths), ("candidate pool", pool_paths)):
+        if not paths:
+            raise FileNotFoundError(f"No {kind} files in {str(root)!r}; expected {layout}.")
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"M-BEIR {kind} file not found: {str(path)!r}; expected {layout}.")
+    pool = {entry["did"]: entry for path in pool_paths for entry in _read_rows(path)}
+    table = {}
+    if instructions == "inline":
+        tsv = root / "instructions" / "query_instructions.tsv"
+        if not tsv.is_file():
+            raise FileNotFoundError(f"M-BEIR instructions not found: {str(tsv)!r}; expected {layout}.")
+        table = _read_instructions(tsv)
+    rng = random.Random(seed)
+    checker = _ImageChecker([root], verify_images)
+    tasks: dict[str, tuple[list, list]] = {}
+    bad_rows, total = set(), 0
+    for path in query_paths:
+        for index, entry in enumerate(_read_rows(path)):
+            total += 1
+            where = f"{path.name} row {index} (qid {entry.get('qid')})"
+            positives = entry.get("pos_cand_list") or []
+            if not positives:
+                raise ValueError(f"{where}: empty pos_cand_list.")
+            for did in positives[:1] + list(entry.get("neg_cand_list") or []):
+                if did not in pool:
+                    raise KeyError(f"{where}: candidate id {did!r} is in no candidate pool ({len(pool_paths)} files read).")
+            positive_entry = pool[positives[0]]
+            dataset_id = str(entry["qid"]).split(":")[0]
+            key = (dataset_id, entry.get("query_modality", ""), positive_entry.get("modality", ""))
+            query_text = entry.get("query_txt") or ""
+            if instructions == "inline":
+                if key not in table:
+                    raise KeyError(f"{where}: no instruction for (dataset id, query modality, candidate modality) {key}.")
+                query_text = f"{rng.choice(table[key])} {query_text}".strip()
+            before = len(checker.problems)
+            anchor = _mbeir_input(query_text, entry.get("query_img_path"), checker, f"{where} query")
+            positive = _mbeir_input(positive_entry.get("txt"), positive_entry.get("img_path"), checker, f"{where} positive {positives[0]}")
+            row_negatives = []
+            if num_negatives != 0:
+                for did in entry.get("neg_cand_list") or []:
+                    candidate = pool[did]
+                    row_negatives.append(_mbeir_input(candidate.get("txt"), candidate.get("img_path"), checker, f"{where} negative {did}"))
+            if len(checker.problems) > before:
+                bad_rows.add((path.name, index))
+                continue
+            rows, negatives = tasks.setdefault(mbeir_task_name(*key), ([], []))
+            rows.append({"anchor": anchor, "positive": positive})
+            negatives.append(row_negatives)
+    _raise_or_report("M-BEIR", checker.problems, bad_rows, on_missing, total)
+    return datasets.DatasetDict({name: _build(name, rows, negs, num_negatives) for name, (rows, negs) in sorted(tasks.items())})
+
+
+def _mbeir_root(source: str | os.PathLike) -> Path:
+    root = Path(source)
+    if root.is_dir():
+        return root
+    if str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"M-BEIR directory {str(source)!r} does not exist.")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(source), repo_type="dataset"))
+
+
+def mbeir_instructions(source: str | os.PathLike, index: int = 0) -> dict[str, str]:
+    """``{task name: instruction}`` from an M-BEIR root's ``query_instructions.tsv`` (the
+    ``index``-th instruction of each task), for the trainer's per-dataset ``prompts``::
+
+        prompts = {task: {"anchor": text} for task, text in mbeir_instructions(root).items()}
+    """
+    table = _read_instructions(_mbeir_root(source) / "instructions" / "query_instructions.tsv")
+    return {mbeir_task_name(*key): prompts[min(index, len(prompts) - 1)] for key, prompts in table.items() if prompts}
+
+
+# --------------------------------------------------------------------------------------------------
+# NLI (E5-V)
+
+NLI_COLUMN_SETS = (
+    ("sent0", "sent1", "hard_neg"),  # SimCSE nli_for_simcse.csv
+    ("anchor", "positive", "negative"),  # sentence-transformers/all-nli "triplet"
+    ("premise", "entailment", "contradiction"),
+)
+
+
+def load_nli(source: str | os.PathLike = "sentence-transformers/all-nli", split: str = "train") -> datasets.Dataset:
+    """NLI triplets for E5-V's text-only training: ``anchor`` (premise), ``positive`` (entailment),
+    ``negative`` (contradiction), as plain strings.
+
+    Args:
+        source: a csv/tsv/jsonl/parquet file (SimCSE's ``nli_for_simcse.csv``: ``sent0, sent1,
+            hard_neg``), or a Hub id (``sentence-transformers/all-nli``, config ``triplet``).
+    """
+    path = Path(source)
+    if path.is_file():
+        rows = _read_rows(path)
+        name = str(path)
+    elif str(source).startswith((".", "/", "~")) or path.suffix:
+        raise FileNotFoundError(f"NLI file {str(source)!r} not found.")
+    else:
+        rows = datasets.load_dataset(str(source), "triplet", split=split).to_list()
+        name = str(source)
+    present = set(rows[0]) if rows else set()
+    for columns in NLI_COLUMN_SETS:
+        if set(columns) <= present:
+            break
+    else:
+        raise ValueError(f"{name}: expected columns {' / '.join(map(str, NLI_COLUMN_SETS))}, found {sorted(present)}.")
+    out = {"anchor": [], "positive": [], "negative": []}
+    for index, row in enumerate(rows):
+        values = [row[column] for column in columns]
+        if any(not isinstance(value, str) or not value.strip() for value in values):
+            raise ValueError(f"{name} row {index}: empty or missing text in {columns}.")
+        for key, value in zip(out, values):
+            out[key].append(value)
+    return datasets.Dataset.from_dict(out)
