@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from tqdm.auto import tqdm
 
 from mm_st.data.columns import INPUT_FEATURE, make_input
 from mm_st.inputs import check_image_file
@@ -76,6 +77,7 @@ MBEIR_MODALITY_NAMES = {"text": "t", "image": "i", "image,text": "it"}
 # VLM2Vec / Phi-3-V image placeholder written in MMEB-train and mmE5 texts (LLaVA rows use <image>).
 IMAGE_PLACEHOLDERS = ("<|image_1|>", "<image>")
 ON_MISSING = ("error", "skip")
+PROGRESS_MIN_ROWS = 1000  # show a progress bar from this many rows on
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def _convert_vlm2vec(
 ) -> datasets.Dataset:
     checker = _ImageChecker(_roots(image_root), verify)
     out, negatives, bad_rows = [], [], set()
-    for index, row in enumerate(rows):
+    for index, row in enumerate(tqdm(rows, desc=f"Converting {name}", unit="row", disable=len(rows) < PROGRESS_MIN_ROWS)):
         before = len(checker.problems)
         where = f"{name} row {index}"
         anchor = _vlm2vec_input(row.get("qry"), row.get("qry_image_path"), checker, f"{where} qry")
@@ -456,7 +458,8 @@ def load_mbeir(
     tasks: dict[str, tuple[list, list]] = {}
     bad_rows, total = set(), 0
     for path in query_paths:
-        for index, entry in enumerate(_read_rows(path)):
+        entries = _read_rows(path)
+        for index, entry in enumerate(tqdm(entries, desc=f"Converting {path.name}", unit="query", disable=len(entries) < PROGRESS_MIN_ROWS)):
             total += 1
             where = f"{path.name} row {index} (qid {entry.get('qid')})"
             positives = entry.get("pos_cand_list") or []
