@@ -1,0 +1,256 @@
+"""Generator backends: one small interface, three implementations.
+
+A backend has ``name`` (written to the journal and the card), ``batch_size`` (requests per
+``generate`` call) and ``concurrency`` (``generate`` calls the runner keeps in flight), and
+``generate(requests) -> list[str | TransportError]``: one answer text per request, or the
+transport failure that survived the backend's own retries.
+
+- :class:`OpenAIChatBackend`: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, TGI,
+  ``transformers serve``, hosted APIs); thread-pooled by the runner, timeouts, retries with
+  exponential backoff on 429 / 5xx / connection errors, images as base64 data URLs, API key read
+  from the environment at request time and sent only in the ``Authorization`` header.
+- :class:`TransformersBackend`: a local ``AutoModelForImageTextToText`` checkpoint, batched generation.
+- :class:`ScriptedBackend`: a Python callable (tests, dry runs).
+
+Example:
+    >>> from mm_st.synthesis.backends import ScriptedBackend, Request
+    >>> backend = ScriptedBackend(lambda request: '{"answer": 1}')
+    >>> backend.generate([Request("id-1", [])])
+    ['{"answer": 1}']
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+
+class TransportError(RuntimeError):
+    """The generator could not be reached or kept failing (not a bad answer: the sample stays pending)."""
+
+
+@dataclass
+class Request:
+    """One generation request: neutral chat messages (image parts hold PIL images) and its sample."""
+
+    id: str
+    messages: list[dict]
+    sample: Any = None
+    attempt: int = 1
+
+
+class Backend:
+    """Interface; subclasses implement :meth:`generate`."""
+
+    name = "backend"
+    batch_size = 1
+    concurrency = 1
+
+    def generate(self, requests: list[Request]) -> list[str | TransportError]:
+        raise NotImplementedError
+
+
+class ScriptedBackend(Backend):
+    """Answers with ``respond(request) -> str`` (may raise :class:`TransportError`); optional delay per call."""
+
+    def __init__(self, respond: Callable[[Request], str], name: str = "scripted", concurrency: int = 1, delay: float = 0.0):
+        self.respond, self.name, self.concurrency, self.delay = respond, name, concurrency, delay
+
+    def generate(self, requests: list[Request]) -> list[str | TransportError]:
+        out: list[str | TransportError] = []
+        for request in requests:
+            if self.delay:
+                time.sleep(self.delay)
+            try:
+                out.append(self.respond(request))
+            except TransportError as error:
+                out.append(error)
+        return out
+
+
+def image_data_url(image: Any, image_format: str = "PNG") -> str:
+    """A PIL image as a ``data:image/...;base64,`` URL."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return f"data:image/{image_format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def openai_messages(messages: list[dict], image_format: str = "PNG") -> list[dict]:
+    """Neutral messages -> OpenAI chat content parts (``image_url`` with a data URL)."""
+    out = []
+    for message in messages:
+        parts = []
+        for part in message["content"]:
+            if part["type"] == "image":
+                parts.append({"type": "image_url", "image_url": {"url": image_data_url(part["image"], image_format)}})
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        if message["role"] == "system" and all(p["type"] == "text" for p in parts):
+            out.append({"role": "system", "content": "\n".join(p["text"] for p in parts)})
+        else:
+            out.append({"role": message["role"], "content": parts})
+    return out
+
+
+class OpenAIChatBackend(Backend):
+    """An OpenAI-compatible chat-completions endpoint.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is appended).
+        model: model name sent in the request (and recorded as the generator).
+        api_key_env: environment variable holding the API key (default ``OPENAI_API_KEY``); read at each
+            request, sent only as ``Authorization: Bearer ...``, never stored, logged or written.
+        concurrency: requests in flight (the runner's thread count).
+        timeout: seconds per HTTP request; a timeout counts as a retryable failure.
+        max_retries: retries per request on 429, 5xx, timeouts and connection errors (then
+            :class:`TransportError`); other 4xx fail at once.
+        backoff / max_backoff: exponential backoff base and cap in seconds (``Retry-After`` is honoured, capped).
+        temperature / max_tokens / json_mode: generation settings (``json_mode`` sends
+            ``response_format={"type": "json_object"}``).
+
+    Example::
+
+        backend = OpenAIChatBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-VL-7B-Instruct", concurrency=16)
+    """
+
+    def __init__(
+        self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
+        timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0,
+        temperature: float = 0.7, max_tokens: int = 2048, json_mode: bool = False, image_format: str = "PNG",
+        extra_body: dict | None = None,
+    ):  # fmt: skip
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.name, self.api_key_env = model, model, api_key_env
+        self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.temperature, self.max_tokens, self.json_mode = temperature, max_tokens, json_mode
+        self.image_format, self.extra_body = image_format, dict(extra_body or {})
+        self.retries = 0  # transport retries performed (for summaries / tests)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _body(self, request: Request) -> bytes:
+        body = {"model": self.model, "messages": openai_messages(request.messages, self.image_format),
+                "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}  # fmt: skip
+        if self.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        return json.dumps(body).encode("utf-8")
+
+    def generate(self, requests: list[Request]) -> list[str | TransportError]:
+        out: list[str | TransportError] = []
+        for request in requests:
+            try:
+                out.append(self._post(self._body(request), request.id))
+            except TransportError as error:
+                out.append(error)
+        return out
+
+    def _post(self, data: bytes, request_id: str) -> str:
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = None
+            try:
+                http_request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
+                with urllib.request.urlopen(http_request, timeout=self.timeout) as response:
+                    payload = json.loads(response.read().decode("utf-8"))
+                return _answer_text(payload)
+            except urllib.error.HTTPError as error:
+                last = f"HTTP {error.code}"
+                if error.code != 429 and error.code < 500:
+                    raise TransportError(f"{request_id}: {last} (not retried): {_error_body(error)}") from None
+                retry_after = error.headers.get("Retry-After") if error.headers else None
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    wait = min(float(retry_after), self.max_backoff)
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                last = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else f"{type(reason).__name__}"
+            except (ValueError, KeyError, IndexError, TypeError) as error:
+                last = f"malformed response ({type(error).__name__})"
+            if attempt == self.max_retries:
+                break
+            with self._lock:
+                self.retries += 1
+            wait = wait if wait is not None else min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
+            logger.info("%s: %s; retry %d/%d in %.2fs", request_id, last, attempt + 1, self.max_retries, wait)
+            time.sleep(wait)
+        raise TransportError(f"{request_id}: {last} after {self.max_retries} retries")
+
+
+def _error_body(error: urllib.error.HTTPError) -> str:
+    try:
+        return error.read(300).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - best effort
+        return ""
+
+
+def _answer_text(payload: dict) -> str:
+    content = payload["choices"][0]["message"]["content"]
+    if isinstance(content, list):
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if not isinstance(content, str):
+        raise TypeError("message content is not text")
+    return content
+
+
+class TransformersBackend(Backend):
+    """A local image-text-to-text checkpoint (``AutoModelForImageTextToText`` + ``AutoProcessor``), batched.
+
+    No ``trust_remote_code``. Greedy by default.
+
+    Example::
+
+        backend = TransformersBackend("Qwen/Qwen2.5-VL-3B-Instruct", batch_size=8, max_new_tokens=1024)
+    """
+
+    def __init__(self, model_name_or_path: str, batch_size: int = 4, max_new_tokens: int = 1024, device: str | None = None,
+                 torch_dtype: Any = "auto", do_sample: bool = False, temperature: float = 0.7):  # fmt: skip
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.name, self.batch_size, self.concurrency = str(model_name_or_path), batch_size, 1
+        self.processor = AutoProcessor.from_pretrained(model_name_or_path)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, dtype=torch_dtype)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.generation = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        if do_sample:
+            self.generation["temperature"] = temperature
+
+    def generate(self, requests: list[Request]) -> list[str | TransportError]:
+        import torch
+
+        inputs = self.processor.apply_chat_template(
+            [r.messages for r in requests], add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt", processor_kwargs={"padding": True},
+        ).to(self.device)  # fmt: skip
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **self.generation, pad_token_id=tokenizer.pad_token_id)
+        new = output[:, inputs["input_ids"].shape[1] :]
+        return [tokenizer.decode(row, skip_special_tokens=True) for row in new]

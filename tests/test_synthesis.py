@@ -1,0 +1,263 @@
+"""mm_st.synthesis: planning, schema checks and retries, HTTP transport, crash safety, export round-trip."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+
+from mm_st.data.columns import modality_of
+from mm_st.data.converters import load_mme5_synthetic
+from mm_st.synthesis import (
+    DEFAULT_LANGUAGE_WEIGHTS,
+    Journal,
+    OpenAIChatBackend,
+    ScriptedBackend,
+    SynthesisConfig,
+    export_dataset,
+    plan_samples,
+    push_to_hub,
+    synthesize,
+)
+from mm_st.synthesis.config import image_roles
+from mm_st.synthesis.testing import StubOpenAIServer, fake_answer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def journal_ids(path):
+    return [json.loads(line)["id"] for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+def test_plan_matches_weights_and_ids_are_stable():
+    config = SynthesisConfig(
+        num_samples=4000, seed=3, tasks={"classification": 0.2, "vqa": 0.3, "retrieval": 0.5},
+        languages={"en": 0.5, "de": 0.3, "sw": 0.2},
+    )  # fmt: skip
+    plan = plan_samples(config, pool_size=500)
+    n = len(plan)
+
+    def close(count, total, p):  # within 4 standard deviations of a binomial
+        return abs(count - total * p) <= 4 * math.sqrt(total * p * (1 - p)) + 1
+
+    tasks, languages = Counter(s.task for s in plan), Counter(s.language for s in plan)
+    assert all(close(tasks[t], n, w) for t, w in config.tasks.items()), tasks
+    assert all(close(languages[code], n, w) for code, w in config.languages.items()), languages
+    for task, weights in config.combinations.items():
+        in_task = [s.combination for s in plan if s.task == task]
+        total = sum(weights.values())
+        assert all(close(Counter(in_task)[c], len(in_task), w / total) for c, w in weights.items()), (task, Counter(in_task))
+    # images: one per role the combination needs, distinct within a sample
+    for s in plan[:200]:
+        assert tuple(s.images) == image_roles(s.combination) and len(set(s.images.values())) == len(s.images)
+    # stable ids: same config -> same plan; more samples only append; another seed -> other ids
+    assert [s.id for s in plan_samples(config, 500)] == [s.id for s in plan]
+    assert len({s.id for s in plan}) == n and plan[17].id.startswith("0000017-")
+    longer = SynthesisConfig(**{**config.to_dict(), "num_samples": 4100})
+    assert [s.id for s in plan_samples(longer, 500)[:n]] == [s.id for s in plan]
+    other = SynthesisConfig(**{**config.to_dict(), "seed": 4})
+    assert not {s.id for s in plan_samples(other, 500)} & {s.id for s in plan}
+    # defaults: 93 languages, English half the mass
+    assert len(DEFAULT_LANGUAGE_WEIGHTS) == 93 and DEFAULT_LANGUAGE_WEIGHTS["en"] == 0.5
+    assert math.isclose(sum(DEFAULT_LANGUAGE_WEIGHTS.values()), 1.0)
+    with pytest.raises(ValueError, match="Bad modality combination"):
+        SynthesisConfig(combinations={"classification": {"I=>T": 1}, "vqa": {"IT->T": 1}, "retrieval": {"T->I": 1}})
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+def test_valid_invalid_and_partial_answers(tmp_path):
+    config = SynthesisConfig(num_samples=6, tasks={"retrieval": 1.0}, combinations={"retrieval": {"T->IT": 1.0}}, languages=["en"], seed=0)
+    seen = []
+
+    def respond(request):
+        seen.append((request.sample.index, request.attempt, request.messages[-1]["content"][-1]["text"]))
+        good = json.loads(fake_answer(request))
+        index = request.sample.index
+        if index == 1 and request.attempt == 1:
+            return "Sure! Here is the sample: {not json"
+        if index == 2:
+            del good["revised"]  # partially valid: no revised sample, every time
+        if index == 3:
+            good["evaluation"]["relevance"] = 9  # score out of range
+        if index == 4:
+            return "```json\n" + json.dumps(good) + "\n```"
+        if index == 5:
+            good["revised"]["query"] = "  "  # T query side needs a query text
+        return json.dumps(good)
+
+    summary = synthesize(config, ScriptedBackend(respond), tmp_path, progress=False, verbose=False)
+    records = {r["plan"]["index"]: r for r in Journal(tmp_path / "journal.jsonl").load().values()}
+    assert [records[i]["status"] for i in range(6)] == ["accepted", "accepted", "rejected", "rejected", "accepted", "rejected"]
+    assert [records[i]["attempts"] for i in range(6)] == [1, 2, 3, 3, 1, 3]
+    assert records[2]["reason"] == "schema" and "missing 'revised'" in records[2]["detail"]
+    assert records[3]["reason"] == "schema" and "9 > maximum 5" in records[3]["detail"]
+    assert records[5]["reason"] == "content" and "empty query" in records[5]["detail"]
+    # only the revised sample is kept, scores stored alongside
+    assert records[0]["sample"]["query"] == f"query {records[0]['id']}" and records[0]["evaluation"]["relevance"] == 4
+    # the retry prompt names the previous problem
+    retry = [text for index, attempt, text in seen if index == 1 and attempt == 2][0]
+    assert "Your previous answer could not be used: invalid_json" in retry
+    assert summary["accepted"] == 3 and summary["rejected_by_reason"] == {"schema": 2, "content": 1}
+    assert summary["mean_scores"] == {"cross_modal_alignment": 5.0, "image_fidelity": 4.0, "relevance": 4.0, "hard_negative_difficulty": 3.0}
+    assert json.loads((tmp_path / "summary.json").read_text())["per_combination"] == {"T->IT": 3}
+    # a restart has nothing to do; a different plan in the same directory is refused
+    again = synthesize(config, ScriptedBackend(lambda r: pytest.fail("nothing should be generated")), tmp_path, progress=False, verbose=False)
+    assert again["generated_this_run"] == 0 and len(journal_ids(tmp_path / "journal.jsonl")) == 6
+    with pytest.raises(ValueError, match="different plan"):
+        synthesize(SynthesisConfig(**{**config.to_dict(), "seed": 1}), ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)
+
+
+# ---------------------------------------------------------------------------------------------- HTTP transport
+
+
+def test_http_backend_retries_5xx_429_timeouts_and_hides_the_key(tmp_path, monkeypatch, caplog, capsys):
+    secret = "sk-test-DO-NOT-LEAK-4242"
+    monkeypatch.setenv("MM_ST_TEST_KEY", secret)
+    config = SynthesisConfig(num_samples=4, languages=["en", "fr"], seed=2)
+    # request 0, 1: 500; request 2: 429; request 3: slower than the client timeout; then fine
+    with StubOpenAIServer(statuses=[500, 500, 429], slow={3: 1.5}) as server, caplog.at_level("INFO"):
+        backend = OpenAIChatBackend(server.base_url, "stub-model", api_key_env="MM_ST_TEST_KEY", concurrency=1,
+                                    timeout=0.5, max_retries=5, backoff=0.01)  # fmt: skip
+        summary = synthesize(config, backend, tmp_path / "run", progress=False)
+    assert summary["accepted"] == 4 and summary["pending"] == 0 and backend.retries == 4
+    assert server.status_log[:3] == [500, 500, 429] and server.requests == 8
+    assert set(server.authorization) == {f"Bearer {secret}"}
+    body = server.bodies[0]
+    parts = body["messages"][1]["content"]
+    assert body["model"] == "stub-model" and body["messages"][0]["role"] == "system"
+    images = [p for p in parts if p["type"] == "image_url"]
+    plan = plan_samples(config, 1458)[0]
+    assert len(images) == len(plan.images) and all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in images)
+    assert "timeout" in caplog.text and "HTTP 500" in caplog.text
+    # the key is never written or logged
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "run").rglob("*") if p.is_file())
+    assert secret not in written and secret not in caplog.text and secret not in capsys.readouterr().out
+    assert secret not in repr(backend)
+    # a non-retryable error (400) leaves the sample pending (not journaled); the next run finishes it
+    config = SynthesisConfig(num_samples=3, languages=["en"], seed=5)
+    with StubOpenAIServer(statuses=[400]) as server:
+        backend = OpenAIChatBackend(server.base_url, "stub-model", concurrency=1, backoff=0.01)
+        first = synthesize(config, backend, tmp_path / "run2", progress=False, verbose=False)
+        second = synthesize(config, backend, tmp_path / "run2", progress=False, verbose=False)
+    assert (first["accepted"], first["pending"], second["accepted"], second["pending"]) == (2, 1, 3, 0)
+    assert sorted(journal_ids(tmp_path / "run2" / "journal.jsonl")) == sorted(s.id for s in plan_samples(config, 1458))
+
+
+def test_http_concurrency_overlaps_requests(tmp_path):
+    config = SynthesisConfig(num_samples=16, languages=["en"], seed=0)
+    with StubOpenAIServer(delay=0.2) as server:
+        start = time.monotonic()
+        summary = synthesize(config, OpenAIChatBackend(server.base_url, "stub", concurrency=8), tmp_path, progress=False, verbose=False)
+        elapsed = time.monotonic() - start
+    assert summary["accepted"] == 16 and elapsed < 16 * 0.2 / 2  # serial would take 3.2 s
+
+
+# ---------------------------------------------------------------------------------------------- crash safety
+
+
+def test_sigkill_mid_run_then_restart_has_every_id_exactly_once(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from synthesis_crash_worker import CONFIG
+
+    run = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "tests" / "synthesis_crash_worker.py"), str(run), "0.05"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = run / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.is_file() or len(journal.read_bytes().splitlines()) < 5):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = journal_ids(journal)
+    assert 5 <= len(written) < 40 and process.returncode == -signal.SIGKILL
+    with open(journal, "ab") as handle:  # as if the kill had hit in the middle of a write
+        handle.write(b'{"id": "0000039-trunc", "status": "acc')
+    result = subprocess.run(command[:-1] + ["0"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "DONE 40 0 0" in result.stdout
+    ids = journal_ids(journal)
+    expected = [s.id for s in plan_samples(SynthesisConfig(**CONFIG), 1458)]
+    assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids)) == 40
+    assert ids[: len(written)] == written  # append-only: earlier records untouched
+
+
+# ---------------------------------------------------------------------------------------------- local transformers backend
+
+
+def test_transformers_backend_garbage_output_is_rejected(tmp_path):
+    from mm_st.synthesis import TransformersBackend
+    from mm_st.testing import tiny_model
+
+    backend = TransformersBackend(tiny_model("qwen2_vl"), batch_size=3, max_new_tokens=6)
+    config = SynthesisConfig(num_samples=3, languages=["en"], seed=0, max_attempts=2)
+    summary = synthesize(config, backend, tmp_path, progress=False, verbose=False)
+    records = list(Journal(tmp_path / "journal.jsonl").load().values())
+    assert summary["rejected_by_reason"] == {"invalid_json": 3} and summary["accepted"] == 0
+    assert [r["attempts"] for r in records] == [2, 2, 2] and records[0]["generator"].endswith("qwen2_vl-seed0-v1")
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def test_export_round_trip_loads_with_converter_and_trains(tmp_path, monkeypatch):
+    from tests.test_data_converters import one_training_step
+
+    from mm_st import build_model
+    from mm_st.testing import tiny_model
+
+    config = SynthesisConfig(num_samples=30, languages={"en": 0.5, "de": 0.25, "ja": 0.25}, seed=11, image_license="OFL-1.1 (Noto Color Emoji)")
+    summary = synthesize(config, ScriptedBackend(fake_answer, name="scripted-mllm"), tmp_path / "run", progress=False, verbose=False)
+    out = tmp_path / "export"
+    exported = export_dataset(tmp_path / "run", out)
+    assert sum(len(d) for d in exported.values()) == summary["accepted"] == 30
+    assert set(exported) == {"Classification", "Retrieval", "VQA"}
+    assert (out / "VQA" / "train-00000-of-00001.parquet").is_file()
+    row = exported["VQA"][0]
+    assert row["qry"].startswith("<|image_1|>\nFind the matching item") and row["qry_image_path"].startswith("pool/")
+    assert row["pos_text"] == f"positive {row['id']}" and row["neg_text"] == [f"hard negative {row['id']}"] and row["neg_image_path"] == [""]
+    loaded = load_mme5_synthetic(out, configs=list(exported), image_root=out / "images")
+    for name, ds in loaded.items():
+        assert len(ds) == len(exported[name]) and ds.column_names == ["anchor", "positive", "negative_1"]
+    modalities = {(r["modality"], modality_of(a), modality_of(p)) for r, a, p in zip(exported["Retrieval"], loaded["Retrieval"]["anchor"], loaded["Retrieval"]["positive"])}
+    expected = {"T->I": ("text", "image+text"), "I->T": ("image+text", "text"), "IT->IT": ("image+text", "image+text"), "I->I": ("image+text", "image+text")}
+    assert all(expected[c] == (a, p) for c, a, p in modalities if c in expected) and len(modalities) >= 3
+    assert loaded["Retrieval"][0]["anchor"]["image"] is None or loaded["Retrieval"][0]["anchor"]["image"].size == (64, 64)
+    # card
+    card = (out / "README.md").read_text()
+    assert "config_name: Classification" in card and "path: VQA/train-*" in card
+    assert "Generator model: `scripted-mllm`" in card and "OFL-1.1 (Noto Color Emoji)" in card and "| **total** | **30** |" in card
+    assert "Languages (3): de, en, ja" in card
+    # one training step on the exported data (mmE5: hard negatives scored against their own query)
+    model = build_model(tiny_model("qwen2_vl"), recipe="vlm2vec")
+    loss, changed = one_training_step(model, datasets.DatasetDict(dict(loaded)), tmp_path / "train", hard_negative_scope="own")
+    assert loss > 0 and changed
+    # push_to_hub: create_repo + upload_folder of the export (offline: HfApi stubbed)
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs["repo_type"]))
+            return f"https://huggingface.co/datasets/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            calls.append(("upload", Path(folder_path) == out, repo_id, kwargs["repo_type"]))
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    assert push_to_hub(out, "me/syn") == "https://huggingface.co/datasets/me/syn"
+    assert calls == [("init", None), ("create", "me/syn", "dataset"), ("upload", True, "me/syn", "dataset")]
