@@ -1,0 +1,114 @@
+"""Benchmarks: MMEB (overall, meta-task and IND/OOD means), XTD (mmE5's 7-language mean), M-BEIR.
+
+All are mteb ``Benchmark`` objects; grouped scores come from ``CustomGrouping`` and read back with
+``Benchmark.get_score(results)``:
+
+- ``MMEB``: ``Mean(Task)`` (overall), ``Meta-task::Classification|VQA|Retrieval|Grounding``,
+  ``Distribution::IND|OOD``.
+- ``XTD``: ``Mean(Task)`` over all languages and ``mmE5 languages::es,it,ko,pl,ru,tr,zh``.
+- ``M-BEIR``: mteb's 16 local-pool tasks; ``Mean(Task)`` of mteb's main score (nDCG@10) beside
+  ``M-BEIR::Recall@5 (@10 fashion)``, the paper metric (:func:`mbeir_scores` per task).
+
+Example:
+    >>> from mm_st.evaluation import mmeb_benchmark
+    >>> bench = mmeb_benchmark(data="/path/to/MMEB-eval")
+    >>> len(bench.tasks), [g.label for g in bench.aggregations[1].groups]
+    (36, ['Classification', 'VQA', 'Retrieval', 'Grounding'])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation, CustomGroup, CustomGrouping
+
+from mm_st.evaluation.instructions import MBEIR_TASKS, META_TASKS, MMEB
+from mm_st.evaluation.tasks import MME5_XTD_LANGUAGES, VLM2VEC_CITATION, XTDT2IRetrieval, mmeb_tasks
+
+MBEIR_SCORE = "M-BEIR::Recall@5 (@10 fashion)"
+
+
+def mmeb_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
+    """The 36-task MMEB v1 benchmark with its grouped means (data as in :func:`mmeb_tasks`)."""
+    tasks = mmeb_tasks(data=data, image_root=image_root)
+    by_name = {t.entry.name: t for t in tasks}
+
+    def group(label: str, names: list[str]) -> CustomGroup:
+        return CustomGroup(label=label, tasks=[by_name[n] for n in names])
+
+    return Benchmark(
+        name="MMEB",
+        aliases=("MMEB(v1)",),
+        tasks=tasks,
+        description="MMEB v1 (VLM2Vec): 36 image-text embedding datasets in 4 meta-tasks; Precision@1 against "
+        "each query's own candidates. Reports the overall mean, meta-task means and IND/OOD means.",
+        reference="https://arxiv.org/abs/2410.05160",
+        citation=VLM2VEC_CITATION,
+        aggregations=(
+            BenchmarkAggregation.MEAN_TASK,
+            CustomGrouping(
+                name="Meta-task",
+                groups=tuple(group(m, [n for n, e in MMEB.items() if e.meta_task == m]) for m in META_TASKS),
+            ),
+            CustomGrouping(
+                name="Distribution",
+                groups=tuple(group(d, [n for n, e in MMEB.items() if e.distribution == d]) for d in ("IND", "OOD")),
+            ),
+        ),
+    )
+
+
+def xtd_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
+    """XTD with the mean over all languages and over mmE5's seven (es, it, ko, pl, ru, tr, zh)."""
+    task = XTDT2IRetrieval(data=data, image_root=image_root)
+    mme5 = XTDT2IRetrieval(data=data, image_root=image_root).filter_languages(None, hf_subsets=list(MME5_XTD_LANGUAGES))
+    return Benchmark(
+        name="XTD",
+        tasks=[task],
+        description="XTD10 multilingual text-to-image retrieval, Recall@10.",
+        reference="https://github.com/adobe-research/Cross-lingual-Test-Dataset-XTD10",
+        aggregations=(
+            BenchmarkAggregation.MEAN_TASK,
+            CustomGrouping(name="mmE5 languages", groups=(CustomGroup(label=",".join(MME5_XTD_LANGUAGES), tasks=[mme5]),)),
+        ),
+    )
+
+
+def mbeir_scores(model_result: Any) -> dict[str, float]:
+    """The M-BEIR paper metric per task (Recall@5; Recall@10 for Fashion200K and FashionIQ)."""
+    out = {}
+    for result in model_result.task_results:
+        metric = MBEIR_TASKS.get(result.task_name)
+        if metric is not None:
+            values = [s[metric] for split in result.scores.values() for s in split if metric in s]
+            if values:
+                out[result.task_name] = sum(values) / len(values)
+    return out
+
+
+@dataclass
+class MBEIRBenchmark(Benchmark):
+    """Benchmark whose scores add the mean M-BEIR paper metric to mteb's aggregations."""
+
+    def _get_model_score(self, model_result: Any) -> dict[str, float | None]:
+        scores = super()._get_model_score(model_result)
+        paper = mbeir_scores(model_result.select_tasks(self.tasks))
+        scores[MBEIR_SCORE] = sum(paper.values()) / len(paper) if len(paper) == len(self.tasks) else None
+        return scores
+
+
+def mbeir_benchmark() -> Benchmark:
+    """mteb's 16 M-BEIR local-pool tasks, reporting Recall@5/@10 (the paper metric) beside nDCG@10."""
+    import mteb
+
+    return MBEIRBenchmark(
+        name="M-BEIR",
+        tasks=mteb.get_tasks(tasks=list(MBEIR_TASKS)),
+        description="M-BEIR (UniIR) local-pool retrieval, 16 tasks over 8 modality configurations. mteb's main "
+        "score is nDCG@10; the paper metric (Recall@5, Recall@10 for Fashion200K/FashionIQ) is reported as "
+        f"'{MBEIR_SCORE}'.",
+        reference="https://arxiv.org/abs/2311.17136",
+        aggregations=(BenchmarkAggregation.MEAN_TASK,),
+    )

@@ -1,0 +1,325 @@
+"""The mteb side of an mm_st model: an encoder that applies task instructions through the recipe.
+
+mteb's own sentence-transformers wrapper ignores task instructions. :class:`MMSTEncoder` passes the
+task's instruction as ``prompt=`` (a system message the saved chat template renders with the
+model's recipe) on the query side, and on the document side only for recipes that instruct
+documents. The recipe is read from the saved template's first line
+(``{#- mm_st recipe=NAME family=NAME -#}``), so it works for any model built or trained with mm_st,
+local or from the Hub. :func:`mm_st_model_meta` gives the ``ModelMeta`` (real modalities, loader)
+that ``mteb.get_model(path)`` and ``mteb run -m path`` use once mm_st is registered.
+
+Example:
+    >>> import mteb
+    >>> from mm_st import build_model
+    >>> from mm_st.testing import tiny_model
+    >>> from mm_st.evaluation import MMSTEncoder
+    >>> encoder = MMSTEncoder(build_model(tiny_model("llava"), recipe="vlm2vec"), name="local/tiny")
+    >>> encoder.recipe, encoder.mteb_model_meta.modalities
+    ('vlm2vec', ['image', 'text'])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mteb.models import ModelMeta
+from mteb.models.model_meta import ScoringFunction
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.types import PromptType
+
+logger = logging.getLogger(__name__)
+
+_MARKER = re.compile(r"mm_st recipe=(\S+) family=(\S+)")
+_MTEB_MODALITIES = ("image", "text")
+
+
+# ----------------------------------------------------------------------------------------------
+# Recognising an mm_st model
+# ----------------------------------------------------------------------------------------------
+
+
+def recipe_from_template(template: str | None) -> tuple[str, str] | None:
+    """``(recipe, family)`` from an mm_st chat template's header comment, else None."""
+    match = _MARKER.search(template[:200]) if isinstance(template, str) else None
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _template_of_dir(path: Path) -> str | None:
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        if (path / name).is_file():
+            template = json.loads((path / name).read_text(encoding="utf-8")).get("chat_template")
+            if isinstance(template, str):
+                return template
+    return None
+
+
+def _model_template(model: Any) -> str | None:
+    first = model[0] if hasattr(model, "__getitem__") and len(model) else None
+    for owner in (getattr(first, "processor", None), getattr(first, "tokenizer", None)):
+        template = getattr(owner, "chat_template", None)
+        if isinstance(template, str):
+            return template
+    return None
+
+
+def recipe_of(model: Any) -> str | None:
+    """The mm_st recipe a loaded SentenceTransformer was built with (None for other models)."""
+    found = recipe_from_template(_model_template(model))
+    return found[0] if found else None
+
+
+def _modalities_of_dir(path: Path) -> list[str]:
+    config = path / "sentence_bert_config.json"
+    modality_config = json.loads(config.read_text(encoding="utf-8")).get("modality_config", {}) if config.is_file() else {}
+    found = [m for m in _MTEB_MODALITIES if m in modality_config]
+    return found or ["text"]
+
+
+def _hub_template(repo_id: str, revision: str | None) -> str | None:
+    """The chat template of a Hub model (one small file), None when unavailable or offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id, "chat_template.jinja", revision=revision)).read_text(encoding="utf-8")
+    except Exception:  # not an mm_st model, no network, no such repo: let mteb handle the name
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# ModelMeta and loader
+# ----------------------------------------------------------------------------------------------
+
+
+def _local_revision(path: Path) -> str:
+    from mm_st.evaluation.data import fingerprint
+
+    return fingerprint([p for p in path.rglob("*") if p.is_file()])
+
+
+def mm_st_model_meta(model_name: str, revision: str | None = None, allow_hub: bool = True) -> ModelMeta | None:
+    """``ModelMeta`` for an mm_st model directory or Hub id; None when ``model_name`` is not one.
+
+    A local directory is named ``local/<directory name>`` with a content-fingerprint revision; the
+    loader receives the path. Modalities come from the saved ``modality_config``.
+    """
+    path = Path(model_name).expanduser()
+    if path.is_dir():
+        found = recipe_from_template(_template_of_dir(path))
+        if found is None:
+            return None
+        modalities = _modalities_of_dir(path)
+        return _meta(f"local/{path.resolve().name}", revision or _local_revision(path), found[0], modalities,
+                     {"model_path": str(path.resolve())})
+    if not allow_hub or "/" not in model_name:
+        return None
+    found = recipe_from_template(_hub_template(model_name, revision))
+    if found is None:
+        return None
+    return _meta(model_name, revision, found[0], ["image", "text"], {})
+
+
+def _meta(name: str, revision: str | None, recipe: str | None, modalities: list[str], loader_kwargs: dict,
+          **fields: Any) -> ModelMeta:
+    from mm_st import templates
+
+    fields.setdefault("use_instructions", recipe is not None and templates.RECIPES[recipe].instructed is not None)
+    return ModelMeta.create_empty(
+        overwrites=dict(
+            loader=load_mm_st_model,
+            loader_kwargs=loader_kwargs,
+            name=name,
+            revision=revision,
+            modalities=modalities,
+            framework=["Sentence Transformers", "PyTorch"],
+            similarity_fn_name=ScoringFunction.COSINE,
+            **fields,
+        )
+    )
+
+
+def load_mm_st_model(
+    model_name: str,
+    revision: str | None = None,
+    *,
+    model_path: str | None = None,
+    recipe: str | None = None,
+    device: str | None = None,
+    **kwargs: Any,
+) -> MMSTEncoder:
+    """mteb loader: an mm_st model (saved directory or Hub id), or a backbone built with ``recipe``.
+
+    ``recipe`` is for raw backbones (the paper entries): ``mm_st.build_model(path, recipe)``.
+    """
+    from mm_st import build_model, load_model
+
+    path = model_path or model_name
+    hub_revision = revision if revision and not revision.startswith(("local-", "no_revision")) else None
+    local = Path(path).expanduser().is_dir()
+    is_mm_st = recipe_from_template(_template_of_dir(Path(path))) is not None if local else recipe is None
+    if recipe is not None and not is_mm_st:
+        model = build_model(path, recipe=recipe, device=device, **kwargs)
+    else:
+        model = load_model(path, device=device, revision=None if local else hub_revision, **kwargs)
+    return MMSTEncoder(model, name=model_name, revision=revision)
+
+
+# ----------------------------------------------------------------------------------------------
+# The encoder
+# ----------------------------------------------------------------------------------------------
+
+
+def _rgb(image: Any) -> Any:
+    return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
+
+
+def _rows(batch: dict[str, Any]) -> list[Any]:
+    """mteb batch columns -> sentence-transformers inputs (text, image or ``{"text", "image"}``)."""
+    n = len(next(iter(v for k, v in batch.items() if k in ("text", "image"))))
+    texts = batch.get("text") or [None] * n
+    images = batch.get("image") or [None] * n
+    out = []
+    for text, image in zip(texts, images):
+        text = text if isinstance(text, str) and text else None
+        if image is not None and text is not None:
+            out.append({"text": text, "image": _rgb(image)})
+        elif image is not None:
+            out.append(_rgb(image))
+        elif text is not None:
+            out.append(text)
+        else:
+            raise ValueError("An mteb input has neither text nor image.")
+    return out
+
+
+class MMSTEncoder(AbsEncoder):
+    """mteb encoder for a SentenceTransformer built or trained with mm_st.
+
+    Args:
+        model: the SentenceTransformer (e.g. from :func:`mm_st.build_model` or ``mm_st.load_model``).
+        name: model name in results (``org/name``); default from the model card or ``local/model``.
+        revision: revision recorded with results.
+        recipe: recipe name; default read from the saved chat template.
+        prompts: ``{task name: {"query": ..., "document": ...}}`` overriding the per-recipe table
+            (:func:`mm_st.evaluation.instructions.recipe_task_prompts`) and the task prompts.
+
+    Attributes:
+        encoded: number of inputs passed to the model, by ``"query"`` / ``"document"``.
+    """
+
+    def __init__(self, model: Any, *, name: str | None = None, revision: str | None = None, recipe: str | None = None,
+                 prompts: dict[str, dict[str, str]] | None = None, meta: ModelMeta | None = None) -> None:
+        from mm_st.evaluation.instructions import recipe_task_prompts
+
+        self.model = model
+        self.recipe = recipe or recipe_of(model)
+        if self.recipe is None:
+            logger.warning("%s has no mm_st chat template; task instructions will not be applied.", name or "model")
+        table = recipe_task_prompts().get(self.recipe or "", {})
+        self.prompts = {**table, **(prompts or {})}
+        self.encoded: Counter[str] = Counter()
+        modalities = [m for m in _MTEB_MODALITIES if _supports(model, m)]
+        if meta is None:
+            meta = _meta(name or "local/model", revision or "no_revision_available", self.recipe, modalities, {},
+                         embed_dim=model.get_embedding_dimension(), max_tokens=model.max_seq_length,
+                         n_parameters=sum(p.numel() for p in model.parameters()))
+        self.mteb_model_meta = meta
+
+    # -- instructions ---------------------------------------------------------------------------
+    def instruction(self, task_metadata: Any, prompt_type: PromptType | None) -> str | None:
+        """The instruction this model gets for one side of a task (None: the recipe's plain prompts)."""
+        from mm_st import templates
+        from mm_st.evaluation.registry import is_mm_st_task
+
+        if self.recipe is None or prompt_type is None:
+            return None
+        recipe = templates.get_recipe(self.recipe)
+        side = prompt_type.value
+        if side == "document" and not recipe.instruct_documents:
+            return None
+        override = self.prompts.get(task_metadata.name)
+        if override is not None:
+            return override.get(side) or None
+        if recipe.instructed is None:  # E5-V: fixed per-modality prompts; an instruction would replace them
+            return None
+        prompt = task_metadata.prompt
+        text = prompt.get(side) if isinstance(prompt, dict) else (prompt if side == "query" else None)
+        if not text and side == "query" and not is_mm_st_task(task_metadata.name):
+            from mteb.abstasks.abstask import get_abstask_prompt
+
+            text = get_abstask_prompt(task_metadata.name)
+        return text or None
+
+    # -- encoding -------------------------------------------------------------------------------
+    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type: PromptType | None = None,
+               **kwargs: Any) -> np.ndarray:
+        have = set(self.mteb_model_meta.modalities or _MTEB_MODALITIES)
+        needs = set(task_metadata.get_modalities(prompt_type)) & {"text", "image", "audio", "video"}
+        if needs - have:
+            side = {"query": "queries", "document": "documents"}.get(getattr(prompt_type, "value", ""), "inputs")
+            raise ValueError(
+                f"Model {self.mteb_model_meta.name!r} supports {sorted(have)}, but the {side} of task "
+                f"{task_metadata.name!r} need {sorted(needs)} (missing {sorted(needs - have)}). Nothing was encoded."
+            )
+        instruction = self.instruction(task_metadata, prompt_type)
+        encode = {PromptType.query: self.model.encode_query, PromptType.document: self.model.encode_document}.get(
+            prompt_type, self.model.encode
+        )
+        batch_size = kwargs.get("batch_size", 32)
+        out = []
+        for batch in inputs:
+            items = _rows(batch)
+            out.append(np.asarray(encode(items, prompt=instruction, batch_size=batch_size, show_progress_bar=False,
+                                         convert_to_numpy=True), dtype=np.float32))
+            self.encoded[prompt_type.value if prompt_type else "other"] += len(items)
+        if not out:
+            return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
+        return np.concatenate(out)
+
+
+def _supports(model: Any, modality: str) -> bool:
+    supports = getattr(model, "supports", None)
+    return bool(supports(modality)) if callable(supports) else modality == "text"
+
+
+# ----------------------------------------------------------------------------------------------
+# Paper models (no remote code needed)
+# ----------------------------------------------------------------------------------------------
+
+PAPER_MODELS: list[ModelMeta] = []
+
+
+def paper_models() -> list[ModelMeta]:
+    """mteb entries that build the paper models' public weights with mm_st's recipes.
+
+    Named ``mm_st/...`` so mteb's own entries for the same weights stay untouched. MM-Embed
+    (``nvidia/MM-Embed``) and VLM2Vec's Phi-3.5-V checkpoints need remote code and have no entry.
+    """
+    if PAPER_MODELS:
+        return PAPER_MODELS
+    common = dict(languages=["eng-Latn"], open_weights=True, embed_dim=4096)
+    PAPER_MODELS.extend([
+        _meta("mm_st/e5-v", None, "e5v", ["image", "text"], {"model_path": "royokong/e5-v", "recipe": "e5v"},
+              adapted_from="royokong/e5-v", reference="https://huggingface.co/royokong/e5-v",
+              public_training_code="https://github.com/kongds/E5-V", use_instructions=False, **common),
+        _meta("mm_st/mmE5-mllama-11b-instruct", None, "mme5", ["image", "text"],
+              {"model_path": "intfloat/mmE5-mllama-11b-instruct", "recipe": "mme5"},
+              adapted_from="intfloat/mmE5-mllama-11b-instruct",
+              reference="https://huggingface.co/intfloat/mmE5-mllama-11b-instruct",
+              public_training_code="https://github.com/haon-chen/mmE5", **common),
+        _meta("mm_st/VLM2Vec-LLaVa-Next", None, "vlm2vec", ["image", "text"],
+              {"model_path": "TIGER-Lab/VLM2Vec-LLaVa-Next", "recipe": "vlm2vec"},
+              adapted_from="TIGER-Lab/VLM2Vec-LLaVa-Next", reference="https://huggingface.co/TIGER-Lab/VLM2Vec-LLaVa-Next",
+              public_training_code="https://github.com/TIGER-AI-Lab/VLM2Vec", **common),
+    ])
+    return PAPER_MODELS

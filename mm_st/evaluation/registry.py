@@ -1,0 +1,106 @@
+"""Make mteb see mm_st's tasks, benchmarks and models (mteb has no plugin entry point).
+
+:func:`register` adds, at runtime and without touching mteb's files:
+
+- the tasks to mteb's task registry (``mteb.get_task("MMEB-VOC2007")``, ``mteb run -t``);
+- the ``MMEB``, ``XTD`` and ``M-BEIR`` benchmarks to its benchmark registry (``mteb run -b MMEB``);
+- the paper-model entries (:func:`mm_st.evaluation.model.paper_models`) to its model registry;
+- mm_st models by path or Hub id to ``mteb.get_model_meta`` / ``mteb.get_model``: a name that is
+  not in mteb's registry and is a directory (or Hub repo) saved by mm_st resolves to
+  :func:`mm_st.evaluation.model.mm_st_model_meta`; everything else goes to mteb unchanged.
+
+It runs when ``mm_st.evaluation`` is imported, and, with mm_st installed, whenever ``mteb`` is
+imported (the ``mm_st_mteb.pth`` start-up hook, see :mod:`mm_st.evaluation._hook`). Registering
+twice is a no-op. Set ``MM_ST_MTEB_PLUGIN=0`` to keep the hook from registering.
+
+Example:
+    >>> import mteb, mm_st.evaluation
+    >>> mteb.get_task("MMEB-VOC2007").metadata.main_score
+    'precision_at_1'
+    >>> mteb.get_benchmark("MMEB").name
+    'MMEB'
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+
+logger = logging.getLogger(__name__)
+
+_state = {"done": False}
+_OUR_TASKS: set[str] = set()
+
+
+def is_mm_st_task(name: str) -> bool:
+    return name in _OUR_TASKS
+
+
+def register() -> None:
+    """Register mm_st's tasks, benchmarks and models with mteb (idempotent)."""
+    if _state["done"]:
+        return
+    _register_tasks()
+    _register_benchmarks()
+    _register_models()
+    _state["done"] = True
+
+
+def _register_tasks() -> None:
+    registry = importlib.import_module("mteb.get_tasks")  # the module (``mteb.get_tasks`` is the function)
+
+    from mm_st.evaluation.tasks import ALL_TASK_CLASSES
+
+    added = []
+    for cls in ALL_TASK_CLASSES:
+        name = cls.metadata.name
+        _OUR_TASKS.add(name)
+        existing = registry._TASKS_REGISTRY.get(name)
+        if existing is None:
+            registry._TASKS_REGISTRY[name] = cls
+            added.append(cls)
+        elif existing is not cls:
+            logger.warning("mteb already has a task named %r; mm_st's is not registered.", name)
+    registry.TASK_LIST = tuple(registry.TASK_LIST) + tuple(added)
+
+
+def _register_benchmarks() -> None:
+    module = importlib.import_module("mteb.benchmarks.benchmarks")
+    get_benchmark = importlib.import_module("mteb.benchmarks.get_benchmark")
+
+    from mm_st.evaluation.benchmarks import mbeir_benchmark, mmeb_benchmark, xtd_benchmark
+
+    for attr, build in (("MM_ST_MMEB", mmeb_benchmark), ("MM_ST_XTD", xtd_benchmark), ("MM_ST_MBEIR", mbeir_benchmark)):
+        if not hasattr(module, attr):
+            setattr(module, attr, build())
+    get_benchmark._build_registry.cache_clear()
+    get_benchmark._build_aliases_registry.cache_clear()
+
+
+def _register_models() -> None:
+    import mteb
+
+    lookup = importlib.import_module("mteb.models.get_model_meta")
+    from mteb.models.model_implementations import MODEL_REGISTRY
+
+    from mm_st.evaluation.model import mm_st_model_meta, paper_models
+
+    for meta in paper_models():
+        MODEL_REGISTRY.setdefault(meta.name, meta)
+
+    original = lookup.get_model_meta
+    if getattr(original, "_mm_st", False):
+        return
+
+    @functools.wraps(original)
+    def get_model_meta(model_name, revision=None, fetch_from_hf=False, fill_missing=False, experiment_kwargs=None):
+        if model_name not in MODEL_REGISTRY:
+            meta = mm_st_model_meta(model_name, revision, allow_hub=fetch_from_hf)
+            if meta is not None:
+                return meta if experiment_kwargs is None else meta.model_copy(update={"experiment_kwargs": experiment_kwargs})
+        return original(model_name, revision, fetch_from_hf, fill_missing, experiment_kwargs)
+
+    get_model_meta._mm_st = True
+    lookup.get_model_meta = get_model_meta
+    mteb.get_model_meta = get_model_meta

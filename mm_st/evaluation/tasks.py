@@ -1,0 +1,492 @@
+"""mteb tasks for MMEB (36 datasets), XTD and CIRR, built on ``AbsTaskRetrieval``.
+
+- **MMEB** (``MMEB-<dataset>``): each query is scored only against its own candidate list
+  (mteb's ``top_ranked``), main score Precision@1. Every unique candidate (same text and image
+  path, VLM2Vec's identity) is one corpus entry, so mteb encodes it once per task however many
+  lists it appears in. The instruction found in the rows becomes the task prompt.
+- **XTD** (``XTDT2IRetrieval``): multilingual text->image retrieval, one subset per language,
+  main score Recall@10; the 1000 images are encoded once for all languages.
+- **CIRR** (``CIRRComposedImageRetrieval``): composed image retrieval with the official metrics:
+  Recall@1/5/10/50 over all images but the reference, Recall_subset@1/2/3 within each query's image
+  set, main score their CIRR average ``(R@5 + R_subset@1) / 2``.
+
+Data come from a local directory or the Hub (:mod:`mm_st.evaluation.data`). A model that lacks a
+modality the task needs is refused before anything is encoded.
+
+Example:
+    >>> import mteb
+    >>> from mm_st.evaluation import mmeb_tasks
+    >>> task = mmeb_tasks(["VOC2007"], data="/path/to/MMEB-eval")[0]  # or $MM_ST_MMEB_DATA
+    >>> task.metadata.name, task.metadata.main_score
+    ('MMEB-VOC2007', 'precision_at_1')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import datasets
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.task_metadata import TaskMetadata
+from mteb.types import PromptType
+
+from mm_st.evaluation import data as D
+from mm_st.evaluation.instructions import MMEB, MMEBDataset, split_instruction, strip_image_token
+
+logger = logging.getLogger(__name__)
+
+_FEATURES = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"), "image": datasets.Image()})
+
+VLM2VEC_CITATION = r"""
+@article{jiang2024vlm2vec,
+  author = {Jiang, Ziyan and Meng, Rui and Yang, Xinyi and Yavuz, Semih and Zhou, Yingbo and Chen, Wenhu},
+  journal = {arXiv preprint arXiv:2410.05160},
+  title = {VLM2Vec: Training Vision-Language Models for Massive Multimodal Embedding Tasks},
+  year = {2024},
+}
+"""
+
+
+def check_modalities(model: Any, metadata: TaskMetadata) -> None:
+    """Refuse a model whose declared modalities miss one the task's queries or documents need."""
+    meta = getattr(model, "mteb_model_meta", None)
+    have = set(getattr(meta, "modalities", None) or [])
+    if not have:
+        return
+    needs = {side.value: set(metadata.get_modalities(side)) for side in (PromptType.query, PromptType.document)}
+    missing = {side: sorted(mods - have) for side, mods in needs.items() if mods - have}
+    if missing:
+        plural = {"query": "queries", "document": "documents"}
+        detail = "; ".join(f"{plural[side]} need {sorted(needs[side])} (missing {m})" for side, m in missing.items())
+        raise ValueError(
+            f"Model {meta.name!r} supports modalities {sorted(have)}, but task {metadata.name!r} "
+            f"(category {metadata.category}) cannot run without the others: {detail}. Nothing was encoded."
+        )
+
+
+def _split(ids: list[str], texts: list[str], images: list[str | None]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"id": ids, "text": texts, "image": images}, features=_FEATURES)
+
+
+class ReuseEncodings:
+    """Encoder proxy that encodes each input set (same prompt type, same ids) once.
+
+    Used within one task: the corpus shared by XTD's languages, and CIRR's two scoring passes.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._done: dict[tuple, Any] = {}
+
+    @property
+    def mteb_model_meta(self):
+        return self.model.mteb_model_meta
+
+    def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+        dataset = getattr(inputs, "dataset", None)
+        ids = tuple(dataset["id"]) if dataset is not None and "id" in dataset.column_names else None
+        key = (getattr(prompt_type, "value", prompt_type), ids)
+        if ids is not None and key in self._done:
+            return self._done[key]
+        out = self.model.encode(
+            inputs, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset, prompt_type=prompt_type, **kwargs
+        )
+        if ids is not None:
+            self._done[key] = out
+        return out
+
+    def similarity(self, a, b):
+        return self.model.similarity(a, b)
+
+    def similarity_pairwise(self, a, b):
+        return self.model.similarity_pairwise(a, b)
+
+
+def _reusable(model: Any) -> bool:
+    from mteb.models import EncoderProtocol, SearchProtocol
+
+    return isinstance(model, EncoderProtocol) and not isinstance(model, SearchProtocol)
+
+
+class MMSTRetrievalTask(AbsTaskRetrieval):
+    """Base of mm_st's tasks: data from an argument, an environment variable or the Hub.
+
+    Args:
+        data: local directory or Hub dataset repo; default ``$MM_ST_<KIND>_DATA``, else the Hub default.
+        image_root: directory the image paths are relative to (see :mod:`mm_st.evaluation.data`).
+    """
+
+    kind: ClassVar[str] = "mmeb"
+    default_source: ClassVar[str | None] = None
+    k_values: Sequence[int] = (1, 3, 5, 10)
+
+    def __init__(self, data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.data, self.image_root = data, image_root
+        self.candidate_counts: dict[str, int] = {}
+        revision = self._local_revision()
+        self._own_metadata = (
+            self.metadata.model_copy(update={"dataset": {**self.metadata.dataset, "revision": revision}})
+            if revision
+            else None
+        )
+        if self._own_metadata is not None:
+            self.metadata = self._own_metadata
+
+    # -- data -----------------------------------------------------------------------------------
+    def source(self) -> str:
+        return D.resolve_source(self.kind, self.data, self.default_source)
+
+    def _local_files(self, source: str) -> list:  # files whose change makes a new local revision
+        return []
+
+    def _local_revision(self) -> str | None:
+        try:
+            source = self.source()
+        except D.DataLayoutError:
+            return None
+        if not D.is_local(source):
+            return None
+        return D.fingerprint(self._local_files(source))
+
+    def load_data(self, num_proc: int | None = None, *, timer=None, **kwargs) -> None:
+        if self.data_loaded:
+            return
+        self.dataset = self.build()
+        self.data_loaded = True
+
+    def build(self) -> dict:
+        raise NotImplementedError
+
+    def unload_data(self) -> None:
+        super().unload_data()
+        if self._own_metadata is not None:
+            self.metadata = self._own_metadata
+        self._reuse = None
+
+    def _set_prompt(self, prompt: dict[str, str]) -> None:
+        self.metadata = self.metadata.model_copy(update={"prompt": prompt or None})
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, model, split: str = "test", subsets_to_run=None, **kwargs):
+        check_modalities(model, self.metadata)
+        return super().evaluate(model, split, subsets_to_run, **kwargs)
+
+    _reuse: ReuseEncodings | None = None
+
+    def _reusing(self, model: Any) -> Any:
+        """The same proxy for every call with this model until the data are unloaded."""
+        if not _reusable(model):
+            return model
+        if self._reuse is None or self._reuse.model is not model:
+            self._reuse = ReuseEncodings(model)
+        return self._reuse
+
+    def _fit_category(self, query: tuple[bool, bool], document: tuple[bool, bool]) -> None:
+        """Widen the declared category to the modalities the rows hold ((text, image) per side).
+
+        mteb drops every column its category does not name, so a row's text or image must never be
+        missing from it; a mismatch with the declared category is logged.
+        """
+        declared = self.metadata.category.split("2")
+        fitted = []
+        for side, (text, image), mods in zip(("query", "document"), (query, document), declared):
+            found = ("i" if image or "i" in mods else "") + ("t" if text or "t" in mods else "")
+            fitted.append(found)
+            if found != mods:
+                logger.warning("%s: %s rows hold %s, category declares %r; using %r.", self.metadata.name, side,
+                               "text" if text and "t" not in mods else "images", mods, found)
+        category = "2".join(fitted)
+        if category != self.metadata.category:
+            self.metadata = self.metadata.model_copy(update={"category": category})
+
+
+# ==============================================================================================
+# MMEB
+# ==============================================================================================
+
+
+def _pick(instructions: list[str | None], default: str | None) -> str | None:
+    counted = Counter(i for i in instructions if i is not None)
+    return counted.most_common(1)[0][0] if counted else default
+
+
+class MMEBTask(MMSTRetrievalTask):
+    """One MMEB dataset scored as in VLM2Vec: each query against its own candidates, Precision@1."""
+
+    entry: ClassVar[MMEBDataset]
+    kind = "mmeb"
+    default_source = D.MMEB_HUB
+
+    def _local_files(self, source: str) -> list:
+        return D.mmeb_files(D.local_dir(source, "MMEB", D.MMEB_LAYOUT), self.entry.name) if os.path.isdir(source) else []
+
+    def build(self) -> dict:
+        entry, name = self.entry, self.metadata.name
+        source = self.source()
+        revision = None if D.is_local(source) else self.metadata.revision
+        rows, root = D.read_mmeb_rows(entry.name, source, self.image_root, revision=revision)
+
+        def image(path: str, what: str) -> str | None:
+            return D.image_file(root, path, f"{name}: {what}", D.MMEB_LAYOUT) if path else None
+
+        # Queries: split the instruction off; the most common one becomes the task prompt.
+        split_rows = [split_instruction(row["qry_text"], entry.query) for row in rows]
+        q_instruction = _pick([i for i, _ in split_rows], None)
+        q_text = [t if i == q_instruction else strip_image_token(row["qry_text"]) for (i, t), row in zip(split_rows, rows)]
+        if q_instruction is not None and sum(i != q_instruction for i, _ in split_rows):
+            logger.warning("%s: %d query rows do not start with %r; they keep their full text.", name,
+                           sum(i != q_instruction for i, _ in split_rows), q_instruction)
+        q_ids = [f"q{i}" for i in range(len(rows))]
+        q_images = [image(row["qry_img_path"], f"query {i}") for i, row in enumerate(rows)]
+
+        # Candidates: one corpus entry per unique (text, image path), in first-seen order.
+        corpus_index: dict[tuple[str, str], str] = {}
+        top_ranked, relevant, listed = {}, {}, 0
+        for qid, row in zip(q_ids, rows):
+            if len(row["tgt_text"]) != len(row["tgt_img_path"]) or not row["tgt_text"]:
+                raise D.DataLayoutError(
+                    f"{name}: query {qid} has {len(row['tgt_text'])} target texts and "
+                    f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{D.MMEB_LAYOUT}"
+                )
+            ids = [corpus_index.setdefault((t, p), f"c{len(corpus_index)}") for t, p in zip(row["tgt_text"], row["tgt_img_path"])]
+            listed += len(ids)
+            top_ranked[qid] = list(dict.fromkeys(ids))
+            relevant[qid] = {ids[0]: 1}
+        keys = list(corpus_index)
+        split_docs = [split_instruction(t, entry.document) if entry.document else (None, strip_image_token(t)) for t, _ in keys]
+        d_instruction = _pick([i for i, _ in split_docs], None)
+        d_text = [t if i == d_instruction else strip_image_token(key[0]) for (i, t), key in zip(split_docs, keys)]
+        d_images = [image(p, f"candidate {t!r}") for t, p in keys]
+
+        self._fit_category((any(q_text), any(q_images)), (any(d_text), any(d_images)))
+        self._set_prompt({k: v for k, v in (("query", q_instruction), ("document", d_instruction)) if v})
+        self.candidate_counts = {"listed": listed, "unique": len(keys), "queries": len(rows)}
+        split = {
+            "queries": _split(q_ids, q_text, q_images),
+            "corpus": _split(list(corpus_index.values()), d_text, d_images),
+            "relevant_docs": relevant,
+            "top_ranked": top_ranked,
+        }
+        return {"default": {"test": split}}
+
+
+def _class_name(name: str) -> str:
+    return "MMEB" + re.sub(r"[^0-9A-Za-z]", "", name)
+
+
+def _mmeb_task_class(entry: MMEBDataset) -> type[MMEBTask]:
+    metadata = TaskMetadata(
+        name=f"MMEB-{entry.name}",
+        description=(
+            f"MMEB v1 {entry.meta_task.lower()} dataset {entry.name} ({entry.distribution}): each query is ranked "
+            "against its own candidates (1000 in the released data); Precision@1 as in VLM2Vec."
+        ),
+        reference="https://arxiv.org/abs/2410.05160",
+        dataset={"path": D.MMEB_HUB, "revision": "main"},
+        type="Any2AnyRetrieval",
+        category=entry.category,
+        modalities=["image", "text"],
+        eval_splits=["test"],
+        eval_langs=["eng-Latn"],
+        main_score="precision_at_1",
+        license="not specified",
+        annotations_creators="derived",
+        sample_creation="found",
+        bibtex_citation=VLM2VEC_CITATION,
+        prompt={"query": entry.query[0], **({"document": entry.document[0]} if entry.document else {})},
+    )
+    return type(_class_name(entry.name), (MMEBTask,), {"metadata": metadata, "entry": entry, "__module__": __name__})
+
+
+MMEB_TASK_CLASSES: dict[str, type[MMEBTask]] = {name: _mmeb_task_class(entry) for name, entry in MMEB.items()}
+globals().update({cls.__name__: cls for cls in MMEB_TASK_CLASSES.values()})
+
+
+def mmeb_tasks(
+    names: Sequence[str] | None = None, data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None
+) -> list[MMEBTask]:
+    """MMEB task instances (all 36 by default) reading ``data`` (default ``$MM_ST_MMEB_DATA`` or the Hub)."""
+    names = list(names) if names is not None else list(MMEB_TASK_CLASSES)
+    unknown = [n for n in names if n not in MMEB_TASK_CLASSES]
+    if unknown:
+        raise ValueError(f"Unknown MMEB dataset(s) {unknown}. Known: {', '.join(MMEB_TASK_CLASSES)}.")
+    return [MMEB_TASK_CLASSES[n](data=data, image_root=image_root) for n in names]
+
+
+# ==============================================================================================
+# XTD
+# ==============================================================================================
+
+XTD_LANGUAGES = {
+    "en": "eng-Latn", "es": "spa-Latn", "it": "ita-Latn", "ko": "kor-Hang",
+    "pl": "pol-Latn", "ru": "rus-Cyrl", "tr": "tur-Latn", "zh": "zho-Hans",
+}
+MME5_XTD_LANGUAGES = ("es", "it", "ko", "pl", "ru", "tr", "zh")  # mmE5's reported average
+
+
+class XTDT2IRetrieval(MMSTRetrievalTask):
+    """XTD10: a caption in one language retrieves its image among 1000 MSCOCO images (Recall@10)."""
+
+    kind = "xtd"
+    metadata = TaskMetadata(
+        name="XTDT2IRetrieval",
+        description="XTD10 multilingual text-to-image retrieval over 1000 MSCOCO images; one subset per language.",
+        reference="https://github.com/adobe-research/Cross-lingual-Test-Dataset-XTD10",
+        dataset={"path": "adobe-research/Cross-lingual-Test-Dataset-XTD10", "revision": "main"},
+        type="Any2AnyMultilingualRetrieval",
+        category="t2i",
+        modalities=["image", "text"],
+        eval_splits=["test"],
+        eval_langs={lang: [code] for lang, code in XTD_LANGUAGES.items()},
+        main_score="recall_at_10",
+        license="not specified",
+        annotations_creators="human-annotated",
+        sample_creation="human-translated",
+        bibtex_citation=r"""
+@article{aggarwal2020towards,
+  author = {Aggarwal, Pranav and Kale, Ajinkya},
+  journal = {arXiv preprint arXiv:2012.05107},
+  title = {Towards Zero-shot Cross-lingual Image Retrieval},
+  year = {2020},
+}
+""",
+        prompt={"query": MMEB["MSCOCO_t2i"].query[0], "document": MMEB["MSCOCO_t2i"].document[0]},
+    )
+
+    def _local_files(self, source: str) -> list:
+        from pathlib import Path
+
+        return sorted(Path(source).glob("test_*.txt")) if os.path.isdir(source) else []
+
+    def build(self) -> dict:
+        data_dir = D.xtd_dir(self.source())
+        names = D.read_lines(data_dir / "test_image_names.txt")
+        root = D.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
+        images = [D.image_file(root, n, f"XTD image {i}", D.XTD_LAYOUT) for i, n in enumerate(names)]
+        corpus = _split(names, [""] * len(names), images)
+        out = {}
+        for lang in self.hf_subsets:
+            captions = D.read_lines(D.xtd_caption_file(data_dir, lang))
+            if len(captions) != len(names):
+                raise D.DataLayoutError(
+                    f"XTD captions for {lang!r} have {len(captions)} lines for {len(names)} images.\n{D.XTD_LAYOUT}"
+                )
+            ids = [f"{lang}-{i}" for i in range(len(names))]
+            out[lang] = {"test": {
+                "queries": _split(ids, captions, [None] * len(ids)),
+                "corpus": corpus,
+                "relevant_docs": {q: {n: 1} for q, n in zip(ids, names)},
+                "top_ranked": None,
+            }}
+        return out
+
+    def evaluate(self, model, split: str = "test", subsets_to_run=None, **kwargs):
+        return super().evaluate(self._reusing(model), split, subsets_to_run, **kwargs)
+
+
+# ==============================================================================================
+# CIRR
+# ==============================================================================================
+
+
+class CIRRComposedImageRetrieval(MMSTRetrievalTask):
+    """CIRR (official protocol): reference image + modification text -> target image.
+
+    Scores: ``recall_at_{1,5,10,50}`` over all images of the split except the reference image,
+    ``recall_subset_at_{1,2,3}`` among the query's image set (reference excluded) and
+    ``cirr_average`` = (R@5 + R_subset@1) / 2, the main score. The split is ``val`` (the public test
+    split has no targets).
+    """
+
+    kind = "cirr"
+    k_values: Sequence[int] = (1, 2, 3, 5, 10, 50)
+    metadata = TaskMetadata(
+        name="CIRRComposedImageRetrieval",
+        description="CIRR composed image retrieval with the official Recall@K and Recall_subset@K metrics.",
+        reference="https://github.com/Cuberick-Orion/CIRR",
+        dataset={"path": "Cuberick-Orion/CIRR", "revision": "rc2"},
+        type="Any2AnyRetrieval",
+        category="it2i",
+        modalities=["image", "text"],
+        eval_splits=["val"],
+        eval_langs=["eng-Latn"],
+        main_score="cirr_average",
+        license="not specified",
+        annotations_creators="human-annotated",
+        sample_creation="found",
+        bibtex_citation=r"""
+@inproceedings{liu2021image,
+  author = {Liu, Zheyuan and Rodriguez-Opazo, Cristian and Teney, Damien and Gould, Stephen},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision},
+  pages = {2125--2134},
+  title = {Image retrieval on real-life images with pre-trained vision-and-language models},
+  year = {2021},
+}
+""",
+        prompt={"query": MMEB["CIRR"].query[0], "document": MMEB["CIRR"].document[0]},
+    )
+
+    def _local_files(self, source: str) -> list:
+        from pathlib import Path
+
+        return sorted(Path(source).glob("*/*.rc2.*.json")) if os.path.isdir(source) else []
+
+    def build(self) -> dict:
+        import json
+
+        out, self._subset_lists = {}, {}
+        for split in self.eval_splits:
+            data_dir = D.cirr_dir(self.source(), split)
+            with (data_dir / "captions" / f"cap.rc2.{split}.json").open(encoding="utf-8") as handle:
+                captions = json.load(handle)
+            with (data_dir / "image_splits" / f"split.rc2.{split}.json").open(encoding="utf-8") as handle:
+                image_paths = json.load(handle)
+            root = D.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
+            names = list(image_paths)
+            files = {n: D.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", D.CIRR_LAYOUT) for n in names}
+            q_ids, q_text, q_images, relevant, ranked, subsets = [], [], [], {}, {}, {}
+            for item in captions:
+                if "target_hard" not in item:
+                    raise D.DataLayoutError(f"CIRR {split} has no targets (the test split is scored by the CIRR server).")
+                qid, ref = str(item["pairid"]), item["reference"]
+                for image_name in (ref, item["target_hard"], *item["img_set"]["members"]):
+                    if image_name not in files:
+                        raise D.DataLayoutError(
+                            f"CIRR {split} query {qid} names image {image_name!r}, which is not in "
+                            f"image_splits/split.rc2.{split}.json.\n{D.CIRR_LAYOUT}"
+                        )
+                q_ids.append(qid)
+                q_text.append(item["caption"])
+                q_images.append(files[ref])
+                relevant[qid] = {item["target_hard"]: 1}
+                ranked[qid] = [n for n in names if n != ref]
+                subsets[qid] = [n for n in dict.fromkeys(item["img_set"]["members"]) if n != ref]
+            out.setdefault("default", {})[split] = {
+                "queries": _split(q_ids, q_text, q_images),
+                "corpus": _split(names, [""] * len(names), [files[n] for n in names]),
+                "relevant_docs": relevant,
+                "top_ranked": ranked,
+            }
+            self._subset_lists[split] = subsets
+        return out
+
+    def evaluate(self, model, split: str = "val", subsets_to_run=None, **kwargs):
+        return super().evaluate(self._reusing(model), split, subsets_to_run, **kwargs)
+
+    def _evaluate_subset(self, model, data_split, *, hf_split: str, prediction_folder=None, **kwargs):
+        scores = super()._evaluate_subset(model, data_split, hf_split=hf_split, prediction_folder=prediction_folder, **kwargs)
+        within = {**data_split, "top_ranked": self._subset_lists[hf_split]}
+        sub = super()._evaluate_subset(model, within, hf_split=hf_split, prediction_folder=None, **kwargs)
+        for k in (1, 2, 3):
+            scores[f"recall_subset_at_{k}"] = sub[f"recall_at_{k}"]
+        scores["cirr_average"] = (scores["recall_at_5"] + scores["recall_subset_at_1"]) / 2
+        return scores
+
+
+ALL_TASK_CLASSES: list[type[MMSTRetrievalTask]] = [*MMEB_TASK_CLASSES.values(), XTDT2IRetrieval, CIRRComposedImageRetrieval]

@@ -1,0 +1,28 @@
+"""Ship mm_st's mteb start-up hook at the top of site-packages: ``mm_st_mteb.pth`` + ``_mm_st_mteb_hook.py``.
+
+Metadata lives in pyproject.toml; this file only adds the two top-level files (see
+``mm_st/evaluation/_hook.py``). A regular wheel gets them from ``build_lib``; an editable install
+(``pip install -e .``, PEP 660) gets them in the editable wheel, which setuptools assembles in ``install_lib``.
+After editing ``_hook.py``, re-run ``pip install -e .``: the installed file is a copy.
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HOOK = {"mm_st_mteb.pth": "mm_st/evaluation/mm_st_mteb.pth", "_mm_st_mteb_hook.py": "mm_st/evaluation/_hook.py"}
+
+
+class build_py_with_mteb_hook(build_py):
+    def run(self):
+        super().run()
+        target = self.get_finalized_command("install").install_lib if self.editable_mode else self.build_lib
+        for name, source in HOOK.items():
+            self.copy_file(source, str(Path(target, name)), preserve_mode=False)
+
+    def get_outputs(self, include_bytecode=True):
+        return [*super().get_outputs(include_bytecode), *(str(Path(self.build_lib, name)) for name in HOOK)]
+
+
+setup(cmdclass={"build_py": build_py_with_mteb_hook})
