@@ -34,8 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import logging
 import platform
@@ -52,6 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import encode_overhead  # noqa: E402  (build_checkpoint, SHAPES, cpu_model; not modified)
+from peak_memory import reset_hwm as _reset_hwm, status as _status, trim as _trim  # noqa: E402
 
 SHAPES = dict(encode_overhead.SHAPES)
 SHAPES["30m"] = dict(
@@ -93,27 +92,6 @@ def quiet() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_hwm() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _trim() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def child(args: argparse.Namespace) -> None:

@@ -46,8 +46,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import logging
 import os
@@ -61,6 +59,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from peak_memory import reset_hwm as _reset_hwm, status as _status, trim as _trim  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,27 +106,6 @@ def make_data(num_queries: int, num_corpus: int, dim: int, clusters: int, seed: 
     return queries, corpus, positives
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_hwm() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _trim() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 class PrecomputedModel:
