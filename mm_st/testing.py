@@ -23,13 +23,13 @@ from __future__ import annotations
 import functools
 import os
 import random
-import shutil
-import tempfile
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mm_st.cache import build_atomically, cache_root
 
 __all__ = ["FAMILIES", "SPECS", "FamilySpec", "SpecialTokens", "tiny_model"]
 
@@ -668,10 +668,6 @@ def _write(spec: FamilySpec, seed: int, directory: Path) -> None:
     (directory / _COMPLETE_MARKER).write_text(f"{spec.name} seed={seed} {_CACHE_VERSION}\n")
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("MM_ST_CACHE", Path.home() / ".cache" / "mm_st")).expanduser()
-
-
 def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0) -> str:
     """Build (or reuse) a tiny random checkpoint of ``family`` and return its directory.
 
@@ -697,22 +693,5 @@ def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0
         _write(spec, seed, directory)
         return str(directory)
 
-    directory = _cache_root() / "tiny" / f"{family}-seed{seed}-{_CACHE_VERSION}"
-    if (directory / _COMPLETE_MARKER).is_file():
-        return str(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():  # incomplete leftover (not produced by this code's rename): rebuild
-        shutil.rmtree(directory, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        _write(spec, seed, tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it 0o700
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            # Another process finished first: keep its copy if complete.
-            if not (directory / _COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(directory)
+    directory = cache_root() / "tiny" / f"{family}-seed{seed}-{_CACHE_VERSION}"
+    return build_atomically(directory, _COMPLETE_MARKER, lambda tmp: _write(spec, seed, tmp))
