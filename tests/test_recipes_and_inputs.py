@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import peft
 import pytest
 import torch
+import transformers
 from PIL import Image
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -177,3 +179,16 @@ def test_chat_messages_and_model_card_name(qwen_path, emoji_images, tmp_path):
     model.save(str(tmp_path / "m"))
     card = (tmp_path / "m" / "README.md").read_text()
     assert "MultimodalSentenceTransformer" not in card and "from sentence_transformers import SentenceTransformer" in card
+
+
+def test_adapter_with_refused_peft_names_versions_and_tested_pairs(qwen_path, monkeypatch):
+    # What a user gets with transformers 5.24 (MIN_PEFT_VERSION 0.22.0) and any released peft.
+    import transformers.integrations.peft as transformers_peft
+
+    monkeypatch.setattr(transformers_peft, "MIN_PEFT_VERSION", "99.0.0")
+    with pytest.raises(ImportError) as error:
+        build_model(qwen_path, recipe="e5v", adapter={"r": 4})
+    message = str(error.value)
+    assert f"transformers {transformers.__version__} does not accept peft {peft.__version__}" in message
+    assert "Tested pairs: transformers 5.23.x with peft 0.21.2" in message
+    assert "requirements.lock" in message
