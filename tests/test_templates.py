@@ -204,3 +204,16 @@ def test_every_family_and_model_type_is_unique():
     model_types = [t for family in templates.FAMILIES.values() for t in family.model_types]
     assert len(model_types) == len(set(model_types))
     assert templates.family_for_model_type("smolvlm").name == "idefics3"
+
+
+def test_item0_unused_e5v_instruction_is_logged_once(caplog):
+    from mm_st import build_model
+    from mm_st.testing import tiny_model
+
+    model = build_model(tiny_model("qwen2_vl"), recipe="e5v")
+    with caplog.at_level("WARNING", logger="mm_st.model"):
+        model.encode_query(["a red car"], prompt="Find it: ")
+        model.encode_query(["a blue boat"], prompt="Find it: ")
+    messages = [r.getMessage() for r in caplog.records if r.name == "mm_st.model"]
+    assert messages == ["Recipe 'e5v' has no instruction slot: the prompt 'Find it: ' is not shown to the model (as in "
+                        "VLM2Vec's E5-V evaluation). Pass a full prompt with <sent> / <image> markers to change E5-V's prompt."]
