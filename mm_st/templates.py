@@ -252,7 +252,10 @@ RECIPES: dict[str, Recipe] = {
             # TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_*.py (HEAD 6e1e1d4): queries and
             # 'Represent the given image.' targets end in '\n' ("to stay consistent with v1 eval");
             # '{image}\n{instruction} {text}'. Grounding crop targets (no '\n') and VisDial (an extra
-            # '\n') are per-task full prompts in mm_st.evaluation.instructions.
+            # '\n') are per-task full prompts in mm_st.evaluation.instructions. The eval code writes
+            # '{image} ' + instruction and then .replace(' \n', '\n') on instructions that start with
+            # '\n' (image_qa / image_i2i_vg parsers add it), giving '\n' after the image token; only the
+            # demo scripts (experiments/examples/*/demo*.py) keep '{image} {instruction}' with a space.
             prompts={"text": "<sent>", "image": _VLM2VEC_IMAGE, "image_text": "<image>\n<sent>\n"},
             instructed={k: "<image>\n{instruction} <sent>\n" for k in MODALITIES},
             # src/model/processor.py VLM_IMAGE_TOKENS: Qwen2(.5)-VL get the bare '<|image_pad|>'

@@ -179,6 +179,9 @@ MBEIR_TASKS: dict[str, str] = {
 # image_i2i_vg_dataset.py, HEAD 6e1e1d4) departs from '{image}\n{instruction} {text}\n' in two places:
 # VisDial queries get an extra '\n' ("to be consistent with v1"), and grounding crop targets (no
 # caption) get no '\n'. They are full prompts around the rows' own instruction ('{instruction}').
+# HEAD reads ziyjiang/MMEB_Test_Instruct (instruction and text in separate columns, joined by one
+# space); mm_st splits the MMEB-eval rows instead, which gives the same text when the row has one
+# space between instruction and text (what the v1 rows hold).
 VLM2VEC_MMEB_PROMPTS: dict[str, dict[str, str]] = {
     "MMEB-VisDial": {"query": "{instruction} <sent>\n\n", "document": "{instruction}"},
     **{
