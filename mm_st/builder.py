@@ -69,6 +69,7 @@ def build_model(
     model_name_or_path: str,
     recipe: str = "e5v",
     *,
+    prompt_format: str = "inference",
     family: str | None = None,
     wrapper: str | None = None,
     max_length: int | None = None,
@@ -85,6 +86,8 @@ def build_model(
     Args:
         model_name_or_path: Hub id or local directory of a transformers model.
         recipe: ``"e5v"``, ``"mme5"``, ``"vlm2vec"`` or ``"mmembed"`` (see :mod:`mm_st.templates`).
+        prompt_format: ``"inference"`` (the released models' text) or ``"train"`` (the text the
+            reference training code feeds; see :data:`mm_st.templates.TRAIN_RECIPES`).
         family: backbone family; detected from the config's ``model_type`` when None.
         wrapper: chat wrapper for wrapped recipes (E5-V); detected from the tokenizer when None.
         max_length: token limit per input (images are never cut, see :mod:`mm_st.model`).
@@ -98,7 +101,7 @@ def build_model(
     """
     from transformers import AutoConfig
 
-    recipe_spec = templates.get_recipe(recipe)
+    recipe_spec = templates.get_recipe(recipe, prompt_format)
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     family_spec = templates.get_family(family) if family else templates.family_for_model_type(config.model_type)
 
@@ -129,6 +132,7 @@ def build_model(
         family_spec.name,
         wrapper=wrapper,
         bos=tokenizer.bos_token if tokenizer is processor and _adds_bos(tokenizer) else "",
+        fmt=prompt_format,
     )
     processor.chat_template = chat_template
     if tokenizer is not processor:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ class MultimodalSentenceTransformer(SentenceTransformer):
     """
 
     emit_content_keys: bool = False
+    _warned_unused_prompt: bool = False
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
@@ -65,6 +67,7 @@ class MultimodalSentenceTransformer(SentenceTransformer):
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
         if len(inputs) == 0:
             return {}
+        self._warn_if_prompt_unused(prompt)
         items = normalize_inputs(inputs, supports_image=self.supports("image"))
         keys = [content_key(item) for item in items] if self.emit_content_keys else None
         if not any(has_image(item) for item in items):
@@ -75,6 +78,23 @@ class MultimodalSentenceTransformer(SentenceTransformer):
             features[CONTENT_KEY] = torch.tensor([key for key, _ in keys], dtype=torch.long)
             features[MODALITY_KEY] = torch.tensor([modality for _, modality in keys], dtype=torch.long)
         return features
+
+    def _warn_if_prompt_unused(self, prompt: str | None) -> None:
+        """Say once when a plain instruction goes to a recipe without an instruction slot (E5-V)."""
+        if not prompt or self._warned_unused_prompt or "<image>" in prompt or "<sent>" in prompt:
+            return
+        from mm_st import templates
+
+        processor = getattr(self[0], "processor", None)
+        template = getattr(processor, "chat_template", None)
+        found = re.search(r"mm_st recipe=(\S+) ", template[:200]) if isinstance(template, str) else None
+        if found and found.group(1) in templates.RECIPES and not templates.RECIPES[found.group(1)].uses_instruction:
+            self._warned_unused_prompt = True
+            logger.warning(
+                "Recipe %r has no instruction slot: the prompt %r is not shown to the model (as in VLM2Vec's "
+                "E5-V evaluation). Pass a full prompt with <sent> / <image> markers to change E5-V's prompt.",
+                found.group(1), prompt,
+            )
 
     def forward(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:
         input.pop(CONTENT_KEY, None)

@@ -1,14 +1,28 @@
 """Prompt templates: one registry of recipe x backbone-family strings, rendered into a chat template.
 
-A recipe (E5-V, mmE5, VLM2Vec, MM-Embed) is data: the exact prompt strings of its paper. A backbone
-family is data too: how its processor writes an image in text and which chat wrapper its language
-model speaks. :func:`render_chat_template` turns one recipe and one family into a Jinja chat
-template that sentence-transformers saves with the model, so a plain ``SentenceTransformer(path)``
-reproduces the recipe without mm_st installed.
+A recipe (E5-V, mmE5, VLM2Vec, MM-Embed) is data: the exact prompt strings of its paper's reference
+code, each with its source. A backbone family is data too: how its processor writes an image in text
+and which chat wrapper its language model speaks. :func:`render_chat_template` turns one recipe and
+one family into a Jinja chat template that sentence-transformers saves with the model, so a plain
+``SentenceTransformer(path)`` reproduces the recipe without mm_st installed.
 
-Markers in prompt strings: ``<image>`` is replaced by the family's image placeholder (once per
-image), ``<sent>`` by the input text. The rendered template reads the ST ``task`` variable
-(``"query"`` / ``"document"``) and takes a system message (ST's ``prompt=``) as the instruction.
+Markers in prompt strings: ``<image>`` is replaced by the image block (once per image), ``<sent>`` by
+the input text. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and
+the one space before it go. The rendered template reads the ST ``task`` variable (``"query"`` /
+``"document"``) and takes a system message (ST's ``prompt=``) as the instruction:
+
+- an instruction WITH a marker (``<image>`` / ``<sent>``) is a full prompt: it replaces the recipe's
+  prompt (E5-V's CIRR / FashionIQ prompts); an input modality whose marker it lacks is an error that
+  names the marker, so a prompt never silently drops the input;
+- an instruction WITHOUT markers goes into the recipe's ``instructed`` prompts as ``{instruction}``
+  (trailing spaces removed; ``" <sent>"`` then joins it to the text with one space). E5-V has no
+  instruction slot: as in VLM2Vec's E5-V evaluation the instruction is not shown to the model and
+  the input gets E5-V's own prompt (see :data:`RECIPES` ``e5v``).
+
+Each recipe has two pinned renderings (:data:`FORMATS`): ``"inference"`` (what the released model is
+evaluated / served with) and ``"train"`` (what the reference training code feeds); pick one with
+``get_recipe(name, fmt)`` / ``render_chat_template(..., fmt=...)`` / ``build_model(..., prompt_format=...)``.
+:data:`RECIPE_FACTS` holds the training facts a recipe config reads (epochs, learning rate, ...).
 
 Example:
     >>> from mm_st import templates
@@ -16,34 +30,50 @@ Example:
     '<image>\\nSummary above image in one word: '
     >>> templates.render_prompt("e5v", "llava_next", text="A dog.", num_images=0)
     '<|start_header_id|>user<|end_header_id|>\\n\\nA dog.\\nSummary above sentence in one word: <|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n \\n'
+    >>> templates.render_prompt("mme5", "mllama", text="q", num_images=1, instruction="Find it: ")
+    '<|image|><|begin_of_text|>Find it: q\\n'
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 IMAGE = "<image>"
 SENT = "<sent>"
+INSTRUCTION = "{instruction}"
+FORMATS = ("inference", "train")
+MODALITIES = ("text", "image", "image_text")
 
 
 @dataclass(frozen=True)
 class Wrapper:
     """A chat wrapper around one user turn; ``{}`` is where the prompt goes.
 
-    ``markers`` are special tokens whose presence in a tokenizer's vocabulary identifies the wrapper.
+    Attributes:
+        markers: special tokens whose presence in a tokenizer's vocabulary identifies the wrapper.
+        strip: remove the prompt's trailing spaces before filling ``{}`` (E5-V's Mistral / Phi-3 code).
+        full_template: wrapper for full prompts given through ``prompt=`` (E5-V's composed-retrieval
+            prompts), when it differs from ``template``.
     """
 
     name: str
     template: str
     markers: tuple[str, ...] = ()
     source: str = ""
+    strip: bool = False
+    full_template: str | None = None
 
-    def wrap(self, prompt: str) -> str:
-        head, tail = self.template.split("{}")
-        return head + prompt + tail
+    def parts(self, full: bool = False) -> tuple[str, str]:
+        head, tail = ((full and self.full_template) or self.template).split("{}")
+        return head, tail
+
+    def wrap(self, prompt: str, full: bool = False) -> str:
+        head, tail = self.parts(full)
+        return head + (prompt.rstrip(" ") if self.strip else prompt) + tail
 
 
+_E5V = "kongds/E5-V retrieval.py (verified)"
 # Ordered: detection takes the first wrapper whose markers are all in the tokenizer's vocabulary.
 WRAPPERS: dict[str, Wrapper] = {
     w.name: w
@@ -52,34 +82,46 @@ WRAPPERS: dict[str, Wrapper] = {
             "llama3",
             "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n",
             ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-            "E5-V reference code (kongds/E5-V), llava-llama3-8b",
+            f"{_E5V}: llama3_template, llava-llama3-8b",
         ),
         Wrapper(
             "idefics3",
             "<|im_start|>User:{}<end_of_utterance>\nAssistant:",
             ("<end_of_utterance>",),
-            "Idefics3 / SmolVLM chat turn; E5-V-style, not in the E5-V paper",
+            "Idefics3 / SmolVLM chat turn: an E5-V-style extension by mm_st, not in E5-V's code",
         ),
         Wrapper(
             "chatml",
             "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
             ("<|im_start|>", "<|im_end|>"),
-            "ChatML user turn + open assistant turn (Qwen, SmolLM2); E5-V-style, not in the E5-V paper",
+            "ChatML user turn + open assistant turn (Qwen, SmolLM2): an E5-V-style extension by mm_st, not in E5-V's code",
         ),
         Wrapper(
             "phi3",
             "<|user|>\n{}<|end|>\n<|assistant|>\n",
             ("<|user|>", "<|end|>", "<|assistant|>"),
-            "E5-V Phi-3 wrapper (confirm against kongds/E5-V)",
+            f"{_E5V}: '<|user|>\\n<|image_1|>\\nSummary above image in one word:<|end|>\\n<|assistant|>\\n'; "
+            "composed-retrieval prompts use '<|user|>\\n{} <|end|>\\n<|assistant|>\\n'",
+            strip=True,
+            full_template="<|user|>\n{} <|end|>\n<|assistant|>\n",
         ),
         Wrapper(
             "mistral",
             "[INST] {} [/INST]",
             ("[INST]", "[/INST]"),
-            "E5-V Mistral wrapper (confirm against kongds/E5-V)",
+            f"{_E5V}: '[INST] <image>\\nSummary above image in one word: [/INST]' (one space before [/INST])",
+            strip=True,
         ),
-        Wrapper("vicuna", "USER: {} ASSISTANT:", (), "LLaVA-1.5 (Vicuna) conversation format"),
+        Wrapper("vicuna", "USER: {} ASSISTANT:", (), "LLaVA-1.5 (Vicuna) conversation format: an E5-V-style extension by mm_st"),
         Wrapper("raw", "{}", (), "no chat wrapper"),
+        # E5-V training text (kongds/E5-V ft_llm.py + run.sh): the llama3 template de-tokenised by
+        # template.replace('_', ' ') and .strip(): special tokens become plain text, '\n\n \n' goes.
+        Wrapper(
+            "llama3_upstream_train",
+            "<|start header id|>user<|end header id|>\n\n{}<|eot id|><|start header id|>assistant<|end header id|>",
+            (),
+            "kongds/E5-V ft_llm.py generate_sentemb_prompt on llama3_template (training only)",
+        ),
     )
 }
 
@@ -94,16 +136,19 @@ class Family:
     wrapper: str | None = None  # fallback when detection from the tokenizer finds nothing
 
 
+_QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("llava", ("llava",), "<image>", "vicuna"),
         Family("llava_next", ("llava_next",), "<image>", "llama3"),
         Family("mllama", ("mllama",), "<|image|>", "llama3"),
-        Family("qwen2_vl", ("qwen2_vl",), "<|vision_start|><|image_pad|><|vision_end|>", "chatml"),
-        Family("qwen2_5_vl", ("qwen2_5_vl",), "<|vision_start|><|image_pad|><|vision_end|>", "chatml"),
-        Family("qwen3_vl", ("qwen3_vl",), "<|vision_start|><|image_pad|><|vision_end|>", "chatml"),
+        Family("qwen2_vl", ("qwen2_vl",), _QWEN_IMAGE, "chatml"),
+        Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_IMAGE, "chatml"),
+        Family("qwen3_vl", ("qwen3_vl",), _QWEN_IMAGE, "chatml"),
         Family("idefics3", ("idefics3", "smolvlm"), "<image>", "idefics3"),
+        # Phi-3-V (remote code only): E5-V's phi3 image token.
+        Family("phi3_v", ("phi3_v",), "<|image_1|>", "phi3"),
         # Text-only causal language models (E5-V's text prompt, last token).
         Family("text", ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text"), None),
     )
@@ -112,87 +157,186 @@ FAMILIES: dict[str, Family] = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """Exact prompt strings of one paper.
+    """Exact prompt strings of one paper, in one format (``inference`` or ``train``).
 
     Attributes:
-        prompts: ``text``, ``image`` and ``image_text`` prompts used when no instruction is given.
-        instructed: prompt used when an instruction (system message / ST ``prompt=``) is present;
-            ``{instruction}`` is replaced by it. None: the instruction itself is the prompt (E5-V).
+        prompts: ``text`` / ``image`` / ``image_text`` prompts used when no instruction is given.
+        instructed: the same three, used with an instruction (``{instruction}`` is replaced by it).
+        query_prompts: no-instruction prompts for queries (``task="query"``) when they differ (MM-Embed).
         instruct_documents: whether documents (``task="document"``) also get the instruction.
-        image_block: per-family override of how ``<image>`` is written (e.g. mmE5's Mllama rewrite).
+        image_block: how ``<image>`` is written, per family (``"*"``: every family; the value may use
+            ``{placeholder}`` for the family's own), e.g. mmE5's Mllama rewrite, VLM2Vec's bare
+            ``<|image_pad|>`` on Qwen2-VL. Families not listed use their placeholder.
         wrapped: whether the prompt goes inside the family's chat wrapper.
-        extra_prompts: other named prompts of the paper (CIRR, FashionIQ, ...) for ``prompt=``.
+        train_wrappers: for a training format, the wrapper used in place of each detected wrapper
+            (``"*"``: any other); empty: the detected wrapper.
+        extra_prompts: other named full prompts of the paper (CIRR, FashionIQ, ...) for ``prompt=``.
     """
 
     name: str
     prompts: dict[str, str]
-    instructed: str | None = None
+    instructed: dict[str, str]
+    query_prompts: dict[str, str] = field(default_factory=dict)
     instruct_documents: bool = True
     image_block: dict[str, str] = field(default_factory=dict)
     wrapped: bool = False
+    train_wrappers: dict[str, str] = field(default_factory=dict)
     extra_prompts: dict[str, str] = field(default_factory=dict)
+    fmt: str = "inference"
     source: str = ""
 
+    @property
+    def uses_instruction(self) -> bool:
+        """Whether an instruction reaches the model (False for E5-V)."""
+        return any(INSTRUCTION in p for p in self.instructed.values())
+
+
+def _fashioniq(x: str) -> dict[str, str]:
+    # kongds/E5-V retrieval.py: `if fiq_data_type == 'toptee': fiq_data_name = 'shirt'`
+    word = "shirt" if x == "toptee" else x
+    return {
+        f"fashioniq_{x}_candidate": f"<image>\n Describe this {word} in one word based on its style:",
+        f"fashioniq_{x}_query": f"<image> change the style of this {word} to <sent>\n Desribe this modified {word} in "
+        "one word based on its style:",
+    }
+
+
+_E5V_TEXT = "<sent>\nSummary above sentence in one word: "
+_E5V_IMAGE = "<image>\nSummary above image in one word: "
+_E5V_CIRR_QUERY = '<image>Modify this image with "<sent>", desribe modified image in one word:'
+_MME5_IMAGE = "<image>Represent the given image.\n"
+_VLM2VEC_IMAGE = "<image>\nRepresent the given image.\n"
+_MMEMBED = {"text": "<sent>", "image": "<image>\n", "image_text": "<image>\n<sent>"}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe(
             "e5v",
-            prompts={
-                "text": "<sent>\nSummary above sentence in one word: ",
-                "image": "<image>\nSummary above image in one word: ",
-                "image_text": '<image>Modify this image with "<sent>", desribe modified image in one word:',
+            # kongds/E5-V retrieval.py: img_prompt / text_prompt inside llama3_template; the composed
+            # (image + text) prompt is its CIRR query prompt.
+            prompts={"text": _E5V_TEXT, "image": _E5V_IMAGE, "image_text": _E5V_CIRR_QUERY},
+            # TIGER-AI-Lab/VLM2Vec src/model/processor.py e5_v_prompt_template / process_input_text
+            # (HEAD 6e1e1d4): E5-V is evaluated WITHOUT its instruction; image + text gets
+            # '<image>\n{text}\nSummary above image and text in one word: '.
+            instructed={
+                "text": _E5V_TEXT,
+                "image": _E5V_IMAGE,
+                "image_text": "<image>\n<sent>\nSummary above image and text in one word: ",
             },
             wrapped=True,
             extra_prompts={
-                "cirr_query": '<image>Modify this image with "<sent>", desribe modified image in one word:',
+                # kongds/E5-V retrieval.py CIRR prompts (with ' [/INST]' removed for llama3)
+                "cirr_query": _E5V_CIRR_QUERY,
                 "cirr_candidate": "<image>\n Describe this image in one word:",
-                **{
-                    f"fashioniq_{x}_candidate": f"<image>\n Describe this {x} in one word based on its style:"
-                    for x in ("dress", "shirt", "toptee")
-                },
-                **{
-                    f"fashioniq_{x}_query": f"<image> change the style of this {x} to <sent>\n Desribe this "
-                    f"modified {x} in one word based on its style:"
-                    for x in ("dress", "shirt", "toptee")
-                },
+                **_fashioniq("dress"),
+                **_fashioniq("shirt"),
+                **_fashioniq("toptee"),
             },
-            source="E5-V (arXiv 2407.12580, kongds/E5-V); typos 'desribe'/'Desribe' kept for reproduction",
+            source="E5-V (arXiv 2407.12580, kongds/E5-V retrieval.py); typos 'desribe'/'Desribe' kept for reproduction",
         ),
         Recipe(
             "mme5",
-            prompts={"text": "<sent>", "image": "<image>Represent the given image.\n", "image_text": "<image><sent>"},
-            instructed="<image>{instruction}\n<sent>",
-            image_block={"mllama": "<|image|><|begin_of_text|>"},
-            source="mmE5 (arXiv 2502.08468, haon-chen/mmE5 collator)",
+            # haon-chen/mmE5 demo.py (commit 4818cdf "align data format with model training"):
+            # '{image tokens}{instruction} {query}\n'; a bare image target '{image}Represent the given
+            # image.\n'; text targets plain.
+            prompts={"text": "<sent>", "image": _MME5_IMAGE, "image_text": "<image><sent>\n"},
+            instructed={k: "<image>{instruction} <sent>\n" for k in MODALITIES},
+            # haon-chen/mmE5 src/collator.py: '<|image_1|>\n' -> '<|image|><|begin_of_text|>' (Mllama);
+            # the other backbones keep VLM2Vec's '<|image_1|>\n' with their own token (src/dataset.py).
+            image_block={"mllama": "<|image|><|begin_of_text|>", "*": "{placeholder}\n"},
+            source="mmE5 (arXiv 2502.08468, haon-chen/mmE5 demo.py and src/collator.py)",
         ),
         Recipe(
             "vlm2vec",
-            prompts={"text": "<sent>", "image": "<image>\nRepresent the given image.", "image_text": "<image>\n<sent>"},
-            instructed="<image>\n{instruction}<sent>",
-            source="VLM2Vec / MMEB (TIGER-Lab): '<|image_1|>\\n' + instruction + text",
+            # TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_*.py (HEAD 6e1e1d4): queries and
+            # 'Represent the given image.' targets end in '\n' ("to stay consistent with v1 eval");
+            # '{image}\n{instruction} {text}'. Grounding crop targets (no '\n') and VisDial (an extra
+            # '\n') are per-task full prompts in mm_st.evaluation.instructions. The eval code writes
+            # '{image} ' + instruction and then .replace(' \n', '\n') on instructions that start with
+            # '\n' (image_qa / image_i2i_vg parsers add it), giving '\n' after the image token; only the
+            # demo scripts (experiments/examples/*/demo*.py) keep '{image} {instruction}' with a space.
+            prompts={"text": "<sent>", "image": _VLM2VEC_IMAGE, "image_text": "<image>\n<sent>\n"},
+            instructed={k: "<image>\n{instruction} <sent>\n" for k in MODALITIES},
+            # src/model/processor.py VLM_IMAGE_TOKENS: Qwen2(.5)-VL get the bare '<|image_pad|>'
+            image_block={"qwen2_vl": "<|image_pad|>", "qwen2_5_vl": "<|image_pad|>"},
+            source="VLM2Vec / MMEB (TIGER-AI-Lab/VLM2Vec eval code, HEAD 6e1e1d4)",
         ),
         Recipe(
             "mmembed",
-            prompts={"text": "<sent>", "image": "<image>\n", "image_text": "<image>\n<sent>"},
-            instructed="Instruct: {instruction}\nQuery: <image>\n<sent>",
+            prompts=_MMEMBED,
+            instructed={k: "Instruct: {instruction}\nQuery: " + p for k, p in _MMEMBED.items()},
+            # nvidia/MM-Embed: query_prefix = 'Query: ' even without an instruction; documents bare
+            query_prompts={k: "Query: " + p for k, p in _MMEMBED.items()},
             instruct_documents=False,
-            source="MM-Embed (arXiv 2411.02571): queries only carry 'Instruct: ...\\nQuery: '",
+            source="MM-Embed (arXiv 2411.02571, nvidia/MM-Embed model code): 'Instruct: ...\\nQuery: ' on queries only",
         ),
     )
 }
 
-# MMEB instructions (query side), from paper-facts.md; take exact punctuation from dataset rows.
-MMEB_INSTRUCTIONS: dict[str, str] = {
-    "ImageNet-1K": "Represent the given image for classification",
-    "VOC2007": "Identify the object shown in the image.",
-    "ObjectNet": "Identify the object shown in the image.",
-    "SUN397": "Identify the scene shown in the image.",
-    "Place365": "Identify the scene shown in the image.",
-    "OK-VQA": "Represent the given image with the following question: ",
-    "MSCOCO_t2i": "Find me an everyday image that matches the given caption: ",
-    "CIRR": "Given an image, find a similar everyday image with the described changes: ",
+
+def _strip_trailing_newline(prompts: dict[str, str]) -> dict[str, str]:
+    return {k: p[:-1] if p.endswith("\n") else p for k, p in prompts.items()}
+
+
+# Training formats: what each reference training code feeds the model.
+TRAIN_RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        replace(
+            RECIPES["e5v"],
+            # kongds/E5-V run.sh TEMPLATE='*sent_0*\nSummary_above_sentence_in_one_word:' (no trailing
+            # space), wrapped by ft_llm.py only for llama-3 models, then de-tokenised (see the wrapper).
+            # E5-V trains on text only; the image prompts follow the same rule (mm_st extension).
+            prompts={k: p.rstrip(" ") for k, p in RECIPES["e5v"].prompts.items()},
+            instructed={k: p.rstrip(" ") for k, p in RECIPES["e5v"].instructed.items()},
+            train_wrappers={"llama3": "llama3_upstream_train", "*": "raw"},
+            fmt="train",
+            source="E5-V training text: kongds/E5-V ft_llm.py generate_sentemb_prompt + run.sh TEMPLATE",
+        ),
+        replace(
+            RECIPES["mme5"],
+            # haon-chen/mmE5 (HEAD 4818cdf) trains on rows as written after the placeholder swap: no
+            # trailing '\n' (e.g. '<|image|><|begin_of_text|>Represent the given image with the
+            # following question: What is in the image?'; the tokenizer adds a second BOS in front).
+            prompts=_strip_trailing_newline(RECIPES["mme5"].prompts),
+            instructed=_strip_trailing_newline(RECIPES["mme5"].instructed),
+            fmt="train",
+            source="mmE5 training text: haon-chen/mmE5 src/dataset.py + src/collator.py (rows as written)",
+        ),
+        replace(
+            RECIPES["vlm2vec"],
+            # TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py: MMEB-train rows as written with
+            # '<|image_1|>' swapped for the backbone's token: '{image}\n{instruction}{text}', no '\n' at the end.
+            prompts=_strip_trailing_newline(RECIPES["vlm2vec"].prompts),
+            instructed=_strip_trailing_newline(RECIPES["vlm2vec"].instructed),
+            fmt="train",
+            source="VLM2Vec training text: TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py (rows as written)",
+        ),
+        # MM-Embed released no training code: its training format is its inference format.
+        replace(RECIPES["mmembed"], fmt="train", source=RECIPES["mmembed"].source + "; no public training code"),
+    )
+}
+
+# Training facts a recipe config reads; each with its source.
+RECIPE_FACTS: dict[str, dict[str, object]] = {
+    "e5v": {
+        "epochs": 2,  # kongds/E5-V run.sh EPOCH=2
+        "epochs_paper": 1,  # arXiv 2407.12580 text
+        "learning_rate": 4e-4,
+        "batch_size": 768,
+        "max_text_tokens": 32,  # run.sh --cutoff_len 32
+        "lora_r": 64,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "temperature": 0.05,
+        "train_template": "inference",  # mm_st default; "upstream" = TRAIN_RECIPES["e5v"]
+        "source": "kongds/E5-V run.sh and ft_llm.py; the paper says 1 epoch, run.sh runs 2",
+    },
+    "mme5": {"epochs": 1, "learning_rate": 1e-5, "max_length": 256, "temperature": 0.02, "dora_r": 8,
+             "source": "mmE5 paper and haon-chen/mmE5 scripts/train/train.sh"},
+    "vlm2vec": {"steps": 2000, "learning_rate": 2e-5, "batch_size": 1024, "temperature": 0.02, "lora_r": 16,
+                "lora_alpha": 64, "source": "VLM2Vec paper (v1) and TIGER-AI-Lab/VLM2Vec"},
 }
 
 # M-BEIR query instructions used by MM-Embed, keyed by mteb-style task names.
@@ -214,10 +358,13 @@ def _known(kind: str, table: dict) -> str:
     return f"Known {kind}: {', '.join(sorted(table))}."
 
 
-def get_recipe(name: str) -> Recipe:
+def get_recipe(name: str, fmt: str = "inference") -> Recipe:
+    """A recipe in one format: ``"inference"`` (default) or ``"train"`` (the reference training text)."""
     if name not in RECIPES:
         raise ValueError(f"Unknown recipe {name!r}. {_known('recipes', RECIPES)}")
-    return RECIPES[name]
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown prompt format {fmt!r} for recipe {name!r}. Known formats: {', '.join(FORMATS)}.")
+    return RECIPES[name] if fmt == "inference" else TRAIN_RECIPES[name]
 
 
 def get_family(name: str) -> Family:
@@ -250,22 +397,56 @@ def detect_wrapper(vocab: set[str] | dict[str, int], chat_template: str | None =
     return None
 
 
+def image_block(recipe: Recipe, family: Family) -> str:
+    """How one image is written in the recipe's text on this family."""
+    if family.image_placeholder is None:
+        return ""
+    block = recipe.image_block.get(family.name, recipe.image_block.get("*", "{placeholder}"))
+    return block.replace("{placeholder}", family.image_placeholder)
+
+
+def wrapper_for(recipe: Recipe, family: Family, wrapper: str | None = None) -> Wrapper:
+    """The chat wrapper a wrapped recipe uses (``raw`` for unwrapped recipes)."""
+    if not recipe.wrapped:
+        return WRAPPERS["raw"]
+    if wrapper is not None and wrapper not in WRAPPERS:
+        raise ValueError(f"Unknown wrapper {wrapper!r}. {_known('wrappers', WRAPPERS)}")
+    name = wrapper or family.wrapper or "vicuna"
+    if recipe.train_wrappers:
+        name = recipe.train_wrappers.get(name, recipe.train_wrappers.get("*", name))
+    return WRAPPERS[name]
+
+
+def is_full_prompt(instruction: str | None) -> bool:
+    """Whether a ``prompt=`` string is a full prompt (has a marker) rather than an instruction."""
+    return bool(instruction) and (IMAGE in instruction or SENT in instruction)
+
+
+def _modality(text: str | None, num_images: int) -> str:
+    return "image_text" if num_images and text else "image" if num_images else "text"
+
+
 def _pick_prompt(recipe: Recipe, text: str | None, num_images: int, instruction: str | None, task: str | None) -> str:
     """Python mirror of the Jinja selection logic (used by tests and :func:`render_prompt`)."""
-    use_instruction = bool(instruction) and (recipe.instruct_documents or task != "document")
-    if use_instruction:
-        if recipe.instructed is None:
-            return instruction
-        return recipe.instructed.replace("{instruction}", instruction)
-    if num_images and text:
-        return recipe.prompts["image_text"]
-    if num_images:
-        return recipe.prompts["image"]
-    return recipe.prompts["text"]
+    modality = _modality(text, num_images)
+    if is_full_prompt(instruction):
+        for has, marker, what in ((num_images, IMAGE, "an image"), (text, SENT, "text")):
+            if has and marker not in instruction:
+                raise ValueError(_missing_marker(marker, what))
+        return instruction
+    core = (instruction or "").rstrip(" ")
+    if core and (recipe.instruct_documents or task != "document"):
+        return recipe.instructed[modality].replace(INSTRUCTION, core)
+    if task == "query" and recipe.query_prompts:
+        return recipe.query_prompts[modality]
+    return recipe.prompts[modality]
 
 
-def image_block(recipe: Recipe, family: Family) -> str:
-    return recipe.image_block.get(family.name, family.image_placeholder or "")
+def _missing_marker(marker: str, what: str) -> str:
+    return (
+        f"The prompt has markers but no {marker} marker, and the input has {what}: a full prompt must place "
+        f"every input ({marker}); or pass a plain instruction without markers."
+    )
 
 
 def render_prompt(
@@ -276,22 +457,17 @@ def render_prompt(
     instruction: str | None = None,
     task: str | None = None,
     wrapper: str | None = None,
+    fmt: str = "inference",
 ) -> str:
-    """The literal prompt string a recipe gives one input (what the saved chat template renders).
-
-    For ``instructed`` prompts, the ``<image>`` marker is dropped when there is no image and the
-    separator that follows it (``\\n``) with it, so a text-only query reads ``{instruction}{text}``.
-    """
-    rec, fam = get_recipe(recipe), get_family(family)
+    """The literal prompt string a recipe gives one input (what the saved chat template renders)."""
+    rec, fam = get_recipe(recipe, fmt), get_family(family)
     prompt = _pick_prompt(rec, text, num_images, instruction, task)
     if num_images:
         prompt = prompt.replace(IMAGE, image_block(rec, fam) * num_images)
     else:
         prompt = prompt.replace(IMAGE + "\n", "").replace(IMAGE, "")
-    prompt = prompt.replace(SENT, text or "")
-    if rec.wrapped:
-        prompt = WRAPPERS[wrapper or fam.wrapper or "vicuna"].wrap(prompt)
-    return prompt
+    prompt = prompt.replace(SENT, text) if text else prompt.replace(" " + SENT, "").replace(SENT, "")
+    return wrapper_for(rec, fam, wrapper).wrap(prompt, full=is_full_prompt(instruction))
 
 
 def _lit(value: str) -> str:
@@ -311,21 +487,33 @@ _JINJA = """\
 {%- endif -%}
 {%- endfor -%}
 {%- endfor -%}
-{%- set use_instruction = ns.instruction and (INSTRUCT_DOCUMENTS or task is not defined or task != 'document') -%}
-{%- if use_instruction and INSTRUCTED is none -%}{%- set prompt = ns.instruction -%}
-{%- elif use_instruction -%}{%- set prompt = INSTRUCTED.replace('{instruction}', ns.instruction) -%}
-{%- elif ns.images and ns.text -%}{%- set prompt = P_IMAGE_TEXT -%}
-{%- elif ns.images -%}{%- set prompt = P_IMAGE -%}
-{%- else -%}{%- set prompt = P_TEXT -%}
+{%- set modality = 'image_text' if ns.images and ns.text else ('image' if ns.images else 'text') -%}
+{%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
+{%- set core = ns.instruction.rstrip(' ') -%}
+{%- set is_query = task is defined and task == 'query' -%}
+{%- if full -%}
+{%- if ns.images and '<image>' not in ns.instruction -%}{{- raise_exception(MISSING_IMAGE) -}}{%- endif -%}
+{%- if ns.text and '<sent>' not in ns.instruction -%}{{- raise_exception(MISSING_SENT) -}}{%- endif -%}
+{%- set prompt = ns.instruction -%}
+{%- elif core and (INSTRUCT_DOCUMENTS or task is not defined or task != 'document') -%}
+{%- set prompt = INSTRUCTED[modality].replace('{instruction}', core) -%}
+{%- elif is_query and QUERY_PROMPTS -%}{%- set prompt = QUERY_PROMPTS[modality] -%}
+{%- else -%}{%- set prompt = PROMPTS[modality] -%}
 {%- endif -%}
 {%- if ns.images -%}{%- set prompt = prompt.replace('<image>', IMAGE_BLOCK * ns.images) -%}
 {%- else -%}{%- set prompt = prompt.replace('<image>\\n', '').replace('<image>', '') -%}
 {%- endif -%}
-{{- BOS + HEAD + prompt.replace('<sent>', ns.text) + TAIL -}}
+{%- if ns.text -%}{%- set prompt = prompt.replace('<sent>', ns.text) -%}
+{%- else -%}{%- set prompt = prompt.replace(' <sent>', '').replace('<sent>', '') -%}
+{%- endif -%}
+{%- if STRIP -%}{%- set prompt = prompt.rstrip(' ') -%}{%- endif -%}
+{%- if full -%}{{- BOS + FULL_HEAD + prompt + FULL_TAIL -}}{%- else -%}{{- BOS + HEAD + prompt + TAIL -}}{%- endif -%}
 """
 
 
-def render_chat_template(recipe: str, family: str, wrapper: str | None = None, bos: str = "") -> str:
+def render_chat_template(
+    recipe: str, family: str, wrapper: str | None = None, bos: str = "", fmt: str = "inference"
+) -> str:
     """Render a recipe for a family into a Jinja chat template (saved with the model).
 
     Args:
@@ -333,21 +521,25 @@ def render_chat_template(recipe: str, family: str, wrapper: str | None = None, b
         family: a key of :data:`FAMILIES`.
         wrapper: a key of :data:`WRAPPERS`; default the family's, else ``vicuna``.
         bos: text to put first (only for tokenizers whose chat-template path adds no BOS itself).
+        fmt: ``"inference"`` or ``"train"`` (see :data:`FORMATS`).
     """
-    rec, fam = get_recipe(recipe), get_family(family)
-    if wrapper is not None and wrapper not in WRAPPERS:
-        raise ValueError(f"Unknown wrapper {wrapper!r}. {_known('wrappers', WRAPPERS)}")
-    head, tail = WRAPPERS[wrapper or fam.wrapper or "vicuna"].template.split("{}") if rec.wrapped else ("", "")
+    rec, fam = get_recipe(recipe, fmt), get_family(family)
+    chosen = wrapper_for(rec, fam, wrapper)
+    (head, tail), (full_head, full_tail) = chosen.parts(), chosen.parts(full=True)
     constants = {
         "INSTRUCT_DOCUMENTS": "true" if rec.instruct_documents else "false",
-        "INSTRUCTED": "none" if rec.instructed is None else _lit(rec.instructed),
-        "P_TEXT": _lit(rec.prompts["text"]),
-        "P_IMAGE": _lit(rec.prompts["image"]),
-        "P_IMAGE_TEXT": _lit(rec.prompts["image_text"]),
+        "PROMPTS": _lit(rec.prompts),
+        "INSTRUCTED": _lit(rec.instructed),
+        "QUERY_PROMPTS": _lit(rec.query_prompts),
         "IMAGE_BLOCK": _lit(image_block(rec, fam)),
+        "MISSING_IMAGE": _lit(_missing_marker(IMAGE, "an image")),
+        "MISSING_SENT": _lit(_missing_marker(SENT, "text")),
+        "STRIP": "true" if chosen.strip else "false",
         "BOS": _lit(bos),
         "HEAD": _lit(head),
         "TAIL": _lit(tail),
+        "FULL_HEAD": _lit(full_head),
+        "FULL_TAIL": _lit(full_tail),
     }
     header = "".join(f"{{%- set {k} = {v} -%}}\n" for k, v in constants.items())
-    return f"{{#- mm_st recipe={rec.name} family={fam.name} -#}}\n" + header + _JINJA
+    return f"{{#- mm_st recipe={rec.name} family={fam.name} format={rec.fmt} -#}}\n" + header + _JINJA

@@ -186,3 +186,18 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
     for family in FAMILIES:
         for key in ("plain", "query"):
             assert np.abs(np.array(result[family][key]) - expected[family][key]).max() <= 1e-6, (family, key)
+
+
+PLAIN_PROMPT = "Find me an everyday image that matches the given caption: "
+
+
+@pytest.mark.parametrize("recipe", ["e5v", "mme5", "vlm2vec", "mmembed"])
+def test_plain_prompt_never_replaces_the_input(recipe, emoji_images):
+    """Issue 11 item 0: README's encode_query(..., prompt=plain text) keeps every input, for every family."""
+    for family in FAMILIES:
+        model = build_model(tiny_model(family), recipe=recipe)
+        a, b = emoji_images[0], emoji_images[1]
+        for first, second in (("a red car", "a blue boat"), (a, b), ({"text": "red", "image": a}, {"text": "blue", "image": a})):
+            one = model.encode_query([first], prompt=PLAIN_PROMPT)
+            two = model.encode_query([second], prompt=PLAIN_PROMPT)
+            assert np.isfinite(one).all() and np.abs(one - two).max() > 1e-4, (recipe, family, type(first))

@@ -40,7 +40,7 @@ def image_root(tmp_path_factory, emoji):
 
 @pytest.fixture(scope="module")
 def model():
-    return build_model(tiny_model("qwen2_vl"), recipe="vlm2vec")
+    return build_model(tiny_model("qwen2_vl"), recipe="vlm2vec", prompt_format="train")
 
 
 def one_training_step(model, train, tmp_path, prompts=None, hard_negative_scope="shared"):
@@ -110,10 +110,11 @@ def test_mmeb_train_layout(mmeb_dir, image_root, model, tmp_path):
     assert load_mmeb_train(mmeb_dir, configs=["MSCOCO_t2i"], image_root=image_root)["MSCOCO_t2i"]["anchor"] == t2i["anchor"]
     assert modality_of(t2i[0]["anchor"]) == "text" and modality_of(t2i[0]["positive"]) == "image+text"
     assert t2i[0]["positive"]["text"] == "Represent the given image." and t2i[0]["positive"]["image"].size == (64, 64)
-    # What the vlm2vec recipe renders for these rows is VLM2Vec's own format.
+    # What the vlm2vec recipe's training format renders for these rows is VLM2Vec's own training text
+    # (src/data/dataset/mmeb_dataset.py: the row as written, '<|image_1|>' -> the bare '<|image_pad|>').
     features = model.preprocess([cls[0]["anchor"]])
     text = model[0].tokenizer.decode(features["input_ids"][0], skip_special_tokens=False)
-    assert text.endswith("<|vision_end|>\nRepresent the given image for classification\n")
+    assert "<|vision_start|>" not in text and text.endswith("<|image_pad|>\nRepresent the given image for classification\n")
     loss, changed = one_training_step(model, datasets.DatasetDict({"ImageNet_1K": cls, "MSCOCO_t2i": t2i}), tmp_path)
     assert loss > 0 and changed
 
@@ -264,3 +265,27 @@ def test_nli(tmp_path):
     (tmp_path / "empty.csv").write_text("sent0,sent1,hard_neg\na,,c\n")
     with pytest.raises(ValueError, match="row 0: empty or missing text"):
         load_nli(tmp_path / "empty.csv")
+
+
+def test_mme5_empty_negative_texts_filled_as_upstream(tmp_path, emoji, image_root):
+    """Issue 11 item 8: haon-chen/mmE5 src/dataset.py fills an empty negative text (default), "keep" does not."""
+    rows = [
+        {"qry": "Retrieve an image of: cat", "qry_image_path": "", "pos_text": "<|image_1|>\nRepresent the given image.",
+         "pos_image_path": "emoji/0.png", "neg_text": str(["", ""]), "neg_image_path": str(["emoji/1.png", "emoji/2.png"])},
+        {"qry": "Find: dog", "qry_image_path": "", "pos_text": "dog", "pos_image_path": "",
+         "neg_text": str(["", "a kite", "a teapot"]), "neg_image_path": str(["emoji/3.png", "", ""])},
+    ]
+    write_parquet(tmp_path / "syn" / "Retrieval" / "train-00000-of-00001.parquet", rows)
+    filled = load_mme5_synthetic(tmp_path / "syn", configs=["Retrieval"], image_root=image_root)["Retrieval"]
+    # all negative texts identical (empty): each takes the positive's text, keeping its own image
+    assert [filled[0][f"negative_{j}"]["text"] for j in (1, 2)] == ["Represent the given image.", "Represent the given image."]
+    assert filled[0]["negative_1"]["image"].size == (64, 64)
+    # otherwise: a random non-empty negative text of the row (seeded)
+    assert filled[1]["negative_1"]["text"] in ("a kite", "a teapot") and filled[1]["negative_1"]["image"] is not None
+    again = load_mme5_synthetic(tmp_path / "syn", configs=["Retrieval"], image_root=image_root)["Retrieval"]
+    assert again[1]["negative_1"]["text"] == filled[1]["negative_1"]["text"]
+    kept = load_mme5_synthetic(tmp_path / "syn", configs=["Retrieval"], image_root=image_root, empty_negative_text="keep")
+    assert kept["Retrieval"][0]["negative_1"]["text"] is None and kept["Retrieval"][1]["negative_1"]["text"] is None
+    assert kept["Retrieval"][1]["negative_2"] == {"text": "a kite", "image": None}
+    with pytest.raises(ValueError, match=r"empty_negative_text must be one of \('fill', 'keep'\), got 'drop'"):
+        load_mme5_synthetic(tmp_path / "syn", configs=["Retrieval"], image_root=image_root, empty_negative_text="drop")

@@ -8,6 +8,7 @@ oracle encoder whose scores are known in advance.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,8 +65,13 @@ def test_instruction_table_covers_mmeb_and_agrees_with_templates():
     counts = {m: sum(e.meta_task == m for e in MMEB.values()) for m in ("Classification", "VQA", "Retrieval", "Grounding")}
     assert counts == {"Classification": 10, "VQA": 10, "Retrieval": 12, "Grounding": 4}
     assert sum(e.distribution == "IND" for e in MMEB.values()) == 20
-    for name, text in templates.MMEB_INSTRUCTIONS.items():
-        assert same_instruction(MMEB[name].query[0], text), name
+    # one table (mm_st.templates keeps none); punctuation as in VLM2Vec's archive/instruction_dict.py
+    assert not hasattr(templates, "MMEB_INSTRUCTIONS")
+    assert MMEB["VOC2007"].query == MMEB["ObjectNet"].query == ("Identify the object shown in the image",)
+    assert MMEB["SUN397"].query == ("Identify the scene shown in the image.",)
+    assert MMEB["ImageNet-1K"].query == ("Represent the given image for classification.",)
+    assert MMEB["MSCOCO_t2i"].query == ("Find me an everyday image that matches the given caption: ",)
+    assert same_instruction("Identify the object shown in the image.", MMEB["VOC2007"].query[0])
     # the row's own punctuation wins; the image placeholder goes
     assert E.split_instruction("<|image_1|>\nIdentify the object shown in the image.", MMEB["VOC2007"].query) == (
         "Identify the object shown in the image.", "")
@@ -450,3 +456,28 @@ def test_model_lacking_a_modality_fails_before_encoding(data, tmp_path):
     # text-only tasks still run
     assert encoder.instruction(mteb.get_task("WebQAT2TRetrieval").metadata, PromptType.query) == \
         mteb.get_task("WebQAT2TRetrieval").metadata.prompt["query"]
+
+
+def test_vlm2vec_mmeb_text_is_what_vlm2vec_eval_feeds(emoji_images):
+    """Issue 11 item 6: TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_*.py (HEAD 6e1e1d4), as rendered text."""
+    model = build_model(tiny_model("llava_next"), recipe="vlm2vec")
+    encoder = E.MMSTEncoder(model, name="local/vlm2vec")
+    tokenizer = model[0].tokenizer
+
+    def fed(task, side, item):
+        prompt = encoder.instruction(mteb.get_task(task).metadata, side)
+        features = model.preprocess([item], prompt=prompt, task=side.value)
+        text = tokenizer.decode(features["input_ids"][0][features["attention_mask"][0].bool()])
+        return re.sub(r"(<image>)+", "<image>", text).removeprefix(tokenizer.bos_token)  # one <image> per image
+
+    image = emoji_images[0]
+    assert fed("MMEB-VisDial", PromptType.query, "Q: is it red? A: yes") == (
+        "Represent the given dialogue about an image, which is used for image retrieval: Q: is it red? A: yes\n\n")
+    assert fed("MMEB-VisDial", PromptType.document, image) == "<image>\nRepresent the given image.\n"
+    assert fed("MMEB-MSCOCO_t2i", PromptType.query, "A dog.") == "Find me an everyday image that matches the given caption: A dog.\n"
+    assert fed("MMEB-MSCOCO", PromptType.document, image) == "<image>\nRepresent the given cropped image of the object"
+    assert fed("MMEB-RefCOCO", PromptType.document, image) == "<image>\nRepresent the given cropped image of the object"
+    assert fed("MMEB-OK-VQA", PromptType.query, {"text": "Why?", "image": image}) == (
+        "<image>\nRepresent the given image with the following question: Why?\n")
+    assert fed("MMEB-VOC2007", PromptType.query, image) == "<image>\nIdentify the object shown in the image\n"
+    assert fed("MMEB-VOC2007", PromptType.document, "dog") == "dog"

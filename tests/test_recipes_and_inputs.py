@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 from PIL import Image
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoProcessor, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from mm_st import build_model, load_model, templates
 from mm_st.testing import tiny_model
@@ -63,23 +63,47 @@ def test_encode_query_and_document_follow_the_recipe(qwen_path):
     assert not np.allclose(with_instruction, as_document, atol=1e-3)
 
 
-def test_mme5_mllama_image_block(emoji_images):
-    model = build_model(tiny_model("mllama"), recipe="mme5")
-    text = decoded(model, [{"text": "what is it?", "image": emoji_images[0]}], prompt="Answer the question.", task="query")[0]
-    assert text.endswith("<|image|><|begin_of_text|>Answer the question.\nwhat is it?")
-    target = decoded(model, [emoji_images[0]], task="document")[0]
-    assert target.endswith("<|image|><|begin_of_text|>Represent the given image.\n")
+def test_mme5_mllama_format(emoji_images):
+    """mmE5 (haon-chen/mmE5 demo.py): the processor on '{image tokens}{instruction} {query}\n' literals.
+
+    The Mllama processor puts BOS first (twice for text without image, as upstream, where the same
+    processor gets the same string); mm_st's ids must equal the processor's on demo.py's literals.
+    """
+    path = tiny_model("mllama")
+    processor = AutoProcessor.from_pretrained(path)
+    model = build_model(path, recipe="mme5")
+    image = emoji_images[0]
+    vqa = "Represent the given image with the following question: "
+    caption = "Find me an everyday image that matches the given caption: "
+    cases = [  # (input, prompt, task, demo.py literal, image)
+        ({"text": "What is in the image", "image": image}, vqa, "query",
+         "<|image|><|begin_of_text|>Represent the given image with the following question: What is in the image\n", image),
+        (image, None, "document", "<|image|><|begin_of_text|>Represent the given image.\n", image),
+        ("A cat and a dog.", caption, "query", "Find me an everyday image that matches the given caption: A cat and a dog.\n", None),
+        ("A cat and a dog", None, "document", "A cat and a dog", None),
+    ]
+    for item, prompt, task, literal, img in cases:
+        got = model.preprocess([item], prompt=prompt, task=task)["input_ids"][0].tolist()
+        expected = processor(text=[literal], images=[[img]] if img else None, return_tensors="pt")["input_ids"][0].tolist()
+        assert got == expected, literal
+        assert got[0] == processor.tokenizer.bos_token_id
+    # training text (src/collator.py, rows as written): no trailing newline
+    train = build_model(path, recipe="mme5", prompt_format="train")
+    assert decoded(train, [{"text": "What is in the image?", "image": image}], prompt=vqa)[0] == (
+        "<|begin_of_text|><|image|><|begin_of_text|>" + vqa + "What is in the image?")
 
 
 def test_vlm2vec_format(qwen_path, emoji_images):
+    """VLM2Vec on Qwen2-VL: the bare <|image_pad|> (src/model/processor.py VLM_IMAGE_TOKENS), eval '\n' at the end."""
     model = build_model(qwen_path, recipe="vlm2vec")
     query = decoded(model, [{"text": "What color?", "image": emoji_images[0]}], prompt="Represent the given image with the following question: ")[0]
-    assert query.startswith("<|vision_start|>") and query.endswith(
-        "<|vision_end|>\nRepresent the given image with the following question: What color?"
-    )
+    assert "<|vision_start|>" not in query and query.startswith("<|image_pad|>")
+    assert query.endswith("<|image_pad|>\nRepresent the given image with the following question: What color?\n")
     assert decoded(model, ["A cat."], prompt="Find me an everyday image that matches the given caption: ")[0] == (
-        "Find me an everyday image that matches the given caption: A cat."
+        "Find me an everyday image that matches the given caption: A cat.\n"
     )
+    embeddings = model.encode([{"text": "What color?", "image": emoji_images[0]}, emoji_images[1]])
+    assert embeddings.shape == (2, 64) and np.isfinite(embeddings).all()
 
 
 def test_text_only_causal_lm(text_lm_path):

@@ -1,33 +1,20 @@
-"""The template registry: exact paper strings, and the saved Jinja template renders what render_prompt says."""
+"""The template registry: exact paper strings, as the SAVED Jinja chat template renders them.
+
+Every literal below is written out by hand from the reference code named next to it (never computed
+from mm_st.templates); ``rendered`` runs the chat template mm_st saves with a model, through
+transformers' own Jinja renderer, so the literals pin what the model actually gets as text.
+"""
 
 import itertools
 
 import pytest
+from jinja2.exceptions import TemplateError
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from mm_st import templates
 
-
-def test_exact_paper_strings():
-    e5v = templates.RECIPES["e5v"]
-    assert templates.WRAPPERS["llama3"].template == (
-        "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
-    )
-    assert e5v.prompts["image"] == "<image>\nSummary above image in one word: "
-    assert e5v.prompts["text"] == "<sent>\nSummary above sentence in one word: "
-    assert e5v.extra_prompts["cirr_candidate"] == "<image>\n Describe this image in one word:"
-    assert e5v.prompts["image_text"] == '<image>Modify this image with "<sent>", desribe modified image in one word:'
-    assert e5v.extra_prompts["fashioniq_dress_query"] == (
-        "<image> change the style of this dress to <sent>\n Desribe this modified dress in one word based on its style:"
-    )
-    assert templates.render_prompt("mme5", "mllama", text="q", num_images=1, instruction="Find it") == (
-        "<|image|><|begin_of_text|>Find it\nq"
-    )
-    assert templates.render_prompt("mme5", "mllama", num_images=1) == "<|image|><|begin_of_text|>Represent the given image.\n"
-    assert templates.render_prompt("mmembed", "llava", text="q", instruction="Find it", task="query") == (
-        "Instruct: Find it\nQuery: q"
-    )
-    assert templates.render_prompt("mmembed", "llava", text="q", instruction="Find it", task="document") == "q"
+LLAMA3 = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
+VQA = "Represent the given image with the following question: "
 
 
 def _messages(text, images, instruction):
@@ -36,22 +23,173 @@ def _messages(text, images, instruction):
     return system + [{"role": "user", "content": content}]
 
 
+def rendered(recipe, family, text=None, images=0, instruction=None, task=None, wrapper=None, fmt="inference"):
+    """What the saved chat template renders for one input."""
+    chat_template = templates.render_chat_template(recipe, family, wrapper=wrapper, fmt=fmt)
+    kwargs = {} if task is None else {"task": task}
+    out, _ = render_jinja_template(conversations=[_messages(text, images, instruction)], chat_template=chat_template, **kwargs)
+    return out[0]
+
+
+def test_e5v_llama3_strings():
+    # kongds/E5-V retrieval.py: llama3_template with the image / text / CIRR prompts
+    assert rendered("e5v", "llava_next", images=1) == LLAMA3.format("<image>\nSummary above image in one word: ")
+    assert rendered("e5v", "llava_next", text="A dog.") == LLAMA3.format("A dog.\nSummary above sentence in one word: ")
+    assert rendered("e5v", "llava_next", text="red", images=1) == LLAMA3.format(
+        '<image>Modify this image with "red", desribe modified image in one word:')
+    cirr = templates.RECIPES["e5v"].extra_prompts["cirr_candidate"]
+    assert rendered("e5v", "llava_next", images=1, instruction=cirr) == LLAMA3.format(
+        "<image>\n Describe this image in one word:")
+
+
+def test_item0_e5v_plain_prompt_keeps_the_input_as_vlm2vec_evaluates_e5v():
+    # TIGER-AI-Lab/VLM2Vec src/model/processor.py e5_v_prompt_template: no instruction reaches E5-V
+    find = "Find me an everyday image that matches the given caption: "
+    assert rendered("e5v", "llava_next", text="a red car", instruction=find, task="query") == (
+        "<|start_header_id|>user<|end_header_id|>\n\na red car\nSummary above sentence in one word: "
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n")
+    assert rendered("e5v", "llava_next", images=1, instruction=find) == (
+        "<|start_header_id|>user<|end_header_id|>\n\n<image>\nSummary above image in one word: "
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n")
+    assert rendered("e5v", "llava_next", text="a red car", images=1, instruction=find) == (
+        "<|start_header_id|>user<|end_header_id|>\n\n<image>\na red car\nSummary above image and text in one word: "
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n")
+
+
+def test_item0_full_prompt_missing_a_marker_is_an_error():
+    cirr = templates.RECIPES["e5v"].extra_prompts["cirr_candidate"]  # has <image>, no <sent>
+    with pytest.raises(TemplateError, match=r"no <sent> marker, and the input has text"):
+        rendered("e5v", "llava_next", text="a red car", images=1, instruction=cirr)
+    with pytest.raises(TemplateError, match=r"no <image> marker, and the input has an image"):
+        rendered("vlm2vec", "qwen2_vl", text="x", images=1, instruction="Caption: <sent>")
+    with pytest.raises(ValueError, match=r"no <image> marker, and the input has an image"):
+        templates.render_prompt("vlm2vec", "qwen2_vl", text="x", num_images=1, instruction="Caption: <sent>")
+
+
+def test_item1_fashioniq_toptee_uses_shirt():
+    # kongds/E5-V retrieval.py: `if fiq_data_type == 'toptee': fiq_data_name = 'shirt'`
+    extra = templates.RECIPES["e5v"].extra_prompts
+    assert rendered("e5v", "llava_next", images=1, instruction=extra["fashioniq_toptee_candidate"]) == LLAMA3.format(
+        "<image>\n Describe this shirt in one word based on its style:")
+    assert rendered("e5v", "llava_next", text="red", images=1, instruction=extra["fashioniq_toptee_query"]) == (
+        LLAMA3.format("<image> change the style of this shirt to red\n Desribe this modified shirt in one word based on its style:"))
+    assert extra["fashioniq_dress_candidate"] == "<image>\n Describe this dress in one word based on its style:"
+
+
+def test_item2_e5v_mistral_wrapper():
+    # kongds/E5-V retrieval.py: one space before [/INST]
+    assert rendered("e5v", "llava_next", images=1, wrapper="mistral") == "[INST] <image>\nSummary above image in one word: [/INST]"
+    assert rendered("e5v", "llava_next", text="A dog.", wrapper="mistral") == "[INST] A dog.\nSummary above sentence in one word: [/INST]"
+    cirr = templates.RECIPES["e5v"].extra_prompts["cirr_candidate"]
+    assert rendered("e5v", "llava_next", images=1, instruction=cirr, wrapper="mistral") == (
+        "[INST] <image>\n Describe this image in one word: [/INST]")
+
+
+def test_item3_e5v_phi3_wrapper_and_sources():
+    # kongds/E5-V retrieval.py: Phi-3 prompts; the CIR prompts put a space before <|end|>
+    assert rendered("e5v", "phi3_v", images=1) == "<|user|>\n<|image_1|>\nSummary above image in one word:<|end|>\n<|assistant|>\n"
+    assert rendered("e5v", "phi3_v", text="A dog.") == "<|user|>\nA dog.\nSummary above sentence in one word:<|end|>\n<|assistant|>\n"
+    cirr = templates.RECIPES["e5v"].extra_prompts
+    assert rendered("e5v", "phi3_v", images=1, instruction=cirr["cirr_candidate"]) == (
+        "<|user|>\n<|image_1|>\n Describe this image in one word: <|end|>\n<|assistant|>\n")
+    assert rendered("e5v", "phi3_v", text="red", images=1, instruction=cirr["cirr_query"]) == (
+        '<|user|>\n<|image_1|>Modify this image with "red", desribe modified image in one word: <|end|>\n<|assistant|>\n')
+    for name in ("llama3", "mistral", "phi3"):
+        assert "confirm" not in templates.WRAPPERS[name].source and "kongds/E5-V" in templates.WRAPPERS[name].source
+    for name in ("idefics3", "chatml", "vicuna"):
+        assert "extension" in templates.WRAPPERS[name].source
+
+
+def test_item4_mme5_format():
+    # haon-chen/mmE5 demo.py: '{image tokens}{instruction} {query}\n'; text targets plain
+    assert rendered("mme5", "mllama", text="What is in the image", images=1, instruction=VQA, task="query") == (
+        "<|image|><|begin_of_text|>Represent the given image with the following question: What is in the image\n")
+    assert rendered("mme5", "mllama", text="A cat and a dog.", instruction="Find me an everyday image that matches the given caption: ",
+                    task="query") == "Find me an everyday image that matches the given caption: A cat and a dog.\n"
+    assert rendered("mme5", "mllama", images=1, task="document") == "<|image|><|begin_of_text|>Represent the given image.\n"
+    assert rendered("mme5", "mllama", text="A cat and a dog", task="document") == "A cat and a dog"
+    # the other backbones keep VLM2Vec's '<|image_1|>\n' layout with their own token
+    assert rendered("mme5", "llava_next", text="q", images=1, instruction="Find it") == "<image>\nFind it q\n"
+
+
+def test_item5_vlm2vec_bare_image_pad_on_qwen2_vl():
+    # TIGER-AI-Lab/VLM2Vec src/model/processor.py VLM_IMAGE_TOKENS[QWEN2_VL] = '<|image_pad|>'
+    assert rendered("vlm2vec", "qwen2_vl", text="What is in the image", images=1, instruction=VQA) == (
+        "<|image_pad|>\nRepresent the given image with the following question: What is in the image\n")
+    assert rendered("vlm2vec", "qwen2_5_vl", images=1) == "<|image_pad|>\nRepresent the given image.\n"
+    # recipes that do not override keep the family's chat-style placeholder
+    assert rendered("vlm2vec", "qwen3_vl", images=1) == "<|vision_start|><|image_pad|><|vision_end|>\nRepresent the given image.\n"
+    assert rendered("mmembed", "qwen2_vl", images=1) == "<|vision_start|><|image_pad|><|vision_end|>\n"
+
+
+def test_item6_vlm2vec_eval_text():
+    # TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_*.py: queries and 'Represent the given image.' end in '\n'
+    assert rendered("vlm2vec", "llava_next", text="What is in the image", images=1, instruction=VQA) == (
+        "<image>\nRepresent the given image with the following question: What is in the image\n")
+    assert rendered("vlm2vec", "llava_next", images=1, instruction="Identify the object shown in the image") == (
+        "<image>\nIdentify the object shown in the image\n")
+    assert rendered("vlm2vec", "llava_next", text="A dog.", instruction="Find me an everyday image that matches the given caption: ") == (
+        "Find me an everyday image that matches the given caption: A dog.\n")
+    assert rendered("vlm2vec", "llava_next", images=1, instruction="Represent the given image.") == "<image>\nRepresent the given image.\n"
+    assert rendered("vlm2vec", "llava_next", text="dog") == "dog"  # label / answer targets stay plain
+
+
+def test_item7_mmembed_query_prefix_without_instruction():
+    # nvidia/MM-Embed: query_prefix = 'Query: '; documents carry no prefix
+    assert rendered("mmembed", "llava", text="q", images=1, task="query") == "Query: <image>\nq"
+    assert rendered("mmembed", "llava", text="q", task="query") == "Query: q"
+    assert rendered("mmembed", "llava", text="q", instruction="Find it.", task="query") == "Instruct: Find it.\nQuery: q"
+    assert rendered("mmembed", "llava", text="q", instruction="Find it.", task="document") == "q"
+    assert rendered("mmembed", "llava", text="q", images=1, task="document") == "<image>\nq"
+
+
+def test_item10_e5v_upstream_training_text():
+    # kongds/E5-V ft_llm.py generate_sentemb_prompt (llama3_template, run.sh TEMPLATE, '_' -> ' ', strip)
+    assert rendered("e5v", "llava_next", text="A man sleeps.", fmt="train") == (
+        "<|start header id|>user<|end header id|>\n\nA man sleeps.\nSummary above sentence in one word:"
+        "<|eot id|><|start header id|>assistant<|end header id|>")
+    assert rendered("e5v", "qwen2_vl", text="A man sleeps.", fmt="train") == "A man sleeps.\nSummary above sentence in one word:"
+    facts = templates.RECIPE_FACTS["e5v"]
+    assert (facts["epochs"], facts["epochs_paper"], facts["train_template"]) == (2, 1, "inference")
+
+
+def test_item11_train_and_inference_formats():
+    # mmE5 (haon-chen/mmE5 4818cdf): training rows as written, no trailing '\n'; inference (demo.py) ends in '\n'
+    assert rendered("mme5", "mllama", text="What is in the image?", images=1, instruction=VQA, fmt="train") == (
+        "<|image|><|begin_of_text|>Represent the given image with the following question: What is in the image?")
+    assert rendered("mme5", "mllama", images=1, fmt="train") == "<|image|><|begin_of_text|>Represent the given image."
+    # MMEB-train rows carry the instruction inline: '{image}{row}' in training, '{image}{row}\n' at inference
+    row = "Represent the given image with the following question: What is in the image?"
+    assert rendered("mme5", "mllama", text=row, images=1, fmt="train") == "<|image|><|begin_of_text|>" + row
+    assert rendered("mme5", "mllama", text=row, images=1) == "<|image|><|begin_of_text|>" + row + "\n"
+    # VLM2Vec (src/data/dataset/mmeb_dataset.py): rows as written with the backbone's token
+    assert rendered("vlm2vec", "qwen2_vl", text=row, images=1, fmt="train") == "<|image_pad|>\n" + row
+    assert rendered("vlm2vec", "qwen2_vl", text=row, images=1) == "<|image_pad|>\n" + row + "\n"
+    assert rendered("vlm2vec", "llava_next", images=1, fmt="train") == "<image>\nRepresent the given image."
+    # MM-Embed has no public training code: both formats are the same text
+    assert rendered("mmembed", "llava", text="q", task="query", fmt="train") == "Query: q"
+    with pytest.raises(ValueError, match=r"Unknown prompt format 'upstream' for recipe 'e5v'"):
+        templates.get_recipe("e5v", "upstream")
+
+
 @pytest.mark.parametrize("recipe", sorted(templates.RECIPES))
 def test_jinja_template_matches_render_prompt(recipe):
-    for family in templates.FAMILIES:
-        chat_template = templates.render_chat_template(recipe, family)
+    instructions = [None, "Find it: ", "<image>\n<sent> full: ", "<image> only"]
+    for family, fmt in itertools.product(templates.FAMILIES, templates.FORMATS):
         for text, images, instruction, task in itertools.product(
-            [None, 'A "quoted"\nline {x}'], [0, 1, 2], [None, "Find it: "], [None, "query", "document"]
+            [None, 'A "quoted"\nline {x}'], [0, 1, 2], instructions, [None, "query", "document"]
         ):
             if not text and not images:
                 continue
-            kwargs = {} if task is None else {"task": task}
-            rendered, _ = render_jinja_template(
-                conversations=[_messages(text, images, instruction)], chat_template=chat_template, **kwargs
-            )
-            assert rendered[0] == templates.render_prompt(
-                recipe, family, text=text, num_images=images, instruction=instruction, task=task
-            ), (family, text, images, instruction, task)
+            case = (family, fmt, text, images, instruction, task)
+            try:
+                expected = templates.render_prompt(
+                    recipe, family, text=text, num_images=images, instruction=instruction, task=task, fmt=fmt)
+            except ValueError as error:
+                with pytest.raises(TemplateError, match=str(error)[:40]):
+                    rendered(recipe, family, text, images, instruction, task, fmt=fmt)
+                continue
+            assert rendered(recipe, family, text, images, instruction, task, fmt=fmt) == expected, case
 
 
 def test_wrapper_detection():
@@ -66,3 +204,16 @@ def test_every_family_and_model_type_is_unique():
     model_types = [t for family in templates.FAMILIES.values() for t in family.model_types]
     assert len(model_types) == len(set(model_types))
     assert templates.family_for_model_type("smolvlm").name == "idefics3"
+
+
+def test_item0_unused_e5v_instruction_is_logged_once(caplog):
+    from mm_st import build_model
+    from mm_st.testing import tiny_model
+
+    model = build_model(tiny_model("qwen2_vl"), recipe="e5v")
+    with caplog.at_level("WARNING", logger="mm_st.model"):
+        model.encode_query(["a red car"], prompt="Find it: ")
+        model.encode_query(["a blue boat"], prompt="Find it: ")
+    messages = [r.getMessage() for r in caplog.records if r.name == "mm_st.model"]
+    assert messages == ["Recipe 'e5v' has no instruction slot: the prompt 'Find it: ' is not shown to the model (as in "
+                        "VLM2Vec's E5-V evaluation). Pass a full prompt with <sent> / <image> markers to change E5-V's prompt."]

@@ -28,6 +28,11 @@ one) negatives repeats its last one (as mmE5's loader does); rows with none are 
 a dataset in which no row has a negative gets no negative columns (logged). ``num_negatives=None``
 takes the largest count present; 0 gives no negative columns.
 
+Empty negative texts (VLM2Vec layout): ``empty_negative_text="fill"`` (default) does what mmE5's
+loader does (haon-chen/mmE5 ``src/dataset.py``): an empty ``neg_text`` entry takes the positive's
+text when all of the row's negative texts are identical, else a random non-empty negative text of
+the row (seeded by ``seed`` and the row index); ``"keep"`` leaves it empty (an image-only negative).
+
 Example:
     >>> from mm_st.data.converters import load_nli
     >>> import tempfile, pathlib
@@ -274,9 +279,29 @@ def _vlm2vec_input(text: Any, image_path: Any, checker: _ImageChecker, where: st
     return make_input(text, image)
 
 
+EMPTY_NEGATIVE_TEXT = ("fill", "keep")
+
+
+def _fill_empty_negative_texts(neg_texts: list[str], pos_text: Any, rng: random.Random) -> list[str]:
+    """mmE5's rule (haon-chen/mmE5 src/dataset.py): an empty negative text takes the positive's text
+    when all negative texts are identical, else a random non-empty negative text."""
+    if "" not in neg_texts:
+        return neg_texts
+    if len(set(neg_texts)) == 1:
+        return [pos_text if isinstance(pos_text, str) else "" for _ in neg_texts]
+    non_empty = [text for text in neg_texts if text != ""]
+    return [text if text != "" else rng.choice(non_empty) for text in neg_texts]
+
+
+def _negative_placeholder_free(text: str, has_image: bool) -> str:
+    """A filled-in text copied onto a negative without an image loses its image placeholder."""
+    return text if has_image else (_strip_placeholder(text)[0] or "")
+
+
 def _convert_vlm2vec(
-    name: str, rows: list[dict], image_root: Any, num_negatives: int | None, on_missing: str, verify: bool
-) -> datasets.Dataset:
+    name: str, rows: list[dict], image_root: Any, num_negatives: int | None, on_missing: str, verify: bool,
+    empty_negative_text: str = "fill", seed: int = 0,
+) -> datasets.Dataset:  # fmt: skip
     checker = _ImageChecker(_roots(image_root), verify)
     out, negatives, bad_rows = [], [], set()
     for index, row in enumerate(tqdm(rows, desc=f"Converting {name}", unit="row", disable=len(rows) < PROGRESS_MIN_ROWS)):
@@ -285,6 +310,12 @@ def _convert_vlm2vec(
         anchor = _vlm2vec_input(row.get("qry"), row.get("qry_image_path"), checker, f"{where} qry")
         positive = _vlm2vec_input(row.get("pos_text"), row.get("pos_image_path"), checker, f"{where} pos")
         neg_texts, neg_images = _as_list(row.get("neg_text")), _as_list(row.get("neg_image_path"))
+        if empty_negative_text == "fill" and num_negatives != 0 and neg_texts:
+            filled = _fill_empty_negative_texts(neg_texts, row.get("pos_text"), random.Random(f"{seed}-{name}-{index}"))
+            neg_texts = [
+                _negative_placeholder_free(t, j < len(neg_images) and bool(neg_images[j])) if t != old else t
+                for j, (t, old) in enumerate(zip(filled, neg_texts))
+            ]
         row_negatives = []
         for j in range(max(len(neg_texts), len(neg_images))):
             text = neg_texts[j] if j < len(neg_texts) else ""
@@ -305,13 +336,17 @@ def _convert_vlm2vec(
 
 def _load_vlm2vec_layout(
     source: Any, configs: Iterable[str], split: str, image_root: Any, num_negatives: int | None,
-    on_missing: str, verify_images: bool, layout: str,
+    on_missing: str, verify_images: bool, layout: str, empty_negative_text: str = "fill", seed: int = 0,
 ) -> datasets.DatasetDict:  # fmt: skip
     _check_on_missing(on_missing)
+    if empty_negative_text not in EMPTY_NEGATIVE_TEXT:
+        raise ValueError(f"empty_negative_text must be one of {EMPTY_NEGATIVE_TEXT}, got {empty_negative_text!r}.")
     result = {}
     for config in configs:
         rows = _config_rows(source, config, split, layout)
-        result[config] = _convert_vlm2vec(f"{config}/{split}", rows, image_root, num_negatives, on_missing, verify_images)
+        result[config] = _convert_vlm2vec(
+            f"{config}/{split}", rows, image_root, num_negatives, on_missing, verify_images, empty_negative_text, seed
+        )
     return datasets.DatasetDict(result)
 
 
@@ -323,6 +358,8 @@ def load_mmeb_train(
     num_negatives: int | None = 0,
     on_missing: str = "error",
     verify_images: bool = True,
+    empty_negative_text: str = "fill",
+    seed: int = 0,
 ) -> datasets.DatasetDict:
     """MMEB-train (VLM2Vec) as one training dataset per config.
 
@@ -341,9 +378,13 @@ def load_mmeb_train(
             rows mostly carry none; negatives are mined, see :mod:`mm_st.mining`).
         on_missing: ``"error"`` or ``"skip"`` rows whose images are missing or unreadable.
         verify_images: also check that each image file decodes (PIL ``verify``), not only that it exists.
+        empty_negative_text: ``"fill"`` (mmE5's rule, see the module docstring) or ``"keep"`` (image-only negative).
+        seed: seed of ``"fill"``'s random choice.
     """
     layout = "{source}/{config}/{split}*.parquet with columns qry, qry_image_path, pos_text, pos_image_path, neg_text, neg_image_path"
-    return _load_vlm2vec_layout(source, configs, split, image_root, num_negatives, on_missing, verify_images, layout)
+    return _load_vlm2vec_layout(
+        source, configs, split, image_root, num_negatives, on_missing, verify_images, layout, empty_negative_text, seed
+    )
 
 
 def load_mme5_synthetic(
@@ -354,6 +395,8 @@ def load_mme5_synthetic(
     num_negatives: int | None = None,
     on_missing: str = "error",
     verify_images: bool = True,
+    empty_negative_text: str = "fill",
+    seed: int = 0,
 ) -> datasets.DatasetDict:
     """mmE5's synthetic data (``intfloat/mmE5-synthetic``: Classification, Retrieval, VQA) per config.
 
@@ -361,9 +404,13 @@ def load_mme5_synthetic(
     strings), so by default every negative becomes a column (mmE5 scores them against their own
     query only: train with ``MultimodalInfoNCELoss(hard_negative_scope="own")``). ``image_root`` may
     be a list of directories, searched in order (mmE5's ``image_dir`` then ``laion_image_dir``).
+    An empty negative text is filled as mmE5's loader does (``empty_negative_text="fill"``; ``"keep"``
+    keeps an image-only negative), see the module docstring.
     """
     layout = "{source}/{config}/{split}*.parquet with columns qry, qry_image_path, pos_text, pos_image_path, neg_text, neg_image_path"
-    return _load_vlm2vec_layout(source, configs, split, image_root, num_negatives, on_missing, verify_images, layout)
+    return _load_vlm2vec_layout(
+        source, configs, split, image_root, num_negatives, on_missing, verify_images, layout, empty_negative_text, seed
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ tasks split each row into (instruction, text) with :func:`split_instruction`, us
 :data:`MMEB` as anchors; the instruction actually found in the rows (exact punctuation) becomes the
 task prompt, and the model applies it through its recipe template (``prompt=`` = system message).
 
+This is mm_st's one MMEB instruction table (``mm_st.templates`` keeps none). Wording and final
+punctuation follow VLM2Vec's ``archive/instruction_dict.py`` where it lists the dataset (e.g.
+VOC2007 / ObjectNet without a final period, ImageNet-1K / SUN397 with one).
 Sources: VLM2Vec / MMEB (TIGER-Lab; the eval rows, ``archive/instruction_dict.py``), the MMEB-eval
 strings as quoted by third-party evaluators; punctuation differs between sources, which is why the
 split tolerates trailing ``" .:"`` and the rows' own string wins. M-BEIR instructions for MM-Embed
@@ -59,16 +62,16 @@ MMEB: dict[str, MMEBDataset] = {
     d.name: d
     for d in (
         # Classification (10): image (+ caption for N24News) -> label text
-        _d("ImageNet-1K", "Classification", "IND", "i2t", "Represent the given image for classification"),
+        _d("ImageNet-1K", "Classification", "IND", "i2t", "Represent the given image for classification."),
         _d("N24News", "Classification", "IND", "it2t",
            "Represent the given news image with the following caption for domain classification: "),
         _d("HatefulMemes", "Classification", "IND", "i2t",
-           "Represent the given image for binary classification to determine whether it constitutes hateful speech or not"),
+           "Represent the given image for binary classification to determine whether it constitutes hateful speech or not."),
         _d("VOC2007", "Classification", "IND", "i2t", "Identify the object shown in the image"),
-        _d("SUN397", "Classification", "IND", "i2t", "Identify the scene shown in the image"),
-        _d("Place365", "Classification", "OOD", "i2t", "Identify the scene shown in the image"),
-        _d("ImageNet-A", "Classification", "OOD", "i2t", "Represent the given image for classification"),
-        _d("ImageNet-R", "Classification", "OOD", "i2t", "Represent the given image for classification"),
+        _d("SUN397", "Classification", "IND", "i2t", "Identify the scene shown in the image."),
+        _d("Place365", "Classification", "OOD", "i2t", "Identify the scene shown in the image."),
+        _d("ImageNet-A", "Classification", "OOD", "i2t", "Represent the given image for classification."),
+        _d("ImageNet-R", "Classification", "OOD", "i2t", "Represent the given image for classification."),
         _d("ObjectNet", "Classification", "OOD", "i2t", "Identify the object shown in the image"),
         _d("Country211", "Classification", "OOD", "i2t", "Identify the country depicted in the image"),
         # VQA (10): image + question -> answer text
@@ -172,8 +175,28 @@ MBEIR_TASKS: dict[str, str] = {
 }
 
 
+# VLM2Vec's MMEB evaluation (TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_t2i_eval.py and
+# image_i2i_vg_dataset.py, HEAD 6e1e1d4) departs from '{image}\n{instruction} {text}\n' in two places:
+# VisDial queries get an extra '\n' ("to be consistent with v1"), and grounding crop targets (no
+# caption) get no '\n'. They are full prompts around the rows' own instruction ('{instruction}').
+# HEAD reads ziyjiang/MMEB_Test_Instruct (instruction and text in separate columns, joined by one
+# space); mm_st splits the MMEB-eval rows instead, which gives the same text when the row has one
+# space between instruction and text (what the v1 rows hold).
+VLM2VEC_MMEB_PROMPTS: dict[str, dict[str, str]] = {
+    "MMEB-VisDial": {"query": "{instruction} <sent>\n\n", "document": "{instruction}"},
+    **{
+        f"MMEB-{name}": {"query": "{instruction}", "document": "<image>\n{instruction}"}
+        for name in ("MSCOCO", "RefCOCO", "Visual7W-Pointing")
+    },
+}
+
+
 def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
-    """``{recipe: {task name: {"query": ..., "document": ...}}}`` overriding the task prompts."""
+    """``{recipe: {task name: {"query": ..., "document": ...}}}`` overriding the task prompts.
+
+    A value may hold ``{instruction}``: the task's own instruction for that side goes there. A side
+    a task's entry does not name gets no instruction.
+    """
     from mm_st import templates
 
     mmeb_style = _mbeir_mmeb_style()
@@ -183,7 +206,7 @@ def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
     mmembed["CIRRComposedImageRetrieval"] = {"query": templates.MBEIR_INSTRUCTIONS["CIRRIT2IRetrieval"]}
     return {
         "mmembed": mmembed,
-        "vlm2vec": mmeb_style,
+        "vlm2vec": {**mmeb_style, **VLM2VEC_MMEB_PROMPTS},
         "mme5": mmeb_style,
         "e5v": {"CIRRComposedImageRetrieval": e5v_cirr, "CIRRIT2IRetrieval": e5v_cirr, "MMEB-CIRR": e5v_cirr},
     }

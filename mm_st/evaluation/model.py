@@ -133,7 +133,7 @@ def _meta(name: str, revision: str | None, recipe: str | None, modalities: list[
           **fields: Any) -> ModelMeta:
     from mm_st import templates
 
-    fields.setdefault("use_instructions", recipe is not None and templates.RECIPES[recipe].instructed is not None)
+    fields.setdefault("use_instructions", recipe is not None and templates.get_recipe(recipe).uses_instruction)
     return ModelMeta.create_empty(
         overwrites=dict(
             loader=load_mm_st_model,
@@ -239,7 +239,6 @@ class MMSTEncoder(AbsEncoder):
     def instruction(self, task_metadata: Any, prompt_type: PromptType | None) -> str | None:
         """The instruction this model gets for one side of a task (None: the recipe's plain prompts)."""
         from mm_st import templates
-        from mm_st.evaluation.registry import is_mm_st_task
 
         if self.recipe is None or prompt_type is None:
             return None
@@ -249,9 +248,18 @@ class MMSTEncoder(AbsEncoder):
             return None
         override = self.prompts.get(task_metadata.name)
         if override is not None:
-            return override.get(side) or None
-        if recipe.instructed is None:  # E5-V: fixed per-modality prompts; an instruction would replace them
+            value = override.get(side) or None
+            if value and "{instruction}" in value:  # a per-task full prompt around the task's own instruction
+                value = value.replace("{instruction}", (self._task_prompt(task_metadata, side) or "").rstrip(" "))
+            return value or None
+        if not recipe.uses_instruction:  # E5-V: fixed per-modality prompts, no instruction slot
             return None
+        return self._task_prompt(task_metadata, side)
+
+    @staticmethod
+    def _task_prompt(task_metadata: Any, side: str) -> str | None:
+        from mm_st.evaluation.registry import is_mm_st_task
+
         prompt = task_metadata.prompt
         text = prompt.get(side) if isinstance(prompt, dict) else (prompt if side == "query" else None)
         if not text and side == "query" and not is_mm_st_task(task_metadata.name):
