@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from mm_st.synthesis.prompts import SCORE_KEYS
 from mm_st.synthesis.runner import CONFIG, JOURNAL, SUMMARY, Journal, summarize
 
 PLACEHOLDER = "<|image_1|>\n"
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "mme5_synthetic_dataset_card.md.jinja"
+CARD_TEMPLATE = resources.files("mm_st.hub_cards").joinpath("mme5_synthetic_dataset_card.md.jinja")
 FEATURES = datasets.Features({
     "id": datasets.Value("string"), "language": datasets.Value("string"), "modality": datasets.Value("string"),
     "qry": datasets.Value("string"), "qry_image_path": datasets.Value("string"),
@@ -100,7 +101,7 @@ def render_card(config: SynthesisConfig, summary: dict, configs: list[str], coun
     """The dataset card (YAML header with one config per task + description)."""
     path = Path(template) if template else CARD_TEMPLATE
     if not path.is_file():
-        raise FileNotFoundError(f"Dataset card template {str(path)!r} not found (it lives in the repo's hub_cards/); pass card_template=.")
+        raise FileNotFoundError(f"Dataset card template {str(path)!r} not found; pass card_template= (default: mm_st.hub_cards).")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return env.from_string(path.read_text(encoding="utf-8")).render(
         name=dataset_name, config=config, summary=summary, configs=configs, counts=counts,
