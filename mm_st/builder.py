@@ -44,6 +44,22 @@ def _peft_config(adapter: Any) -> Any:
     raise TypeError(f"adapter must be a peft.PeftConfig or a dict of LoraConfig arguments, got {type(adapter).__name__}")
 
 
+def _recipe_chat_template(
+    path: str, recipe: templates.Recipe, family: templates.Family, wrapper: str | None, fmt: str, processor_kwargs: dict
+) -> str:
+    """The recipe rendered for this backbone; the wrapper (E5-V) is detected from the backbone's own tokenizer."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path, **processor_kwargs)
+    tokenizer = _tokenizer_of(processor)
+    if wrapper is None and recipe.wrapped:
+        own_template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
+        detected = templates.detect_wrapper(tokenizer.get_vocab(), own_template if isinstance(own_template, str) else None)
+        wrapper = detected.name if detected else None
+    bos = tokenizer.bos_token if tokenizer is processor and _adds_bos(tokenizer) else ""
+    return templates.render_chat_template(recipe.name, family.name, wrapper=wrapper, bos=bos, fmt=fmt)
+
+
 # The transformers/peft pairs the test suite passes on (requirements.lock); see pyproject.toml for the ranges.
 TESTED_ADAPTER_PAIRS = "transformers 5.23.x with peft 0.21.2"
 
@@ -116,36 +132,23 @@ def build_model(
     if max_length is not None:
         processor_kwargs["model_max_length"] = max_length
 
+    chat_template = _recipe_chat_template(
+        model_name_or_path, recipe_spec, family_spec, wrapper, prompt_format, processor_kwargs
+    )
+    # sentence-transformers infers the modalities and the message format from the processor's chat template
+    # (text-only LMs gain the "message" modality; the template reads structured content).
     transformer = Transformer(
         model_name_or_path,
         model_kwargs=model_kwargs,
-        processor_kwargs=processor_kwargs,
+        processor_kwargs={**processor_kwargs, "chat_template": chat_template},
         config_kwargs={"trust_remote_code": trust_remote_code} if trust_remote_code else None,
     )
-    processor, tokenizer = transformer.processor, _tokenizer_of(transformer.processor)
-    if wrapper is None and recipe_spec.wrapped:
-        own_template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
-        detected = templates.detect_wrapper(tokenizer.get_vocab(), own_template if isinstance(own_template, str) else None)
-        wrapper = detected.name if detected else None
-    chat_template = templates.render_chat_template(
-        recipe,
-        family_spec.name,
-        wrapper=wrapper,
-        bos=tokenizer.bos_token if tokenizer is processor and _adds_bos(tokenizer) else "",
-        fmt=prompt_format,
-    )
-    processor.chat_template = chat_template
-    if tokenizer is not processor:
-        tokenizer.chat_template = chat_template
+    tokenizer = _tokenizer_of(transformer.processor)
+    if tokenizer is not transformer.processor:
+        tokenizer.chat_template = chat_template  # saved beside the processor's: keep the two files the same
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # Re-infer modalities now that a chat template exists (text-only LMs gain the "message" modality).
-    transformer.modality_config, transformer.module_output_name = transformer.infer_modalities(
-        transformer.model, processor
-    )
-    transformer.input_formatter.supported_modalities = list(transformer.modality_config)
-    transformer.input_formatter.message_format = "structured"  # what the rendered template reads
 
     dim = transformer.get_embedding_dimension()
     model = MultimodalSentenceTransformer(

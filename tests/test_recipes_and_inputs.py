@@ -122,6 +122,17 @@ def test_text_only_causal_lm(text_lm_path):
         model.encode([Image.new("RGB", (8, 8))])
 
 
+def test_sentence_transformers_infers_what_build_model_relies_on(text_lm_path, qwen_path):
+    # build_model gives the rendered recipe to ST's Transformer (processor_kwargs["chat_template"]) and relies on ST
+    # to infer these from it; this fails if sentence-transformers stops doing so.
+    text_model = build_model(text_lm_path, recipe="e5v")
+    assert "message" in text_model[0].modality_config
+    mllm = build_model(qwen_path, recipe="e5v")
+    assert mllm[0].input_formatter.message_format == "structured"
+    assert mllm[0].processor.chat_template == mllm[0].processor.tokenizer.chat_template
+    assert mllm[0].processor.tokenizer.padding_side == "left"
+
+
 def test_image_paths_and_none_fields(qwen_path, emoji_images, tmp_path):
     model = build_model(qwen_path, recipe="e5v")
     path = tmp_path / "e.png"
