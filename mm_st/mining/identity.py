@@ -73,9 +73,9 @@ class Identities:
     modality: np.ndarray
     query_keys: list[Any]
     own_positives: list[list[int]]
-    all_positives: list[list[int]] = field(default_factory=list)
-    excluded: np.ndarray | None = None
-    appended: int = 0
+    all_positives: list[list[int]]
+    excluded: np.ndarray
+    appended: int
 
     @property
     def num_corpus(self) -> int:
