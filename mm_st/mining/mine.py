@@ -188,9 +188,10 @@ def mine_hard_negatives(
     ref, pair_lookup = _positive_scores(Q, store, ids.all_positives)
 
     # search, selection, output
-    searcher = make_search(use_faiss, min(query_chunk_size, num_queries), min(chunk_size, len(store)), device)
     vals, idx = search(Q, store, options.depth, ids.group, ids.group != np.arange(ids.num_corpus), ids.excluded,
-                       query_chunk_size, searcher, show_progress_bar)
+                       query_chunk_size, show_progress_bar=show_progress_bar,  # the searcher's buffer is freed here
+                       searcher=make_search(use_faiss, min(query_chunk_size, num_queries), min(chunk_size, len(store)),
+                                            device))
     chosen, kinds, margin_removed = select(
         vals, idx, ref, options, torch.from_numpy(ids.modality).to(device),
         torch.from_numpy(target_bits).to(device) if target_bits is not None else None)
