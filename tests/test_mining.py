@@ -1,6 +1,8 @@
 """mine_hard_negatives: exact negatives on hand-built geometry, exclusion guarantees, chunked search vs
 brute force, resumable cache, a real tiny model end to end (feeding MultimodalInfoNCELoss), bad input."""
 
+import json
+import logging
 import sys
 import types
 
@@ -255,7 +257,21 @@ def test_chunked_search_equals_brute_force(random_problem, chunk_size, query_chu
         assert sum(e is None for e in expected) == len(report.dropped_queries)
 
 
-def test_faiss_path_equals_brute_force(random_problem, monkeypatch):
+def check_faiss_path(random_problem):
+    queries, corpus, positives, Q, C = random_problem
+    for chunk_size, query_chunk_size in [(16, 5), (1, 3), (1000, 100)]:
+        for strategy, first, last, n, margin in [("window", 3, 9, 4, None), ("top_k", 1, 12, 5, 0.1)]:
+            expected = brute_force(queries, corpus, positives, Q, C, first, last, n, margin)
+            kwargs = dict(ranks=(first, last)) if strategy == "window" else dict(top_k=last, margin=margin)
+            _, report = mine(queries=queries, corpus=corpus, positives=positives, query_embeddings=Q,
+                             corpus_embeddings=C, strategy=strategy, num_negatives=n, chunk_size=chunk_size,
+                             query_chunk_size=query_chunk_size, use_faiss=True, **kwargs)
+            got = {q: list(zip(negs, ranks)) for q, negs, ranks in
+                   zip(report.query_index, report.negative_index, report.negative_rank)}
+            assert [got.get(q) for q in range(len(queries))] == expected, (chunk_size, strategy)
+
+
+def test_faiss_path_equals_brute_force_with_a_stand_in(random_problem, monkeypatch):
     """The FAISS branch (per-chunk flat inner-product index), run against a NumPy stand-in of faiss."""
 
     class IndexFlatIP:
@@ -271,13 +287,21 @@ def test_faiss_path_equals_brute_force(random_problem, monkeypatch):
             return np.take_along_axis(scores, order, 1), order.astype(np.int64)
 
     monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=IndexFlatIP))
-    queries, corpus, positives, Q, C = random_problem
-    expected = brute_force(queries, corpus, positives, Q, C, 3, 9, 4)
-    _, report = mine(queries=queries, corpus=corpus, positives=positives, query_embeddings=Q, corpus_embeddings=C,
-                     ranks=(3, 9), num_negatives=4, chunk_size=16, query_chunk_size=5, use_faiss=True)
-    got = {q: list(zip(negs, ranks)) for q, negs, ranks in
-           zip(report.query_index, report.negative_index, report.negative_rank)}
-    assert [got.get(q) for q in range(len(queries))] == expected
+    check_faiss_path(random_problem)
+
+
+def test_faiss_path_equals_brute_force_with_real_faiss(random_problem):
+    faiss = pytest.importorskip("faiss", reason="faiss is not installed (pip install faiss-cpu); "
+                                "the stand-in test covers the code path")
+    assert hasattr(faiss, "IndexFlatIP") and not isinstance(faiss, types.SimpleNamespace)
+    check_faiss_path(random_problem)
+
+
+def test_use_faiss_without_faiss_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    with pytest.raises(ImportError, match=r"use_faiss=True needs the faiss package \(pip install faiss-cpu\)"):
+        mine(queries=["q"], corpus=["a", "b"], positives=[0], query_embeddings=QUERY, corpus_embeddings=ring([1, 2]),
+             ranks=1, use_faiss=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,6 +359,60 @@ def test_cache_resumes_after_crash_and_is_reused(model, emoji, tmp_path, monkeyp
     mine(**{**kwargs, "corpus": corpus[:-1] + ["another name"]}, cache_dir=tmp_path)
     assert calls == [4, 4, 4]  # other content, other fingerprint: nothing reused
     assert len(list(tmp_path.glob("corpus-*"))) == 2
+
+
+def test_cache_chunk_replaced_or_without_checksum_is_reencoded(model, emoji, tmp_path, monkeypatch, caplog):
+    images, names, _ = emoji
+    kwargs = dict(model=model, queries=names[6:8] + ["a face"], corpus=images[:6] + names[:6], positives=[0, 7, 2],
+                  ranks=(2, 5), num_negatives=2, chunk_size=4, batch_size=4)
+    _, expected = mine(**kwargs)  # no cache
+    mine(**kwargs, cache_dir=tmp_path)
+    (folder,) = tmp_path.glob("corpus-*")
+    chunk0, chunk1 = folder / "chunk-000000.npy", folder / "chunk-000001.npy"
+    right = np.load(chunk1)
+    np.save(chunk1, np.load(chunk0))  # another array of the same shape and dtype
+    assert np.load(chunk1).shape == right.shape and not np.allclose(np.load(chunk1), right)
+
+    original, calls = model.encode_document, []
+
+    def counting(inputs, **kw):
+        calls.append(len(inputs))
+        return original(inputs, **kw)
+
+    def same_as_uncached(report):
+        assert report.query_index == expected.query_index and report.positive_index == expected.positive_index
+        assert report.negative_index == expected.negative_index
+        assert np.allclose(report.negative_score, expected.negative_score, atol=1e-6)
+
+    monkeypatch.setattr(model, "encode_document", counting)
+    with caplog.at_level(logging.WARNING, logger="mm_st.mining"):
+        _, report = mine(**kwargs, cache_dir=tmp_path)
+    assert calls == [4]  # only chunk 1 is encoded again
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "Re-encoding cache chunk" in warnings[0] and str(chunk1) in warnings[0]
+    assert "does not match the manifest" in warnings[0]
+    same_as_uncached(report)
+    assert np.allclose(np.load(chunk1), right, atol=1e-6)
+
+    # A manifest without checksums (caches written before them): every chunk is re-encoded once, then trusted.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert sorted(manifest["chunk_sha256"]) == ["chunk-000000.npy", "chunk-000001.npy", "chunk-000002.npy"]
+    del manifest["chunk_sha256"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    calls.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mm_st.mining"):
+        _, report = mine(**kwargs, cache_dir=tmp_path)
+    assert calls == [4, 4, 4]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and all("records no checksum" in w for w in warnings)
+    same_as_uncached(report)
+    calls.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mm_st.mining"):
+        _, report = mine(**kwargs, cache_dir=tmp_path)
+    assert calls == [] and not [r for r in caplog.records if r.levelno == logging.WARNING]
+    same_as_uncached(report)
 
 
 def test_end_to_end_tiny_model_mixed_corpus_into_loss(model, emoji):

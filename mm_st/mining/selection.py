@@ -1,0 +1,185 @@
+"""Selection: which of each query's ranked candidates become its negatives.
+
+Given the top ``depth`` candidates per query (from :mod:`mm_st.mining.search`; rank r = 1-based
+position after the exclusions), :func:`select` marks the negatives of one of three strategies:
+
+- ``"window"``: ranks ``first..last`` (MM-Embed's type-2 window 46-50; mmE5's single rank 70);
+- ``"top_k"``: ranks ``1..top_k``; with a margin, NV-Retriever's TopK-MarginPos;
+- ``"modality_aware"`` (MM-Embed): type-1 = wrong-modality candidates within ``top_k`` that score
+  above the positive, type-2 = target-modality candidates in the window.
+
+The margin removes candidates scoring above ``positive_score - margin`` (type-2 only in the
+modality-aware mode); it never re-ranks. ``sampling="top"`` takes the highest-ranked candidates
+(type-1 first, at most ``max_wrong_modality``), ``"random"`` draws them (``seed``).
+
+Example:
+    >>> import torch
+    >>> from mm_st.mining.selection import SelectionOptions, select
+    >>> vals = torch.tensor([[0.9, 0.8, 0.7, 0.6]])  # one query, its candidates at ranks 1-4
+    >>> idx = torch.tensor([[5, 3, 8, 1]])
+    >>> options = SelectionOptions(strategy="window", ranks=(2, 4), num_negatives=2)
+    >>> chosen, kinds, removed = select(vals, idx, torch.tensor([0.95]), options, None, None)
+    >>> idx[chosen].tolist()
+    [3, 8]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mm_st.mining.identity import modality_id
+
+__all__ = ["SAMPLINGS", "STRATEGIES", "SelectionOptions", "check_ranks", "select", "target_modality_bits"]
+
+STRATEGIES = ("window", "top_k", "modality_aware")
+SAMPLINGS = ("top", "random")
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """The strategy options of :func:`mm_st.mining.mine_hard_negatives` (same names), checked on creation.
+
+    ``ranks`` is stored as a ``(first, last)`` pair.
+    """
+
+    strategy: str = "window"
+    ranks: Any = (46, 50)
+    num_negatives: int = 1
+    margin: float | None = None
+    top_k: int = 50
+    max_wrong_modality: int | None = None
+    sampling: str = "top"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(map(repr, STRATEGIES))}.")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"Unknown sampling {self.sampling!r}; choose 'top' or 'random'.")
+        object.__setattr__(self, "ranks", check_ranks(self.ranks))
+        check_positive_ints(num_negatives=self.num_negatives, top_k=self.top_k)
+        if self.max_wrong_modality is not None and (not isinstance(self.max_wrong_modality, int)
+                                                    or self.max_wrong_modality < 0):
+            raise ValueError(f"max_wrong_modality must be None or an int >= 0, got {self.max_wrong_modality!r}.")
+        first, last = self.ranks
+        n = self.num_negatives
+        if self.strategy == "window" and n > last - first + 1:
+            raise ValueError(f"num_negatives={n} does not fit in ranks ({first}, {last}): "
+                             f"{last - first + 1} candidate(s) per query at most.")
+        if self.strategy == "top_k" and n > self.top_k:
+            raise ValueError(f"num_negatives={n} exceeds top_k={self.top_k}.")
+        if self.strategy == "modality_aware" and n > self.depth:
+            raise ValueError(f"num_negatives={n} exceeds the {self.depth} ranks considered "
+                             f"(top_k={self.top_k}, ranks=({first}, {last})).")
+        if self.strategy != "modality_aware" and self.max_wrong_modality is not None:
+            raise ValueError("target_modality and max_wrong_modality only apply to strategy='modality_aware'.")
+        if self.margin is not None and not isinstance(self.margin, (int, float)):
+            raise ValueError(f"margin must be a number or None, got {self.margin!r}.")
+
+    @property
+    def depth(self) -> int:
+        """How many ranks the search must return per query."""
+        first, last = self.ranks
+        return {"window": last, "top_k": self.top_k}.get(self.strategy, max(self.top_k, last))
+
+
+def check_ranks(ranks: Any) -> tuple[int, int]:
+    """``k`` or ``(first, last)`` (1-based, inclusive) -> ``(first, last)``."""
+    def is_int(x: Any) -> bool:
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    if is_int(ranks):
+        pair = (int(ranks), int(ranks))
+    elif isinstance(ranks, (tuple, list)) and len(ranks) == 2 and all(is_int(r) for r in ranks):
+        pair = (int(ranks[0]), int(ranks[1]))
+    else:
+        pair = None
+    if pair is None or not 1 <= pair[0] <= pair[1]:
+        raise ValueError("ranks must be one rank k >= 1 or a (first, last) pair with 1 <= first <= last "
+                         f"(1-based, inclusive); got {ranks!r}.")
+    return pair
+
+
+def check_positive_ints(**values: Any) -> None:
+    """Each value must be an int >= 1 (the error names it)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+
+
+def target_modality_bits(target_modality: str | Sequence[str | None] | None, all_positives: list[list[int]],
+                         corpus_modality: np.ndarray) -> np.ndarray:
+    """Per query, a bit mask of its target modalities: ``target_modality`` (one, or one per query with
+    None = derive), else the modalities of its positives."""
+    num_queries = len(all_positives)
+    per_query = target_modality if isinstance(target_modality, (list, tuple)) else [target_modality] * num_queries
+    bits = np.zeros(num_queries, dtype=np.int64)
+    for q in range(num_queries):
+        if per_query[q] is not None:
+            bits[q] = 1 << modality_id(per_query[q], f"target_modality for query {q}")
+            continue
+        for p in all_positives[q]:
+            if corpus_modality[p] < 0:
+                raise ValueError(f"strategy='modality_aware' needs the modality of query {q}'s positive "
+                                 f"(corpus item {p}); give corpus content, corpus_modalities= or target_modality=.")
+            bits[q] |= 1 << int(corpus_modality[p])
+    if (corpus_modality < 0).any():
+        missing = int(np.flatnonzero(corpus_modality < 0)[0])
+        raise ValueError(f"strategy='modality_aware' needs every corpus item's modality (corpus item {missing} has "
+                         "none); give corpus content or corpus_modalities=.")
+    return bits
+
+
+def select(vals: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, options: SelectionOptions,
+           corpus_modality: torch.Tensor | None, target_bits: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Boolean ``(queries, depth)`` mask of the chosen negatives, their kind (0 window / top_k,
+    1 type-1, 2 type-2) and the number of candidates the margin removed.
+
+    ``vals`` / ``idx``: ranked scores and corpus indices (-1 = none); ``ref``: each query's lowest
+    positive score; ``corpus_modality`` / ``target_bits``: modality-aware mode only.
+    """
+    num_queries, depth = vals.shape
+    rank = torch.arange(1, depth + 1, device=vals.device).expand(num_queries, depth)
+    valid = idx >= 0
+    first, last = options.ranks
+    in_window = (rank >= first) & (rank <= last)
+    margin = options.margin
+    too_close = (vals > (ref - margin).unsqueeze(1)) if margin is not None else torch.zeros_like(valid)
+    type1 = torch.zeros_like(valid)
+    kinds = torch.zeros_like(idx)
+    if options.strategy == "modality_aware":
+        modality = corpus_modality[idx.clamp_min(0)]
+        in_target = ((target_bits.unsqueeze(1) >> modality) & 1).bool()
+        type1 = valid & ~in_target & (rank <= options.top_k) & (vals > ref.unsqueeze(1))
+        considered = valid & in_target & in_window
+        kinds = torch.where(type1, 1, torch.where(considered, 2, 0))
+    else:
+        considered = valid & (in_window if options.strategy == "window" else rank <= options.top_k)
+    removed = considered & too_close
+    candidates = type1 | (considered & ~removed)
+    return _take(candidates, type1, rank, options), kinds, int(removed.sum())
+
+
+def _take(candidates: torch.Tensor, type1: torch.Tensor, rank: torch.Tensor, options: SelectionOptions) -> torch.Tensor:
+    """Up to ``num_negatives`` of the candidates per query, by priority (top: type-1 first, then rank;
+    random: a seeded draw), at most ``max_wrong_modality`` type-1."""
+    num_queries, depth = candidates.shape
+    if options.sampling == "random":
+        generator = torch.Generator().manual_seed(options.seed)
+        priority = torch.rand(num_queries, depth, generator=generator).to(candidates.device)
+    else:
+        priority = -rank.to(torch.float32) + type1.to(torch.float32) * (depth + 1)  # type-1 first, then by rank
+    priority = priority.masked_fill(~candidates, float("-inf"))
+    order = priority.argsort(dim=1, descending=True, stable=True)
+    taken = candidates.gather(1, order)
+    if options.max_wrong_modality is not None:
+        wrong = type1.gather(1, order) & taken
+        taken &= ~(wrong & (wrong.cumsum(dim=1) > options.max_wrong_modality))
+    taken &= taken.cumsum(dim=1) <= options.num_negatives
+    return torch.zeros_like(candidates).scatter_(1, order, taken)
