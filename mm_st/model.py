@@ -28,6 +28,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from mm_st.inputs import content_key, has_image, normalize_inputs, text_of, with_text
+from mm_st.model_card import MultimodalModelCardData
 
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
@@ -44,6 +45,7 @@ class MultimodalSentenceTransformer(SentenceTransformer):
     """
 
     emit_content_keys: bool = False
+    model_card_data_class = MultimodalModelCardData  # widget examples from {"text", "image"} columns
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
