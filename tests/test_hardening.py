@@ -124,3 +124,123 @@ def test_trainer_with_mbeir_prompts_builds_text_widgets(tmp_path, emoji_images, 
         assert widget, seed
         texts = [widget[0]["source_sentence"], *widget[0]["sentences"]]
         assert all(isinstance(text, str) and ("number" in text) for text in texts), texts
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Converters name the file and row of every parse failure
+# ----------------------------------------------------------------------------------------------
+
+GOOD_ROW = {"qry": "a query", "qry_image_path": "", "pos_text": "a positive", "pos_image_path": "", "neg_text": "", "neg_image_path": ""}
+
+
+def _mmeb(tmp_path, lines: bytes, suffix="jsonl"):
+    from mm_st.data.converters import load_mmeb_train
+
+    (tmp_path / "cfg").mkdir(exist_ok=True)
+    (tmp_path / "cfg" / f"original.{suffix}").write_bytes(lines)
+    return lambda **kw: load_mmeb_train(tmp_path, configs=["cfg"], **kw)
+
+
+def _line(row) -> bytes:
+    return (json.dumps(row) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (b"{not json\n", r"original\.jsonl' line 2: malformed JSON"),
+        (b"[1, 2]\n", r"original\.jsonl' line 2: a row must be a JSON object, got list"),
+        (b'{"qry": "caf\xe9"}\n', r"original\.jsonl' line 2: not valid UTF-8"),
+    ],
+)
+def test_converter_malformed_jsonl_line_names_file_and_line(tmp_path, bad, message):
+    load = _mmeb(tmp_path, _line(GOOD_ROW) + bad + _line(GOOD_ROW))
+    with pytest.raises(ValueError, match=message):
+        load()
+
+
+def test_converter_json_file_errors_name_file_and_row(tmp_path):
+    load = _mmeb(tmp_path, json.dumps([GOOD_ROW, "oops"]).encode(), suffix="json")
+    with pytest.raises(ValueError, match=r"original\.json' row 1: a row must be a JSON object, got str"):
+        load()
+    load = _mmeb(tmp_path, b'[\n{"qry": "\xff"}]', suffix="json")
+    with pytest.raises(ValueError, match=r"original\.json' line 2: not valid UTF-8"):
+        load()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("pos_text", 123, r"original\.jsonl: cfg/original row 1 pos_text: must be a string or None, got int 123"),
+        ("qry_image_path", ["a.png"], r"cfg/original row 1 qry_image_path: must be a string or None, got list"),
+        ("neg_text", 7, r"cfg/original row 1 neg_text: must be a string or a list of strings, got int 7"),
+        ("neg_text", ["ok", 5], r"cfg/original row 1 neg_text\[1\]: must be a string or None, got int 5"),
+        ("pos_image_path", "emoji/a\x00.png", r"cfg/original row 1 pos: image path 'emoji/a\\x00\.png' contains a NUL byte"),
+    ],
+)
+def test_converter_bad_field_names_file_row_and_field(tmp_path, field, value, message):
+    (tmp_path / "images").mkdir()
+    load = _mmeb(tmp_path, _line(GOOD_ROW) + _line({**GOOD_ROW, field: value}))
+    with pytest.raises((TypeError, ValueError), match=message):
+        load(image_root=tmp_path / "images", num_negatives=None)
+
+
+def test_converter_rows_of_several_files_name_their_own_file_row(tmp_path):
+    load = _mmeb(tmp_path, _line(GOOD_ROW) * 3)
+    (tmp_path / "cfg" / "original1.jsonl").write_bytes(_line(GOOD_ROW) + _line({**GOOD_ROW, "pos_text": 1.5}))
+    with pytest.raises(TypeError, match=r"original1\.jsonl row 1: cfg/original row 4 pos_text: .*float 1\.5"):
+        load()
+
+
+def test_converter_list_literal_strings_are_documented(tmp_path):
+    rows = [{**GOOD_ROW, "neg_text": "['a cat', 'a dog']"}, {**GOOD_ROW, "neg_text": "[1, 2, 3]"}]
+    data = _mmeb(tmp_path, b"".join(_line(row) for row in rows))(num_negatives=None)["cfg"]
+    assert data["negative_1"] == [{"text": "a cat", "image": None}, {"text": "[1, 2, 3]", "image": None}]
+    assert data["negative_2"] == [{"text": "a dog", "image": None}, {"text": "[1, 2, 3]", "image": None}]
+
+
+def test_nli_row_missing_hard_neg_names_file_row_and_column(tmp_path):
+    from mm_st.data.converters import load_nli
+
+    path = tmp_path / "nli.jsonl"
+    path.write_text(json.dumps({"sent0": "a", "sent1": "b", "hard_neg": "c"}) + "\n" + json.dumps({"sent0": "a", "sent1": "b"}) + "\n")
+    with pytest.raises(ValueError, match=r"nli\.jsonl row 1: .*'hard_neg' is missing"):
+        load_nli(path)
+    path.write_text(json.dumps({"sent0": "a", "sent1": 3, "hard_neg": "c"}) + "\n")
+    with pytest.raises(ValueError, match=r"nli\.jsonl row 0: .*'sent1' is a int"):
+        load_nli(path)
+
+
+def _mbeir_bad(tmp_path, emoji_images, query=None, candidate=None):
+    from mm_st.data.converters import load_mbeir
+
+    root = _mbeir_root(tmp_path / "mbeir", emoji_images[:1], 2)
+    if query is not None:
+        with open(root / "query" / "train" / "q.jsonl", "a") as handle:
+            handle.write(json.dumps(query) + "\n")
+    if candidate is not None:
+        with open(root / "cand_pool" / "pool.jsonl", "a") as handle:
+            handle.write(json.dumps(candidate) + "\n")
+    return lambda: load_mbeir(root, instructions="none")
+
+
+QUERY = {"qid": "9:77", "query_txt": "x", "query_img_path": None, "query_modality": "text", "pos_cand_list": ["9:0"]}
+
+
+@pytest.mark.parametrize(
+    "query, candidate, error, message",
+    [
+        ({k: v for k, v in QUERY.items() if k != "qid"}, None, ValueError, r"q\.jsonl row 4 \(qid None\): missing or non-string 'qid'"),
+        (None, {"txt": "x", "img_path": None, "modality": "text"}, ValueError, r"pool\.jsonl row 4: candidate without a string 'did'"),
+        ({**QUERY, "pos_cand_list": "9:0"}, None, TypeError, r"q\.jsonl row 4 \(qid 9:77\) pos_cand_list: must be a list of candidate id strings, got '9:0'"),
+        ({**QUERY, "query_txt": 123}, None, TypeError, r"q\.jsonl row 4 \(qid 9:77\) query_txt: must be a string or None, got int"),
+        (None, {"did": "9:99", "txt": ["x"], "img_path": None, "modality": "text"}, None, None),
+    ],
+)  # fmt: skip
+def test_mbeir_bad_rows_name_file_and_row(tmp_path, emoji_images, query, candidate, error, message):
+    load = _mbeir_bad(tmp_path, emoji_images, query, candidate)
+    if error is None:  # an unused pool entry with a bad text is not read
+        assert len(load()["MSCOCO_t2i"]) == 2
+        return
+    with pytest.raises(error, match=message):
+        load()
