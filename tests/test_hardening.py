@@ -244,3 +244,50 @@ def test_mbeir_bad_rows_name_file_and_row(tmp_path, emoji_images, query, candida
         return
     with pytest.raises(error, match=message):
         load()
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. encode: every unsupported or degenerate input is an error naming its index
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return build_model(tiny_model("qwen2_vl"), recipe="e5v")
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        ("empty_image", ValueError, r"Input 1: the image is empty \(0x0 pixels\)"),
+        ("empty_image_in_dict", ValueError, r"Input 1: the image is empty \(0x0 pixels\)"),
+        ("gray_array", TypeError, r"Input 1 is a ndarray of shape \(8, 8\): arrays are not inputs; .*PIL\.Image\.fromarray"),
+        ("int", TypeError, r"Input 1: unsupported type int 7; give a str, a PIL image"),
+        ("bytes", TypeError, r"Input 1: unsupported type bytes b'abc'"),
+        ("nested", TypeError, r"Input 1 is a list \(\['a', 'b'\]\): nested lists and pairs are not inputs"),
+        ("pair", TypeError, r"Input 1 is a tuple"),
+        ("array_in_dict", TypeError, r"Input 1: 'image' must be a PIL image or an image path, got ndarray of shape \(4, 4, 3\)"),
+        ("other_dict", ValueError, r"Input 1: a dict needs 'text' / 'image' keys .*got keys \['txt'\]"),
+    ],
+)
+def test_encode_bad_input_names_its_index(qwen, bad, error, message):
+    from PIL import Image
+
+    value = {
+        "empty_image": Image.new("RGB", (0, 0)),
+        "empty_image_in_dict": {"text": "x", "image": Image.new("RGB", (0, 0))},
+        "gray_array": np.zeros((8, 8), dtype=np.uint8),
+        "int": 7,
+        "bytes": b"abc",
+        "nested": ["a", "b"],
+        "pair": ("a", "b"),
+        "array_in_dict": {"image": np.zeros((4, 4, 3), dtype=np.uint8)},
+        "other_dict": {"txt": "x"},
+    }[bad]
+    with pytest.raises(error, match=message):
+        qwen.encode(["fine", value])
+
+
+def test_encode_chat_messages_still_accepted(qwen):
+    message = [{"role": "user", "content": [{"type": "text", "text": "grin"}]}]
+    assert qwen.encode([message, "x"]).shape == (2, 64)
