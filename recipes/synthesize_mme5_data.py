@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_st.synthesis import OpenAIChatBackend, ScriptedBackend, SynthesisConfig, TransformersBackend, export_dataset, push_to_hub, synthesize
+from mm_st.synthesis import OpenAIChatBackend, OutputDirInUse, ScriptedBackend, SynthesisConfig, TransformersBackend, export_dataset, push_to_hub, synthesize
 
 
 def parse_languages(text: str | None):
@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         from mm_st.synthesis.testing import fake_answer
 
         backend = ScriptedBackend(fake_answer, name="scripted (dry run)")
-    summary = synthesize(config, backend, args.output_dir, prompt_dir=args.prompt_dir, progress=not args.no_progress)
+    try:
+        summary = synthesize(config, backend, args.output_dir, prompt_dir=args.prompt_dir, progress=not args.no_progress)
+    except OutputDirInUse as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.export_dir:
         exported = export_dataset(args.output_dir, args.export_dir, config=config, dataset_name=args.dataset_name)
         print(f"exported {', '.join(f'{k}: {len(v)}' for k, v in exported.items())} -> {args.export_dir}")

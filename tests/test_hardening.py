@@ -291,3 +291,91 @@ def test_encode_bad_input_names_its_index(qwen, bad, error, message):
 def test_encode_chat_messages_still_accepted(qwen):
     message = [{"role": "user", "content": [{"type": "text", "text": "grin"}]}]
     assert qwen.encode([message, "x"]).shape == (2, 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. mteb: MMEB rows are validated when the task loads, naming dataset, row and candidate
+# ----------------------------------------------------------------------------------------------
+
+
+def _mmeb_task_with(tmp_path, edit):
+    from mm_st.evaluation import mmeb_tasks
+    from tests.mmst_eval_data import write_mmeb
+
+    rows = write_mmeb(tmp_path, names=["VOC2007"], fmt="jsonl")["VOC2007"]
+    edit(rows)
+    (tmp_path / "VOC2007" / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return mmeb_tasks(["VOC2007"], data=tmp_path)[0]
+
+
+def _set(row, column, value, j=None):
+    def edit(rows):
+        if j is None:
+            rows[row][column] = value
+        else:
+            rows[row][column][j] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set(3, "tgt_text", "", j=2), r"MMEB-VOC2007: row 3 \(query q3\) candidate 2 has neither text nor image \(tgt_text\[2\]='', tgt_img_path\[2\]=''\)"),
+        (_set(3, "tgt_text", "<|image_1|>\n", j=1), r"MMEB-VOC2007: row 3 \(query q3\) candidate 1 has neither text nor image"),
+        (lambda rows: rows[2].update(qry_text="", qry_img_path=""), r"MMEB-VOC2007: row 2 \(query q2\) has neither text nor image"),
+        (_set(4, "tgt_text", "one string"), r"MMEB-VOC2007: row 4 \(query q4\): tgt_text must be a list, got str"),
+        (_set(1, "qry_text", None), r"MMEB-VOC2007: row 1 \(query q1\): qry_text must be a string, got NoneType"),
+    ],
+)  # fmt: skip
+def test_mmeb_bad_rows_fail_when_the_task_loads(tmp_path, edit, message):
+    task = _mmeb_task_with(tmp_path, edit)
+    with pytest.raises(ValueError, match=message):
+        task.load_data()
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Two synthesis runs on one output directory: the second is refused (no doubled paid work)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_second_synthesis_run_on_a_locked_output_dir_is_refused(tmp_path):
+    from filelock import FileLock
+
+    from mm_st.synthesis import OutputDirInUse, ScriptedBackend, SynthesisConfig, synthesize
+    from mm_st.synthesis.testing import fake_answer
+
+    config = SynthesisConfig(num_samples=2, languages=["en"])
+    with FileLock(str(tmp_path / ".lock")):
+        with pytest.raises(OutputDirInUse, match=r"is in use by another synthesis run .*\.lock'\); wait for that run"):
+            synthesize(config, ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)
+    assert not (tmp_path / "journal.jsonl").exists()
+    assert synthesize(config, ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)["accepted"] == 2
+
+
+def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(root / "tests" / "synthesis_crash_worker.py"), str(run), "0.5"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (run / "journal.jsonl").is_file():
+        time.sleep(0.05)
+    second = subprocess.run(
+        [sys.executable, str(root / "recipes" / "synthesize_mme5_data.py"), "--backend", "scripted", "--num-samples", "40",
+         "--output-dir", str(run), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out, _ = first.communicate(timeout=180)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "is in use by another synthesis run" in second.stderr and str(run) in second.stderr
+    assert first.returncode == 0 and "DONE 40 0 0" in out
+    ids = [json.loads(line)["id"] for line in (run / "journal.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 40

@@ -3,6 +3,8 @@
 Output directory::
 
     config.json      the synthesis config (a restart must match its planning fields)
+    .lock            held (``filelock``) while a run works on the directory: a second run at the same
+                     time is refused (:class:`OutputDirInUse`) instead of paying for every sample twice
     journal.jsonl    one record per finished sample id: accepted or rejected (with the reason)
     summary.json     counts, rejection reasons, per task/combination/language, mean self-evaluation
 
@@ -33,6 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from mm_st.synthesis.backends import Backend, Request, TransportError
@@ -41,7 +44,24 @@ from mm_st.synthesis.images import ImagePool
 from mm_st.synthesis.prompts import SCORE_KEYS, PromptBuilder, SampleError
 
 logger = logging.getLogger(__name__)
-JOURNAL, CONFIG, SUMMARY = "journal.jsonl", "config.json", "summary.json"
+JOURNAL, CONFIG, SUMMARY, LOCK = "journal.jsonl", "config.json", "summary.json", ".lock"
+
+
+class OutputDirInUse(RuntimeError):
+    """Another synthesis run holds the output directory's lock."""
+
+
+def _lock(output_dir: Path) -> FileLock:
+    """The output directory's exclusive lock, taken now (an OS lock: a killed run releases it)."""
+    lock = FileLock(str(output_dir / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise OutputDirInUse(
+            f"{str(output_dir)!r} is in use by another synthesis run (it holds {str(output_dir / LOCK)!r}); "
+            "wait for that run to finish, or use another output directory."
+        ) from None
+    return lock
 
 
 class Journal:
@@ -154,6 +174,17 @@ def synthesize(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(output_dir)
+    try:
+        return _run(config, backend, output_dir, prompt_dir, pool, progress, verbose, fsync)
+    finally:
+        lock.release()
+
+
+def _run(
+    config: SynthesisConfig, backend: Backend, output_dir: Path, prompt_dir: str | os.PathLike | None,
+    pool: ImagePool | None, progress: bool, verbose: bool, fsync: bool,
+) -> dict[str, Any]:  # fmt: skip
     _check_config(output_dir, config)
     pool = pool or ImagePool.open(config.image_source, config.image_column, config.image_split)
     plan = plan_samples(config, len(pool))
