@@ -379,3 +379,72 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
     assert first.returncode == 0 and "DONE 40 0 0" in out
     ids = [json.loads(line)["id"] for line in (run / "journal.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 40
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Journal recovery: any malformed line is skipped and counted with its number, never a crash
+# ----------------------------------------------------------------------------------------------
+
+
+def test_resume_skips_malformed_journal_lines_and_regenerates_them(tmp_path, caplog):
+    from mm_st.synthesis import Journal, ScriptedBackend, SynthesisConfig, synthesize
+    from mm_st.synthesis.testing import fake_answer
+
+    config = SynthesisConfig(num_samples=6, languages=["en"], seed=3)
+    synthesize(config, ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)
+    journal = tmp_path / "journal.jsonl"
+    lines = journal.read_bytes().split(b"\n")[:-1]
+    broken = json.loads(lines[4])
+    lost = broken["id"]
+    broken_line = json.dumps({**broken, "status": "weird"}).encode()
+    # lines 2, 3, 4, 6, 7: non-UTF-8, an object without id, a list, a bad status, an accepted record without scores
+    no_scores = json.dumps({**json.loads(lines[0]), "id": "other", "evaluation": {}}).encode()
+    corrupted = [lines[0], b'{"id": "caf\xe9"}', b'{"foo": 1}', b"[1, 2]", lines[1], broken_line, no_scores, lines[2], lines[3], lines[5]]
+    journal.write_bytes(b"\n".join(corrupted) + b"\n")
+    loaded = Journal(journal).load()
+    assert lost not in loaded and len(loaded) == 5
+    with caplog.at_level("WARNING"):
+        summary = synthesize(config, ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)
+    assert summary["journal_lines_skipped"] == [2, 3, 4, 6, 7]
+    assert (summary["accepted"], summary["pending"], summary["generated_this_run"]) == (6, 0, 1)
+    assert "line 2: malformed record skipped (not valid UTF-8)" in caplog.text
+    assert "line 3: malformed record skipped (no string 'id')" in caplog.text
+    assert "line 4: malformed record skipped (not an object but list)" in caplog.text
+    assert "line 6: malformed record skipped (status 'weird'" in caplog.text
+    assert "5 malformed line(s) skipped: [2, 3, 4, 6, 7]" in caplog.text
+    assert Journal(journal).load()[lost]["status"] == "accepted"  # regenerated and appended
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. An API key echoed by a server in an error body never reaches a log, a message or a file
+# ----------------------------------------------------------------------------------------------
+
+
+def test_key_echoed_in_a_401_body_is_redacted_everywhere(tmp_path, monkeypatch, caplog, capsys):
+    from mm_st.synthesis import OpenAIChatBackend, SynthesisConfig, synthesize
+    from mm_st.synthesis.backends import Request
+    from mm_st.synthesis.testing import StubOpenAIServer
+
+    secret = "sk-live-ECHOED-9f8e7d6c5b4a"
+    monkeypatch.setenv("MM_ST_TEST_KEY", secret)
+    with StubOpenAIServer(statuses=[401, 401], echo_headers=True) as server, caplog.at_level("INFO"):
+        backend = OpenAIChatBackend(server.base_url, "stub", api_key_env="MM_ST_TEST_KEY", concurrency=1, backoff=0.01)
+        error = backend.generate([Request("r0", [{"role": "user", "content": [{"type": "text", "text": "hi"}]}])])[0]
+        summary = synthesize(SynthesisConfig(num_samples=2, languages=["en"]), backend, tmp_path, progress=False)
+    assert server.authorization[0] == f"Bearer {secret}"  # the server did see (and echo) the key
+    assert "HTTP 401 (not retried)" in str(error) and "request_headers" in str(error)
+    assert "Bearer [REDACTED]" in str(error) and secret not in str(error)
+    assert summary["pending"] == 1 and "Bearer [REDACTED]" in caplog.text
+    written = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    captured = capsys.readouterr()
+    for text in (caplog.text, captured.out, captured.err, written):
+        assert secret not in text and secret[:12] not in text
+
+
+def test_redact_removes_any_bearer_token_and_the_key():
+    from mm_st.synthesis.backends import redact
+
+    text = 'authorization: bearer abc.def-123 {"Authorization": "Bearer xyz"} key sk-1234567 esc "sk-12\\"34"'
+    assert redact(text, "sk-1234567", 'sk-12"34') == (
+        'authorization: bearer [REDACTED] {"Authorization": "Bearer [REDACTED]"} key [REDACTED] esc "[REDACTED]"'
+    )

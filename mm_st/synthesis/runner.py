@@ -64,17 +64,44 @@ def _lock(output_dir: Path) -> FileLock:
     return lock
 
 
+def record_problem(record: Any) -> str | None:
+    """Why a journal line's value is not a record the runner wrote (None when it is one)."""
+    if not isinstance(record, dict):
+        return f"not an object but {type(record).__name__}"
+    if not isinstance(record.get("id"), str) or not record["id"]:
+        return "no string 'id'"
+    plan = record.get("plan")
+    if not isinstance(plan, dict) or not all(isinstance(plan.get(k), str) for k in ("task", "combination", "language")):
+        return "no 'plan' with task, combination and language"
+    if record.get("status") == "rejected":
+        return None if isinstance(record.get("reason"), str) else "a rejection without a string 'reason'"
+    if record.get("status") != "accepted":
+        return f"status {record.get('status')!r} (expected 'accepted' or 'rejected')"
+    evaluation = record.get("evaluation")
+    if not isinstance(record.get("sample"), dict) or not isinstance(evaluation, dict):
+        return "an accepted record without 'sample' and 'evaluation' objects"
+    if not all(isinstance(evaluation.get(k), (int, float)) and not isinstance(evaluation.get(k), bool) for k in SCORE_KEYS):
+        return f"an evaluation without numeric {list(SCORE_KEYS)}"
+    return None
+
+
 class Journal:
-    """Append-only JSONL keyed by ``id``; :meth:`load` repairs a truncated tail."""
+    """Append-only JSONL keyed by ``id``; :meth:`load` repairs a truncated tail and skips malformed lines."""
 
     def __init__(self, path: str | Path, fsync: bool = True):
         self.path, self.fsync = Path(path), fsync
         self.records: dict[str, dict] = {}
+        self.skipped: list[int] = []  # line numbers of malformed lines (their ids are generated again)
         self._handle = None
 
     def load(self) -> dict[str, dict]:
-        """Read every complete record (first one wins per id); cut a partial last line off the file."""
-        self.records = {}
+        """Read every complete record (first one wins per id); cut a partial last line off the file.
+
+        A line that is not UTF-8, not JSON, or not a record the runner writes (see
+        :func:`record_problem`) is skipped, counted in :attr:`skipped` and logged with its number;
+        the sample it held stays pending and is generated again.
+        """
+        self.records, self.skipped = {}, []
         if not self.path.is_file():
             return self.records
         data = self.path.read_bytes()
@@ -83,15 +110,23 @@ class Journal:
             logger.warning("%s: dropping a truncated last line (%d bytes).", self.path, len(data) - good)
             with open(self.path, "r+b") as handle:
                 handle.truncate(good)
-        for number, line in enumerate(data[:good].splitlines(), start=1):
+        for number, line in enumerate(data[:good].split(b"\n")[:-1], start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                logger.warning("%s line %d: unreadable record skipped.", self.path, number)
+                record = json.loads(line.decode("utf-8"))
+                problem = record_problem(record)
+            except UnicodeDecodeError:
+                problem = "not valid UTF-8"
+            except (json.JSONDecodeError, RecursionError):
+                problem = "not valid JSON"
+            if problem is not None:
+                self.skipped.append(number)
+                logger.warning("%s line %d: malformed record skipped (%s); its sample will be generated again.", self.path, number, problem)
                 continue
             self.records.setdefault(record["id"], record)
+        if self.skipped:
+            logger.warning("%s: %d malformed line(s) skipped: %s.", self.path, len(self.skipped), self.skipped[:20])
         return self.records
 
     def append(self, record: dict) -> None:
@@ -145,7 +180,7 @@ def _process(chunk: list[PlannedSample], backend: Backend, pool: ImagePool, prom
         for (sample, _), answer in zip(batch, answers):
             base = {"id": sample.id, "plan": sample.to_dict(), "generator": backend.name, "attempts": attempts[sample.id]}
             if isinstance(answer, TransportError):
-                logger.warning("%s: transport failure, left pending: %s", sample.id, answer)
+                logger.warning("%s: transport failure, left pending: %s", sample.id, backend.redact(str(answer)))
                 del pending[sample.id]
                 continue
             try:
@@ -218,6 +253,7 @@ def _run(
         bar.close()
     elapsed = time.monotonic() - started
     summary = summarize(plan, journal.records, backend.name, elapsed=elapsed, generated_now=finished)
+    summary["journal_lines_skipped"] = journal.skipped
     tmp = output_dir / (SUMMARY + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, output_dir / SUMMARY)
@@ -260,6 +296,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"mean self-evaluation: {summary['mean_scores'] or '-'}",
         f"generator: {summary['generator']}  this run: {summary['generated_this_run']} samples in {summary['seconds_this_run']} s",
     ]
+    if summary.get("journal_lines_skipped"):
+        lines.append(f"malformed journal lines skipped (samples generated again): {summary['journal_lines_skipped'][:20]}")
     if summary["pending"]:
         lines.append(f"{summary['pending']} samples still pending (generator unreachable?): re-run the same command to finish.")
     return "\n".join(lines)
