@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -36,6 +37,23 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
+REDACTED = "[REDACTED]"
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;}\]]+")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with each secret and any ``Bearer <token>`` replaced by ``[REDACTED]``.
+
+    Example:
+        >>> redact('401: {"headers": {"Authorization": "Bearer sk-abc"}} key=sk-abc', "sk-abc")
+        '401: {"headers": {"Authorization": "Bearer [REDACTED]"}} key=[REDACTED]'
+    """
+    text = _BEARER.sub(lambda match: f"{match.group(1)}{match.group(2)}{REDACTED}", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+            text = text.replace(json.dumps(secret)[1:-1], REDACTED)  # as a JSON string would escape it
+    return text
 
 
 class TransportError(RuntimeError):
@@ -61,6 +79,10 @@ class Backend:
 
     def generate(self, requests: list[Request]) -> list[str | TransportError]:
         raise NotImplementedError
+
+    def redact(self, text: str) -> str:
+        """``text`` safe to log or write: any ``Bearer`` token (and the backend's own key) removed."""
+        return redact(text)
 
 
 class ScriptedBackend(Backend):
@@ -144,6 +166,9 @@ class OpenAIChatBackend(Backend):
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
+    def redact(self, text: str) -> str:
+        return redact(text, os.environ.get(self.api_key_env))
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
@@ -179,7 +204,8 @@ class OpenAIChatBackend(Backend):
             except urllib.error.HTTPError as error:
                 last = f"HTTP {error.code}"
                 if error.code != 429 and error.code < 500:
-                    raise TransportError(f"{request_id}: {last} (not retried): {_error_body(error)}") from None
+                    body = self.redact(_error_body(error))[:300]  # redacted before it is cut (no key prefix left)
+                    raise TransportError(f"{request_id}: {last} (not retried): {body}") from None
                 retry_after = error.headers.get("Retry-After") if error.headers else None
                 if retry_after and retry_after.replace(".", "", 1).isdigit():
                     wait = min(float(retry_after), self.max_backoff)
@@ -195,12 +221,12 @@ class OpenAIChatBackend(Backend):
             wait = wait if wait is not None else min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
             logger.info("%s: %s; retry %d/%d in %.2fs", request_id, last, attempt + 1, self.max_retries, wait)
             time.sleep(wait)
-        raise TransportError(f"{request_id}: {last} after {self.max_retries} retries")
+        raise TransportError(self.redact(f"{request_id}: {last} after {self.max_retries} retries"))
 
 
 def _error_body(error: urllib.error.HTTPError) -> str:
     try:
-        return error.read(300).decode("utf-8", "replace")
+        return error.read(65536).decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - best effort
         return ""
 
