@@ -448,3 +448,16 @@ def test_redact_removes_any_bearer_token_and_the_key():
     assert redact(text, "sk-1234567", 'sk-12"34') == (
         'authorization: bearer [REDACTED] {"Authorization": "Bearer [REDACTED]"} key [REDACTED] esc "[REDACTED]"'
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# 10. Mllama: a batch mixing inputs with and without an image gets an explained error
+# ----------------------------------------------------------------------------------------------
+
+
+def test_mllama_mixed_batch_error_is_explained(emoji_images):
+    model = build_model(tiny_model("mllama"), recipe="e5v")
+    with pytest.raises(RuntimeError, match=r"mixes inputs with an image \(2\) and without \(1\).*separate calls.*Original error: .*invalid"):
+        model.encode(["short", emoji_images[0], {"text": "x", "image": emoji_images[1]}])
+    assert model.encode(["short", "text only"]).shape == (2, 64)  # each kind alone works
+    assert model.encode([emoji_images[0], {"text": "x", "image": emoji_images[1]}]).shape == (2, 64)
