@@ -461,3 +461,80 @@ def test_mllama_mixed_batch_error_is_explained(emoji_images):
         model.encode(["short", emoji_images[0], {"text": "x", "image": emoji_images[1]}])
     assert model.encode(["short", "text only"]).shape == (2, 64)  # each kind alone works
     assert model.encode([emoji_images[0], {"text": "x", "image": emoji_images[1]}]).shape == (2, 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# 11. Synthesis against a server: rejection excerpts (bounded, redacted) and the json_schema format
+# ----------------------------------------------------------------------------------------------
+
+
+def test_rejections_keep_a_bounded_redacted_excerpt_of_the_answer(tmp_path, monkeypatch, capsys):
+    from mm_st.synthesis import Journal, OpenAIChatBackend, SynthesisConfig, synthesize
+    from mm_st.synthesis.runner import EXCERPT_HEAD, EXCERPT_TAIL
+    from mm_st.synthesis.testing import StubOpenAIServer
+
+    secret = "sk-live-EXCERPT-1234567890"
+    monkeypatch.setenv("MM_ST_TEST_KEY", secret)
+    answers = {"short": f"Sorry, I can't. (auth: Bearer {secret})", "long": "Here is the JSON: {\"draft\": " + "word " * 400}
+
+    calls = []
+
+    def respond(body):  # short and long answers in turn
+        calls.append(body)
+        return answers["short"] if len(calls) % 2 else answers["long"]
+
+    config = SynthesisConfig(num_samples=4, languages=["en"], max_attempts=1)
+    with StubOpenAIServer(respond=respond) as server:
+        backend = OpenAIChatBackend(server.base_url, "stub", api_key_env="MM_ST_TEST_KEY", concurrency=1)
+        summary = synthesize(config, backend, tmp_path, progress=False)
+    records = list(Journal(tmp_path / "journal.jsonl").load().values())
+    assert summary["rejected"] == 4 and {r["reason"] for r in records} == {"invalid_json"}
+    excerpts = sorted(r["excerpt"] for r in records)
+    assert excerpts[-1] == "Sorry, I can't. (auth: Bearer [REDACTED])"
+    long = excerpts[0]
+    assert long.startswith('Here is the JSON: {"draft": word') and long.endswith("word ")
+    assert f"[... {len(answers['long']) - EXCERPT_HEAD - EXCERPT_TAIL} characters ...]" in long
+    assert len(long) < EXCERPT_HEAD + EXCERPT_TAIL + 40
+    assert summary["rejection_examples"]["invalid_json"]["excerpt"] in excerpts
+    assert "e.g. invalid_json (" in capsys.readouterr().out
+    assert secret not in (tmp_path / "journal.jsonl").read_text() and secret not in (tmp_path / "summary.json").read_text()
+
+
+def test_json_schema_response_format_sends_the_inlined_answer_schema(tmp_path):
+    from mm_st.synthesis import OpenAIChatBackend, SynthesisConfig, synthesize
+    from mm_st.synthesis.prompts import PROMPT_DIR, validate
+    from mm_st.synthesis.testing import StubOpenAIServer, fake_answer
+
+    with StubOpenAIServer() as server:
+        backend = OpenAIChatBackend(server.base_url, "stub", json_mode="schema", concurrency=1)
+        summary = synthesize(SynthesisConfig(num_samples=2, languages=["en"]), backend, tmp_path, progress=False, verbose=False)
+    assert summary["accepted"] == 2
+    sent = server.bodies[0]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "mme5_synthetic_sample"
+    schema = sent["json_schema"]["schema"]
+    source = json.loads((PROMPT_DIR / "schema.json").read_text())
+    assert "$ref" not in json.dumps(schema) and "definitions" not in schema and "$comment" not in schema
+    assert schema["properties"]["revised"] == schema["properties"]["draft"] == source["definitions"]["sample"]
+    assert schema["required"] == ["visual_interpretation", "draft", "evaluation", "revised"]
+    assert validate(json.loads(fake_answer()), schema, schema) == []
+    assert validate({"revised": {}}, schema, schema)[:1] == ["$: missing 'visual_interpretation'"]
+    with pytest.raises(ValueError, match="json_mode must be False, True/'object' or 'schema', got 'strict'"):
+        OpenAIChatBackend(server.base_url, "stub", json_mode="strict")
+
+
+@pytest.mark.parametrize("flag, expected", [(["--json-mode"], "json_object"), (["--json-mode", "schema"], "json_schema"), ([], None)])
+def test_recipe_json_mode_flag(tmp_path, flag, expected):
+    import importlib.util
+    from pathlib import Path
+
+    from mm_st.synthesis.testing import StubOpenAIServer
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "synthesize_mme5_data.py"
+    spec = importlib.util.spec_from_file_location("synthesize_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    with StubOpenAIServer() as server:
+        code = recipe.main(["--backend", "openai", "--base-url", server.base_url, "--num-samples", "1", "--languages", "en",
+                            "--output-dir", str(tmp_path), "--no-progress", *flag])  # fmt: skip
+    assert code == 0
+    assert server.bodies[0].get("response_format", {}).get("type") == expected

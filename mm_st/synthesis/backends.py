@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 REDACTED = "[REDACTED]"
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;}\]]+")
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;)}\]>]+")
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -140,8 +140,13 @@ class OpenAIChatBackend(Backend):
         max_retries: retries per request on 429, 5xx, timeouts and connection errors (then
             :class:`TransportError`); other 4xx fail at once.
         backoff / max_backoff: exponential backoff base and cap in seconds (``Retry-After`` is honoured, capped).
-        temperature / max_tokens / json_mode: generation settings (``json_mode`` sends
-            ``response_format={"type": "json_object"}``).
+        temperature / max_tokens: generation settings.
+        json_mode: ``False``; ``True`` or ``"object"`` sends ``response_format={"type": "json_object"}``
+            (any JSON); ``"schema"`` sends ``{"type": "json_schema", "json_schema": {"name": ..., "schema":
+            ...}}`` with the answer schema, so a server with structured output (vLLM, OpenAI) can only
+            return schema-valid answers. Servers that ignore ``response_format`` answer as without it.
+        schema: the answer schema for ``json_mode="schema"`` (default: ``prompts/schema.json``);
+            ``$ref`` s are inlined and ``$comment`` dropped before sending.
 
     Example::
 
@@ -151,14 +156,18 @@ class OpenAIChatBackend(Backend):
     def __init__(
         self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
         timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0,
-        temperature: float = 0.7, max_tokens: int = 2048, json_mode: bool = False, image_format: str = "PNG",
-        extra_body: dict | None = None,
+        temperature: float = 0.7, max_tokens: int = 2048, json_mode: bool | str = False, image_format: str = "PNG",
+        extra_body: dict | None = None, schema: dict | None = None,
     ):  # fmt: skip
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.name, self.api_key_env = model, model, api_key_env
         self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
         self.backoff, self.max_backoff = backoff, max_backoff
-        self.temperature, self.max_tokens, self.json_mode = temperature, max_tokens, json_mode
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.json_mode = "object" if json_mode is True else json_mode or None
+        if self.json_mode not in (None, "object", "schema"):
+            raise ValueError(f"json_mode must be False, True/'object' or 'schema', got {json_mode!r}.")
+        self.response_schema = response_schema(schema) if self.json_mode == "schema" else None
         self.image_format, self.extra_body = image_format, dict(extra_body or {})
         self.retries = 0  # transport retries performed (for summaries / tests)
         self._lock = threading.Lock()
@@ -179,8 +188,10 @@ class OpenAIChatBackend(Backend):
     def _body(self, request: Request) -> bytes:
         body = {"model": self.model, "messages": openai_messages(request.messages, self.image_format),
                 "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}  # fmt: skip
-        if self.json_mode:
+        if self.json_mode == "object":
             body["response_format"] = {"type": "json_object"}
+        elif self.json_mode == "schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": self.response_schema}}
         return json.dumps(body).encode("utf-8")
 
     def generate(self, requests: list[Request]) -> list[str | TransportError]:
@@ -222,6 +233,38 @@ class OpenAIChatBackend(Backend):
             logger.info("%s: %s; retry %d/%d in %.2fs", request_id, last, attempt + 1, self.max_retries, wait)
             time.sleep(wait)
         raise TransportError(self.redact(f"{request_id}: {last} after {self.max_retries} retries"))
+
+
+SCHEMA_NAME = "mme5_synthetic_sample"
+
+
+def response_schema(schema: dict | None = None) -> dict:
+    """A self-contained copy of the answer schema for ``response_format``: ``$ref`` to
+    ``#/definitions/...`` inlined, ``definitions`` and ``$comment`` removed.
+
+    Example:
+        >>> sorted(response_schema()["properties"]["revised"]["properties"])
+        ['hard_negative', 'positive', 'query', 'task_instruction']
+    """
+    if schema is None:
+        from mm_st.synthesis.prompts import PROMPT_DIR
+
+        schema = json.loads((PROMPT_DIR / "schema.json").read_text(encoding="utf-8"))
+    root = schema
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target = root
+                for part in node["$ref"].lstrip("#/").split("/"):
+                    target = target[part]
+                return inline(target)
+            return {k: inline(v) for k, v in node.items() if k not in ("$comment", "definitions")}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return inline(schema)
 
 
 def _error_body(error: urllib.error.HTTPError) -> str:

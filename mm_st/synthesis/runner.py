@@ -45,6 +45,22 @@ from mm_st.synthesis.prompts import SCORE_KEYS, PromptBuilder, SampleError
 
 logger = logging.getLogger(__name__)
 JOURNAL, CONFIG, SUMMARY, LOCK = "journal.jsonl", "config.json", "summary.json", ".lock"
+EXCERPT_HEAD, EXCERPT_TAIL = 300, 200  # characters of a rejected answer kept in its journal record
+
+
+def excerpt(answer: str, backend: Backend) -> str:
+    """A bounded, redacted excerpt of a rejected answer: its start and its end (where a cut-off answer fails).
+
+    Example:
+        >>> from mm_st.synthesis.backends import ScriptedBackend
+        >>> excerpt("x" * 1000, ScriptedBackend(str))[295:310]
+        'xxxxx [... 500 '
+    """
+    text = backend.redact(answer)
+    if len(text) <= EXCERPT_HEAD + EXCERPT_TAIL:
+        return text
+    cut = len(text) - EXCERPT_HEAD - EXCERPT_TAIL
+    return f"{text[:EXCERPT_HEAD]} [... {cut} characters ...] {text[-EXCERPT_TAIL:]}"
 
 
 class OutputDirInUse(RuntimeError):
@@ -187,7 +203,8 @@ def _process(chunk: list[PlannedSample], backend: Backend, pool: ImagePool, prom
                 revised, evaluation = prompts.parse(sample, answer)
             except SampleError as error:
                 if attempts[sample.id] >= max_attempts:
-                    records.append({**base, "status": "rejected", "reason": error.kind, "detail": error.detail[:500]})
+                    records.append({**base, "status": "rejected", "reason": error.kind, "detail": backend.redact(error.detail)[:500],
+                                    "excerpt": excerpt(answer, backend)})  # fmt: skip
                     del pending[sample.id]
                 else:
                     pending[sample.id] = (sample, str(error)[:300])
@@ -278,6 +295,7 @@ def summarize(plan: list[PlannedSample], records: dict[str, dict], generator: st
         "planned": len(plan), "accepted": len(accepted), "rejected": len(mine) - len(accepted),
         "pending": len(plan) - len(mine),
         "rejected_by_reason": dict(Counter(r["reason"] for r in mine if r["status"] == "rejected")),
+        "rejection_examples": _rejection_examples(mine),
         "per_task": dict(sorted(per["task"].items())), "per_combination": dict(sorted(per["combination"].items())),
         "per_language": dict(per["language"].most_common()), "mean_scores": scores,
         "generator": generator, "generated_this_run": generated_now, "seconds_this_run": round(elapsed, 3),
@@ -285,11 +303,21 @@ def summarize(plan: list[PlannedSample], records: dict[str, dict], generator: st
     }  # fmt: skip
 
 
+def _rejection_examples(records: list[dict]) -> dict[str, dict[str, str]]:
+    """One rejected sample per reason (sorted ids: stable): its id, detail and answer excerpt."""
+    examples: dict[str, dict[str, str]] = {}
+    for record in sorted((r for r in records if r["status"] == "rejected"), key=lambda r: r["id"]):
+        examples.setdefault(record["reason"], {key: record.get(key, "") for key in ("id", "detail", "excerpt")})
+    return examples
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable summary."""
     lines = [
         f"planned {summary['planned']}  accepted {summary['accepted']}  rejected {summary['rejected']}  pending {summary['pending']}",
         f"rejected by reason: {summary['rejected_by_reason'] or '-'}",
+        *(f"  e.g. {reason} ({example['id']}): {example['detail'][:200]}; answer: {example['excerpt'][:200]!r}"
+          for reason, example in summary.get("rejection_examples", {}).items()),
         f"per task: {summary['per_task']}",
         f"per combination: {summary['per_combination']}",
         f"top languages: {dict(list(summary['per_language'].items())[:10])}",
