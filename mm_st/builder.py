@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from sentence_transformers.base.modules import Normalize, Transformer
@@ -162,6 +165,51 @@ def build_model(
     return model
 
 
+def check_saved_model(path: str | os.PathLike) -> None:
+    """Refuse a local directory that is not a complete saved sentence-transformers model.
+
+    Without ``modules.json`` sentence-transformers would silently build a different model (mean
+    pooling, no normalisation) from the weights; this names the missing or invalid file instead.
+    Hub ids (no such local directory) are left to sentence-transformers.
+
+    Example:
+        >>> import tempfile
+        >>> check_saved_model(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ...modules.json' is missing...
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return
+    modules_file = root / "modules.json"
+    if not modules_file.is_file():
+        raise FileNotFoundError(
+            f"{str(root)!r} is not a complete saved sentence-transformers model: {str(modules_file)!r} is missing. "
+            "To start from a raw backbone, use mm_st.build_model(path, recipe=...)."
+        )
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"Invalid {str(modules_file)!r}: not valid UTF-8 JSON ({exc}).") from exc
+    if not isinstance(modules, list) or not modules:
+        raise ValueError(f"Invalid {str(modules_file)!r}: expected a non-empty JSON list of modules.")
+    for index, module in enumerate(modules):
+        if not (isinstance(module, dict) and isinstance(module.get("path"), str) and isinstance(module.get("type"), str)):
+            raise ValueError(f"Invalid {str(modules_file)!r}: entry {index} needs string 'path' and 'type' fields.")
+        module_dir = (root / module["path"]).resolve()
+        if not module_dir.is_relative_to(root.resolve()) or not module_dir.is_dir():
+            raise FileNotFoundError(
+                f"{str(modules_file)!r}: entry {index} ({module['type']}) names directory {module['path']!r}, "
+                f"which is missing or outside {str(root)!r}."
+            )
+
+
 def load_model(path: str, **kwargs) -> MultimodalSentenceTransformer:
-    """Load a model saved by mm_st (or any SentenceTransformer) with mm_st's input handling."""
+    """Load a model saved by mm_st (or any SentenceTransformer) with mm_st's input handling.
+
+    A local directory must be a complete saved model (see :func:`check_saved_model`);
+    a raw backbone goes through :func:`build_model`.
+    """
+    check_saved_model(path)
     return MultimodalSentenceTransformer(path, **kwargs)

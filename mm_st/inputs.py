@@ -54,13 +54,65 @@ def check_image_file(path: str | os.PathLike, index: int) -> None:
         raise ValueError(f"Input {index}: cannot read image file {str(path)!r}: {exc}") from exc
 
 
+ACCEPTED = (
+    "a str, a PIL image, an image path (pathlib.Path or {'image': path}), a {'text', 'image'} dict "
+    "or chat messages (a list of {'role', 'content'} dicts)"
+)
+
+
+def _check_size(image: Image.Image, index: int) -> Image.Image:
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"Input {index}: the image is empty ({image.width}x{image.height} pixels).")
+    return image
+
+
 def _as_image(value: Any, index: int, load: bool) -> Any:
     if isinstance(value, (str, os.PathLike)):
         if not load:
             check_image_file(value, index)
             return value
-        return load_image(value, index)
-    return value
+        return _check_size(load_image(value, index), index)
+    if isinstance(value, Image.Image):
+        return _check_size(value, index)
+    raise TypeError(f"Input {index}: 'image' must be a PIL image or an image path, got {_describe(value)}.")
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {tuple(shape)}" if shape is not None else f"{type(value).__name__} {value!r:.60}"
+
+
+def _is_message(item: Any) -> bool:
+    return isinstance(item, dict) and "role" in item and "content" in item
+
+
+def _is_messages(item: Any) -> bool:
+    """One chat message, or a non-empty list of them."""
+    return _is_message(item) or (isinstance(item, list) and bool(item) and all(map(_is_message, item)))
+
+
+def _check_other(item: Any, index: int, supports_image: bool) -> Any:
+    """Inputs that are not mm_st dicts: images, texts and chat messages pass; anything else is an error."""
+    if isinstance(item, Image.Image):
+        if not supports_image:
+            raise ValueError(f"Input {index} is an image, but this model is text-only (no image modality).")
+        return _check_size(item, index)
+    if isinstance(item, str) or _is_messages(item):
+        return item
+    if isinstance(item, (list, tuple)):
+        raise TypeError(
+            f"Input {index} is a {type(item).__name__} ({item!r:.60}): nested lists and pairs are not inputs; "
+            f"give each text or image as its own input, or a {{'text', 'image'}} dict for one image+text input."
+        )
+    if hasattr(item, "shape"):
+        raise TypeError(
+            f"Input {index} is a {_describe(item)}: arrays are not inputs; give images as PIL images "
+            "(e.g. PIL.Image.fromarray(array))."
+        )
+    if isinstance(item, dict):
+        keys = sorted(map(str, item))
+        raise ValueError(f"Input {index}: a dict needs 'text' / 'image' keys (or 'role' and 'content'), got keys {keys}.")
+    raise TypeError(f"Input {index}: unsupported type {_describe(item)}; give {ACCEPTED}.")
 
 
 def normalize_input(item: Any, index: int, supports_image: bool = True, load: bool = True) -> Any:
@@ -87,9 +139,7 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
         if set(present) == {"image"}:
             return present if isinstance(present["image"], (str, os.PathLike)) else present["image"]
         return {key: present[key] for key in MODALITY_KEYS if key in present}
-    if isinstance(item, Image.Image) and not supports_image:
-        raise ValueError(f"Input {index} is an image, but this model is text-only (no image modality).")
-    return item
+    return _check_other(item, index, supports_image)
 
 
 def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True, load: bool = True) -> list[Any]:

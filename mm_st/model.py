@@ -29,6 +29,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from mm_st.inputs import content_key, has_image, normalize_inputs, text_of, with_text
+from mm_st.model_card import MultimodalModelCardData
 
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
@@ -46,6 +47,7 @@ class MultimodalSentenceTransformer(SentenceTransformer):
 
     emit_content_keys: bool = False
     _warned_unused_prompt: bool = False
+    model_card_data_class = MultimodalModelCardData  # widget examples from {"text", "image"} columns
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
@@ -62,7 +64,10 @@ class MultimodalSentenceTransformer(SentenceTransformer):
                 empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
                 return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
             inputs = normalize_inputs(inputs, supports_image=self.supports("image"), load=False)
-        return super().encode(inputs, *args, **kwargs)
+        try:
+            return super().encode(inputs, *args, **kwargs)
+        except RuntimeError as exc:
+            raise explain_mixed_batch_error(inputs, exc) from exc
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
         if len(inputs) == 0:
@@ -131,3 +136,24 @@ class MultimodalSentenceTransformer(SentenceTransformer):
                 limit,
             )
         return features
+
+
+MIXED_BATCH_SIGNS = ("aspect_ratio_ids", "is invalid for input of size")  # Mllama's forward on a mixed batch
+
+
+def explain_mixed_batch_error(inputs: Any, exc: RuntimeError) -> RuntimeError:
+    """A RuntimeError that explains Mllama's failure on batches mixing inputs with and without an image.
+
+    transformers' Mllama model reshapes ``aspect_ratio_ids`` per image, so a batch in which some
+    inputs have no image fails inside the model. Other errors are returned unchanged.
+    """
+    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    with_image = sum(map(has_image, items))
+    if not any(sign in str(exc) for sign in MIXED_BATCH_SIGNS) or with_image in (0, len(items)):
+        return exc
+    return RuntimeError(
+        f"This batch mixes inputs with an image ({with_image}) and without ({len(items) - with_image}), which "
+        "transformers' Mllama model cannot encode together (a known limitation, see README). Encode inputs "
+        "with images and text-only inputs in separate calls; for training, keep text-only and image rows in "
+        f"separate datasets of a DatasetDict. Original error: {exc}"
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_st.synthesis import OpenAIChatBackend, ScriptedBackend, SynthesisConfig, TransformersBackend, export_dataset, push_to_hub, synthesize
+from mm_st.synthesis import OpenAIChatBackend, OutputDirInUse, PromptBuilder, ScriptedBackend, SynthesisConfig, TransformersBackend, export_dataset, push_to_hub, synthesize
 
 
 def parse_languages(text: str | None):
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-retries", type=int, default=5)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-tokens", type=int, default=2048)
-    parser.add_argument("--json-mode", action="store_true", help="send response_format={'type': 'json_object'}")
+    parser.add_argument(
+        "--json-mode", nargs="?", const="object", choices=("object", "schema"),
+        help="send response_format: 'object' (default when given alone) = {'type': 'json_object'}; 'schema' = "
+        "{'type': 'json_schema', ...} with the answer schema (servers with structured output return only valid answers)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4, help="transformers backend batch size")
     parser.add_argument("--output-dir", required=True, help="run directory: config.json, journal.jsonl, summary.json")
     parser.add_argument("--export-dir", help="write the mmE5-synthetic layout here after the run")
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "openai":
         backend = OpenAIChatBackend(
             args.base_url, args.model, api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
-            max_retries=args.max_retries, temperature=args.temperature, max_tokens=args.max_tokens, json_mode=args.json_mode,
+            max_retries=args.max_retries, temperature=args.temperature, max_tokens=args.max_tokens, json_mode=args.json_mode or False,
+            schema=PromptBuilder(args.prompt_dir).schema if args.json_mode == "schema" else None,
         )  # fmt: skip
     elif args.backend == "transformers":
         backend = TransformersBackend(args.model, batch_size=args.batch_size, max_new_tokens=args.max_tokens)
@@ -92,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         from mm_st.synthesis.testing import fake_answer
 
         backend = ScriptedBackend(fake_answer, name="scripted (dry run)")
-    summary = synthesize(config, backend, args.output_dir, prompt_dir=args.prompt_dir, progress=not args.no_progress)
+    try:
+        summary = synthesize(config, backend, args.output_dir, prompt_dir=args.prompt_dir, progress=not args.no_progress)
+    except OutputDirInUse as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.export_dir:
         exported = export_dataset(args.output_dir, args.export_dir, config=config, dataset_name=args.dataset_name)
         print(f"exported {', '.join(f'{k}: {len(v)}' for k, v in exported.items())} -> {args.export_dir}")

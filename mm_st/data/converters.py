@@ -26,7 +26,15 @@ path); ``on_missing="skip"`` drops those rows instead and logs how many.
 Hard negatives: ``num_negatives=k`` gives ``k`` negative columns; a row with fewer (but at least
 one) negatives repeats its last one (as mmE5's loader does); rows with none are dropped and counted;
 a dataset in which no row has a negative gets no negative columns (logged). ``num_negatives=None``
-takes the largest count present; 0 gives no negative columns.
+takes the largest count present; 0 gives no negative columns. ``neg_text`` / ``neg_image_path`` may
+be a list of strings or, as mmE5 writes them, the Python literal of one: a string is read as a list
+only when it is a list literal of strings (``"['a cat', 'a dog']"`` gives two negatives); any other
+string, e.g. ``"[1, 2, 3]"``, is one text as written. Nothing is ever executed.
+
+Bad input is an error that names the file (or config) and row: a malformed or non-UTF-8 line, a row
+that is not an object, a text or path field that is not a string (``pos_text: 123``), a NUL byte in
+a path, an NLI row without one of its three texts, an M-BEIR row without ``qid`` / ``did``, or a
+``pos_cand_list`` that is not a list of ids.
 
 Empty negative texts (VLM2Vec layout): ``empty_negative_text="fill"`` (default) does what mmE5's
 loader does (haon-chen/mmE5 ``src/dataset.py``): an empty ``neg_text`` entry takes the positive's
@@ -46,7 +54,9 @@ from __future__ import annotations
 
 import ast
 import csv
+import bisect
 import glob
+import io
 import json
 import logging
 import os
@@ -105,6 +115,8 @@ class _ImageChecker:
             if status is None:
                 self.problems.append(where)
             return status
+        if "\0" in rel:
+            raise ValueError(f"{where}: image path {rel!r} contains a NUL byte.")
         found = None
         for root in self.roots:
             full = (root / rel).resolve()
@@ -153,25 +165,71 @@ def _raise_or_report(name: str, problems: list[str], bad_rows: set[int], on_miss
 # Reading a source: local directory with the Hub layout, or a Hub id
 
 
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{str(path)!r} line {line}: not valid UTF-8 ({exc.reason} at byte {exc.start}).") from exc
+
+
+def _jsonl_rows(path: Path) -> list[Any]:
+    rows = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{str(path)!r} line {number}: not valid UTF-8 ({exc.reason}).") from exc
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{str(path)!r} line {number}: malformed JSON ({exc.msg}).") from exc
+            if not isinstance(rows[-1], dict):
+                raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(rows[-1]).__name__}.")
+    return rows
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of one file; a malformed line, non-UTF-8 bytes or a row that is not an object name the file and line."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return _jsonl_rows(path)
     if path.suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            rows = json.loads(_decode(path, path.read_bytes()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{str(path)!r} line {exc.lineno}: malformed JSON ({exc.msg}).") from exc
+        if not isinstance(rows, list):
+            raise ValueError(f"{str(path)!r}: expected a JSON list of row objects, got {type(rows).__name__}.")
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ValueError(f"{str(path)!r} row {index}: a row must be a JSON object, got {type(row).__name__}.")
+        return rows
     if path.suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+        text = _decode(path, path.read_bytes())
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ","))
     raise ValueError(f"Unsupported file type {path.suffix!r}: {str(path)!r} (use parquet, jsonl, json, csv, tsv).")
 
 
-def _config_rows(source: str | os.PathLike, config: str, split: str, layout: str) -> list[dict[str, Any]]:
+Spans = list[tuple[int, str]]  # (first row index, file name) of each file a config's rows came from
+
+
+def _origin(spans: Spans, index: int) -> str:
+    """The file of the ``index``-th row of a config (files concatenated in order), with its own row number
+    when the config has several files."""
+    start, label = spans[bisect.bisect_right([first for first, _ in spans], index) - 1]
+    return label if len(spans) == 1 else f"{label} row {index - start}"
+
+
+def _config_rows(source: str | os.PathLike, config: str, split: str, layout: str) -> tuple[list[dict[str, Any]], Spans]:
     """Rows of one config/split from ``source/config/split*.{parquet,jsonl,json}``, a
-    ``save_to_disk`` folder ``source/config[/split]``, or the Hub dataset ``source``."""
+    ``save_to_disk`` folder ``source/config[/split]``, or the Hub dataset ``source``, with the file spans."""
     root = Path(source)
     if root.is_dir():
         folder = root / config
@@ -179,38 +237,58 @@ def _config_rows(source: str | os.PathLike, config: str, split: str, layout: str
         files += sorted(glob.glob(str(folder / f"{glob.escape(split)}*.jsonl")))
         files += sorted(glob.glob(str(folder / f"{glob.escape(split)}*.json")))
         if files:
-            return [row for file in files for row in _read_rows(Path(file))]
+            rows, spans = [], []
+            for file in files:
+                spans.append((len(rows), Path(file).name))
+                rows += _read_rows(Path(file))
+            return rows, spans
         for candidate in (folder / split, folder):
             if (candidate / "dataset_info.json").is_file() or (candidate / "state.json").is_file():
-                return datasets.load_from_disk(str(candidate)).to_list()
+                return datasets.load_from_disk(str(candidate)).to_list(), [(0, str(candidate))]
         raise FileNotFoundError(
             f"No data for config {config!r}, split {split!r} in {str(root)!r}: expected {layout}, i.e. "
             f"{str(folder / (split + '-00000-of-00001.parquet'))!r} (or .jsonl/.json, or a save_to_disk folder)."
         )
     if str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"Local dataset directory {str(source)!r} does not exist (expected {layout}).")
-    return datasets.load_dataset(str(source), config, split=split).to_list()
+    return datasets.load_dataset(str(source), config, split=split).to_list(), [(0, f"{source}:{config}/{split}")]
 
 
 # --------------------------------------------------------------------------------------------------
 # Negatives and text fields
 
 
-def _as_list(value: Any) -> list[str]:
-    """A negative field: a list, a Python-literal list in a string (mmE5), one string, or empty."""
+def _as_list(value: Any, where: str) -> list[str]:
+    """A negative field: a list, a Python-literal list of strings in a string (mmE5), one string, or empty.
+
+    A string is read as a list only when it is a Python list literal whose items are all strings (or
+    None), e.g. ``"['a cat', 'a dog']"``; any other string, e.g. ``"[1, 2, 3]"``, is one text as written.
+    It is never executed (``ast.literal_eval``). Anything else that is not a string is an error.
+    """
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
-        return ["" if item is None else str(item) for item in value]
-    text = str(value)
-    if text.startswith("[") and text.endswith("]"):
+        for j, item in enumerate(value):
+            if item is not None and not isinstance(item, str):
+                raise TypeError(f"{where}[{j}]: must be a string or None, got {type(item).__name__} {item!r}.")
+        return ["" if item is None else item for item in value]
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: must be a string or a list of strings, got {type(value).__name__} {value!r}.")
+    if value.startswith("[") and value.endswith("]"):
         try:
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             parsed = None
-        if isinstance(parsed, list):
-            return ["" if item is None else str(item) for item in parsed]
-    return [text] if text else []
+        if isinstance(parsed, list) and all(item is None or isinstance(item, str) for item in parsed):
+            return ["" if item is None else item for item in parsed]
+    return [value] if value else []
+
+
+def _text_field(value: Any, where: str) -> str | None:
+    """A text or image-path field: a string or None; anything else is an error naming the field."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{where}: must be a string or None, got {type(value).__name__} {value!r}.")
+    return value
 
 
 def _strip_placeholder(text: str | None) -> tuple[str | None, bool]:
@@ -264,7 +342,7 @@ def _check_on_missing(on_missing: str) -> None:
 
 def _vlm2vec_input(text: Any, image_path: Any, checker: _ImageChecker, where: str) -> dict | None:
     """One VLM2Vec-layout input; None when the image is missing (recorded by the checker)."""
-    text, had_placeholder = _strip_placeholder(text if isinstance(text, str) else None)
+    text, had_placeholder = _strip_placeholder(text)
     image = None
     if image_path:
         if not checker.roots:
@@ -300,18 +378,22 @@ def _negative_placeholder_free(text: str, has_image: bool) -> str:
 
 def _convert_vlm2vec(
     name: str, rows: list[dict], image_root: Any, num_negatives: int | None, on_missing: str, verify: bool,
-    empty_negative_text: str = "fill", seed: int = 0,
+    empty_negative_text: str = "fill", seed: int = 0, spans: Spans | None = None,
 ) -> datasets.Dataset:  # fmt: skip
     checker = _ImageChecker(_roots(image_root), verify)
     out, negatives, bad_rows = [], [], set()
     for index, row in enumerate(tqdm(rows, desc=f"Converting {name}", unit="row", disable=len(rows) < PROGRESS_MIN_ROWS)):
         before = len(checker.problems)
-        where = f"{name} row {index}"
-        anchor = _vlm2vec_input(row.get("qry"), row.get("qry_image_path"), checker, f"{where} qry")
-        positive = _vlm2vec_input(row.get("pos_text"), row.get("pos_image_path"), checker, f"{where} pos")
-        neg_texts, neg_images = _as_list(row.get("neg_text")), _as_list(row.get("neg_image_path"))
+        where = (f"{_origin(spans, index)}: " if spans else "") + f"{name} row {index}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a row must be an object, got {type(row).__name__}.")
+        field = {key: _text_field(row.get(key), f"{where} {key}") for key in ("qry", "qry_image_path", "pos_text", "pos_image_path")}
+        anchor = _vlm2vec_input(field["qry"], field["qry_image_path"], checker, f"{where} qry")
+        positive = _vlm2vec_input(field["pos_text"], field["pos_image_path"], checker, f"{where} pos")
+        neg_texts = _as_list(row.get("neg_text"), f"{where} neg_text")
+        neg_images = _as_list(row.get("neg_image_path"), f"{where} neg_image_path")
         if empty_negative_text == "fill" and num_negatives != 0 and neg_texts:
-            filled = _fill_empty_negative_texts(neg_texts, row.get("pos_text"), random.Random(f"{seed}-{name}-{index}"))
+            filled = _fill_empty_negative_texts(neg_texts, field["pos_text"], random.Random(f"{seed}-{name}-{index}"))
             neg_texts = [
                 _negative_placeholder_free(t, j < len(neg_images) and bool(neg_images[j])) if t != old else t
                 for j, (t, old) in enumerate(zip(filled, neg_texts))
@@ -343,9 +425,10 @@ def _load_vlm2vec_layout(
         raise ValueError(f"empty_negative_text must be one of {EMPTY_NEGATIVE_TEXT}, got {empty_negative_text!r}.")
     result = {}
     for config in configs:
-        rows = _config_rows(source, config, split, layout)
+        rows, spans = _config_rows(source, config, split, layout)
         result[config] = _convert_vlm2vec(
-            f"{config}/{split}", rows, image_root, num_negatives, on_missing, verify_images, empty_negative_text, seed
+            f"{config}/{split}", rows, image_root, num_negatives, on_missing, verify_images,
+            empty_negative_text=empty_negative_text, seed=seed, spans=spans,
         )
     return datasets.DatasetDict(result)
 
@@ -431,9 +514,9 @@ def _read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
 
 
 def _mbeir_input(entry_text: Any, entry_image: Any, checker: _ImageChecker, where: str) -> dict | None:
-    text = entry_text if isinstance(entry_text, str) and entry_text else None
+    text = _text_field(entry_text, f"{where} text") or None
     image = None
-    if entry_image:
+    if _text_field(entry_image, f"{where} image path"):
         image = checker.resolve(str(entry_image), where)
         if image is None:
             return None
@@ -493,7 +576,7 @@ def load_mbeir(
         for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"M-BEIR {kind} file not found: {str(path)!r}; expected {layout}.")
-    pool = {entry["did"]: entry for path in pool_paths for entry in _read_rows(path)}
+    pool = _read_pool(pool_paths)
     table = {}
     if instructions == "inline":
         tsv = root / "instructions" / "query_instructions.tsv"
@@ -509,16 +592,18 @@ def load_mbeir(
         for index, entry in enumerate(tqdm(entries, desc=f"Converting {path.name}", unit="query", disable=len(entries) < PROGRESS_MIN_ROWS)):
             total += 1
             where = f"{path.name} row {index} (qid {entry.get('qid')})"
-            positives = entry.get("pos_cand_list") or []
+            if not isinstance(entry.get("qid"), str) or not entry["qid"]:
+                raise ValueError(f"{where}: missing or non-string 'qid'.")
+            positives = _id_list(entry.get("pos_cand_list"), f"{where} pos_cand_list")
             if not positives:
                 raise ValueError(f"{where}: empty pos_cand_list.")
-            for did in positives[:1] + list(entry.get("neg_cand_list") or []):
+            for did in positives[:1] + _id_list(entry.get("neg_cand_list"), f"{where} neg_cand_list"):
                 if did not in pool:
                     raise KeyError(f"{where}: candidate id {did!r} is in no candidate pool ({len(pool_paths)} files read).")
             positive_entry = pool[positives[0]]
             dataset_id = str(entry["qid"]).split(":")[0]
             key = (dataset_id, entry.get("query_modality", ""), positive_entry.get("modality", ""))
-            query_text = entry.get("query_txt") or ""
+            query_text = _text_field(entry.get("query_txt"), f"{where} query_txt") or ""
             if instructions == "inline":
                 if key not in table:
                     raise KeyError(f"{where}: no instruction for (dataset id, query modality, candidate modality) {key}.")
@@ -539,6 +624,26 @@ def load_mbeir(
             negatives.append(row_negatives)
     _raise_or_report("M-BEIR", checker.problems, bad_rows, on_missing, total)
     return datasets.DatasetDict({name: _build(name, rows, negs, num_negatives) for name, (rows, negs) in sorted(tasks.items())})
+
+
+def _id_list(value: Any, where: str) -> list[str]:
+    """A candidate id list (``pos_cand_list`` / ``neg_cand_list``): a JSON list of strings, or absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"{where}: must be a list of candidate id strings, got {value!r:.80}.")
+    return value
+
+
+def _read_pool(paths: Sequence[Path]) -> dict[str, dict]:
+    """``{did: entry}`` of the candidate pool files; an entry without a string ``did`` names its file and row."""
+    pool = {}
+    for path in paths:
+        for index, entry in enumerate(_read_rows(path)):
+            if not isinstance(entry.get("did"), str) or not entry["did"]:
+                raise ValueError(f"{path.name} row {index}: candidate without a string 'did' ({entry!r:.80}).")
+            pool[entry["did"]] = entry
+    return pool
 
 
 def _mbeir_root(source: str | os.PathLike) -> Path:
@@ -597,9 +702,11 @@ def load_nli(source: str | os.PathLike = "sentence-transformers/all-nli", split:
         raise ValueError(f"{name}: expected columns {' / '.join(map(str, NLI_COLUMN_SETS))}, found {sorted(present)}.")
     out = {"anchor": [], "positive": [], "negative": []}
     for index, row in enumerate(rows):
-        values = [row[column] for column in columns]
-        if any(not isinstance(value, str) or not value.strip() for value in values):
-            raise ValueError(f"{name} row {index}: empty or missing text in {columns}.")
+        values = [row.get(column) for column in columns]
+        for column, value in zip(columns, values):
+            if not isinstance(value, str) or not value.strip():
+                got = "missing" if value is None else "empty" if isinstance(value, str) else f"a {type(value).__name__}"
+                raise ValueError(f"{name} row {index}: empty or missing text in {columns}: {column!r} is {got}.")
         for key, value in zip(out, values):
             out[key].append(value)
     return datasets.Dataset.from_dict(out)

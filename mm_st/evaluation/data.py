@@ -177,6 +177,22 @@ def _check_columns(rows: list[dict[str, Any]], where: str) -> None:
         raise DataLayoutError(f"MMEB data {where} lacks column(s) {missing}.\n{MMEB_LAYOUT}")
 
 
+def check_mmeb_row_types(rows: list[dict[str, Any]], name: str) -> None:
+    """Every MMEB row's fields have the right types (checked when the task loads), naming dataset and row."""
+    for index, row in enumerate(rows):
+        where = f"{name}: row {index} (query q{index})"
+        for column, optional in (("qry_text", False), ("qry_img_path", True)):
+            if not isinstance(row[column], str) and not (optional and row[column] is None):
+                raise ValueError(f"{where}: {column} must be a string, got {type(row[column]).__name__} {row[column]!r:.60}.")
+        for column, optional in (("tgt_text", False), ("tgt_img_path", True)):
+            values = row[column]
+            if not isinstance(values, list):
+                raise ValueError(f"{where}: {column} must be a list, got {type(values).__name__} {values!r:.60}.")
+            for j, value in enumerate(values):
+                if not isinstance(value, str) and not (optional and value is None):
+                    raise ValueError(f"{where} candidate {j}: {column}[{j}] must be a string, got {type(value).__name__}.")
+
+
 def read_mmeb_rows(
     name: str, source: str, images: str | os.PathLike | None = None, revision: str | None = None
 ) -> tuple[list[dict[str, Any]], Path]:

@@ -231,6 +231,7 @@ class MMEBTask(MMSTRetrievalTask):
         source = self.source()
         revision = None if D.is_local(source) else self.metadata.revision
         rows, root = D.read_mmeb_rows(entry.name, source, self.image_root, revision=revision)
+        D.check_mmeb_row_types(rows, name)
 
         def image(path: str, what: str) -> str | None:
             return D.image_file(root, path, f"{name}: {what}", D.MMEB_LAYOUT) if path else None
@@ -244,16 +245,22 @@ class MMEBTask(MMSTRetrievalTask):
                            sum(i != q_instruction for i, _ in split_rows), q_instruction)
         q_ids = [f"q{i}" for i in range(len(rows))]
         q_images = [image(row["qry_img_path"], f"query {i}") for i, row in enumerate(rows)]
+        for i, (text, img) in enumerate(zip(q_text, q_images)):
+            if not text and not img:
+                raise ValueError(f"{name}: row {i} (query q{i}) has neither text nor image (qry_text={rows[i]['qry_text']!r}).")
 
         # Candidates: one corpus entry per unique (text, image path), in first-seen order.
         corpus_index: dict[tuple[str, str], str] = {}
+        first_seen: dict[tuple[str, str], tuple[int, int]] = {}  # candidate -> (row, index in its list)
         top_ranked, relevant, listed = {}, {}, 0
-        for qid, row in zip(q_ids, rows):
+        for row_index, (qid, row) in enumerate(zip(q_ids, rows)):
             if len(row["tgt_text"]) != len(row["tgt_img_path"]) or not row["tgt_text"]:
                 raise D.DataLayoutError(
                     f"{name}: query {qid} has {len(row['tgt_text'])} target texts and "
                     f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{D.MMEB_LAYOUT}"
                 )
+            for j, key in enumerate(zip(row["tgt_text"], row["tgt_img_path"])):
+                first_seen.setdefault(key, (row_index, j))
             ids = [corpus_index.setdefault((t, p), f"c{len(corpus_index)}") for t, p in zip(row["tgt_text"], row["tgt_img_path"])]
             listed += len(ids)
             top_ranked[qid] = list(dict.fromkeys(ids))
@@ -262,6 +269,13 @@ class MMEBTask(MMSTRetrievalTask):
         split_docs = [split_instruction(t, entry.document) if entry.document else (None, strip_image_token(t)) for t, _ in keys]
         d_instruction = _pick([i for i, _ in split_docs], None)
         d_text = [t if i == d_instruction else strip_image_token(key[0]) for (i, t), key in zip(split_docs, keys)]
+        for key, text in zip(keys, d_text):
+            if not text and not key[1]:
+                row_index, j = first_seen[key]
+                raise ValueError(
+                    f"{name}: row {row_index} (query q{row_index}) candidate {j} has neither text nor image "
+                    f"(tgt_text[{j}]={key[0]!r}, tgt_img_path[{j}]={key[1]!r})."
+                )
         d_images = [image(p, f"candidate {t!r}") for t, p in keys]
 
         self._fit_category((any(q_text), any(q_images)), (any(d_text), any(d_images)))

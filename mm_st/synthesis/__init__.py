@@ -30,11 +30,11 @@ from mm_st.synthesis.config import (
 from mm_st.synthesis.export import export_dataset, push_to_hub, render_card
 from mm_st.synthesis.images import ImagePool
 from mm_st.synthesis.prompts import PromptBuilder, SampleError
-from mm_st.synthesis.runner import Journal, format_summary, summarize, synthesize
+from mm_st.synthesis.runner import Journal, OutputDirInUse, format_summary, summarize, synthesize
 
 __all__ = [
     "COMBINATIONS", "DEFAULT_LANGUAGE_WEIGHTS", "DEFAULT_TASK_COMBINATIONS", "LANGUAGES", "TASKS",
-    "Backend", "ImagePool", "Journal", "OpenAIChatBackend", "PlannedSample", "PromptBuilder", "Request",
+    "Backend", "ImagePool", "Journal", "OpenAIChatBackend", "OutputDirInUse", "PlannedSample", "PromptBuilder", "Request",
     "SampleError", "ScriptedBackend", "SynthesisConfig", "TransformersBackend", "TransportError",
     "export_dataset", "format_summary", "plan_samples", "push_to_hub", "render_card", "summarize", "synthesize",
 ]  # fmt: skip

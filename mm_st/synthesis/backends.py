@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -36,6 +37,23 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
+REDACTED = "[REDACTED]"
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;)}\]>]+")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with each secret and any ``Bearer <token>`` replaced by ``[REDACTED]``.
+
+    Example:
+        >>> redact('401: {"headers": {"Authorization": "Bearer sk-abc"}} key=sk-abc', "sk-abc")
+        '401: {"headers": {"Authorization": "Bearer [REDACTED]"}} key=[REDACTED]'
+    """
+    text = _BEARER.sub(lambda match: f"{match.group(1)}{match.group(2)}{REDACTED}", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+            text = text.replace(json.dumps(secret)[1:-1], REDACTED)  # as a JSON string would escape it
+    return text
 
 
 class TransportError(RuntimeError):
@@ -61,6 +79,10 @@ class Backend:
 
     def generate(self, requests: list[Request]) -> list[str | TransportError]:
         raise NotImplementedError
+
+    def redact(self, text: str) -> str:
+        """``text`` safe to log or write: any ``Bearer`` token (and the backend's own key) removed."""
+        return redact(text)
 
 
 class ScriptedBackend(Backend):
@@ -118,8 +140,13 @@ class OpenAIChatBackend(Backend):
         max_retries: retries per request on 429, 5xx, timeouts and connection errors (then
             :class:`TransportError`); other 4xx fail at once.
         backoff / max_backoff: exponential backoff base and cap in seconds (``Retry-After`` is honoured, capped).
-        temperature / max_tokens / json_mode: generation settings (``json_mode`` sends
-            ``response_format={"type": "json_object"}``).
+        temperature / max_tokens: generation settings.
+        json_mode: ``False``; ``True`` or ``"object"`` sends ``response_format={"type": "json_object"}``
+            (any JSON); ``"schema"`` sends ``{"type": "json_schema", "json_schema": {"name": ..., "schema":
+            ...}}`` with the answer schema, so a server with structured output (vLLM, OpenAI) can only
+            return schema-valid answers. Servers that ignore ``response_format`` answer as without it.
+        schema: the answer schema for ``json_mode="schema"`` (default: ``prompts/schema.json``);
+            ``$ref`` s are inlined and ``$comment`` dropped before sending.
 
     Example::
 
@@ -129,20 +156,27 @@ class OpenAIChatBackend(Backend):
     def __init__(
         self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
         timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0, max_backoff: float = 30.0,
-        temperature: float = 0.7, max_tokens: int = 2048, json_mode: bool = False, image_format: str = "PNG",
-        extra_body: dict | None = None,
+        temperature: float = 0.7, max_tokens: int = 2048, json_mode: bool | str = False, image_format: str = "PNG",
+        extra_body: dict | None = None, schema: dict | None = None,
     ):  # fmt: skip
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.name, self.api_key_env = model, model, api_key_env
         self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
         self.backoff, self.max_backoff = backoff, max_backoff
-        self.temperature, self.max_tokens, self.json_mode = temperature, max_tokens, json_mode
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.json_mode = "object" if json_mode is True else json_mode or None
+        if self.json_mode not in (None, "object", "schema"):
+            raise ValueError(f"json_mode must be False, True/'object' or 'schema', got {json_mode!r}.")
+        self.response_schema = response_schema(schema) if self.json_mode == "schema" else None
         self.image_format, self.extra_body = image_format, dict(extra_body or {})
         self.retries = 0  # transport retries performed (for summaries / tests)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def redact(self, text: str) -> str:
+        return redact(text, os.environ.get(self.api_key_env))
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -154,8 +188,10 @@ class OpenAIChatBackend(Backend):
     def _body(self, request: Request) -> bytes:
         body = {"model": self.model, "messages": openai_messages(request.messages, self.image_format),
                 "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}  # fmt: skip
-        if self.json_mode:
+        if self.json_mode == "object":
             body["response_format"] = {"type": "json_object"}
+        elif self.json_mode == "schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": self.response_schema}}
         return json.dumps(body).encode("utf-8")
 
     def generate(self, requests: list[Request]) -> list[str | TransportError]:
@@ -179,7 +215,8 @@ class OpenAIChatBackend(Backend):
             except urllib.error.HTTPError as error:
                 last = f"HTTP {error.code}"
                 if error.code != 429 and error.code < 500:
-                    raise TransportError(f"{request_id}: {last} (not retried): {_error_body(error)}") from None
+                    body = self.redact(_error_body(error))[:300]  # redacted before it is cut (no key prefix left)
+                    raise TransportError(f"{request_id}: {last} (not retried): {body}") from None
                 retry_after = error.headers.get("Retry-After") if error.headers else None
                 if retry_after and retry_after.replace(".", "", 1).isdigit():
                     wait = min(float(retry_after), self.max_backoff)
@@ -195,12 +232,44 @@ class OpenAIChatBackend(Backend):
             wait = wait if wait is not None else min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
             logger.info("%s: %s; retry %d/%d in %.2fs", request_id, last, attempt + 1, self.max_retries, wait)
             time.sleep(wait)
-        raise TransportError(f"{request_id}: {last} after {self.max_retries} retries")
+        raise TransportError(self.redact(f"{request_id}: {last} after {self.max_retries} retries"))
+
+
+SCHEMA_NAME = "mme5_synthetic_sample"
+
+
+def response_schema(schema: dict | None = None) -> dict:
+    """A self-contained copy of the answer schema for ``response_format``: ``$ref`` to
+    ``#/definitions/...`` inlined, ``definitions`` and ``$comment`` removed.
+
+    Example:
+        >>> sorted(response_schema()["properties"]["revised"]["properties"])
+        ['hard_negative', 'positive', 'query', 'task_instruction']
+    """
+    if schema is None:
+        from mm_st.synthesis.prompts import PROMPT_DIR
+
+        schema = json.loads((PROMPT_DIR / "schema.json").read_text(encoding="utf-8"))
+    root = schema
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target = root
+                for part in node["$ref"].lstrip("#/").split("/"):
+                    target = target[part]
+                return inline(target)
+            return {k: inline(v) for k, v in node.items() if k not in ("$comment", "definitions")}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return inline(schema)
 
 
 def _error_body(error: urllib.error.HTTPError) -> str:
     try:
-        return error.read(300).decode("utf-8", "replace")
+        return error.read(65536).decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - best effort
         return ""
 

@@ -53,10 +53,13 @@ class StubOpenAIServer:
         statuses: HTTP statuses for the first requests, in order (``200`` = answer normally); e.g.
             ``[500, 429]`` fails the first two requests.
         slow: ``{request number (0-based): seconds}`` extra sleep for given requests (timeouts).
+        echo_headers: error bodies repeat the request headers, ``Authorization`` included (as some
+            servers do on 401), to test that the key never reaches a log.
     """
 
-    def __init__(self, respond: Callable[[dict], str] | None = None, delay: float = 0.0, statuses: list[int] | None = None, slow: dict[int, float] | None = None):
-        self.respond = respond or fake_answer
+    def __init__(self, respond: Callable[[dict], str] | None = None, delay: float = 0.0, statuses: list[int] | None = None,
+                 slow: dict[int, float] | None = None, echo_headers: bool = False):  # fmt: skip
+        self.respond, self.echo_headers = respond or fake_answer, echo_headers
         self.delay, self.statuses, self.slow = delay, list(statuses or []), dict(slow or {})
         self.status_log: list[int] = []
         self.authorization: list[str | None] = []
@@ -97,7 +100,10 @@ class StubOpenAIServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"unknown path {self.path}"}})
                 elif status != 200:
-                    self._send(status, {"error": {"message": f"scripted {status}"}})
+                    error = {"message": f"scripted {status}"}
+                    if server.echo_headers:
+                        error["request_headers"] = dict(self.headers.items())
+                    self._send(status, {"error": error})
                 else:
                     text = server.respond(body)
                     self._send(200, {

@@ -1,0 +1,71 @@
+"""Model-card data that understands mm_st's ``{"text", "image"}`` struct columns.
+
+sentence-transformers picks widget examples from string columns; with struct columns and the
+``dataset_name`` column that per-dataset trainer ``prompts`` add, its sampler finds rows with no
+usable text and fails (``IndexError`` in ``set_widget_examples``), or shows ``None`` texts. Here
+each struct column is read as its ``text`` field (image-only columns are left out), and the
+sentence-transformers sampler runs on that plain-text view.
+
+Example:
+    >>> from datasets import Dataset
+    >>> from mm_st.model_card import text_view
+    >>> rows = Dataset.from_list([{"anchor": {"text": "a cat", "image": None}, "positive": {"text": None, "image": None}}])
+    >>> text_view(rows).to_list()
+    [{'anchor': 'a cat'}]
+"""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, Value
+from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
+
+SAMPLE_SIZE = 1000  # rows per dataset that widget examples are drawn from (as sentence-transformers)
+
+
+def _texts(table, column: str, feature) -> list[str | None] | None:
+    """The text of each sampled value of a column, or None when the column holds no text."""
+    values = table.column(column)
+    if isinstance(feature, Value) and feature.dtype in {"string", "large_string"}:
+        return values.to_pylist()
+    if isinstance(feature, dict) and isinstance(feature.get("text"), Value):
+        return pc.struct_field(values, "text").to_pylist()
+    return None
+
+
+def text_view(dataset: Dataset, sample_size: int = SAMPLE_SIZE) -> Dataset | None:
+    """Up to ``sample_size`` random rows as plain strings: text columns and the text of struct columns.
+
+    A value without text becomes ``""`` (sentence-transformers skips such rows); a column with no text
+    in the sample is dropped. Images are never decoded. None when no column has text.
+    """
+    if len(dataset) == 0:
+        return None
+    indices = random.sample(range(len(dataset)), k=min(sample_size, len(dataset)))
+    table = dataset.with_format("arrow").select(indices)[:]  # raw columns: no transform, no image decoding
+    columns = {}
+    for column, feature in dataset.features.items():
+        texts = _texts(table, column, feature) if column != "dataset_name" else None
+        if texts is not None and any(isinstance(text, str) and text for text in texts):
+            columns[column] = [text if isinstance(text, str) else "" for text in texts]
+    return Dataset.from_dict(columns) if columns else None
+
+
+class MultimodalModelCardData(SentenceTransformerModelCardData):
+    """:class:`SentenceTransformerModelCardData` whose widget examples read struct columns' text."""
+
+    def set_widget_examples(self, dataset: Dataset | DatasetDict) -> None:
+        if isinstance(dataset, (IterableDataset, IterableDatasetDict)):
+            return
+        datasets = dataset if isinstance(dataset, DatasetDict) else DatasetDict(dataset=dataset)
+        views = {
+            name: view
+            for name, part in datasets.items()
+            if isinstance(part, Dataset) and (view := text_view(part)) is not None
+        }
+        if not views:
+            self.widget = []
+            return
+        super().set_widget_examples(DatasetDict(views))
