@@ -113,11 +113,11 @@ def _content_has_image(content: Any) -> bool:
 MODALITY_IDS = {"text": 0, "image": 1, "image+text": 2}
 
 
-def modality_of(item: Any) -> str:
-    """``"text"``, ``"image"`` or ``"image+text"`` for a normalised input (chat messages: their parts).
+def input_modality(item: Any) -> str:
+    """``"text"``, ``"image"`` or ``"image+text"`` of a normalised input (chat messages: by their parts).
 
     Example:
-        >>> modality_of("a cat"), modality_of({"text": "a cat", "image": "cat.png"})
+        >>> input_modality("a cat"), input_modality({"text": "a cat", "image": "cat.png"})
         ('text', 'image+text')
     """
     if not has_image(item):

@@ -33,7 +33,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.losses.gradcache import _create_minibatch
 from sentence_transformers.util import batch_to_device, cat_padded_token_embeddings
 
-from mm_st.inputs import MODALITY_IDS, content_key, has_image, modality_of, normalize_inputs, text_of, with_text
+from mm_st.inputs import MODALITY_IDS, content_key, has_image, input_modality, normalize_inputs, text_of, with_text
 
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
@@ -198,5 +198,5 @@ def _modality_groups(items: list[Any]) -> list[list[int]]:
     """Row indices of each modality present, in ``MODALITY_IDS`` order (text, image, image+text)."""
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(modality_of(item), []).append(index)
+        groups.setdefault(input_modality(item), []).append(index)
     return [groups[name] for name in MODALITY_IDS if name in groups]
