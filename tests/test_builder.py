@@ -214,6 +214,8 @@ EXPORT_CHECK = textwrap.dedent(
             "plain": model.encode(inputs, batch_size=1).tolist(),
             "query": model.encode_query(inputs[:1], prompt="Find the emoji: ").tolist(),
         }
+        if family != "mllama":  # plain ST cannot batch Mllama inputs with and without images
+            out[family]["mixed"] = model.encode(inputs, batch_size=len(inputs)).tolist()  # one padded batch
     print("RESULT" + json.dumps(out))
     """
 )
@@ -231,6 +233,7 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
         expected[family] = {
             "plain": model.encode(inputs, batch_size=1),
             "query": model.encode_query(inputs[:1], prompt="Find the emoji: "),
+            "mixed": model.encode(inputs, batch_size=len(inputs)),  # grouped by modality
         }
         cases[family] = {"dir": str(tmp_path / family), "image": str(image_path), "text": TEXT}
         modules = json.loads((tmp_path / family / "modules.json").read_text())
@@ -242,3 +245,5 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
     for family in FAMILIES:
         for key in ("plain", "query"):
             assert np.abs(np.array(result[family][key]) - expected[family][key]).max() <= 1e-6, (family, key)
+        if family != "mllama":
+            assert np.abs(np.array(result[family]["mixed"]) - expected[family]["mixed"]).max() <= 1e-5, family
