@@ -6,7 +6,8 @@ default shape ``7m``), its image processor set to resize every image to ``--imag
 E5-V prompts. Batch: ``--batch-size`` rows, half text-only (emoji names), half image+text
 (emoji + name), interleaved.
 
-Measured in one run, variants interleaved (order rotated each repeat), medians reported:
+Measured in one run, variants interleaved (order rotated each repeat), medians of process CPU time
+(one torch thread: the work done, robust to other processes sharing the cores; wall ratios also printed):
 
 (a) training step = ``model.preprocess`` of two columns + ``MultimodalInfoNCELoss`` + backward, with
     anchor and positive columns mixed in opposite ways (a text anchor has an image+text positive and
@@ -109,23 +110,33 @@ def main() -> None:
     image_rows = list(range(1, args.batch_size, 2))
     control = ([names[i] for i in range(args.batch_size)], pairs)  # homogeneous columns
 
-    def step(columns, grouped: bool) -> float:
-        model.group_modalities = grouped
+    def timed(fn) -> tuple[float, float]:
+        """(process CPU seconds, wall seconds) of ``fn()``."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn()
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+    def run_step(columns) -> None:
         model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
         features = [model.preprocess(column) for column in columns]
         loss_fn(features, None).backward()
-        return time.perf_counter() - start
 
-    def encode(inputs, grouped: bool) -> float:
+    def step(columns, grouped: bool) -> tuple[float, float]:
         model.group_modalities = grouped
-        start = time.perf_counter()
-        model.encode(inputs, batch_size=len(inputs), convert_to_numpy=True)
-        return time.perf_counter() - start
+        return timed(lambda: run_step(columns))
 
-    def halves() -> float:
+    def encode(inputs, grouped: bool) -> tuple[float, float]:
+        model.group_modalities = grouped
+        model.eval()
+        try:
+            return timed(lambda: model.encode(inputs, batch_size=len(inputs), convert_to_numpy=True))
+        finally:
+            model.train()
+
+    def halves() -> tuple[float, float]:
         first = step(([anchors[i] for i in text_rows], [positives[i] for i in text_rows]), True)
-        return first + step(([anchors[i] for i in image_rows], [positives[i] for i in image_rows]), True)
+        second = step(([anchors[i] for i in image_rows], [positives[i] for i in image_rows]), True)
+        return first[0] + second[0], first[1] + second[1]
 
     variants = {
         "step grouped": lambda: step((anchors, positives), True),
@@ -133,10 +144,10 @@ def main() -> None:
         "step halves (sum)": halves,
         "step control grouped": lambda: step(control, True),
         "step control ungrouped": lambda: step(control, False),
-        "encode grouped": lambda: (model.eval(), encode(anchors, True), model.train())[1],
-        "encode ungrouped": lambda: (model.eval(), encode(anchors, False), model.train())[1],
-        "encode control grouped": lambda: (model.eval(), encode(pairs, True), model.train())[1],
-        "encode control ungrouped": lambda: (model.eval(), encode(pairs, False), model.train())[1],
+        "encode grouped": lambda: encode(anchors, True),
+        "encode ungrouped": lambda: encode(anchors, False),
+        "encode control grouped": lambda: encode(pairs, True),
+        "encode control ungrouped": lambda: encode(pairs, False),
     }
 
     # Token counts and padding, and a check that both layouts give the same embeddings.
@@ -158,13 +169,18 @@ def main() -> None:
     model.group_modalities = True
     for fn in variants.values():  # warm-up
         fn()
-    times = {name: [] for name in variants}
+    times, walls = {name: [] for name in variants}, {name: [] for name in variants}
     names_order = list(variants)
     for repeat in range(args.repeats):
         shift = repeat % len(names_order)
         for name in names_order[shift:] + names_order[:shift]:  # rotate: no position bias
-            times[name].append(variants[name]())
+            cpu, wall = variants[name]()
+            times[name].append(cpu)
+            walls[name].append(wall)
+    # Ratios use process CPU time: with one torch thread it is the work done, and unlike wall time it is
+    # barely affected by other processes competing for the cores. Wall-time ratios are printed too.
     med = {name: statistics.median(values) for name, values in times.items()}
+    wall_med = {name: statistics.median(values) for name, values in walls.items()}
 
     step_ratio = med["step grouped"] / med["step ungrouped"]
     halves_ratio = med["step grouped"] / med["step halves (sum)"]
@@ -172,6 +188,13 @@ def main() -> None:
     encode_ratio = med["encode grouped"] / med["encode ungrouped"]
     encode_control = med["encode control grouped"] / med["encode control ungrouped"]
     paired_step = statistics.median(g / u for g, u in zip(times["step grouped"], times["step ungrouped"]))
+    wall_ratios = {
+        "step grouped/ungrouped": wall_med["step grouped"] / wall_med["step ungrouped"],
+        "step grouped/halves": wall_med["step grouped"] / wall_med["step halves (sum)"],
+        "step control": wall_med["step control grouped"] / wall_med["step control ungrouped"],
+        "encode grouped/ungrouped": wall_med["encode grouped"] / wall_med["encode ungrouped"],
+        "encode control": wall_med["encode control grouped"] / wall_med["encode control ungrouped"],
+    }
     pad = {g: [p for p, _ in padding[g]] for g in padding}
     real = [r for _, r in padding[True]]
 
@@ -183,17 +206,18 @@ def main() -> None:
           f"square; text row {text_tokens} tokens, image+text row {pair_tokens} tokens "
           f"({pair_tokens / text_tokens:.1f}x); batch {n} ({half} text + {half} image+text per column)")
     print(f"embeddings grouped vs ungrouped (mixed encode): max abs diff {max_diff:.2e}\n")
+    print("Medians of process CPU time (1 torch thread).\n")
     print("| measurement | grouped | ungrouped | grouped / ungrouped |")
     print("|---|---:|---:|---:|")
-    print(f"| training step, mixed batch (s) | {med['step grouped']:.3f} | {med['step ungrouped']:.3f} | "
+    print(f"| training step, mixed batch (CPU s) | {med['step grouped']:.3f} | {med['step ungrouped']:.3f} | "
           f"**{step_ratio:.3f}** (paired {paired_step:.3f}) |")
-    print(f"| training step, two homogeneous halves alone, summed (s) | {med['step halves (sum)']:.3f} | | "
+    print(f"| training step, two homogeneous halves alone, summed (CPU s) | {med['step halves (sum)']:.3f} | | "
           f"grouped / halves **{halves_ratio:.3f}** |")
-    print(f"| training step, homogeneous control (s) | {med['step control grouped']:.3f} | "
+    print(f"| training step, homogeneous control (CPU s) | {med['step control grouped']:.3f} | "
           f"{med['step control ungrouped']:.3f} | {control_ratio:.3f} |")
-    print(f"| encode, mixed batch (inputs/s) | {n / med['encode grouped']:.1f} | {n / med['encode ungrouped']:.1f} | "
+    print(f"| encode, mixed batch (inputs per CPU s) | {n / med['encode grouped']:.1f} | {n / med['encode ungrouped']:.1f} | "
           f"time {encode_ratio:.3f} (throughput x{1 / encode_ratio:.2f}) |")
-    print(f"| encode, homogeneous control (inputs/s) | {n / med['encode control grouped']:.1f} | "
+    print(f"| encode, homogeneous control (inputs per CPU s) | {n / med['encode control grouped']:.1f} | "
           f"{n / med['encode control ungrouped']:.1f} | time {encode_control:.3f} |")
     print(f"| padded LM positions, anchor + positive column | {sum(pad[True])} | {sum(pad[False])} | "
           f"(real tokens {sum(real)}) |")
@@ -206,7 +230,9 @@ def main() -> None:
           f"{torch.get_num_threads()} torch thread(s); CPU {cpu_model()}; torch {torch.__version__}, "
           f"transformers {transformers.__version__}, sentence-transformers {sentence_transformers.__version__}, "
           f"Python {platform.python_version()}")
-    print("- raw times (s): " + json.dumps({k: [round(t, 3) for t in v] for k, v in times.items()}))
+    print("- wall-time ratios (noisy on a shared machine): " + json.dumps({k: round(v, 3) for k, v in wall_ratios.items()}))
+    print("- raw CPU times (s): " + json.dumps({k: [round(t, 3) for t in v] for k, v in times.items()}))
+    print("- raw wall times (s): " + json.dumps({k: [round(t, 3) for t in v] for k, v in walls.items()}))
     print(f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`")
 
 
