@@ -1,7 +1,7 @@
 """The model class :func:`mm_st.build_model` returns: a SentenceTransformer that also takes mm_st inputs.
 
 Everything it saves is sentence-transformers' own modules, so ``SentenceTransformer(path)`` loads it
-without mm_st. The subclass only adds, at preprocessing time:
+without mm_st. The subclass only adds, at preprocessing (and, for grouping, forward) time:
 
 - ``None`` fields, ``pathlib.Path`` images and image paths in dicts (:mod:`mm_st.inputs`), with
   errors that name the input index and path;
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.losses.gradcache import _create_minibatch
+from sentence_transformers.base.losses.gradcache import _create_minibatch  # ST's own row slicer (GradCache)
 from sentence_transformers.util import batch_to_device, cat_padded_token_embeddings
 
 from mm_st.inputs import MODALITY_IDS, content_key, has_image, input_modality, normalize_inputs, text_of, with_text
