@@ -163,6 +163,26 @@ def _content_has_image(content: Any) -> bool:
 MODALITY_IDS = {"text": 0, "image": 1, "image+text": 2}
 
 
+def input_modality(item: Any) -> str:
+    """``"text"``, ``"image"`` or ``"image+text"`` of a normalised input (chat messages: by their parts).
+
+    Example:
+        >>> input_modality("a cat"), input_modality({"text": "a cat", "image": "cat.png"})
+        ('text', 'image+text')
+    """
+    if not has_image(item):
+        return "text"
+    if isinstance(item, dict) and "image" in item:
+        return "image+text" if "text" in item else "image"
+    messages = item if isinstance(item, list) else [item]
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts = [{"type": "text"}] if isinstance(content, str) else content or []
+        if any(isinstance(part, dict) and part.get("type") == "text" for part in parts):
+            return "image+text"
+    return "image"
+
+
 def content_key(item: Any) -> tuple[int, int]:
     """``(content hash, modality id)`` of a normalised input: equal content gives an equal 63-bit hash.
 

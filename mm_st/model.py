@@ -1,13 +1,17 @@
 """The model class :func:`mm_st.build_model` returns: a SentenceTransformer that also takes mm_st inputs.
 
 Everything it saves is sentence-transformers' own modules, so ``SentenceTransformer(path)`` loads it
-without mm_st. The subclass only adds, at preprocessing time:
+without mm_st. The subclass only adds, at preprocessing (and, for grouping, forward) time:
 
 - ``None`` fields, ``pathlib.Path`` images and image paths in dicts (:mod:`mm_st.inputs`), with
   errors that name the input index and path;
 - truncation that never cuts image tokens: when a batch holds images, the text of an over-long input
   is shortened instead, so image tokens and the prompt suffix (the token last-token pooling reads)
-  survive. Text-only batches use sentence-transformers' truncation, which restores the suffix.
+  survive. Text-only batches use sentence-transformers' truncation, which restores the suffix;
+- modality-grouped batching: a batch (an ``encode`` batch or a training column) that mixes text,
+  image and image+text inputs is preprocessed and run through the backbone as one sub-batch per
+  modality, and the embeddings come back in the caller's order. No text row is padded to the length
+  of an image row, and backbones whose processor cannot batch mixed inputs (Mllama) work on them.
 
 Example:
     >>> from mm_st import build_model
@@ -27,12 +31,21 @@ from typing import Any
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.losses.gradcache import _create_minibatch  # ST's own row slicer (GradCache)
+from sentence_transformers.util import batch_to_device, cat_padded_token_embeddings
 
-from mm_st.inputs import content_key, has_image, normalize_inputs, text_of, with_text
+from mm_st.inputs import MODALITY_IDS, content_key, has_image, input_modality, normalize_inputs, text_of, with_text
 from mm_st.model_card import MultimodalModelCardData
 
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
+# Grouped features (a batch mixing modalities). The row axis is ``input_ids``: caller row ids, so that
+# sentence-transformers' trainer (which finds a column by its ``*_input_ids`` key) and GradCache (which
+# reads the batch size from ``input_ids`` and slices row-indexed tensors into mini-batches) see the
+# caller's rows; the sub-batches are passed through untouched and sliced in ``forward``.
+ROWS_KEY = "input_ids"
+GROUPS_KEY = "mm_st_groups"  # list of feature dicts, one per modality, rows in ascending caller order
+GROUP_ROWS_KEY = "mm_st_group_rows"  # list of LongTensors: the caller rows of each group
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +56,17 @@ class MultimodalSentenceTransformer(SentenceTransformer):
     With ``emit_content_keys = True`` (set by mm_st's losses), :meth:`preprocess` also returns each
     input's content hash and modality id (:func:`mm_st.inputs.content_key`) under ``mm_st_content_key``
     and ``mm_st_modality``; :meth:`forward` drops them before the backbone sees the features.
+
+    With ``group_modalities = True`` (the default), :meth:`preprocess` splits a batch that mixes
+    modalities into one sub-batch per modality and :meth:`forward` runs them separately and returns
+    ``sentence_embedding`` in the caller's order (see :meth:`preprocess`). Set it to False to process
+    mixed batches as one padded tensor, as plain sentence-transformers does.
     """
 
     emit_content_keys: bool = False
     _warned_unused_prompt: bool = False
     model_card_data_class = MultimodalModelCardData  # widget examples from {"text", "image"} columns
+    group_modalities: bool = True
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
@@ -70,16 +89,39 @@ class MultimodalSentenceTransformer(SentenceTransformer):
             raise explain_mixed_batch_error(inputs, exc) from exc
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
+        """As :meth:`SentenceTransformer.preprocess`, with mm_st inputs and modality-grouped batching.
+
+        A batch of one modality gives sentence-transformers' usual features. A batch mixing text,
+        image and image+text inputs gives ``{"input_ids": caller row ids, "mm_st_groups": [features
+        per modality], "mm_st_group_rows": [caller rows per modality]}``, which :meth:`forward` runs
+        sub-batch by sub-batch; a contiguous row range of it (a GradCache mini-batch) runs the same way.
+
+        Example:
+            >>> from mm_st import build_model
+            >>> from mm_st.testing import tiny_model
+            >>> from PIL import Image
+            >>> model = build_model(tiny_model("qwen2_vl"), recipe="e5v")
+            >>> features = model.preprocess(["a cat", Image.new("RGB", (64, 64)), "a dog"])
+            >>> [rows.tolist() for rows in features["mm_st_group_rows"]]
+            [[0, 2], [1]]
+            >>> model(features)["sentence_embedding"].shape
+            torch.Size([3, 64])
+        """
         if len(inputs) == 0:
             return {}
         self._warn_if_prompt_unused(prompt)
         items = normalize_inputs(inputs, supports_image=self.supports("image"))
-        keys = [content_key(item) for item in items] if self.emit_content_keys else None
-        if not any(has_image(item) for item in items):
-            features = super().preprocess(items, prompt=prompt, **kwargs)
+        groups = _modality_groups(items) if self.group_modalities else [list(range(len(items)))]
+        if len(groups) == 1:
+            features = self._preprocess_group(items, prompt, **kwargs)
         else:
-            features = self._preprocess_keeping_images(items, prompt, **kwargs)
-        if keys is not None:
+            features = {
+                ROWS_KEY: torch.arange(len(items)),
+                GROUPS_KEY: [self._preprocess_group([items[i] for i in rows], prompt, **kwargs) for rows in groups],
+                GROUP_ROWS_KEY: [torch.tensor(rows) for rows in groups],
+            }
+        if self.emit_content_keys:
+            keys = [content_key(item) for item in items]
             features[CONTENT_KEY] = torch.tensor([key for key, _ in keys], dtype=torch.long)
             features[MODALITY_KEY] = torch.tensor([modality for _, modality in keys], dtype=torch.long)
         return features
@@ -104,7 +146,46 @@ class MultimodalSentenceTransformer(SentenceTransformer):
     def forward(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:
         input.pop(CONTENT_KEY, None)
         input.pop(MODALITY_KEY, None)
+        if GROUPS_KEY in input:
+            return self._forward_groups(input, **kwargs)
         return super().forward(input, **kwargs)
+
+    def _preprocess_group(self, items: list[Any], prompt: str | None, **kwargs) -> dict[str, Any]:
+        if not any(has_image(item) for item in items):
+            return super().preprocess(items, prompt=prompt, **kwargs)
+        return self._preprocess_keeping_images(items, prompt, **kwargs)
+
+    def _forward_groups(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Run each modality sub-batch holding rows of ``input[ROWS_KEY]``; outputs in those rows' order.
+
+        ``input[ROWS_KEY]`` is a contiguous range of caller rows (the whole batch, or a GradCache
+        mini-batch); the rows of each group inside it are a contiguous slice of that group.
+        """
+        rows = input[ROWS_KEY]
+        shared = {k: v for k, v in input.items() if k not in (ROWS_KEY, GROUPS_KEY, GROUP_ROWS_KEY)}
+        first, last = int(rows[0]), int(rows[-1])
+        outputs, placed = [], []
+        for features, caller_rows in zip(input[GROUPS_KEY], input[GROUP_ROWS_KEY]):
+            begin = int(torch.searchsorted(caller_rows, first))
+            end = int(torch.searchsorted(caller_rows, last, right=True))
+            if begin == end:
+                continue
+            if (begin, end) != (0, len(caller_rows)):
+                features = _create_minibatch(features, begin, end)
+            features = batch_to_device({**shared, **features}, rows.device)
+            outputs.append(super().forward(features, **kwargs))
+            placed.append(caller_rows[begin:end])
+        placed = torch.cat(placed)
+        if len(placed) != len(rows) or last - first + 1 != len(rows):
+            raise ValueError(f"Grouped features must hold a contiguous range of rows, got rows {rows.tolist()}.")
+        order = torch.argsort(placed.to(rows.device))
+        result = {"sentence_embedding": torch.cat([out["sentence_embedding"] for out in outputs])[order]}
+        if not self.training and all("token_embeddings" in out for out in outputs):
+            tokens, mask = cat_padded_token_embeddings(
+                [out["token_embeddings"] for out in outputs], [out["attention_mask"] for out in outputs]
+            )
+            result["token_embeddings"], result["attention_mask"] = tokens[order], mask[order]
+        return result
 
     def _preprocess_keeping_images(self, items: list[Any], prompt: str | None, **kwargs) -> dict[str, Any]:
         """Process without token truncation, then shorten the text of rows still over the limit."""
@@ -157,3 +238,11 @@ def explain_mixed_batch_error(inputs: Any, exc: RuntimeError) -> RuntimeError:
         "with images and text-only inputs in separate calls; for training, keep text-only and image rows in "
         f"separate datasets of a DatasetDict. Original error: {exc}"
     )
+
+
+def _modality_groups(items: list[Any]) -> list[list[int]]:
+    """Row indices of each modality present, in ``MODALITY_IDS`` order (text, image, image+text)."""
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(input_modality(item), []).append(index)
+    return [groups[name] for name in MODALITY_IDS if name in groups]

@@ -21,6 +21,7 @@ loss_fn = MultimodalInfoNCELoss(model, temperature=0.05, symmetric=True, hard_ne
 columns = dist_batch()
 half = len(columns[0]) // world
 features = [model.preprocess(col[rank * half:(rank + 1) * half]) for col in columns]
+assert all("mm_st_groups" in f for f in features)  # each rank's half mixes modalities
 loss = loss_fn(features, None)
 loss.backward()
 result = {"loss": loss.detach()}

@@ -104,12 +104,68 @@ def test_batch_equals_one_by_one(family_model, emoji_images):
 def test_mixed_modality_batch_equals_one_by_one(family_model, emoji_images):
     family, _, model = family_model
     batch = ["short", emoji_images[1], {"text": TEXT + " " + TEXT, "image": emoji_images[2]}, TEXT * 3]
+    _assert_batch_invariant(model, batch, family)  # Mllama included: each modality is its own sub-batch
+
+
+def test_mixed_column_equals_each_modality_group_alone(family_model, emoji_images):
+    """Training-mode forward on a mixed column: each row's embedding equals its modality group run alone,
+    in the caller's order, and gradients reach the backbone through every group."""
+    family, _, model = family_model
+    column = [emoji_images[0], "a red heart", {"text": "cat", "image": emoji_images[1]}, TEXT, emoji_images[2]]
+    groups = {"text": [1, 3], "image": [0, 4], "image+text": [2]}
+    features = model.preprocess(column)
+    assert [rows.tolist() for rows in features["mm_st_group_rows"]] == list(groups.values())
+    model.train()
     try:
-        _assert_batch_invariant(model, batch, family)
-    except RuntimeError as exc:
-        if family == "mllama" and ("aspect_ratio_ids" in str(exc) or "invalid for input of size" in str(exc)):
-            pytest.xfail(f"transformers' MllamaImageProcessor cannot batch inputs without images beside inputs with: {exc}")
-        raise
+        model.zero_grad()
+        got = model(features)["sentence_embedding"]
+        got.sum().backward()
+        expected = torch.zeros_like(got)
+        for rows in groups.values():
+            expected[rows] = model(model.preprocess([column[i] for i in rows]))["sentence_embedding"].detach()
+        assert (got.detach() - expected).abs().max() <= 1e-5, family
+        lm = [p.grad for n, p in model.named_parameters() if _is_text_part(n) and p.grad is not None]
+        vision = [p.grad for n, p in model.named_parameters() if _is_vision_part(n) and p.grad is not None]
+        assert lm and vision and all(torch.isfinite(g).all() for g in lm + vision), family
+    finally:
+        model.zero_grad()
+        model.eval()
+    assert np.abs(model.encode(column, batch_size=len(column)) - expected.numpy()).max() <= 1e-5, family
+
+
+def test_mixed_mllama_column_trains(tmp_path, emoji_images):
+    """sentence-transformers' trainer on Mllama with text, image and image+text rows in one column."""
+    from datasets import Dataset, Features, Image, Value
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    from mm_st.losses import MultimodalInfoNCELoss
+
+    model = build_model(tiny_model("mllama"), recipe="e5v")
+    struct = {"text": Value("string"), "image": Image()}
+    images = emoji_images + [img.rotate(90) for img in emoji_images]
+    anchors = [{"text": f"query {i}", "image": None} for i in range(8)]
+    positives = [{"text": None, "image": images[i]} if i % 3 == 0 else
+                 {"text": f"doc {i}", "image": images[i] if i % 3 == 1 else None} for i in range(8)]
+    train = Dataset.from_dict({"anchor": anchors, "positive": positives}, features=Features(anchor=struct, positive=struct))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, learning_rate=1e-3,
+        logging_steps=1, save_strategy="no", report_to="none", seed=0, use_cpu=True,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=MultimodalInfoNCELoss(model))
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert any(map(_is_vision_part, changed)) and any(map(_is_text_part, changed))
+
+
+def _is_vision_part(name):
+    return "vision" in name or "visual" in name
+
+
+def _is_text_part(name):
+    return "language_model" in name or "text_model" in name
 
 
 def test_truncation_keeps_image_tokens_and_prompt_suffix(emoji_images):
@@ -158,6 +214,8 @@ EXPORT_CHECK = textwrap.dedent(
             "plain": model.encode(inputs, batch_size=1).tolist(),
             "query": model.encode_query(inputs[:1], prompt="Find the emoji: ").tolist(),
         }
+        if family != "mllama":  # plain ST cannot batch Mllama inputs with and without images
+            out[family]["mixed"] = model.encode(inputs, batch_size=len(inputs)).tolist()  # one padded batch
     print("RESULT" + json.dumps(out))
     """
 )
@@ -175,6 +233,7 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
         expected[family] = {
             "plain": model.encode(inputs, batch_size=1),
             "query": model.encode_query(inputs[:1], prompt="Find the emoji: "),
+            "mixed": model.encode(inputs, batch_size=len(inputs)),  # grouped by modality
         }
         cases[family] = {"dir": str(tmp_path / family), "image": str(image_path), "text": TEXT}
         modules = json.loads((tmp_path / family / "modules.json").read_text())
@@ -186,6 +245,8 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
     for family in FAMILIES:
         for key in ("plain", "query"):
             assert np.abs(np.array(result[family][key]) - expected[family][key]).max() <= 1e-6, (family, key)
+        if family != "mllama":
+            assert np.abs(np.array(result[family]["mixed"]) - expected[family]["mixed"]).max() <= 1e-5, family
 
 
 PLAIN_PROMPT = "Find me an everyday image that matches the given caption: "

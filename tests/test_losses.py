@@ -132,6 +132,70 @@ def test_keys_reach_the_loss_and_never_the_backbone(model, emoji_images):
         model.emit_content_keys = False
 
 
+def test_keys_come_back_in_caller_order_on_a_mixed_batch(model, emoji_images):
+    batch = [emoji_images[0], "yes", {"text": "cat", "image": emoji_images[1]}, "yes", emoji_images[0]]
+    MultimodalInfoNCELoss(model, temperature=0.05)
+    try:
+        features = model.preprocess(batch)
+    finally:
+        model.emit_content_keys = False
+    assert [rows.tolist() for rows in features["mm_st_group_rows"]] == [[1, 3], [0, 4], [2]]
+    assert features["mm_st_content_key"].tolist() == [content_key(x)[0] for x in batch]
+    assert features["mm_st_modality"].tolist() == [1, 0, 2, 0, 1]
+
+
+def mixed_columns(images):
+    """(anchor, positive, negative) columns, each mixing text, image and image+text rows; a duplicate positive."""
+    anchors = [images[0], "query one", {"text": "q", "image": images[1]}, "query three", images[2], "query five"]
+    positives = ["grin", {"text": "cat", "image": images[6]}, "grin", images[3], {"text": "sun", "image": images[4]}, "moon"]
+    negatives = [{"text": "dog", "image": images[7]}, "tree", images[5], "car", {"text": "sun", "image": None}, "star"]
+    return anchors, positives, negatives
+
+
+def test_grouping_leaves_loss_gradients_and_minibatches_unchanged(emoji_images):
+    """Mixed columns: grouped == ungrouped loss and gradients, plain and GradCache (mini-batches straddle
+    modality groups), and each GradCache mini-batch's embeddings are the rows of the whole column."""
+    from sentence_transformers.base.losses.gradcache import _create_minibatch
+
+    from mm_st.losses import CachedMultimodalInfoNCELoss
+
+    # float64: only padding-dependent rounding (float32 rotary angles) remains between the two layouts, ~1e-9
+    model = build_model(tiny_model("llava_next"), recipe="e5v", dtype=torch.float64)
+    columns = mixed_columns(emoji_images + [img.rotate(90) for img in emoji_images])
+    kwargs = dict(temperature=0.5, hard_negative_scope="own", modality_weight=0.3, symmetric=True)
+
+    def loss_and_grads(loss, grouped):
+        model.group_modalities = grouped
+        features = [model.preprocess(col) for col in columns]
+        assert all(("mm_st_groups" in f) == grouped for f in features)
+        model.zero_grad()
+        value = loss(features, None)
+        value.backward()
+        return value.item(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    try:
+        reference, reference_grads = loss_and_grads(MultimodalInfoNCELoss(model, **kwargs), grouped=False)
+        for loss, grouped in [(MultimodalInfoNCELoss(model, **kwargs), True),
+                              (CachedMultimodalInfoNCELoss(model, mini_batch_size=4, **kwargs), True),
+                              (CachedMultimodalInfoNCELoss(model, mini_batch_size=4, **kwargs), False)]:
+            value, grads = loss_and_grads(loss, grouped)
+            assert value == pytest.approx(reference, abs=1e-7), (type(loss).__name__, grouped)
+            assert set(grads) == set(reference_grads) and any(g.abs().max() > 0 for g in grads.values())
+            for name in grads:
+                assert torch.allclose(grads[name], reference_grads[name], rtol=1e-6, atol=1e-7), (type(loss).__name__, grouped, name)
+        model.emit_content_keys = False
+        model.group_modalities = True
+        features = model.preprocess(columns[1])
+        with torch.no_grad():
+            whole = model(dict(features))["sentence_embedding"]
+            for begin, end in [(0, 4), (4, 6), (1, 3), (3, 4)]:
+                part = model(_create_minibatch(features, begin, end))["sentence_embedding"]
+                assert torch.allclose(part, whole[begin:end], atol=1e-7), (begin, end)
+    finally:
+        model.emit_content_keys = False
+        model.group_modalities = True
+
+
 def test_short_training_run_learns(tmp_path):
     """50 steps on emoji image <-> name: loss falls and held-out Recall@10 rises well above chance."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -241,7 +305,9 @@ def test_gather_across_two_processes_matches_one_process(tmp_path):
 
     model = build_model(path, recipe="e5v", dtype=torch.float64).eval()  # float64: no summation-order noise
     loss_fn = MultimodalInfoNCELoss(model, temperature=0.05, symmetric=True, hard_negative_scope="own", modality_weight=0.3)
-    value = loss_fn([model.preprocess(col) for col in dist_batch()], None)
+    features = [model.preprocess(col) for col in dist_batch()]
+    assert all("mm_st_groups" in f for f in features)  # mixed columns: the gather sees grouped embeddings
+    value = loss_fn(features, None)
     value.backward()
     model.emit_content_keys = False
     assert distributed["loss"].item() == pytest.approx(value.item(), abs=1e-9)
