@@ -234,9 +234,9 @@ def explain_mixed_batch_error(inputs: Any, exc: RuntimeError) -> RuntimeError:
         return exc
     return RuntimeError(
         f"This batch mixes inputs with an image ({with_image}) and without ({len(items) - with_image}), which "
-        "transformers' Mllama model cannot encode together (a known limitation, see README). Encode inputs "
-        "with images and text-only inputs in separate calls; for training, keep text-only and image rows in "
-        f"separate datasets of a DatasetDict. Original error: {exc}"
+        "transformers' Mllama model cannot encode together (see README). Keep `model.group_modalities = True` "
+        "(the default: one sub-batch per modality), or encode inputs with images and text-only inputs in separate "
+        f"calls. Original error: {exc}"
     )
 
 

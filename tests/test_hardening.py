@@ -457,8 +457,11 @@ def test_redact_removes_any_bearer_token_and_the_key():
 
 def test_mllama_mixed_batch_error_is_explained(emoji_images):
     model = build_model(tiny_model("mllama"), recipe="e5v")
+    mixed = ["short", emoji_images[0], {"text": "x", "image": emoji_images[1]}]
+    assert model.encode(mixed).shape == (3, 64)  # modality-grouped batching (default) never sends a mixed batch
+    model.group_modalities = False
     with pytest.raises(RuntimeError, match=r"mixes inputs with an image \(2\) and without \(1\).*separate calls.*Original error: .*invalid"):
-        model.encode(["short", emoji_images[0], {"text": "x", "image": emoji_images[1]}])
+        model.encode(mixed)
     assert model.encode(["short", "text only"]).shape == (2, 64)  # each kind alone works
     assert model.encode([emoji_images[0], {"text": "x", "image": emoji_images[1]}]).shape == (2, 64)
 
