@@ -1,7 +1,8 @@
 """``build_model``: a multimodal LLM (or a text-only causal LM) as a prompt-based embedding model.
 
 The result is sentence-transformers' own pipeline: ``Transformer`` (with the recipe's prompts saved
-as its chat template, left padding) -> ``Pooling("lasttoken")`` -> ``Normalize``. Queries and
+as its chat template, left padding) -> ``Pooling("lasttoken")`` -> ``Normalize``; the recipe's name,
+family, wrapper and format are saved in ``config_sentence_transformers.json`` (:mod:`mm_st.metadata`). Queries and
 documents follow the recipe through the template's ``task`` variable; an instruction is passed as
 ``encode_query(x, prompt=instruction)``.
 
@@ -21,6 +22,7 @@ from sentence_transformers.base.modules import Normalize, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from mm_st import templates
+from mm_st.metadata import recipe_metadata
 from mm_st.model import MultimodalSentenceTransformer
 
 
@@ -154,6 +156,8 @@ def build_model(
         similarity_fn_name="cosine",
     )
     model.model_card_data.model_name = f"SentenceTransformer: {recipe} recipe on a {family_spec.name} backbone (mm_st)"
+    chosen = templates.wrapper_for(recipe_spec, family_spec, wrapper).name
+    model.mm_st_metadata = recipe_metadata(recipe_spec.name, family_spec.name, chosen, recipe_spec.fmt)
     if adapter is not None:
         _add_adapter(model, _peft_config(adapter))
     return model
