@@ -46,7 +46,8 @@ def header(meta: dict[str, str | None]) -> str:
     >>> header(recipe_metadata("mme5", "mllama", "raw", "train"))
     '{#- mm_st recipe=mme5 family=mllama format=train wrapper=raw -#}'
     """
-    return f"{{#- mm_st recipe={meta['recipe']} family={meta['family']} format={meta['prompt_format']} wrapper={meta['wrapper']} -#}}"
+    fields = f"recipe={meta['recipe']} family={meta['family']} format={meta['prompt_format']} wrapper={meta['wrapper']}"
+    return f"{{#- mm_st {fields} -#}}"
 
 
 def from_template(template: str | None) -> dict[str, str | None] | None:

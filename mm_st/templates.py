@@ -4,7 +4,8 @@ A recipe (E5-V, mmE5, VLM2Vec, MM-Embed) is data: the exact prompt strings of it
 code, each with its source. A backbone family is data too: how its processor writes an image in text
 and which chat wrapper its language model speaks. :func:`render_chat_template` turns one recipe and
 one family into a Jinja chat template that sentence-transformers saves with the model, so a plain
-``SentenceTransformer(path)`` reproduces the recipe without mm_st installed.
+``SentenceTransformer(path)`` reproduces the recipe without mm_st installed. That template is the one
+copy of the selection logic: :func:`render_prompt` renders it with transformers' chat-template renderer.
 
 Markers in prompt strings: ``<image>`` is replaced by the image block (once per image), ``<sent>`` by
 the input text. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and

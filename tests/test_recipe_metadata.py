@@ -1,6 +1,7 @@
 """Issue 12 item 4: the recipe metadata lives in config_sentence_transformers.json, not in a regex over Jinja."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -43,8 +44,8 @@ def saved(tmp_path_factory, emoji_images):
     model.save(str(root / "mm_st"))
     emoji_images[0].save(root / "emoji.png")
     expected = model.encode([TEXT, emoji_images[0]], batch_size=1)
-    run = subprocess.run([sys.executable, "-c", PLAIN, str(root / "mm_st"), str(root / "plain"), str(root / "emoji.png")],
-                         capture_output=True, text=True)
+    arguments = [str(root / "mm_st"), str(root / "plain"), str(root / "emoji.png")]
+    run = subprocess.run([sys.executable, "-c", PLAIN, *arguments], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return root, expected, json.loads(run.stdout.split("RESULT", 1)[1])
 
@@ -73,8 +74,6 @@ def test_plain_save_drops_the_key_the_template_header_keeps_it_and_mm_st_writes_
 
 
 def _copy_with(source: Path, target: Path, config=None, header=None) -> Path:
-    import shutil
-
     shutil.copytree(source, target)
     if config is not None:
         (target / "config_sentence_transformers.json").write_text(json.dumps(config))
@@ -107,8 +106,8 @@ def test_models_saved_before_the_key_are_read_from_the_template_header(saved, tm
     assert metadata.read_dir(older) == {"recipe": "e5v", "family": "llava_next", "wrapper": None, "prompt_format": None}
     assert MMSTEncoder(load_model(str(older)), name="local/older").recipe == "e5v"
     load_model(str(issue11)).save(str(tmp_path / "upgraded"))
-    assert _config(tmp_path / "upgraded")["mm_st"] == {"recipe": "e5v", "family": "llava_next", "wrapper": None,
-                                                      "prompt_format": "inference"}
+    assert _config(tmp_path / "upgraded")["mm_st"] == {
+        "recipe": "e5v", "family": "llava_next", "wrapper": None, "prompt_format": "inference"}
 
 
 def test_malformed_key_names_the_file(saved, tmp_path):
