@@ -129,6 +129,8 @@ def build_model(
         own_template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
         detected = templates.detect_wrapper(tokenizer.get_vocab(), own_template if isinstance(own_template, str) else None)
         wrapper = detected.name if detected else None
+    # saved in config_sentence_transformers.json (mm_st.metadata): the wrapper as resolved for this template
+    meta = recipe_metadata(recipe, family_spec.name, templates.wrapper_for(recipe_spec, family_spec, wrapper).name, prompt_format)
     chat_template = templates.render_chat_template(
         recipe,
         family_spec.name,
@@ -156,8 +158,7 @@ def build_model(
         similarity_fn_name="cosine",
     )
     model.model_card_data.model_name = f"SentenceTransformer: {recipe} recipe on a {family_spec.name} backbone (mm_st)"
-    chosen = templates.wrapper_for(recipe_spec, family_spec, wrapper).name
-    model.mm_st_metadata = recipe_metadata(recipe_spec.name, family_spec.name, chosen, recipe_spec.fmt)
+    model.mm_st_metadata = meta
     if adapter is not None:
         _add_adapter(model, _peft_config(adapter))
     return model

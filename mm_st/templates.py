@@ -406,13 +406,17 @@ def image_block(recipe: Recipe, family: Family) -> str:
 
 
 def wrapper_for(recipe: Recipe, family: Family, wrapper: str | None = None) -> Wrapper:
-    """The chat wrapper a wrapped recipe uses (``raw`` for unwrapped recipes)."""
+    """The chat wrapper a wrapped recipe uses (``raw`` for unwrapped recipes).
+
+    A training format maps the detected wrapper through ``train_wrappers``; a wrapper that is already
+    one of its targets is kept, so the saved metadata's wrapper renders the same template again.
+    """
     if not recipe.wrapped:
         return WRAPPERS["raw"]
     if wrapper is not None and wrapper not in WRAPPERS:
         raise ValueError(f"Unknown wrapper {wrapper!r}. {_known('wrappers', WRAPPERS)}")
     name = wrapper or family.wrapper or "vicuna"
-    if recipe.train_wrappers:
+    if recipe.train_wrappers and name not in recipe.train_wrappers.values():
         name = recipe.train_wrappers.get(name, recipe.train_wrappers.get("*", name))
     return WRAPPERS[name]
 

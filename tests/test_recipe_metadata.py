@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mm_st import build_model, load_model, metadata
+from mm_st import build_model, load_model, metadata, templates
 from mm_st.evaluation import MMSTEncoder, mm_st_model_meta
 from mm_st.testing import tiny_model
 
@@ -58,8 +58,20 @@ def test_saved_in_config_and_plain_sentence_transformers_loads_without_mm_st(sav
     loaded = load_model(str(root / "mm_st"))
     assert loaded.mm_st_metadata == E5V
     assert MMSTEncoder(loaded, name="local/e5v").recipe == "e5v"
-    assert build_model(tiny_model("mllama"), recipe="mme5", prompt_format="train").mm_st_metadata == {
-        "recipe": "mme5", "family": "mllama", "wrapper": "raw", "prompt_format": "train"}
+
+
+@pytest.mark.parametrize("model, kwargs, expected", [
+    # the llava_next tiny tokenizer has llama3's markers; the llava family's default wrapper is vicuna
+    ("llava_next", {"recipe": "e5v", "family": "llava"}, {"recipe": "e5v", "family": "llava", "wrapper": "llama3"}),
+    ("llava_next", {"recipe": "e5v", "prompt_format": "train"}, {"wrapper": "llama3_upstream_train", "prompt_format": "train"}),
+    ("mllama", {"recipe": "mme5", "prompt_format": "train"}, {"recipe": "mme5", "family": "mllama", "wrapper": "raw"}),
+])
+def test_metadata_names_what_the_saved_template_was_rendered_from(model, kwargs, expected):
+    built = build_model(tiny_model(model), **kwargs)
+    meta = built.mm_st_metadata
+    assert meta == {**E5V, **expected, "prompt_format": kwargs.get("prompt_format", "inference")}
+    assert built[0].processor.chat_template == templates.render_chat_template(
+        meta["recipe"], meta["family"], wrapper=meta["wrapper"], fmt=meta["prompt_format"])
 
 
 def test_plain_save_drops_the_key_the_template_header_keeps_it_and_mm_st_writes_it_again(saved, tmp_path):
