@@ -1,7 +1,8 @@
 """``build_model``: a multimodal LLM (or a text-only causal LM) as a prompt-based embedding model.
 
 The result is sentence-transformers' own pipeline: ``Transformer`` (with the recipe's prompts saved
-as its chat template, left padding) -> ``Pooling("lasttoken")`` -> ``Normalize``. Queries and
+as its chat template, left padding) -> ``Pooling("lasttoken")`` -> ``Normalize``; the recipe's name,
+family, wrapper and format are saved in ``config_sentence_transformers.json`` (:mod:`mm_st.metadata`). Queries and
 documents follow the recipe through the template's ``task`` variable; an instruction is passed as
 ``encode_query(x, prompt=instruction)``.
 
@@ -24,6 +25,7 @@ from sentence_transformers.base.modules import Normalize, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from mm_st import templates
+from mm_st.metadata import recipe_metadata
 from mm_st.model import MultimodalSentenceTransformer
 
 
@@ -49,8 +51,11 @@ def _peft_config(adapter: Any) -> Any:
 
 def _recipe_chat_template(
     path: str, recipe: templates.Recipe, family: templates.Family, wrapper: str | None, fmt: str, processor_kwargs: dict
-) -> str:
-    """The recipe rendered for this backbone; the wrapper (E5-V) is detected from the backbone's own tokenizer."""
+) -> tuple[str, dict]:
+    """The recipe rendered for this backbone, and its metadata (:mod:`mm_st.metadata`).
+
+    The wrapper (E5-V) is detected from the backbone's own tokenizer.
+    """
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path, **processor_kwargs)
@@ -60,7 +65,9 @@ def _recipe_chat_template(
         detected = templates.detect_wrapper(tokenizer.get_vocab(), own_template if isinstance(own_template, str) else None)
         wrapper = detected.name if detected else None
     bos = tokenizer.bos_token if tokenizer is processor and _adds_bos(tokenizer) else ""
-    return templates.render_chat_template(recipe.name, family.name, wrapper=wrapper, bos=bos, fmt=fmt)
+    # saved in config_sentence_transformers.json (mm_st.metadata): the wrapper as resolved for this template
+    meta = recipe_metadata(recipe.name, family.name, templates.wrapper_for(recipe, family, wrapper).name, fmt)
+    return templates.render_chat_template(recipe.name, family.name, wrapper=wrapper, bos=bos, fmt=fmt), meta
 
 
 # The transformers/peft pairs the test suite passes on (requirements.lock); see pyproject.toml for the ranges.
@@ -135,7 +142,7 @@ def build_model(
     if max_length is not None:
         processor_kwargs["model_max_length"] = max_length
 
-    chat_template = _recipe_chat_template(
+    chat_template, meta = _recipe_chat_template(
         model_name_or_path, recipe_spec, family_spec, wrapper, prompt_format, processor_kwargs
     )
     # sentence-transformers infers the modalities and the message format from the processor's chat template
@@ -160,6 +167,7 @@ def build_model(
         similarity_fn_name="cosine",
     )
     model.model_card_data.model_name = f"SentenceTransformer: {recipe} recipe on a {family_spec.name} backbone (mm_st)"
+    model.mm_st_metadata = meta
     if adapter is not None:
         _add_adapter(model, _peft_config(adapter))
     return model

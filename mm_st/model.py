@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from sentence_transformers.util import batch_to_device, cat_padded_token_embeddi
 
 from mm_st.inputs import MODALITY_IDS, content_key, has_image, input_modality, normalize_inputs, text_of, with_text
 from mm_st.model_card import MultimodalModelCardData
+from mm_st.metadata import RecipeMetadataMixin, of_model
 
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
@@ -50,7 +50,7 @@ GROUP_ROWS_KEY = "mm_st_group_rows"  # list of LongTensors: the caller rows of e
 logger = logging.getLogger(__name__)
 
 
-class MultimodalSentenceTransformer(SentenceTransformer):
+class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
     """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc).
 
     With ``emit_content_keys = True`` (set by mm_st's losses), :meth:`preprocess` also returns each
@@ -132,15 +132,13 @@ class MultimodalSentenceTransformer(SentenceTransformer):
             return
         from mm_st import templates
 
-        processor = getattr(self[0], "processor", None)
-        template = getattr(processor, "chat_template", None)
-        found = re.search(r"mm_st recipe=(\S+) ", template[:200]) if isinstance(template, str) else None
-        if found and found.group(1) in templates.RECIPES and not templates.RECIPES[found.group(1)].uses_instruction:
+        recipe = (of_model(self) or {}).get("recipe")
+        if recipe in templates.RECIPES and not templates.RECIPES[recipe].uses_instruction:
             self._warned_unused_prompt = True
             logger.warning(
                 "Recipe %r has no instruction slot: the prompt %r is not shown to the model (as in VLM2Vec's "
                 "E5-V evaluation). Pass a full prompt with <sent> / <image> markers to change E5-V's prompt.",
-                found.group(1), prompt,
+                recipe, prompt,
             )
 
     def forward(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:

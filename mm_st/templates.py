@@ -4,7 +4,8 @@ A recipe (E5-V, mmE5, VLM2Vec, MM-Embed) is data: the exact prompt strings of it
 code, each with its source. A backbone family is data too: how its processor writes an image in text
 and which chat wrapper its language model speaks. :func:`render_chat_template` turns one recipe and
 one family into a Jinja chat template that sentence-transformers saves with the model, so a plain
-``SentenceTransformer(path)`` reproduces the recipe without mm_st installed.
+``SentenceTransformer(path)`` reproduces the recipe without mm_st installed. That template is the one
+copy of the selection logic: :func:`render_prompt` renders it with transformers' chat-template renderer.
 
 Markers in prompt strings: ``<image>`` is replaced by the image block (once per image), ``<sent>`` by
 the input text. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and
@@ -39,6 +40,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
+from mm_st.metadata import header as metadata_header
+from mm_st.metadata import recipe_metadata
+
 IMAGE = "<image>"
 SENT = "<sent>"
 INSTRUCTION = "{instruction}"
@@ -67,10 +71,6 @@ class Wrapper:
     def parts(self, full: bool = False) -> tuple[str, str]:
         head, tail = ((full and self.full_template) or self.template).split("{}")
         return head, tail
-
-    def wrap(self, prompt: str, full: bool = False) -> str:
-        head, tail = self.parts(full)
-        return head + (prompt.rstrip(" ") if self.strip else prompt) + tail
 
 
 _E5V = "kongds/E5-V retrieval.py (verified)"
@@ -406,40 +406,19 @@ def image_block(recipe: Recipe, family: Family) -> str:
 
 
 def wrapper_for(recipe: Recipe, family: Family, wrapper: str | None = None) -> Wrapper:
-    """The chat wrapper a wrapped recipe uses (``raw`` for unwrapped recipes)."""
+    """The chat wrapper a wrapped recipe uses (``raw`` for unwrapped recipes).
+
+    A training format maps the detected wrapper through ``train_wrappers``; a wrapper that is already
+    one of its targets is kept, so the saved metadata's wrapper renders the same template again.
+    """
     if not recipe.wrapped:
         return WRAPPERS["raw"]
     if wrapper is not None and wrapper not in WRAPPERS:
         raise ValueError(f"Unknown wrapper {wrapper!r}. {_known('wrappers', WRAPPERS)}")
     name = wrapper or family.wrapper or "vicuna"
-    if recipe.train_wrappers:
+    if recipe.train_wrappers and name not in recipe.train_wrappers.values():
         name = recipe.train_wrappers.get(name, recipe.train_wrappers.get("*", name))
     return WRAPPERS[name]
-
-
-def is_full_prompt(instruction: str | None) -> bool:
-    """Whether a ``prompt=`` string is a full prompt (has a marker) rather than an instruction."""
-    return bool(instruction) and (IMAGE in instruction or SENT in instruction)
-
-
-def _modality(text: str | None, num_images: int) -> str:
-    return "image_text" if num_images and text else "image" if num_images else "text"
-
-
-def _pick_prompt(recipe: Recipe, text: str | None, num_images: int, instruction: str | None, task: str | None) -> str:
-    """Python mirror of the Jinja selection logic (used by tests and :func:`render_prompt`)."""
-    modality = _modality(text, num_images)
-    if is_full_prompt(instruction):
-        for has, marker, what in ((num_images, IMAGE, "an image"), (text, SENT, "text")):
-            if has and marker not in instruction:
-                raise ValueError(_missing_marker(marker, what))
-        return instruction
-    core = (instruction or "").rstrip(" ")
-    if core and (recipe.instruct_documents or task != "document"):
-        return recipe.instructed[modality].replace(INSTRUCTION, core)
-    if task == "query" and recipe.query_prompts:
-        return recipe.query_prompts[modality]
-    return recipe.prompts[modality]
 
 
 def _missing_marker(marker: str, what: str) -> str:
@@ -459,15 +438,23 @@ def render_prompt(
     wrapper: str | None = None,
     fmt: str = "inference",
 ) -> str:
-    """The literal prompt string a recipe gives one input (what the saved chat template renders)."""
-    rec, fam = get_recipe(recipe, fmt), get_family(family)
-    prompt = _pick_prompt(rec, text, num_images, instruction, task)
-    if num_images:
-        prompt = prompt.replace(IMAGE, image_block(rec, fam) * num_images)
-    else:
-        prompt = prompt.replace(IMAGE + "\n", "").replace(IMAGE, "")
-    prompt = prompt.replace(SENT, text) if text else prompt.replace(" " + SENT, "").replace(SENT, "")
-    return wrapper_for(rec, fam, wrapper).wrap(prompt, full=is_full_prompt(instruction))
+    """The literal prompt one input gets: :func:`render_chat_template`, rendered by transformers.
+
+    ``instruction`` is the system message (ST's ``prompt=``), ``task`` ST's ``"query"`` / ``"document"``.
+    A full prompt missing the marker of an input's modality raises ValueError.
+    """
+    from jinja2.exceptions import TemplateError
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    user = [{"type": "image"}] * num_images + ([{"type": "text", "text": text}] if text else [])
+    system = [{"role": "system", "content": [{"type": "text", "text": instruction}]}] if instruction else []
+    template = render_chat_template(recipe, family, wrapper=wrapper, fmt=fmt)
+    try:
+        out, _ = render_jinja_template(conversations=[[*system, {"role": "user", "content": user}]],
+                                       chat_template=template, **({} if task is None else {"task": task}))
+    except TemplateError as error:
+        raise ValueError(str(error)) from error
+    return out[0]
 
 
 def _lit(value: str) -> str:
@@ -542,4 +529,5 @@ def render_chat_template(
         "FULL_TAIL": _lit(full_tail),
     }
     header = "".join(f"{{%- set {k} = {v} -%}}\n" for k, v in constants.items())
-    return f"{{#- mm_st recipe={rec.name} family={fam.name} format={rec.fmt} -#}}\n" + header + _JINJA
+    meta = recipe_metadata(rec.name, fam.name, chosen.name, rec.fmt)
+    return metadata_header(meta) + "\n" + header + _JINJA

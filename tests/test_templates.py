@@ -5,8 +5,6 @@ from mm_st.templates); ``rendered`` runs the chat template mm_st saves with a mo
 transformers' own Jinja renderer, so the literals pin what the model actually gets as text.
 """
 
-import itertools
-
 import pytest
 from jinja2.exceptions import TemplateError
 from transformers.utils.chat_template_utils import render_jinja_template
@@ -172,24 +170,15 @@ def test_item11_train_and_inference_formats():
         templates.get_recipe("e5v", "upstream")
 
 
-@pytest.mark.parametrize("recipe", sorted(templates.RECIPES))
-def test_jinja_template_matches_render_prompt(recipe):
-    instructions = [None, "Find it: ", "<image>\n<sent> full: ", "<image> only"]
-    for family, fmt in itertools.product(templates.FAMILIES, templates.FORMATS):
-        for text, images, instruction, task in itertools.product(
-            [None, 'A "quoted"\nline {x}'], [0, 1, 2], instructions, [None, "query", "document"]
-        ):
-            if not text and not images:
-                continue
-            case = (family, fmt, text, images, instruction, task)
-            try:
-                expected = templates.render_prompt(
-                    recipe, family, text=text, num_images=images, instruction=instruction, task=task, fmt=fmt)
-            except ValueError as error:
-                with pytest.raises(TemplateError, match=str(error)[:40]):
-                    rendered(recipe, family, text, images, instruction, task, fmt=fmt)
-                continue
-            assert rendered(recipe, family, text, images, instruction, task, fmt=fmt) == expected, case
+def test_render_prompt_is_the_saved_template_rendered():
+    # quotes, newlines and braces in the input reach the model as written (VLM2Vec eval layout)
+    assert templates.render_prompt("vlm2vec", "llava_next", text='A "quoted"\nline {x}', num_images=2,
+                                   instruction="Find it: ", task="query") == '<image><image>\nFind it: A "quoted"\nline {x}\n'
+    assert templates.render_prompt("mmembed", "llava", text="q", instruction="Find it.", task="document") == "q"
+    assert templates.render_prompt("e5v", "llava_next", text="A dog.", wrapper="mistral", fmt="train") == (
+        "A dog.\nSummary above sentence in one word:")
+    assert templates.render_chat_template("e5v", "llava_next").splitlines()[0] == (
+        "{#- mm_st recipe=e5v family=llava_next format=inference wrapper=llama3 -#}")
 
 
 def test_wrapper_detection():

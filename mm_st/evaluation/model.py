@@ -3,10 +3,11 @@
 mteb's own sentence-transformers wrapper ignores task instructions. :class:`MMSTEncoder` passes the
 task's instruction as ``prompt=`` (a system message the saved chat template renders with the
 model's recipe) on the query side, and on the document side only for recipes that instruct
-documents. The recipe is read from the saved template's first line
-(``{#- mm_st recipe=NAME family=NAME -#}``), so it works for any model built or trained with mm_st,
-local or from the Hub. :func:`mm_st_model_meta` gives the ``ModelMeta`` (real modalities, loader)
-that ``mteb.get_model(path)`` and ``mteb run -m path`` use once mm_st is registered.
+documents. The recipe is read from the model's saved metadata (:mod:`mm_st.metadata`:
+``config_sentence_transformers.json``, else the chat template's header), so it works for any model
+built or trained with mm_st, local or from the Hub. :func:`mm_st_model_meta` gives the ``ModelMeta``
+(real modalities, loader) that ``mteb.get_model(path)`` and ``mteb run -m path`` use once mm_st is
+registered.
 
 Example:
     >>> import mteb
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ from mteb.models.model_meta import ScoringFunction
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.types import PromptType
 
+from mm_st import metadata
+
 logger = logging.getLogger(__name__)
 
-_MARKER = re.compile(r"mm_st recipe=(\S+) family=(\S+)")
 _MTEB_MODALITIES = ("image", "text")
 
 
@@ -45,36 +46,9 @@ _MTEB_MODALITIES = ("image", "text")
 # ----------------------------------------------------------------------------------------------
 
 
-def recipe_from_template(template: str | None) -> tuple[str, str] | None:
-    """``(recipe, family)`` from an mm_st chat template's header comment, else None."""
-    match = _MARKER.search(template[:200]) if isinstance(template, str) else None
-    return (match.group(1), match.group(2)) if match else None
-
-
-def _template_of_dir(path: Path) -> str | None:
-    if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8")
-    for name in ("processor_config.json", "tokenizer_config.json"):
-        if (path / name).is_file():
-            template = json.loads((path / name).read_text(encoding="utf-8")).get("chat_template")
-            if isinstance(template, str):
-                return template
-    return None
-
-
-def _model_template(model: Any) -> str | None:
-    first = model[0] if hasattr(model, "__getitem__") and len(model) else None
-    for owner in (getattr(first, "processor", None), getattr(first, "tokenizer", None)):
-        template = getattr(owner, "chat_template", None)
-        if isinstance(template, str):
-            return template
-    return None
-
-
 def recipe_of(model: Any) -> str | None:
     """The mm_st recipe a loaded SentenceTransformer was built with (None for other models)."""
-    found = recipe_from_template(_model_template(model))
-    return found[0] if found else None
+    return (metadata.of_model(model) or {}).get("recipe")
 
 
 def _modalities_of_dir(path: Path) -> list[str]:
@@ -84,16 +58,21 @@ def _modalities_of_dir(path: Path) -> list[str]:
     return found or ["text"]
 
 
-def _hub_template(repo_id: str, revision: str | None) -> str | None:
-    """The chat template of a Hub model (one small file), None when unavailable or offline."""
+def _hub_metadata(repo_id: str, revision: str | None) -> dict[str, str | None] | None:
+    """mm_st metadata of a Hub model (one or two small files), None when unavailable or offline."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return None
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo_id, "chat_template.jinja", revision=revision)).read_text(encoding="utf-8")
-    except Exception:  # not an mm_st model, no network, no such repo: let mteb handle the name
-        return None
+    for name, read in ((metadata.CONFIG_FILE, lambda text: metadata.from_config(json.loads(text))),
+                       ("chat_template.jinja", metadata.from_template)):
+        try:
+            found = read(Path(hf_hub_download(repo_id, name, revision=revision)).read_text(encoding="utf-8"))
+        except Exception:  # not an mm_st model, no network, no such repo: let mteb handle the name
+            found = None
+        if found is not None:
+            return found
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,18 +94,18 @@ def mm_st_model_meta(model_name: str, revision: str | None = None, allow_hub: bo
     """
     path = Path(model_name).expanduser()
     if path.is_dir():
-        found = recipe_from_template(_template_of_dir(path))
+        found = metadata.read_dir(path)
         if found is None:
             return None
         modalities = _modalities_of_dir(path)
-        return _meta(f"local/{path.resolve().name}", revision or _local_revision(path), found[0], modalities,
+        return _meta(f"local/{path.resolve().name}", revision or _local_revision(path), found["recipe"], modalities,
                      {"model_path": str(path.resolve())})
     if not allow_hub or "/" not in model_name:
         return None
-    found = recipe_from_template(_hub_template(model_name, revision))
+    found = _hub_metadata(model_name, revision)
     if found is None:
         return None
-    return _meta(model_name, revision, found[0], ["image", "text"], {})
+    return _meta(model_name, revision, found["recipe"], ["image", "text"], {})
 
 
 def _meta(name: str, revision: str | None, recipe: str | None, modalities: list[str], loader_kwargs: dict,
@@ -166,7 +145,7 @@ def load_mm_st_model(
     path = model_path or model_name
     hub_revision = revision if revision and not revision.startswith(("local-", "no_revision")) else None
     local = Path(path).expanduser().is_dir()
-    is_mm_st = recipe_from_template(_template_of_dir(Path(path))) is not None if local else recipe is None
+    is_mm_st = metadata.read_dir(Path(path)) is not None if local else recipe is None
     if recipe is not None and not is_mm_st:
         model = build_model(path, recipe=recipe, device=device, **kwargs)
     else:
@@ -209,7 +188,7 @@ class MMSTEncoder(AbsEncoder):
         model: the SentenceTransformer (e.g. from :func:`mm_st.build_model` or ``mm_st.load_model``).
         name: model name in results (``org/name``); default from the model card or ``local/model``.
         revision: revision recorded with results.
-        recipe: recipe name; default read from the saved chat template.
+        recipe: recipe name; default from the model's saved metadata (:func:`mm_st.metadata.of_model`).
         prompts: ``{task name: {"query": ..., "document": ...}}`` overriding the per-recipe table
             (:func:`mm_st.evaluation.instructions.recipe_task_prompts`) and the task prompts.
 
