@@ -326,6 +326,10 @@ def _set(row, column, value, j=None):
         (lambda rows: rows[2].update(qry_text="", qry_img_path=""), r"MMEB-VOC2007: row 2 \(query q2\) has neither text nor image"),
         (_set(4, "tgt_text", "one string"), r"MMEB-VOC2007: row 4 \(query q4\): tgt_text must be a list, got str"),
         (_set(1, "qry_text", None), r"MMEB-VOC2007: row 1 \(query q1\): qry_text must be a string, got NoneType"),
+        (_set(2, "qry_text", "<|image_1|>\nIdentify the object shown in the image. Why?"),
+         r"MMEB-VOC2007: row 2 \(query q2\) holds text 'Why\?', but the task's category 'i2t' declares queries with images only"),
+        (_set(3, "tgt_img_path", "emoji/0.png", j=1),
+         r"MMEB-VOC2007: row 3 \(query q3\) candidate 1 holds an image 'emoji/0.png', but the task's category 'i2t' declares candidates with text only"),
     ],
 )  # fmt: skip
 def test_mmeb_bad_rows_fail_when_the_task_loads(tmp_path, edit, message):
