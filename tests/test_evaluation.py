@@ -93,6 +93,24 @@ def test_mmeb_oracle_scores_one_and_reversed_scores_last(data):
     assert {round(s["recall_at_3"], 5) for s in scores.values()} == {0.0}
 
 
+def test_tasks_are_declarations_that_read_nothing_until_loaded(data, monkeypatch):
+    def no_io(*args, **kwargs):
+        raise AssertionError("a task read its data before load_data")
+
+    for name in ("resolve_source", "is_local", "local_dir", "fingerprint", "mmeb_files", "read_mmeb_rows"):
+        monkeypatch.setattr(E.data, name, no_io)
+    tasks = [*E.mmeb_tasks(data=data["mmeb"]), E.XTDT2IRetrieval(data=data["xtd"]), E.CIRRComposedImageRetrieval(data=data["cirr"])]
+    monkeypatch.undo()
+    declared = {type(task): type(task).metadata.model_dump() for task in tasks}
+    for task in tasks:
+        task.load_data()
+    # loading changes no task's metadata (category, prompt, revision): it is still its class's
+    assert all(task.metadata is type(task).metadata for task in tasks)
+    assert {type(task): type(task).metadata.model_dump() for task in tasks} == declared
+    voc = tasks[list(MMEB).index("VOC2007")].metadata
+    assert (voc.category, voc.prompt, voc.revision) == ("i2t", {"query": "Identify the object shown in the image"}, "main")
+
+
 def test_mmeb_benchmark_reports_overall_meta_task_and_ind_ood_means(data):
     bench = E.mmeb_benchmark(data=data["mmeb"])
     good = mteb.evaluate(OracleEncoder(POOL), bench.tasks, cache=None, show_progress_bar=False)
