@@ -100,7 +100,6 @@ def main() -> None:
     datasets.disable_progress_bars()
     from mm_st import build_model
     from mm_st.evaluation import MMSTEncoder, mmeb_tasks
-    from mm_st.evaluation.instructions import MMEB, split_instruction
     from mm_st.testing import tiny_model
     from tests.mmst_eval_data import write_mmeb
 
@@ -123,7 +122,7 @@ def main() -> None:
                   prediction_folder=data / "predictions", **kwargs)  # untimed: rankings for the agreement check
     ours_p1 = result.task_results[0].get_score()
     ours_inputs = sum(encoder.encoded.values())
-    instruction = split_instruction(rows[0]["qry_text"], MMEB["VOC2007"].query)[0]  # what the task found in the rows
+    instruction = task.metadata.prompt["query"]  # the task's declared prompt
     naive_p1, naive_inputs, naive_time, naive_top = naive(model, rows, data / "eval_images", instruction, args.batch_size)
     ours_top = mteb_top_labels(next((data / "predictions").glob("*.json")), rows)
     agree = sum(a == b for a, b in zip(ours_top, naive_top))

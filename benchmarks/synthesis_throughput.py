@@ -1,6 +1,6 @@
 """Throughput of ``mm_st.synthesis`` against a local OpenAI-compatible endpoint with fixed latency.
 
-A stdlib stub server (:class:`mm_st.synthesis.testing.StubOpenAIServer`) on 127.0.0.1 sleeps
+A stdlib stub server (:class:`tests.synthesis_support.StubOpenAIServer`) on 127.0.0.1 sleeps
 ``--latency`` seconds per request and returns a valid answer; the full pipeline runs (plan, image
 loading from the bundled emoji pool, prompt rendering, base64 PNG images, HTTP, schema check,
 fsync'ed journal). Reports samples/s at each concurrency and the speed-up over concurrency 1
@@ -22,9 +22,13 @@ import tempfile
 
 import torch
 
-from mm_st.synthesis import OpenAIChatBackend, SynthesisConfig, synthesize
-from mm_st.synthesis.images import ImagePool
-from mm_st.synthesis.testing import StubOpenAIServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests' support code (the stub server)
+
+from mm_st.synthesis import OpenAIChatBackend, SynthesisConfig, synthesize  # noqa: E402
+from mm_st.synthesis.images import ImagePool  # noqa: E402
+from tests.synthesis_support import StubOpenAIServer  # noqa: E402
 
 
 def main() -> None:

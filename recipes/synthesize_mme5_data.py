@@ -14,8 +14,9 @@ crash-safely in ``--output-dir`` (re-run the same command to resume), then expor
     # a local transformers checkpoint, batched
     python recipes/synthesize_mme5_data.py --backend transformers --model Qwen/Qwen2.5-VL-3B-Instruct --batch-size 8 ...
 
-    # offline dry run with the bundled emoji images and a scripted generator
-    python recipes/synthesize_mme5_data.py --backend scripted --num-samples 50 --languages en,de,ja \\
+    # offline dry run of the whole pipeline with the bundled emoji images and no model: the answers are
+    # template texts naming each planned sample (checks plan, journal, export and card; not training data)
+    python recipes/synthesize_mme5_data.py --backend dry-run --num-samples 50 --languages en,de,ja \\
         --output-dir /tmp/syn --export-dir /tmp/syn-export
 
 Options can also come from ``--config file.yaml`` (keys = ``SynthesisConfig`` fields); flags win.
@@ -26,7 +27,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_st.synthesis import OpenAIChatBackend, OutputDirInUse, PromptBuilder, ScriptedBackend, SynthesisConfig, TransformersBackend, export_dataset, push_to_hub, synthesize
+from mm_st.synthesis import (
+    DryRunBackend,
+    OpenAIChatBackend,
+    OutputDirInUse,
+    PromptBuilder,
+    SynthesisConfig,
+    TransformersBackend,
+    export_dataset,
+    push_to_hub,
+    synthesize,
+)
 
 
 def parse_languages(text: str | None):
@@ -53,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-license")
     parser.add_argument("--max-attempts", type=int)
     parser.add_argument("--prompt-dir", help="directory with edited copies of mm_st/synthesis/prompts/*")
-    parser.add_argument("--backend", choices=("openai", "transformers", "scripted"), default="openai")
+    parser.add_argument(
+        "--backend", choices=("openai", "transformers", "dry-run"), default="openai",
+        help="dry-run: no model, template answers naming each sample (tests the pipeline offline; not training data)",
+    )  # fmt: skip
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--model", default="default")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="name of the env variable holding the API key")
@@ -94,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.backend == "transformers":
         backend = TransformersBackend(args.model, batch_size=args.batch_size, max_new_tokens=args.max_tokens)
     else:
-        from mm_st.synthesis.testing import fake_answer
-
-        backend = ScriptedBackend(fake_answer, name="scripted (dry run)")
+        backend = DryRunBackend()
     try:
         summary = synthesize(config, backend, args.output_dir, prompt_dir=args.prompt_dir, progress=not args.no_progress)
     except OutputDirInUse as error:

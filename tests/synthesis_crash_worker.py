@@ -7,7 +7,7 @@ import torch
 torch.set_num_threads(1)
 
 from mm_st.synthesis import ScriptedBackend, SynthesisConfig, synthesize  # noqa: E402
-from mm_st.synthesis.testing import fake_answer  # noqa: E402
+from tests.synthesis_support import fake_answer  # noqa: E402
 
 CONFIG = dict(num_samples=40, languages={"en": 0.5, "de": 0.25, "sw": 0.25}, seed=7)
 

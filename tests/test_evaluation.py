@@ -93,6 +93,24 @@ def test_mmeb_oracle_scores_one_and_reversed_scores_last(data):
     assert {round(s["recall_at_3"], 5) for s in scores.values()} == {0.0}
 
 
+def test_tasks_are_declarations_that_read_nothing_until_loaded(data, monkeypatch):
+    def no_io(*args, **kwargs):
+        raise AssertionError("a task read its data before load_data")
+
+    for name in ("resolve_source", "is_local", "local_dir", "fingerprint", "mmeb_files", "read_mmeb_rows"):
+        monkeypatch.setattr(E.data, name, no_io)
+    tasks = [*E.mmeb_tasks(data=data["mmeb"]), E.XTDT2IRetrieval(data=data["xtd"]), E.CIRRComposedImageRetrieval(data=data["cirr"])]
+    monkeypatch.undo()
+    declared = {type(task): type(task).metadata.model_dump() for task in tasks}
+    for task in tasks:
+        task.load_data()
+    # loading changes no task's metadata (category, prompt, revision): it is still its class's
+    assert all(task.metadata is type(task).metadata for task in tasks)
+    assert {type(task): type(task).metadata.model_dump() for task in tasks} == declared
+    voc = tasks[list(MMEB).index("VOC2007")].metadata
+    assert (voc.category, voc.prompt, voc.revision) == ("i2t", {"query": "Identify the object shown in the image"}, "main")
+
+
 def test_mmeb_benchmark_reports_overall_meta_task_and_ind_ood_means(data):
     bench = E.mmeb_benchmark(data=data["mmeb"])
     good = mteb.evaluate(OracleEncoder(POOL), bench.tasks, cache=None, show_progress_bar=False)
@@ -177,15 +195,25 @@ def test_local_layout_variants_single_file_and_jsonl(tmp_path):
         scores = _scores(mteb.evaluate(OracleEncoder(6), E.mmeb_tasks([name], data=data, **extra), cache=None,
                                        show_progress_bar=False))
         assert scores[f"MMEB-{name}"]["precision_at_1"] == 1.0
-    # rows holding a modality the category does not name widen it (mteb would drop that column)
-    write_mmeb(tmp_path / "c", ["OK-VQA"])
+    # rows holding a modality the category does not declare are refused when the task loads (mteb would
+    # drop that column); the declaration itself never changes
+    rows = write_mmeb(tmp_path / "c", ["OK-VQA", "VisualNews_t2i"])
     shutil.move(tmp_path / "c" / "OK-VQA", tmp_path / "c" / "VOC2007")
     task = E.mmeb_tasks(["VOC2007"], data=tmp_path / "c")[0]
+    with pytest.raises(ValueError, match=re.escape(
+            "MMEB-VOC2007: row 0 (query q0) holds text 'Represent the given image with the following question: What "
+            "is this?', but the task's category 'i2t' declares queries with images only (mteb would drop it).")):
+        task.load_data()
+    assert not task.data_loaded
+    assert (task.metadata.category, task.metadata.prompt) == ("i2t", {"query": "Identify the object shown in the image"})
+    # rows that do not start with the dataset's instruction keep their whole text; the prompt stays declared
+    shutil.move(tmp_path / "c" / "VisualNews_t2i", tmp_path / "c" / "MSCOCO_t2i")
+    task = E.mmeb_tasks(["MSCOCO_t2i"], data=tmp_path / "c")[0]
     task.load_data()
-    assert (type(task).metadata.category, task.metadata.category) == ("i2t", "it2t")
-    # and rows that do not start with the dataset's instruction keep their whole text, with no task prompt
-    assert task.dataset["default"]["test"]["queries"][0]["text"] == MMEB["OK-VQA"].query[0] + "What is this?"
-    assert task.metadata.prompt is None
+    first = task.dataset["default"]["test"]["queries"][0]["text"]
+    assert first == rows["VisualNews_t2i"][0]["qry_text"] and first.startswith("Retrieve an image of this news caption. ")
+    assert task.metadata is type(task).metadata and task.metadata.prompt == {
+        "query": "Find me an everyday image that matches the given caption: ", "document": "Represent the given image."}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,6 +310,8 @@ def test_mbeir_task_runs_on_local_data_and_reports_the_paper_recall(data):
     assert sorted(n for n, m in E.MBEIR_TASKS.items() if m == "recall_at_10") == [
         "Fashion200kI2TRetrieval", "Fashion200kT2IRetrieval", "FashionIQIT2IRetrieval"]
     assert score["Mean(Task)"] == 0.5 and score[E.MBEIR_SCORE] == pytest.approx((13 * 0.2 + 3 * 0.9) / 16)
+    partial = _bench(ModelResult(model_name="t/p", model_revision="1", task_results=results[1:]))
+    assert mteb.get_benchmark("M-BEIR").get_score(partial)["t/p"][E.MBEIR_SCORE] is None  # a task missing
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,6 +332,45 @@ def test_registration_in_process(saved_model):
     assert mteb.get_model_meta("royokong/e5-v").loader.__name__ != "load_mm_st_model"  # mteb's own entry untouched
     with pytest.raises(KeyError):
         mteb.get_model_meta("no-such-org/no-such-model")
+
+
+def test_mteb_internals_contract(monkeypatch):
+    """Registration and CIRR's second ranking rely on mteb internals (mteb has no plugin API): this fails,
+    never warns, when the installed mteb changes one of them."""
+    from mm_st.evaluation import registry
+    from mm_st.evaluation.tasks import CIRRComposedImageRetrieval, MMEB_TASK_CLASSES, XTDT2IRetrieval
+
+    assert registry.mteb_internals_problems() == []
+    look = registry._lookup
+    # ... and mteb's public lookups read what registration wrote into them
+    voc = MMEB_TASK_CLASSES["VOC2007"]
+    assert look("mteb.get_tasks._TASKS_REGISTRY")["MMEB-VOC2007"] is voc and type(mteb.get_task("MMEB-VOC2007")) is voc
+    assert {XTDT2IRetrieval, CIRRComposedImageRetrieval} <= set(look("mteb.get_tasks.TASK_LIST"))
+    assert [type(t) for t in mteb.get_tasks(tasks=["XTDT2IRetrieval", "MMEB-VOC2007"])] == [XTDT2IRetrieval, voc]
+    assert look("mteb.benchmarks.benchmarks").MM_ST_MMEB is mteb.get_benchmark("MMEB") is mteb.get_benchmark("MMEB(v1)")
+    assert "mm_st/mmE5-mllama-11b-instruct" in look("mteb.models.model_implementations.MODEL_REGISTRY")
+    assert mteb.get_model_meta is look("mteb.models.get_model_meta.get_model_meta") and mteb.get_model_meta._mm_st
+
+    # a changed internal is named, and registration refuses to run
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+
+    gmm = importlib.import_module("mteb.models.get_model_meta")
+    monkeypatch.setattr(gmm, "get_model_meta", lambda model_name, revision=None, fetch_from_hf=False, new=None: None)
+    monkeypatch.delattr(look("mteb.benchmarks.get_benchmark"), "_build_aliases_registry")
+    monkeypatch.setattr(AbsTaskRetrieval, "_evaluate_subset", lambda self, model, split, **kwargs: None)
+    problems = registry.mteb_internals_problems()
+    assert [p.split(" ", 1)[0] for p in problems] == [
+        "mteb.benchmarks.get_benchmark._build_aliases_registry",
+        "mteb.models.get_model_meta.get_model_meta",
+        "mteb.abstasks.retrieval.AbsTaskRetrieval._evaluate_subset",
+    ]
+    assert problems[0].startswith("mteb.benchmarks.get_benchmark._build_aliases_registry is gone (AttributeError(")
+    assert problems[1] == ("mteb.models.get_model_meta.get_model_meta changed; expected a function('model_name', "
+                           "'revision', 'fetch_from_hf', 'fill_missing', 'experiment_kwargs') that mteb.get_model calls "
+                           "(mm_st models by path)")
+    monkeypatch.setitem(registry._state, "done", False)
+    with pytest.raises(RuntimeError, match=r"mm_st cannot register with mteb 2\.[\d.]+: internals it relies on changed"):
+        registry.register()
 
 
 def _mteb_command(site_dir: Path) -> list[str]:

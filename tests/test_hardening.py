@@ -326,6 +326,10 @@ def _set(row, column, value, j=None):
         (lambda rows: rows[2].update(qry_text="", qry_img_path=""), r"MMEB-VOC2007: row 2 \(query q2\) has neither text nor image"),
         (_set(4, "tgt_text", "one string"), r"MMEB-VOC2007: row 4 \(query q4\): tgt_text must be a list, got str"),
         (_set(1, "qry_text", None), r"MMEB-VOC2007: row 1 \(query q1\): qry_text must be a string, got NoneType"),
+        (_set(2, "qry_text", "<|image_1|>\nIdentify the object shown in the image. Why?"),
+         r"MMEB-VOC2007: row 2 \(query q2\) holds text 'Why\?', but the task's category 'i2t' declares queries with images only"),
+        (_set(3, "tgt_img_path", "emoji/0.png", j=1),
+         r"MMEB-VOC2007: row 3 \(query q3\) candidate 1 holds an image 'emoji/0.png', but the task's category 'i2t' declares candidates with text only"),
     ],
 )  # fmt: skip
 def test_mmeb_bad_rows_fail_when_the_task_loads(tmp_path, edit, message):
@@ -343,7 +347,7 @@ def test_second_synthesis_run_on_a_locked_output_dir_is_refused(tmp_path):
     from filelock import FileLock
 
     from mm_st.synthesis import OutputDirInUse, ScriptedBackend, SynthesisConfig, synthesize
-    from mm_st.synthesis.testing import fake_answer
+    from tests.synthesis_support import fake_answer
 
     config = SynthesisConfig(num_samples=2, languages=["en"])
     with FileLock(str(tmp_path / ".lock")):
@@ -369,7 +373,7 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
     while time.monotonic() < deadline and not (run / "journal.jsonl").is_file():
         time.sleep(0.05)
     second = subprocess.run(
-        [sys.executable, str(root / "recipes" / "synthesize_mme5_data.py"), "--backend", "scripted", "--num-samples", "40",
+        [sys.executable, str(root / "recipes" / "synthesize_mme5_data.py"), "--backend", "dry-run", "--num-samples", "40",
          "--output-dir", str(run), "--no-progress"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -388,7 +392,7 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
 
 def test_resume_skips_malformed_journal_lines_and_regenerates_them(tmp_path, caplog):
     from mm_st.synthesis import Journal, ScriptedBackend, SynthesisConfig, synthesize
-    from mm_st.synthesis.testing import fake_answer
+    from tests.synthesis_support import fake_answer
 
     config = SynthesisConfig(num_samples=6, languages=["en"], seed=3)
     synthesize(config, ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)
@@ -423,7 +427,7 @@ def test_resume_skips_malformed_journal_lines_and_regenerates_them(tmp_path, cap
 def test_key_echoed_in_a_401_body_is_redacted_everywhere(tmp_path, monkeypatch, caplog, capsys):
     from mm_st.synthesis import OpenAIChatBackend, SynthesisConfig, synthesize
     from mm_st.synthesis.backends import Request
-    from mm_st.synthesis.testing import StubOpenAIServer
+    from tests.synthesis_support import StubOpenAIServer
 
     secret = "sk-live-ECHOED-9f8e7d6c5b4a"
     monkeypatch.setenv("MM_ST_TEST_KEY", secret)
@@ -474,7 +478,7 @@ def test_mllama_mixed_batch_error_is_explained(emoji_images):
 def test_rejections_keep_a_bounded_redacted_excerpt_of_the_answer(tmp_path, monkeypatch, capsys):
     from mm_st.synthesis import Journal, OpenAIChatBackend, SynthesisConfig, synthesize
     from mm_st.synthesis.runner import EXCERPT_HEAD, EXCERPT_TAIL
-    from mm_st.synthesis.testing import StubOpenAIServer
+    from tests.synthesis_support import StubOpenAIServer
 
     secret = "sk-live-EXCERPT-1234567890"
     monkeypatch.setenv("MM_ST_TEST_KEY", secret)
@@ -506,7 +510,7 @@ def test_rejections_keep_a_bounded_redacted_excerpt_of_the_answer(tmp_path, monk
 def test_json_schema_response_format_sends_the_inlined_answer_schema(tmp_path):
     from mm_st.synthesis import OpenAIChatBackend, SynthesisConfig, synthesize
     from mm_st.synthesis.prompts import PROMPT_DIR, validate
-    from mm_st.synthesis.testing import StubOpenAIServer, fake_answer
+    from tests.synthesis_support import StubOpenAIServer, fake_answer
 
     with StubOpenAIServer() as server:
         backend = OpenAIChatBackend(server.base_url, "stub", json_mode="schema", concurrency=1)
@@ -530,7 +534,7 @@ def test_recipe_json_mode_flag(tmp_path, flag, expected):
     import importlib.util
     from pathlib import Path
 
-    from mm_st.synthesis.testing import StubOpenAIServer
+    from tests.synthesis_support import StubOpenAIServer
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "synthesize_mme5_data.py"
     spec = importlib.util.spec_from_file_location("synthesize_recipe", path)

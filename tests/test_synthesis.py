@@ -27,7 +27,7 @@ from mm_st.synthesis import (
     synthesize,
 )
 from mm_st.synthesis.config import image_roles
-from mm_st.synthesis.testing import StubOpenAIServer, fake_answer
+from tests.synthesis_support import StubOpenAIServer, fake_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,6 +207,57 @@ def test_transformers_backend_garbage_output_is_rejected(tmp_path):
     records = list(Journal(tmp_path / "journal.jsonl").load().values())
     assert summary["rejected_by_reason"] == {"invalid_json": 3} and summary["accepted"] == 0
     assert [r["attempts"] for r in records] == [2, 2, 2] and records[0]["generator"].endswith("qwen2_vl-seed0-v1")
+
+
+# ---------------------------------------------------------------------------------------------- dry runs
+
+
+def test_dry_run_backend_answers_every_combination_validly():
+    from mm_st.synthesis import DryRunBackend, PlannedSample, PromptBuilder, Request
+    from mm_st.synthesis.config import COMBINATIONS
+
+    prompts, backend = PromptBuilder(), DryRunBackend()
+    for i, combination in enumerate(COMBINATIONS):
+        sample = PlannedSample(f"{i:07d}-x", i, "retrieval", combination, "de", {r: 7 for r in image_roles(combination)})
+        revised, evaluation = prompts.parse(sample, backend.generate([Request(sample.id, [], sample)])[0])
+        query_side, target_side = combination.split("->")
+        assert revised["query"] == (f"[dry run] retrieval {combination} de: query of {sample.id}" if "T" in query_side else "")
+        assert bool(revised["positive"]) == bool(revised["hard_negative"]) == ("T" in target_side)
+        assert evaluation["relevance"] == 3
+    with pytest.raises(ValueError, match="DryRunBackend needs the planned sample of request 'r1'; got None"):
+        backend.generate([Request("r1", [])])
+    with pytest.raises(ValueError, match="score must be within 1..5"):
+        DryRunBackend(score=0)
+
+
+def test_recipe_dry_run_exports_template_data_offline(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("synthesize_recipe", ROOT / "recipes" / "synthesize_mme5_data.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    code = recipe.main(["--backend", "dry-run", "--num-samples", "6", "--languages", "en,de", "--output-dir",
+                        str(tmp_path / "run"), "--export-dir", str(tmp_path / "export"), "--no-progress"])  # fmt: skip
+    assert code == 0
+    records = list(Journal(tmp_path / "run" / "journal.jsonl").load().values())
+    assert [r["status"] for r in records] == ["accepted"] * 6
+    assert {r["generator"] for r in records} == {"dry-run (template filler, no model)"}
+    assert all(r["sample"]["task_instruction"].startswith("[dry run] ") for r in records)
+    assert "Generator model: `dry-run (template filler, no model)`" in (tmp_path / "export" / "README.md").read_text()
+
+
+def test_runtime_code_never_imports_test_code():
+    """mm_st/ and recipes/ are runtime code: no import of tests' support code (benchmarks/ may)."""
+    import ast
+
+    offenders = []
+    for path in sorted([*(ROOT / "mm_st").rglob("*.py"), *(ROOT / "recipes").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert offenders == []
+    assert not (ROOT / "mm_st" / "synthesis" / "testing.py").exists() and not (ROOT / "mm_st" / "data" / "build_emoji.py").exists()
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -25,7 +25,7 @@ def _load_split(split: str) -> datasets.Dataset:
 
     path = DATA_DIR / f"{split}.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; rebuild it with `python -m mm_st.data.build_emoji`")
+        raise FileNotFoundError(f"{path} not found; rebuild it with `python scripts/build_emoji.py` (from a source checkout)")
     # In-memory table: no cache files are written (unlike load_dataset / from_parquet).
     table = pq.read_table(path)
     return datasets.Dataset(datasets.table.InMemoryTable(table), split=datasets.NamedSplit(split))

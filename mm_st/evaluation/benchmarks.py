@@ -90,12 +90,18 @@ def mbeir_scores(model_result: Any) -> dict[str, float]:
 
 @dataclass
 class MBEIRBenchmark(Benchmark):
-    """Benchmark whose scores add the mean M-BEIR paper metric to mteb's aggregations."""
+    """Benchmark whose scores add the mean M-BEIR paper metric to mteb's aggregations.
 
-    def _get_model_score(self, model_result: Any) -> dict[str, float | None]:
-        scores = super()._get_model_score(model_result)
-        paper = mbeir_scores(model_result.select_tasks(self.tasks))
-        scores[MBEIR_SCORE] = sum(paper.values()) / len(paper) if len(paper) == len(self.tasks) else None
+    Uses ``get_score``, the method mteb's ``Benchmark`` documents for subclasses to customise; a model
+    lacking a task gets ``None``.
+    """
+
+    def get_score(self, results: Any, *, raise_error: bool = False) -> dict[str, dict[str, float | None]]:
+        scores = super().get_score(results, raise_error=raise_error)
+        for model_result in results.join_revisions():
+            paper = mbeir_scores(model_result.select_tasks(self.tasks))
+            complete = len(paper) == len(self.tasks)
+            scores[model_result.model_name][MBEIR_SCORE] = sum(paper.values()) / len(paper) if complete else None
         return scores
 
 

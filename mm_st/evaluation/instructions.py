@@ -3,15 +3,15 @@
 MMEB-eval rows carry their instruction inside the text (``"<|image_1|>\\nIdentify the object shown
 in the image"``, ``"Find me an everyday image that matches the given caption: A dog ..."``). The
 tasks split each row into (instruction, text) with :func:`split_instruction`, using the entries of
-:data:`MMEB` as anchors; the instruction actually found in the rows (exact punctuation) becomes the
-task prompt, and the model applies it through its recipe template (``prompt=`` = system message).
+:data:`MMEB` as anchors; the first anchor of each side is the task's declared prompt (the same
+before and after the data load), and the model applies it through its recipe template.
 
 This is mm_st's one MMEB instruction table (``mm_st.templates`` keeps none). Wording and final
 punctuation follow VLM2Vec's ``archive/instruction_dict.py`` where it lists the dataset (e.g.
 VOC2007 / ObjectNet without a final period, ImageNet-1K / SUN397 with one).
 Sources: VLM2Vec / MMEB (TIGER-Lab; the eval rows, ``archive/instruction_dict.py``), the MMEB-eval
 strings as quoted by third-party evaluators; punctuation differs between sources, which is why the
-split tolerates trailing ``" .:"`` and the rows' own string wins. M-BEIR instructions for MM-Embed
+split tolerates trailing ``" .:"``. M-BEIR instructions for MM-Embed
 come from :data:`mm_st.templates.MBEIR_INSTRUCTIONS` (mteb's own task prompts otherwise).
 
 Example:

@@ -13,6 +13,10 @@ It runs when ``mm_st.evaluation`` is imported, and, with mm_st installed, whenev
 imported (the ``mm_st_mteb.pth`` start-up hook, see :mod:`mm_st.evaluation._hook`). Registering
 twice is a no-op. Set ``MM_ST_MTEB_PLUGIN=0`` to keep the hook from registering.
 
+This module is the one place that touches mteb's internals. :data:`MTEB_INTERNALS` lists each one
+it (and CIRR's scoring) relies on; :func:`register` raises when the installed mteb no longer
+matches one, and a contract test fails.
+
 Example:
     >>> import mteb, mm_st.evaluation
     >>> mteb.get_task("MMEB-VOC2007").metadata.main_score
@@ -25,7 +29,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
+import types
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +41,93 @@ _state = {"done": False}
 _OUR_TASKS: set[str] = set()
 
 
+def _signature_is(*names: str) -> Callable[[Any], bool]:
+    return lambda function: tuple(inspect.signature(function).parameters) == names
+
+
+def _evaluate_subset_ok(method: Any) -> bool:
+    parameters = inspect.signature(method).parameters
+    keyword = {n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    return list(parameters)[:3] == ["self", "model", "data_split"] and {"hf_split", "hf_subset", "prediction_folder"} <= keyword
+
+
+def _cached(function: Any) -> bool:
+    return callable(getattr(function, "cache_clear", None))
+
+
+GET_MODEL_META_PARAMETERS = ("model_name", "revision", "fetch_from_hf", "fill_missing", "experiment_kwargs")
+
+# Every mteb internal mm_st relies on (mteb has no plugin API): what it must be, who uses it, and the
+# check. register() refuses to run when one has changed, and tests/test_evaluation.py::
+# test_mteb_internals_contract fails (it never merely warns).
+MTEB_INTERNALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "mteb.get_tasks._TASKS_REGISTRY": ("a dict task name -> task class, read by mteb.get_task (tasks)",
+                                       lambda o: isinstance(o, dict)),
+    "mteb.get_tasks.TASK_LIST": ("a tuple of task classes, filtered by mteb.get_tasks (tasks)",
+                                 lambda o: isinstance(o, tuple)),
+    "mteb.benchmarks.benchmarks": ("the module whose Benchmark attributes are the benchmark registry (benchmarks)",
+                                   lambda o: isinstance(o, types.ModuleType)),
+    "mteb.benchmarks.get_benchmark._build_registry": ("an lru_cache'd registry builder (benchmarks)", _cached),
+    "mteb.benchmarks.get_benchmark._build_aliases_registry": ("an lru_cache'd alias registry builder (benchmarks)",
+                                                              _cached),
+    "mteb.models.model_implementations.MODEL_REGISTRY": ("a dict model name -> ModelMeta (paper models)",
+                                                         lambda o: isinstance(o, dict)),
+    "mteb.models.get_model_meta.get_model_meta": (f"a function{GET_MODEL_META_PARAMETERS} that mteb.get_model calls "
+                                                  "(mm_st models by path)", _signature_is(*GET_MODEL_META_PARAMETERS)),
+    "mteb.abstasks.retrieval.AbsTaskRetrieval._evaluate_subset": (
+        "a method (self, model, data_split, *, hf_split, hf_subset, prediction_folder, ...) that AbsTask.evaluate "
+        "calls per subset (CIRR's second ranking, mm_st/evaluation/tasks.py)", _evaluate_subset_ok),
+}
+
+
+def _lookup(dotted: str) -> Any:
+    """The object named ``dotted`` (``package.module.attribute...``); raises if it is gone."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(dotted)
+
+
+def mteb_internals_problems() -> list[str]:
+    """The entries of :data:`MTEB_INTERNALS` that the installed mteb no longer matches (empty: all match)."""
+    problems = []
+    for name, (expected, check) in MTEB_INTERNALS.items():
+        try:
+            ok = check(_lookup(name))
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            problems.append(f"{name} is gone ({exc!r}); expected {expected}")
+            continue
+        if not ok:
+            problems.append(f"{name} changed; expected {expected}")
+    return problems
+
+
 def is_mm_st_task(name: str) -> bool:
     return name in _OUR_TASKS
 
 
 def register() -> None:
-    """Register mm_st's tasks, benchmarks and models with mteb (idempotent)."""
+    """Register mm_st's tasks, benchmarks and models with mteb (idempotent).
+
+    Raises:
+        RuntimeError: the installed mteb changed an internal registration relies on.
+    """
     if _state["done"]:
         return
+    problems = mteb_internals_problems()
+    if problems:
+        import mteb
+
+        raise RuntimeError(
+            f"mm_st cannot register with mteb {mteb.__version__}: internals it relies on changed (mteb has no "
+            "plugin API): " + "; ".join(problems) + ". Install an mteb within mm_st's tested range."
+        )
     _register_tasks()
     _register_benchmarks()
     _register_models()

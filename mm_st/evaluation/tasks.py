@@ -3,15 +3,19 @@
 - **MMEB** (``MMEB-<dataset>``): each query is scored only against its own candidate list
   (mteb's ``top_ranked``), main score Precision@1. Every unique candidate (same text and image
   path, VLM2Vec's identity) is one corpus entry, so mteb encodes it once per task however many
-  lists it appears in. The instruction found in the rows becomes the task prompt.
+  lists it appears in. Each row's instruction is split off its text; the task prompt is the
+  dataset's instruction in :data:`~mm_st.evaluation.instructions.MMEB`.
 - **XTD** (``XTDT2IRetrieval``): multilingual text->image retrieval, one subset per language,
   main score Recall@10; the 1000 images are encoded once for all languages.
 - **CIRR** (``CIRRComposedImageRetrieval``): composed image retrieval with the official metrics:
   Recall@1/5/10/50 over all images but the reference, Recall_subset@1/2/3 within each query's image
   set, main score their CIRR average ``(R@5 + R_subset@1) / 2``.
 
-Data come from a local directory or the Hub (:mod:`mm_st.evaluation.data`). A model that lacks a
-modality the task needs is refused before anything is encoded.
+Each task's metadata is a declaration, fixed per class: creating a task reads nothing, and loading
+its data changes neither its category nor its prompts (rows that do not fit are refused, naming
+the row). Data come from a local directory or the Hub (:mod:`mm_st.evaluation.data`) when mteb
+calls ``load_data``; results record the declared dataset revision, also for local data. A model
+that lacks a modality the task needs is refused before anything is encoded.
 
 Example:
     >>> import mteb
@@ -26,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -36,7 +39,7 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
 from mm_st.evaluation import data as D
-from mm_st.evaluation.instructions import MMEB, MMEBDataset, split_instruction, strip_image_token
+from mm_st.evaluation.instructions import MMEB, MMEBDataset, same_instruction, split_instruction, strip_image_token
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,12 @@ def _reusable(model: Any) -> bool:
 
 
 class MMSTRetrievalTask(AbsTaskRetrieval):
-    """Base of mm_st's tasks: data from an argument, an environment variable or the Hub.
+    """Base of mm_st's tasks: a fixed declaration plus where the data are.
+
+    The class ``metadata`` (name, category, prompts, revision) is the declaration and is the same for
+    every instance and before and after loading; an instance only remembers where to read the data,
+    and nothing is read before :meth:`load_data` (mteb's hook for data that are not on the Hub in
+    its own format). Rows that do not fit the declaration are refused there, naming the row.
 
     Args:
         data: local directory or Hub dataset repo; default ``$MM_ST_<KIND>_DATA``, else the Hub default.
@@ -129,30 +137,10 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
         super().__init__(**kwargs)
         self.data, self.image_root = data, image_root
         self.candidate_counts: dict[str, int] = {}
-        revision = self._local_revision()
-        self._own_metadata = (
-            self.metadata.model_copy(update={"dataset": {**self.metadata.dataset, "revision": revision}})
-            if revision
-            else None
-        )
-        if self._own_metadata is not None:
-            self.metadata = self._own_metadata
 
     # -- data -----------------------------------------------------------------------------------
     def source(self) -> str:
         return D.resolve_source(self.kind, self.data, self.default_source)
-
-    def _local_files(self, source: str) -> list:  # files whose change makes a new local revision
-        return []
-
-    def _local_revision(self) -> str | None:
-        try:
-            source = self.source()
-        except D.DataLayoutError:
-            return None
-        if not D.is_local(source):
-            return None
-        return D.fingerprint(self._local_files(source))
 
     def load_data(self, num_proc: int | None = None, *, timer=None, **kwargs) -> None:
         if self.data_loaded:
@@ -165,12 +153,7 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
 
     def unload_data(self) -> None:
         super().unload_data()
-        if self._own_metadata is not None:
-            self.metadata = self._own_metadata
         self._reuse = None
-
-    def _set_prompt(self, prompt: dict[str, str]) -> None:
-        self.metadata = self.metadata.model_copy(update={"prompt": prompt or None})
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, model, split: str = "test", subsets_to_run=None, **kwargs):
@@ -187,23 +170,29 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
             self._reuse = ReuseEncodings(model)
         return self._reuse
 
-    def _fit_category(self, query: tuple[bool, bool], document: tuple[bool, bool]) -> None:
-        """Widen the declared category to the modalities the rows hold ((text, image) per side).
 
-        mteb drops every column its category does not name, so a row's text or image must never be
-        missing from it; a mismatch with the declared category is logged.
-        """
-        declared = self.metadata.category.split("2")
-        fitted = []
-        for side, (text, image), mods in zip(("query", "document"), (query, document), declared):
-            found = ("i" if image or "i" in mods else "") + ("t" if text or "t" in mods else "")
-            fitted.append(found)
-            if found != mods:
-                logger.warning("%s: %s rows hold %s, category declares %r; using %r.", self.metadata.name, side,
-                               "text" if text and "t" not in mods else "images", mods, found)
-        category = "2".join(fitted)
-        if category != self.metadata.category:
-            self.metadata = self.metadata.model_copy(update={"category": category})
+_HOLDS = {"i": "images", "t": "text", "it": "text and images"}
+
+
+def check_declared_modalities(name: str, category: str, side: str, texts: Sequence[str], images: Sequence[str | None],
+                              where: Any) -> None:
+    """Refuse the first row holding a modality the task's category does not declare for ``side``.
+
+    mteb passes the model only the columns the category names, so such a text or image would be
+    dropped silently. ``where(i)`` names row ``i`` in the error.
+    """
+    declared = category.split("2")[0 if side == "query" else 1]
+    for i, (text, image) in enumerate(zip(texts, images)):
+        extra = [f"text {text!r:.80}" if text and "t" not in declared else "",
+                 f"an image {image!r}" if image and "i" not in declared else ""]
+        extra = [e for e in extra if e]
+        if extra:
+            sides = "queries" if side == "query" else "candidates"
+            raise ValueError(
+                f"{name}: {where(i)} holds {' and '.join(extra)}, but the task's category {category!r} declares "
+                f"{sides} with {_HOLDS[declared]} only (mteb would drop it). Check the data, or the dataset's entry "
+                "in mm_st.evaluation.instructions.MMEB."
+            )
 
 
 # ==============================================================================================
@@ -211,83 +200,93 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
 # ==============================================================================================
 
 
-def _pick(instructions: list[str | None], default: str | None) -> str | None:
-    counted = Counter(i for i in instructions if i is not None)
-    return counted.most_common(1)[0][0] if counted else default
+def _strip(texts: list[str], anchors: tuple[str, ...], declared: str | None, what: str, name: str) -> list[str]:
+    """The texts without their instruction (any of ``anchors``); logs rows that carry another one or none."""
+    split = [split_instruction(t, anchors) if anchors else (None, strip_image_token(t)) for t in texts]
+    if declared is not None:
+        other = sum(i is not None and not same_instruction(i, declared) for i, _ in split)
+        missing = sum(i is None for i, _ in split)
+        if other:
+            logger.warning("%s: %d %s rows start with another instruction than the task prompt %r; it replaces "
+                           "theirs.", name, other, what, declared)
+        if missing:
+            logger.warning("%s: %d %s rows do not start with the task prompt %r; they keep their whole text and "
+                           "get the prompt too.", name, missing, what, declared)
+    return [t for _, t in split]
 
 
 class MMEBTask(MMSTRetrievalTask):
-    """One MMEB dataset scored as in VLM2Vec: each query against its own candidates, Precision@1."""
+    """One MMEB dataset scored as in VLM2Vec: each query against its own candidates, Precision@1.
+
+    The instruction each row starts with is split off its text; the model gets the dataset's
+    declared instruction (``metadata.prompt``, from :data:`~mm_st.evaluation.instructions.MMEB`).
+    """
 
     entry: ClassVar[MMEBDataset]
     kind = "mmeb"
     default_source = D.MMEB_HUB
 
-    def _local_files(self, source: str) -> list:
-        return D.mmeb_files(D.local_dir(source, "MMEB", D.MMEB_LAYOUT), self.entry.name) if os.path.isdir(source) else []
-
     def build(self) -> dict:
-        entry, name = self.entry, self.metadata.name
-        source = self.source()
+        name, source = self.metadata.name, self.source()
         revision = None if D.is_local(source) else self.metadata.revision
-        rows, root = D.read_mmeb_rows(entry.name, source, self.image_root, revision=revision)
+        rows, root = D.read_mmeb_rows(self.entry.name, source, self.image_root, revision=revision)
         D.check_mmeb_row_types(rows, name)
 
         def image(path: str, what: str) -> str | None:
             return D.image_file(root, path, f"{name}: {what}", D.MMEB_LAYOUT) if path else None
 
-        # Queries: split the instruction off; the most common one becomes the task prompt.
-        split_rows = [split_instruction(row["qry_text"], entry.query) for row in rows]
-        q_instruction = _pick([i for i, _ in split_rows], None)
-        q_text = [t if i == q_instruction else strip_image_token(row["qry_text"]) for (i, t), row in zip(split_rows, rows)]
-        if q_instruction is not None and sum(i != q_instruction for i, _ in split_rows):
-            logger.warning("%s: %d query rows do not start with %r; they keep their full text.", name,
-                           sum(i != q_instruction for i, _ in split_rows), q_instruction)
-        q_ids = [f"q{i}" for i in range(len(rows))]
-        q_images = [image(row["qry_img_path"], f"query {i}") for i, row in enumerate(rows)]
-        for i, (text, img) in enumerate(zip(q_text, q_images)):
-            if not text and not img:
-                raise ValueError(f"{name}: row {i} (query q{i}) has neither text nor image (qry_text={rows[i]['qry_text']!r}).")
+        queries = self._queries(rows, image)
+        corpus, relevant, top_ranked = self._candidates(rows, image)
+        listed = sum(len(row["tgt_text"]) for row in rows)
+        self.candidate_counts = {"listed": listed, "unique": len(corpus), "queries": len(rows)}
+        split = {"queries": queries, "corpus": corpus, "relevant_docs": relevant, "top_ranked": top_ranked}
+        return {"default": {"test": split}}
 
-        # Candidates: one corpus entry per unique (text, image path), in first-seen order.
+    def _queries(self, rows: list[dict], image: Any) -> datasets.Dataset:
+        name, prompt = self.metadata.name, self.metadata.prompt or {}
+        texts = _strip([row["qry_text"] for row in rows], self.entry.query, prompt.get("query"), "query", name)
+        paths = [row["qry_img_path"] for row in rows]
+        for i, (text, path) in enumerate(zip(texts, paths)):
+            if not text and not path:
+                raise ValueError(f"{name}: row {i} (query q{i}) has neither text nor image (qry_text={rows[i]['qry_text']!r}).")
+        check_declared_modalities(name, self.metadata.category, "query", texts, paths, lambda i: f"row {i} (query q{i})")
+        images = [image(path, f"query {i}") for i, path in enumerate(paths)]
+        return _split([f"q{i}" for i in range(len(rows))], texts, images)
+
+    def _candidates(self, rows: list[dict], image: Any) -> tuple[datasets.Dataset, dict, dict]:
+        """One corpus entry per unique (text, image path), in first-seen order; each query's list and positive."""
+        name, prompt = self.metadata.name, self.metadata.prompt or {}
         corpus_index: dict[tuple[str, str], str] = {}
         first_seen: dict[tuple[str, str], tuple[int, int]] = {}  # candidate -> (row, index in its list)
-        top_ranked, relevant, listed = {}, {}, 0
-        for row_index, (qid, row) in enumerate(zip(q_ids, rows)):
+        top_ranked, relevant = {}, {}
+        for row_index, row in enumerate(rows):
+            qid = f"q{row_index}"
             if len(row["tgt_text"]) != len(row["tgt_img_path"]) or not row["tgt_text"]:
                 raise D.DataLayoutError(
                     f"{name}: query {qid} has {len(row['tgt_text'])} target texts and "
                     f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{D.MMEB_LAYOUT}"
                 )
-            for j, key in enumerate(zip(row["tgt_text"], row["tgt_img_path"])):
+            keys = list(zip(row["tgt_text"], row["tgt_img_path"]))
+            for j, key in enumerate(keys):
                 first_seen.setdefault(key, (row_index, j))
-            ids = [corpus_index.setdefault((t, p), f"c{len(corpus_index)}") for t, p in zip(row["tgt_text"], row["tgt_img_path"])]
-            listed += len(ids)
+            ids = [corpus_index.setdefault(key, f"c{len(corpus_index)}") for key in keys]
             top_ranked[qid] = list(dict.fromkeys(ids))
             relevant[qid] = {ids[0]: 1}
         keys = list(corpus_index)
-        split_docs = [split_instruction(t, entry.document) if entry.document else (None, strip_image_token(t)) for t, _ in keys]
-        d_instruction = _pick([i for i, _ in split_docs], None)
-        d_text = [t if i == d_instruction else strip_image_token(key[0]) for (i, t), key in zip(split_docs, keys)]
-        for key, text in zip(keys, d_text):
-            if not text and not key[1]:
-                row_index, j = first_seen[key]
-                raise ValueError(
-                    f"{name}: row {row_index} (query q{row_index}) candidate {j} has neither text nor image "
-                    f"(tgt_text[{j}]={key[0]!r}, tgt_img_path[{j}]={key[1]!r})."
-                )
-        d_images = [image(p, f"candidate {t!r}") for t, p in keys]
 
-        self._fit_category((any(q_text), any(q_images)), (any(d_text), any(d_images)))
-        self._set_prompt({k: v for k, v in (("query", q_instruction), ("document", d_instruction)) if v})
-        self.candidate_counts = {"listed": listed, "unique": len(keys), "queries": len(rows)}
-        split = {
-            "queries": _split(q_ids, q_text, q_images),
-            "corpus": _split(list(corpus_index.values()), d_text, d_images),
-            "relevant_docs": relevant,
-            "top_ranked": top_ranked,
-        }
-        return {"default": {"test": split}}
+        def where(k: int) -> str:
+            row_index, j = first_seen[keys[k]]
+            return f"row {row_index} (query q{row_index}) candidate {j}"
+
+        texts = _strip([t for t, _ in keys], self.entry.document, prompt.get("document"), "candidate", name)
+        for k, (text, key) in enumerate(zip(texts, keys)):
+            if not text and not key[1]:
+                j = first_seen[key][1]
+                raise ValueError(f"{name}: {where(k)} has neither text nor image "
+                                 f"(tgt_text[{j}]={key[0]!r}, tgt_img_path[{j}]={key[1]!r}).")
+        check_declared_modalities(name, self.metadata.category, "document", texts, [p for _, p in keys], where)
+        images = [image(p, f"candidate {t!r}") for t, p in keys]
+        return _split(list(corpus_index.values()), texts, images), relevant, top_ranked
 
 
 def _class_name(name: str) -> str:
@@ -373,11 +372,6 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
         prompt={"query": MMEB["MSCOCO_t2i"].query[0], "document": MMEB["MSCOCO_t2i"].document[0]},
     )
 
-    def _local_files(self, source: str) -> list:
-        from pathlib import Path
-
-        return sorted(Path(source).glob("test_*.txt")) if os.path.isdir(source) else []
-
     def build(self) -> dict:
         data_dir = D.xtd_dir(self.source())
         names = D.read_lines(data_dir / "test_image_names.txt")
@@ -446,11 +440,6 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
         prompt={"query": MMEB["CIRR"].query[0], "document": MMEB["CIRR"].document[0]},
     )
 
-    def _local_files(self, source: str) -> list:
-        from pathlib import Path
-
-        return sorted(Path(source).glob("*/*.rc2.*.json")) if os.path.isdir(source) else []
-
     def build(self) -> dict:
         import json
 
@@ -493,6 +482,13 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
     def evaluate(self, model, split: str = "val", subsets_to_run=None, **kwargs):
         return super().evaluate(self._reusing(model), split, subsets_to_run, **kwargs)
 
+    # The one override of a private mteb method in mm_st's tasks. CIRR's official protocol ranks each
+    # query twice from the same embeddings: among all images but the reference (mteb's top_ranked)
+    # and among the query's own image set. mteb's public hooks give a task one candidate list per
+    # query; task_specific_scores() only sees the top max(k_values) results, which need not hold the
+    # image set. So the subset pass reruns mteb's retrieval with the set lists as top_ranked (the
+    # ReuseEncodings proxy makes it encode nothing again) and adds the scores. Pinned by
+    # tests/test_evaluation.py::test_mteb_internals_contract.
     def _evaluate_subset(self, model, data_split, *, hf_split: str, prediction_folder=None, **kwargs):
         scores = super()._evaluate_subset(model, data_split, hf_split=hf_split, prediction_folder=prediction_folder, **kwargs)
         within = {**data_split, "top_ranked": self._subset_lists[hf_split]}

@@ -6,17 +6,24 @@ request per sample to a multimodal LLM (interpret images, write, self-evaluate, 
 
 Example:
     >>> import tempfile
-    >>> from mm_st.synthesis import SynthesisConfig, ScriptedBackend, synthesize, export_dataset
-    >>> from mm_st.synthesis.testing import fake_answer
+    >>> from mm_st.synthesis import DryRunBackend, SynthesisConfig, synthesize, export_dataset
     >>> run, out = tempfile.mkdtemp(), tempfile.mkdtemp()
     >>> config = SynthesisConfig(num_samples=6, languages={"en": 0.5, "de": 0.5}, seed=1)
-    >>> _ = synthesize(config, ScriptedBackend(fake_answer), run, progress=False, verbose=False)
+    >>> _ = synthesize(config, DryRunBackend(), run, progress=False, verbose=False)  # a dry run: no model
     >>> ds = export_dataset(run, out)
     >>> sum(len(d) for d in ds.values())
     6
 """
 
-from mm_st.synthesis.backends import Backend, OpenAIChatBackend, Request, ScriptedBackend, TransformersBackend, TransportError
+from mm_st.synthesis.backends import (
+    Backend,
+    DryRunBackend,
+    OpenAIChatBackend,
+    Request,
+    ScriptedBackend,
+    TransformersBackend,
+    TransportError,
+)
 from mm_st.synthesis.config import (
     COMBINATIONS,
     DEFAULT_LANGUAGE_WEIGHTS,
@@ -34,7 +41,7 @@ from mm_st.synthesis.runner import Journal, OutputDirInUse, format_summary, summ
 
 __all__ = [
     "COMBINATIONS", "DEFAULT_LANGUAGE_WEIGHTS", "DEFAULT_TASK_COMBINATIONS", "LANGUAGES", "TASKS",
-    "Backend", "ImagePool", "Journal", "OpenAIChatBackend", "OutputDirInUse", "PlannedSample", "PromptBuilder", "Request",
+    "Backend", "DryRunBackend", "ImagePool", "Journal", "OpenAIChatBackend", "OutputDirInUse", "PlannedSample", "PromptBuilder", "Request",
     "SampleError", "ScriptedBackend", "SynthesisConfig", "TransformersBackend", "TransportError",
     "export_dataset", "format_summary", "plan_samples", "push_to_hub", "render_card", "summarize", "synthesize",
 ]  # fmt: skip

@@ -10,7 +10,9 @@ transport failure that survived the backend's own retries.
   exponential backoff on 429 / 5xx / connection errors, images as base64 data URLs, API key read
   from the environment at request time and sent only in the ``Authorization`` header.
 - :class:`TransformersBackend`: a local ``AutoModelForImageTextToText`` checkpoint, batched generation.
-- :class:`ScriptedBackend`: a Python callable (tests, dry runs).
+- :class:`ScriptedBackend`: a Python callable.
+- :class:`DryRunBackend`: no model; fills a template from each planned sample (offline dry runs of
+  the whole pipeline, never training data).
 
 Example:
     >>> from mm_st.synthesis.backends import ScriptedBackend, Request
@@ -35,6 +37,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from mm_st.synthesis.config import parse_combination
 
 logger = logging.getLogger(__name__)
 REDACTED = "[REDACTED]"
@@ -101,6 +105,54 @@ class ScriptedBackend(Backend):
             except TransportError as error:
                 out.append(error)
         return out
+
+
+class DryRunBackend(Backend):
+    """No model: a deterministic template filler for dry runs of the pipeline (plan, images, journal, export, card).
+
+    Each answer is schema-valid and follows the prompt's rules for the planned sample's modality
+    combination (empty texts where a side is an image only); the texts only name the sample, e.g.
+    ``"[dry run] vqa IT->T de: query of 0000000-abc"``, and every self-evaluation score is
+    ``score``. The output is for checking a run end to end, never for training.
+
+    Example:
+        >>> from mm_st.synthesis.config import PlannedSample
+        >>> sample = PlannedSample("0000000-abc", 0, "retrieval", "T->I", "de", {"positive": 3, "negative": 5})
+        >>> answer = json.loads(DryRunBackend().generate([Request(sample.id, [], sample)])[0])
+        >>> answer["revised"]["query"], answer["revised"]["positive"], sorted(answer["visual_interpretation"])
+        ('[dry run] retrieval T->I de: query of 0000000-abc', '', ['negative', 'positive'])
+    """
+
+    name = "dry-run (template filler, no model)"
+
+    def __init__(self, score: int = 3):
+        if not 1 <= score <= 5:
+            raise ValueError(f"score must be within 1..5 (the answer schema's range), got {score}.")
+        self.score = score
+
+    def generate(self, requests: list[Request]) -> list[str | TransportError]:
+        return [self.answer(request) for request in requests]
+
+    def answer(self, request: Request) -> str:
+        """The answer for one request (its ``sample`` must be the planned sample)."""
+        sample = request.sample
+        if sample is None or not hasattr(sample, "combination"):
+            raise ValueError(f"DryRunBackend needs the planned sample of request {request.id!r}; got {sample!r}.")
+        query_side, target_side = parse_combination(sample.combination)
+        tag = f"[dry run] {sample.task} {sample.combination} {sample.language}"
+
+        def text(role: str, side: str) -> str:
+            return f"{tag}: {role} of {sample.id}" if "T" in side else ""
+
+        revised = {"task_instruction": f"{tag}: task instruction", "query": text("query", query_side),
+                   "positive": text("positive", target_side), "hard_negative": text("hard negative", target_side)}
+        keys = ("cross_modal_alignment", "image_fidelity", "relevance", "hard_negative_difficulty")
+        return json.dumps({
+            "visual_interpretation": {role: f"{tag}: {role} image {index}" for role, index in sorted(sample.images.items())},
+            "draft": revised,
+            "evaluation": {**dict.fromkeys(keys, self.score), "comments": "dry run: template text, not evaluated"},
+            "revised": revised,
+        }, ensure_ascii=False)  # fmt: skip
 
 
 def image_data_url(image: Any, image_format: str = "PNG") -> str:

@@ -16,10 +16,9 @@ NOT recorded: it stays pending and the next run retries it.
 
 Example:
     >>> import tempfile
-    >>> from mm_st.synthesis import SynthesisConfig, ScriptedBackend, synthesize
-    >>> from mm_st.synthesis.testing import fake_answer
+    >>> from mm_st.synthesis import DryRunBackend, SynthesisConfig, synthesize
     >>> config = SynthesisConfig(num_samples=4, languages=["en", "de"], image_source="mm_st:emoji")
-    >>> summary = synthesize(config, ScriptedBackend(fake_answer), tempfile.mkdtemp(), progress=False, verbose=False)
+    >>> summary = synthesize(config, DryRunBackend(), tempfile.mkdtemp(), progress=False, verbose=False)
     >>> summary["accepted"], summary["rejected"]
     (4, 0)
 """

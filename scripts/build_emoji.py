@@ -8,7 +8,9 @@ Sources (Debian packages, no network needed):
 
 Usage::
 
-    python -m mm_st.data.build_emoji [--out DIR]   # default: mm_st/data/emoji/
+    python scripts/build_emoji.py [--out DIR]   # default: mm_st/data/emoji/
+
+A maintainer script (it calls ``dpkg-query`` for the package versions), not part of the mm_st package.
 
 Writes ``train.parquet``, ``test.parquet`` and ``LICENSES.md``. The output is
 deterministic: rows follow emoji-test.txt order, and an emoji is in the test split
@@ -34,7 +36,7 @@ FONT_SIZE = 109  # the only size the CBDT bitmap font provides
 CANVAS = (136, 128)
 IMAGE_SIZE = 64
 MAX_BYTES = 10 * 1024 * 1024
-DEFAULT_OUT = Path(__file__).parent / "emoji"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "mm_st" / "data" / "emoji"
 
 
 def is_test(emoji: str) -> bool:
@@ -162,7 +164,7 @@ Rows: fully-qualified emoji from emoji-test.txt, without skin-tone variants and 
 Component group, with an English CLDR name, in emoji-test.txt order.
 Split rule (by emoji): test iff `int(sha1(emoji.encode("utf-8")).hexdigest(), 16) % 5 == 0`.
 
-Rebuild: `python -m mm_st.data.build_emoji` (needs the Debian packages below).
+Rebuild: `python scripts/build_emoji.py` (needs the Debian packages below).
 
 ## Sources and licenses
 

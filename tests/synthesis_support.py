@@ -1,11 +1,12 @@
-"""Test helpers: a valid fake generator answer and a local OpenAI-compatible stub server.
+"""Test support for mm_st.synthesis: a valid fake generator answer and a local OpenAI-compatible stub server.
 
 :class:`StubOpenAIServer` serves ``POST /v1/chat/completions`` (and ``GET /v1/models``) on
 127.0.0.1 with the stdlib (``http.server``, one thread per connection), with a fixed artificial
-latency and scripted failures, for offline tests and the throughput benchmark.
+latency and scripted failures, for offline tests and benchmarks/synthesis_throughput.py. Test code,
+not part of the mm_st package (its offline runtime backend is ``mm_st.synthesis.DryRunBackend``).
 
 Example:
-    >>> from mm_st.synthesis.testing import StubOpenAIServer
+    >>> from tests.synthesis_support import StubOpenAIServer
     >>> from mm_st.synthesis.backends import OpenAIChatBackend, Request
     >>> with StubOpenAIServer(statuses=[500]) as server:
     ...     backend = OpenAIChatBackend(server.base_url, "stub", backoff=0.01)
