@@ -144,7 +144,7 @@ def print_preprocess_breakdown(st_model, inputs, hand_preprocess, repeats: int) 
     messages = transformer.input_formatter.batch_to_message(modality, dict(processor_inputs))[1]["message"]
     pieces = {
         "hand: processor(text=prompts, images=...)": hand_preprocess,
-        "mm_st: model.preprocess(batch)": lambda: st_model.preprocess(inputs),
+        "mm_st: model.preprocess(batch)": lambda: st_model.preprocess(inputs, content_keys=False),  # as in encode
         "  ST SentenceTransformer.preprocess (no mm_st subclass)": lambda: SentenceTransformer.preprocess(st_model, inputs),
         "  mm_st normalize_inputs": lambda: normalize_inputs(inputs),
         "  ST parse_inputs + batch_to_message": lambda: transformer.input_formatter.batch_to_message(
@@ -227,7 +227,7 @@ def main() -> None:
             return st_model.encode(inputs, batch_size=args.batch_size, convert_to_numpy=True)
 
         def st_preprocess():
-            return st_model.preprocess(inputs)
+            return st_model.preprocess(inputs, content_keys=False)  # as in encode (inference mode: no content keys)
 
         # Same token ids for both paths (chat template == literal prompt)?
         st_ids = st_preprocess()["input_ids"]

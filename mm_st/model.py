@@ -8,6 +8,9 @@ without mm_st. The subclass only adds, at preprocessing (and, for grouping, forw
 - truncation that never cuts image tokens: when a batch holds images, the text of an over-long input
   is shortened instead, so image tokens and the prompt suffix (the token last-token pooling reads)
   survive. Text-only batches use sentence-transformers' truncation, which restores the suffix;
+- content keys for training: outside ``torch.inference_mode`` (so in the trainer's data collator,
+  which calls :meth:`preprocess` per column, but never in ``encode``), each row's content hash and
+  modality id ride along, for the duplicate masking of :mod:`mm_st.losses` (see :meth:`preprocess`);
 - modality-grouped batching: a batch (an ``encode`` batch or a training column) that mixes text,
   image and image+text inputs is preprocessed and run through the backbone as one sub-batch per
   modality, and the embeddings come back in the caller's order. No text row is padded to the length
@@ -37,8 +40,10 @@ from mm_st.inputs import MODALITY_IDS, content_key, has_image, input_modality, n
 from mm_st.model_card import MultimodalModelCardData
 from mm_st.metadata import RecipeMetadataMixin, of_model
 
+# Per row, in the caller's order: content hash and modality id (mm_st.inputs.content_key) of the raw input.
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
+ROW_KEYS = (CONTENT_KEY, MODALITY_KEY)  # read by mm_st.losses, never passed to the backbone
 # Grouped features (a batch mixing modalities). The row axis is ``input_ids``: caller row ids, so that
 # sentence-transformers' trainer (which finds a column by its ``*_input_ids`` key) and GradCache (which
 # reads the batch size from ``input_ids`` and slices row-indexed tensors into mini-batches) see the
@@ -53,9 +58,9 @@ logger = logging.getLogger(__name__)
 class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
     """:class:`~sentence_transformers.SentenceTransformer` with mm_st input handling (see module doc).
 
-    With ``emit_content_keys = True`` (set by mm_st's losses), :meth:`preprocess` also returns each
-    input's content hash and modality id (:func:`mm_st.inputs.content_key`) under ``mm_st_content_key``
-    and ``mm_st_modality``; :meth:`forward` drops them before the backbone sees the features.
+    :meth:`preprocess` also returns each input's content hash and modality id
+    (:func:`mm_st.inputs.content_key`) under ``mm_st_content_key`` and ``mm_st_modality``, except under
+    ``torch.inference_mode`` (``encode``); :meth:`forward` keeps them from the backbone.
 
     With ``group_modalities = True`` (the default), :meth:`preprocess` splits a batch that mixes
     modalities into one sub-batch per modality and :meth:`forward` runs them separately and returns
@@ -63,7 +68,6 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
     mixed batches as one padded tensor, as plain sentence-transformers does.
     """
 
-    emit_content_keys: bool = False
     _warned_unused_prompt: bool = False
     model_card_data_class = MultimodalModelCardData  # widget examples from {"text", "image"} columns
     group_modalities: bool = True
@@ -88,13 +92,21 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
         except RuntimeError as exc:
             raise explain_mixed_batch_error(inputs, exc) from exc
 
-    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
+    def preprocess(
+        self, inputs: Sequence[Any], prompt: str | None = None, content_keys: bool | None = None, **kwargs
+    ) -> dict[str, Any]:
         """As :meth:`SentenceTransformer.preprocess`, with mm_st inputs and modality-grouped batching.
 
         A batch of one modality gives sentence-transformers' usual features. A batch mixing text,
         image and image+text inputs gives ``{"input_ids": caller row ids, "mm_st_groups": [features
         per modality], "mm_st_group_rows": [caller rows per modality]}``, which :meth:`forward` runs
         sub-batch by sub-batch; a contiguous row range of it (a GradCache mini-batch) runs the same way.
+
+        With ``content_keys`` (default: True, except under ``torch.inference_mode``, where ``encode``
+        runs and features cannot be trained on), the features also hold ``mm_st_content_key`` and
+        ``mm_st_modality``: each input's content hash (text and image bytes, before truncation) and
+        modality id, in the caller's order, which :mod:`mm_st.losses` masks duplicates with. The
+        trainer's data collator calls this method per column, so they reach the loss by themselves.
 
         Example:
             >>> from mm_st import build_model
@@ -111,6 +123,9 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
             return {}
         self._warn_if_prompt_unused(prompt)
         items = normalize_inputs(inputs, supports_image=self.supports("image"))
+        if content_keys is None:
+            content_keys = not torch.is_inference_mode_enabled()
+        keys = row_keys(items) if content_keys else {}  # before truncation shortens any text
         groups = _modality_groups(items) if self.group_modalities else [list(range(len(items)))]
         if len(groups) == 1:
             features = self._preprocess_group(items, prompt, **kwargs)
@@ -120,11 +135,7 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
                 GROUPS_KEY: [self._preprocess_group([items[i] for i in rows], prompt, **kwargs) for rows in groups],
                 GROUP_ROWS_KEY: [torch.tensor(rows) for rows in groups],
             }
-        if self.emit_content_keys:
-            keys = [content_key(item) for item in items]
-            features[CONTENT_KEY] = torch.tensor([key for key, _ in keys], dtype=torch.long)
-            features[MODALITY_KEY] = torch.tensor([modality for _, modality in keys], dtype=torch.long)
-        return features
+        return {**features, **keys}
 
     def _warn_if_prompt_unused(self, prompt: str | None) -> None:
         """Say once when a plain instruction goes to a recipe without an instruction slot (E5-V)."""
@@ -142,8 +153,14 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
             )
 
     def forward(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:
-        input.pop(CONTENT_KEY, None)
-        input.pop(MODALITY_KEY, None)
+        """As :meth:`SentenceTransformer.forward`; content keys stay in ``input`` but never reach the backbone."""
+        if not any(key in input for key in ROW_KEYS):
+            return self._forward_grouped_or_not(input, **kwargs)
+        output = self._forward_grouped_or_not({k: v for k, v in input.items() if k not in ROW_KEYS}, **kwargs)
+        input.update(output)  # fill the caller's dict, as sentence-transformers' forward does
+        return input
+
+    def _forward_grouped_or_not(self, input: dict[str, Any], **kwargs) -> dict[str, Any]:
         if GROUPS_KEY in input:
             return self._forward_groups(input, **kwargs)
         return super().forward(input, **kwargs)
@@ -236,6 +253,21 @@ def explain_mixed_batch_error(inputs: Any, exc: RuntimeError) -> RuntimeError:
         "(the default: one sub-batch per modality), or encode inputs with images and text-only inputs in separate "
         f"calls. Original error: {exc}"
     )
+
+
+def row_keys(items: list[Any]) -> dict[str, torch.Tensor]:
+    """``{CONTENT_KEY, MODALITY_KEY}`` tensors of normalised inputs (:func:`mm_st.inputs.content_key`).
+
+    Example:
+        >>> keys = row_keys(["a cat", "a dog", "a cat"])
+        >>> keys["mm_st_content_key"][0] == keys["mm_st_content_key"][2], keys["mm_st_modality"].tolist()
+        (tensor(True), [0, 0, 0])
+    """
+    pairs = [content_key(item) for item in items]
+    return {
+        CONTENT_KEY: torch.tensor([key for key, _ in pairs], dtype=torch.long),
+        MODALITY_KEY: torch.tensor([modality for _, modality in pairs], dtype=torch.long),
+    }
 
 
 def _modality_groups(items: list[Any]) -> list[list[int]]:

@@ -55,7 +55,6 @@ def one_training_step(model, train, tmp_path, prompts=None, hard_negative_scope=
     loss = MultimodalInfoNCELoss(model, temperature=0.02, hard_negative_scope=hard_negative_scope)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
     trainer.train()
-    model.emit_content_keys = False
     logged = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     changed = any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     return logged[0], changed

@@ -120,28 +120,104 @@ def test_content_keys_are_exact(emoji_images):
     assert [content_key(x)[1] for x in ("t", a, {"text": "t", "image": a})] == [0, 1, 2]
 
 
-def test_keys_reach_the_loss_and_never_the_backbone(model, emoji_images):
-    MultimodalInfoNCELoss(model, temperature=0.05)
-    try:
-        features = model.preprocess(["yes", "no", "yes"])
+def test_keys_reach_the_loss_and_never_the_backbone(model, emoji_images, monkeypatch):
+    """preprocess adds content keys (the trainer's collator calls it); the backbone never receives them."""
+    seen = []
+    backbone_forward = model[0].model.forward  # sentence-transformers calls it with the features as kwargs
+
+    def spy(**kwargs):
+        seen.append(sorted(kwargs))
+        return backbone_forward(**kwargs)
+
+    monkeypatch.setattr(model[0].model, "forward", spy)
+    for batch in (["yes", "no", "yes"], ["yes", emoji_images[0], "yes"]):  # one sub-batch; grouped
+        features = model.preprocess(batch)
         assert features["mm_st_content_key"][0] == features["mm_st_content_key"][2]
         assert features["mm_st_content_key"][0] != features["mm_st_content_key"][1]
-        out = model(dict(features))
-        assert "mm_st_content_key" not in out and out["sentence_embedding"].shape == (3, 64)
-    finally:
-        model.emit_content_keys = False
+        out = model(features)
+        assert seen and "input_ids" in seen[-1] and not any(key.startswith("mm_st_") for key in seen[-1]), seen
+        assert out["sentence_embedding"].shape == (3, 64)
+        assert out is features  # filled in place, as sentence-transformers' forward does
+    assert len(seen) == 3  # one backbone call for the text batch, one per modality for the mixed one
+
+
+def test_encode_never_hashes_and_a_loss_leaves_the_model_alone(model, emoji_images, monkeypatch):
+    import mm_st.inputs
+    import mm_st.model
+
+    before = dict(vars(model))
+    MultimodalInfoNCELoss(model, temperature=0.05, modality_weight=0.1)
+    assert vars(model) == before
+
+    def no_hashing(item):
+        raise AssertionError("content_key called")
+
+    monkeypatch.setattr(mm_st.model, "content_key", no_hashing)
+    monkeypatch.setattr(mm_st.inputs, "content_key", no_hashing)
+    assert model.encode(["yes", emoji_images[0], {"text": "cat", "image": emoji_images[1]}]).shape == (3, 64)
+    with torch.inference_mode():
+        assert not any(key.startswith("mm_st_content") for key in model.preprocess(["yes", emoji_images[0]]))
+    assert "mm_st_content_key" not in model.preprocess(["yes"], content_keys=False)
 
 
 def test_keys_come_back_in_caller_order_on_a_mixed_batch(model, emoji_images):
     batch = [emoji_images[0], "yes", {"text": "cat", "image": emoji_images[1]}, "yes", emoji_images[0]]
-    MultimodalInfoNCELoss(model, temperature=0.05)
-    try:
-        features = model.preprocess(batch)
-    finally:
-        model.emit_content_keys = False
+    features = model.preprocess(batch)
     assert [rows.tolist() for rows in features["mm_st_group_rows"]] == [[1, 3], [0, 4], [2]]
     assert features["mm_st_content_key"].tolist() == [content_key(x)[0] for x in batch]
     assert features["mm_st_modality"].tolist() == [1, 0, 2, 0, 1]
+
+
+def test_keys_hash_the_text_before_truncation(emoji_images):
+    """Two long texts that differ only past the token limit: truncated alike, yet different keys."""
+    model = build_model(tiny_model("qwen2_vl"), recipe="e5v", max_length=40)
+    long_text = "word " * 60
+    batch = [{"text": long_text + "one", "image": emoji_images[0]}, {"text": long_text + "two", "image": emoji_images[0]}]
+    features = model.preprocess(batch)
+    assert features["input_ids"][0].tolist() == features["input_ids"][1].tolist()  # the model sees the same input
+    assert features["mm_st_content_key"].tolist() == [content_key(x)[0] for x in batch]
+    assert features["mm_st_content_key"][0] != features["mm_st_content_key"][1]
+
+
+def test_missing_keys_are_a_clear_error(model):
+    columns = [["a", "b"], ["c", "d"], ["e", "f"]]
+    features = [model.preprocess(columns[0]), model.preprocess(columns[1]), model.preprocess(columns[2], content_keys=False)]
+    with pytest.raises(ValueError, match="Column 2 has no content keys .'mm_st_content_key', 'mm_st_modality'.") as info:
+        MultimodalInfoNCELoss(model, temperature=TAU)(features, None)
+    assert "pass mask_duplicates=False, modality_weight=0" in str(info.value)
+    no_keys = [model.preprocess(column, content_keys=False) for column in columns]
+    unmasked = MultimodalInfoNCELoss(model, temperature=TAU, mask_duplicates=False)
+    assert unmasked(no_keys, None).item() == pytest.approx(unmasked([model.preprocess(c) for c in columns], None).item())
+    emb = fixed_embeddings()
+    with pytest.raises(ValueError, match=r"mask_duplicates needs candidate_keys: one tensor per candidate column \(2\), got None"):
+        MultimodalInfoNCELoss(model, temperature=TAU).compute_multimodal_loss(emb)
+    with pytest.raises(ValueError, match=r"modality_weight needs candidate_modalities"):
+        MultimodalInfoNCELoss(model, temperature=TAU, modality_weight=0.1).compute_multimodal_loss(emb, as_tensors([[1] * 4] * 2))
+    with pytest.raises(ValueError, match=r"candidate_keys must hold 2 tensor\(s\) of shape \(4,\), one per candidate column; got \[\(4,\), \(3,\)\]"):
+        MultimodalInfoNCELoss(model, temperature=TAU).compute_multimodal_loss(emb, as_tensors([[1] * 4, [1] * 3]))
+    from sentence_transformers import SentenceTransformer
+
+    with pytest.raises(TypeError, match="need a model from mm_st.build_model or mm_st.load_model .got SentenceTransformer."):
+        MultimodalInfoNCELoss(SentenceTransformer(modules=[torch.nn.Identity()]))
+
+
+def test_the_trainers_default_collator_brings_the_keys(model, tmp_path):
+    """SentenceTransformerTrainer's own collator + collect_features: keys per column, masking applied."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    rows = {"anchor": ["q1", "q2", "q3", "q4"], "positive": ["grin", "heart", "grin", "sun"], "negative": ["a", "b", "heart", "c"]}
+    loss = MultimodalInfoNCELoss(model, temperature=TAU)
+    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss)
+    batch = trainer.data_collator([dict(zip(rows, values)) for values in zip(*rows.values())])
+    assert batch["positive_mm_st_content_key"].tolist() == [content_key(x)[0] for x in rows["positive"]]
+    features, _ = trainer.collect_features(batch)
+    with torch.no_grad():
+        got = loss(features, None).item()
+        embeddings = [model.encode(rows[c], convert_to_tensor=True) for c in rows]
+    keys = [[content_key(x)[0] for x in rows[c]] for c in ("positive", "negative")]
+    assert got == pytest.approx(reference(embeddings, keys=keys), rel=1e-4)
+    assert got != pytest.approx(reference(embeddings), rel=1e-4)  # the duplicates did change the value
 
 
 def mixed_columns(images):
@@ -183,7 +259,6 @@ def test_grouping_leaves_loss_gradients_and_minibatches_unchanged(emoji_images):
             assert set(grads) == set(reference_grads) and any(g.abs().max() > 0 for g in grads.values())
             for name in grads:
                 assert torch.allclose(grads[name], reference_grads[name], rtol=1e-6, atol=1e-7), (type(loss).__name__, grouped, name)
-        model.emit_content_keys = False
         model.group_modalities = True
         features = model.preprocess(columns[1])
         with torch.no_grad():
@@ -192,7 +267,6 @@ def test_grouping_leaves_loss_gradients_and_minibatches_unchanged(emoji_images):
                 part = model(_create_minibatch(features, begin, end))["sentence_embedding"]
                 assert torch.allclose(part, whole[begin:end], atol=1e-7), (begin, end)
     finally:
-        model.emit_content_keys = False
         model.group_modalities = True
 
 
@@ -241,7 +315,6 @@ def test_bad_input(model):
         loss.compute_multimodal_loss([emb[0], emb[1], emb[2][:3]])
     with pytest.raises(ValueError, match="Input 1 is None"):
         model.preprocess(["a negative", None])
-    model.emit_content_keys = False
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava_next"])
@@ -265,8 +338,10 @@ def test_cached_equals_non_cached_with_images_and_lora(family, emoji_images):
 
     kwargs = dict(temperature=0.05, hard_negative_scope="own", modality_weight=0.3, symmetric=True)
     plain_value, plain_grads = loss_and_grads(MultimodalInfoNCELoss(model, **kwargs))
-    cached_value, cached_grads = loss_and_grads(CachedMultimodalInfoNCELoss(model, mini_batch_size=2, **kwargs))
-    model.emit_content_keys = False
+    cached = CachedMultimodalInfoNCELoss(model, mini_batch_size=2, **kwargs)
+    state = dict(vars(cached))
+    cached_value, cached_grads = loss_and_grads(cached)
+    assert vars(cached) == state  # no per-batch state kept on the loss
     assert cached_value == pytest.approx(plain_value, abs=1e-5)
     assert plain_grads and set(plain_grads) == set(cached_grads)
     assert any(g.abs().max() > 0 for g in plain_grads.values())
@@ -309,7 +384,6 @@ def test_gather_across_two_processes_matches_one_process(tmp_path):
     assert all("mm_st_groups" in f for f in features)  # mixed columns: the gather sees grouped embeddings
     value = loss_fn(features, None)
     value.backward()
-    model.emit_content_keys = False
     assert distributed["loss"].item() == pytest.approx(value.item(), abs=1e-9)
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert set(grads) == set(distributed) - {"loss"}

@@ -10,7 +10,6 @@ from sentence_transformers.base.losses.gradcache import CachedLossMixin
 from torch import Tensor
 
 from mm_st.losses.infonce import MultimodalInfoNCELoss
-from mm_st.model import CONTENT_KEY, MODALITY_KEY
 
 
 class CachedMultimodalInfoNCELoss(CachedLossMixin, MultimodalInfoNCELoss):
@@ -60,20 +59,25 @@ class CachedMultimodalInfoNCELoss(CachedLossMixin, MultimodalInfoNCELoss):
         )
         self.mini_batch_size = mini_batch_size
         self.show_progress_bar = show_progress_bar
-        self._candidate_keys: list[Tensor | None] = []
-        self._candidate_modalities: list[Tensor | None] = []
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:
         features = list(sentence_features)
         if len(features) < 2:
             raise ValueError(f"Expected an anchor and at least one candidate column, got {len(features)} column(s).")
-        self._candidate_keys = [f.pop(CONTENT_KEY, None) for f in features][1:]
-        self._candidate_modalities = [f.pop(MODALITY_KEY, None) for f in features][1:]
-        return self.forward_cached(features, labels)
+        # The loss takes no labels: the candidates' keys travel to calculate_loss in that slot of
+        # forward_cached (nothing is kept on the loss between calls).
+        return self.forward_cached(features, self.candidate_keys(features))
 
-    def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False) -> Tensor:
+    def calculate_loss(
+        self,
+        reps: list[list[Tensor]],
+        keys: tuple[list[Tensor] | None, list[Tensor] | None] = (None, None),
+        *,
+        with_backward: bool = False,
+    ) -> Tensor:
+        """The loss from per-mini-batch embeddings and ``(candidate keys, candidate modalities)``."""
         embeddings = [torch.cat(column) for column in reps]
-        loss = self.compute_multimodal_loss(embeddings, self._candidate_keys, self._candidate_modalities)
+        loss = self.compute_multimodal_loss(embeddings, *keys)
         if with_backward:
             loss.backward()
             loss = loss.detach()

@@ -11,7 +11,7 @@ from sentence_transformers.util.distributed import all_gather, all_gather_with_g
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from torch import Tensor
 
-from mm_st.model import CONTENT_KEY, MODALITY_KEY
+from mm_st.model import CONTENT_KEY, MODALITY_KEY, MultimodalSentenceTransformer
 
 
 class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
@@ -33,7 +33,8 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
         - ``mask_duplicates``: a candidate whose content is identical to query i's positive (same
           text and same image bytes, e.g. two ImageNet queries labelled "goldfish") is removed from
           the denominator instead of counted as a negative. Identity is an exact hash of the inputs
-          (:func:`mm_st.inputs.content_key`), computed during preprocessing.
+          (:func:`mm_st.inputs.content_key`) that the model's ``preprocess`` adds to each column's
+          features (the trainer's data collator calls it), read from the features the loss is given.
         - ``hard_negative_scope``: ``"shared"`` scores every hard negative in the batch against every
           query (VLM2Vec); ``"own"`` scores a hard negative only against its own query (mmE5).
         - ``modality_weight`` (MM-Embed's modality awareness): adds ``modality_weight * mean_i
@@ -91,20 +92,42 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
         self.mask_duplicates = mask_duplicates
         self.modality_weight = modality_weight
         self.symmetric = symmetric
-        if mask_duplicates or modality_weight:
-            if not hasattr(model, "emit_content_keys"):
-                raise TypeError(
-                    "mask_duplicates / modality_weight need a model from mm_st.build_model or mm_st.load_model "
-                    f"(got {type(model).__name__}), which can report input content and modality."
-                )
-            model.emit_content_keys = True
+        if self.needs_keys and not isinstance(model, MultimodalSentenceTransformer):
+            raise TypeError(
+                "mask_duplicates / modality_weight need a model from mm_st.build_model or mm_st.load_model "
+                f"(got {type(model).__name__}), whose preprocess reports input content and modality."
+            )
+
+    @property
+    def needs_keys(self) -> bool:
+        """Whether the loss reads the candidates' content keys (duplicate masking or the modality term)."""
+        return bool(self.mask_duplicates or self.modality_weight)
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Tensor | None = None) -> Tensor:
         features = list(sentence_features)
-        keys = [f.pop(CONTENT_KEY, None) for f in features]
-        modalities = [f.pop(MODALITY_KEY, None) for f in features]
+        keys, modalities = self.candidate_keys(features)
         embeddings = embed_columns(self.model, features)
-        return self.compute_multimodal_loss(embeddings, keys[1:], modalities[1:])
+        return self.compute_multimodal_loss(embeddings, keys, modalities)
+
+    def candidate_keys(self, features: list[dict[str, Any]]) -> tuple[list[Tensor] | None, list[Tensor] | None]:
+        """Content keys and modality ids of the candidate columns (1, 2, ...), read from their features.
+
+        ``(None, None)`` when the loss needs none; a column without them is an error naming it.
+        """
+        if not self.needs_keys:
+            return None, None
+        if len(features) < 2:
+            raise ValueError(f"Expected an anchor and at least one candidate column, got {len(features)} column(s).")
+        for column, feature in enumerate(features[1:], start=1):
+            if CONTENT_KEY not in feature or MODALITY_KEY not in feature:
+                raise ValueError(
+                    f"Column {column} has no content keys ({CONTENT_KEY!r}, {MODALITY_KEY!r}), which "
+                    "mask_duplicates / modality_weight need. A model from mm_st.build_model / mm_st.load_model "
+                    "adds them in preprocess (the trainer's data collator calls it per column), except under "
+                    "torch.inference_mode (as in encode) or with content_keys=False. Preprocess the columns with "
+                    "such a model, or pass mask_duplicates=False, modality_weight=0."
+                )
+        return [f[CONTENT_KEY] for f in features[1:]], [f[MODALITY_KEY] for f in features[1:]]
 
     def compute_multimodal_loss(
         self,
@@ -112,7 +135,11 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
         candidate_keys: list[Tensor | None] | None = None,
         candidate_modalities: list[Tensor | None] | None = None,
     ) -> Tensor:
-        """The loss from column embeddings ``[anchor, positive, negatives...]`` and candidate keys/modalities."""
+        """The loss from column embeddings ``[anchor, positive, negatives...]`` and candidate keys/modalities.
+
+        ``candidate_keys`` / ``candidate_modalities``: one tensor per candidate column (rows in column
+        order), needed with ``mask_duplicates`` / ``modality_weight``; an error names what is missing.
+        """
         if len(embeddings) < 2:
             raise ValueError(f"Expected an anchor and at least one candidate column, got {len(embeddings)} column(s).")
         batch = embeddings[0].size(0)
@@ -120,8 +147,10 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
             if emb.size(0) != batch:
                 raise ValueError(f"Column {column} has {emb.size(0)} rows but the anchor column has {batch}.")
         columns = len(embeddings) - 1
-        keys = _stack(candidate_keys, columns)
-        modalities = _stack(candidate_modalities, columns)
+        keys = _stack(candidate_keys, columns, batch, "candidate_keys", "mask_duplicates" if self.mask_duplicates else None)
+        modalities = _stack(
+            candidate_modalities, columns, batch, "candidate_modalities", "modality_weight" if self.modality_weight else None
+        )
         offset = 0
         if self.gather_across_devices:
             # Local queries against the candidates of every rank (gradients flow back to their rank).
@@ -136,7 +165,7 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
         queries, docs = embeddings[0][own], torch.cat(embeddings[1:], dim=0)
         logits = self.similarity_fct(queries, docs) * self.scale  # (B local, world * columns)
         excluded = torch.zeros_like(logits, dtype=torch.bool)
-        if self.mask_duplicates and keys is not None:
+        if self.mask_duplicates:
             keys = keys.to(device)
             excluded |= keys.unsqueeze(0) == keys[own].unsqueeze(1)
         if self.hard_negative_scope == "own" and columns > 1:
@@ -149,13 +178,13 @@ class MultimodalInfoNCELoss(MultipleNegativesRankingLoss):
 
         if self.symmetric:
             back = self.similarity_fct(docs[own], embeddings[0]) * self.scale  # (B local positives, world queries)
-            if self.mask_duplicates and keys is not None:
+            if self.mask_duplicates:
                 same = keys[own].unsqueeze(1) == keys[:world].unsqueeze(0)
                 same[rows, own] = False
                 back = back.masked_fill(same, float("-inf"))
             loss = (loss + -(back[rows, own] - torch.logsumexp(back, dim=1)).mean()) / 2
 
-        if self.modality_weight and modalities is not None:
+        if self.modality_weight:
             modalities = modalities.to(device)
             wrong = (modalities.unsqueeze(0) != modalities[own].unsqueeze(1)) & ~excluded
             wrong_mass = (log_probs.exp() * wrong).sum(dim=1).clamp(max=1 - 1e-6)
@@ -178,8 +207,13 @@ def _gather_columns(stacked: Tensor, columns: int) -> Tensor:
     return torch.cat([all_gather(part) for part in stacked.chunk(columns)], dim=0)
 
 
-def _stack(per_column: list[Tensor | None] | None, columns: int) -> Tensor | None:
-    """Concatenate per-column tensors in candidate order, or None if any column lacks them."""
-    if not per_column or len(per_column) != columns or any(t is None for t in per_column):
+def _stack(per_column: list[Tensor] | None, columns: int, batch: int, name: str, needed_by: str | None) -> Tensor | None:
+    """Concatenate per-column tensors in candidate order; None if not given and not needed."""
+    if per_column is None:
+        if needed_by:
+            raise ValueError(f"{needed_by} needs {name}: one tensor per candidate column ({columns}), got None.")
         return None
+    if len(per_column) != columns or any(t is None or t.shape != (batch,) for t in per_column):
+        shapes = [None if t is None else tuple(t.shape) for t in per_column]
+        raise ValueError(f"{name} must hold {columns} tensor(s) of shape ({batch},), one per candidate column; got {shapes}.")
     return torch.cat(list(per_column), dim=0)
