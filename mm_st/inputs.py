@@ -20,19 +20,16 @@ from typing import Any
 
 from PIL import Image
 
-MODALITY_KEYS = ("text", "image")
+from mm_st.io import FIELDS, MODALITY_IDS, modality_name, resolve_inside
 
 
 def load_image(path: str | os.PathLike, index: int, root: str | os.PathLike | None = None) -> Image.Image:
     """Open an image file fully (so a corrupt file fails here), naming the input index on error.
 
-    With ``root``, a path is resolved inside it and a path that escapes the root is refused.
+    With ``root``, a path is resolved inside it (:func:`mm_st.io.resolve_inside`): a path that escapes
+    the root, also through a symbolic link, is refused.
     """
-    full = Path(root, path) if root is not None else Path(path)
-    if root is not None:
-        resolved, base = full.resolve(), Path(root).resolve()
-        if not resolved.is_relative_to(base):
-            raise ValueError(f"Input {index}: image path {str(path)!r} resolves outside the image root {str(base)!r}.")
+    full = resolve_inside(root, path, where=f"Input {index}") if root is not None else Path(path)
     if not full.is_file():
         raise FileNotFoundError(f"Input {index}: image file not found: {str(full)!r}.")
     try:
@@ -124,7 +121,7 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
         raise ValueError(f"Input {index} is None (a missing value); give a text, an image or a dict of them.")
     if isinstance(item, os.PathLike):
         item = {"image": item}
-    if isinstance(item, dict) and set(item) <= set(MODALITY_KEYS):
+    if isinstance(item, dict) and set(item) <= set(FIELDS):
         present = {key: value for key, value in item.items() if value is not None}
         if not present:
             raise ValueError(f"Input {index}: every field is None ({sorted(item)}); give a text, an image or both.")
@@ -138,7 +135,7 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
             return present["text"]
         if set(present) == {"image"}:
             return present if isinstance(present["image"], (str, os.PathLike)) else present["image"]
-        return {key: present[key] for key in MODALITY_KEYS if key in present}
+        return {key: present[key] for key in FIELDS if key in present}
     return _check_other(item, index, supports_image)
 
 
@@ -160,14 +157,11 @@ def _content_has_image(content: Any) -> bool:
     return isinstance(content, list) and any(isinstance(part, dict) and part.get("type") == "image" for part in content)
 
 
-MODALITY_IDS = {"text": 0, "image": 1, "image+text": 2}
-
-
 def content_key(item: Any) -> tuple[int, int]:
     """``(content hash, modality id)`` of a normalised input: equal content gives an equal 63-bit hash.
 
     The hash covers the text and each image's mode, size and pixel bytes (exact identity, never
-    float closeness); the modality id is ``MODALITY_IDS`` of what the input holds.
+    float closeness); the modality id is :data:`mm_st.io.MODALITY_IDS` of what the input holds.
     """
     digest = hashlib.blake2b(digest_size=8)
     texts, images = [], []
@@ -192,7 +186,7 @@ def content_key(item: Any) -> tuple[int, int]:
             digest.update(f"I{image.mode}{image.size}".encode() + image.tobytes())
         else:
             digest.update(b"P" + str(image).encode("utf-8"))
-    modality = "image+text" if images and texts else "image" if images else "text"
+    modality = modality_name(bool(texts) or not images, bool(images))
     return int.from_bytes(digest.digest(), "little") >> 1, MODALITY_IDS[modality]
 
 
