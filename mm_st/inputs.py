@@ -143,6 +143,25 @@ def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True, load: b
     return [normalize_input(item, index, supports_image, load) for index, item in enumerate(inputs)]
 
 
+def load_images(items: Sequence[Any]) -> list[Any]:
+    """Inputs already checked by ``normalize_inputs(..., load=False)``, with their image paths opened.
+
+    What ``load=True`` adds, without checking each input again (``encode`` checks its inputs up front).
+
+    Example:
+        >>> load_images(["a cat", {"text": "a cat", "image": None}])
+        ['a cat', {'text': 'a cat', 'image': None}]
+    """
+    return [_open_image_path(item, index) for index, item in enumerate(items)]
+
+
+def _open_image_path(item: Any, index: int) -> Any:
+    if isinstance(item, dict) and isinstance(item.get("image"), (str, os.PathLike)):
+        image = _check_size(load_image(item["image"], index), index)
+        return {**item, "image": image} if "text" in item else image
+    return item
+
+
 def has_image(item: Any) -> bool:
     if isinstance(item, Image.Image):
         return True

@@ -22,19 +22,22 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from mm_st.inputs import content_key, has_image, normalize_inputs, text_of, with_text
+from mm_st.inputs import content_key, has_image, load_images, normalize_inputs, text_of, with_text
 from mm_st.model_card import MultimodalModelCardData
 
 CONTENT_KEY = "mm_st_content_key"
 MODALITY_KEY = "mm_st_modality"
 
 logger = logging.getLogger(__name__)
+# True while encode runs on inputs it has normalised itself: preprocess then only opens image paths.
+_INPUTS_CHECKED: ContextVar[bool] = ContextVar("mm_st_inputs_checked", default=False)
 
 
 class MultimodalSentenceTransformer(SentenceTransformer):
@@ -57,23 +60,29 @@ class MultimodalSentenceTransformer(SentenceTransformer):
         """As :meth:`SentenceTransformer.encode`; an empty list gives an empty ``(0, dim)`` array.
 
         Inputs are checked up front, so an error names the input's index in the caller's list
-        (encode sorts inputs by length before batching); image files are decoded batch by batch.
+        (encode sorts inputs by length before batching); image files are decoded batch by batch, and
+        :meth:`preprocess` does not check these inputs a second time.
         """
-        if isinstance(inputs, (list, tuple)):
+        checked = isinstance(inputs, (list, tuple))
+        if checked:
             if len(inputs) == 0:
                 empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
                 return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
             inputs = normalize_inputs(inputs, supports_image=self.supports("image"), load=False)
+        token = _INPUTS_CHECKED.set(checked)
         try:
             return super().encode(inputs, *args, **kwargs)
         except RuntimeError as exc:
             raise explain_mixed_batch_error(inputs, exc) from exc
+        finally:
+            _INPUTS_CHECKED.reset(token)
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
         if len(inputs) == 0:
             return {}
         self._warn_if_prompt_unused(prompt)
-        items = normalize_inputs(inputs, supports_image=self.supports("image"))
+        checked = _INPUTS_CHECKED.get()
+        items = load_images(inputs) if checked else normalize_inputs(inputs, supports_image=self.supports("image"))
         keys = [content_key(item) for item in items] if self.emit_content_keys else None
         if not any(has_image(item) for item in items):
             features = super().preprocess(items, prompt=prompt, **kwargs)
