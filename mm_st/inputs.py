@@ -30,24 +30,25 @@ def load_image(path: str | os.PathLike, index: int, root: str | os.PathLike | No
     the root, also through a symbolic link, is refused.
     """
     full = resolve_inside(root, path, where=f"Input {index}") if root is not None else Path(path)
-    if not full.is_file():
-        raise FileNotFoundError(f"Input {index}: image file not found: {str(full)!r}.")
-    try:
-        with Image.open(full) as image:
-            image.load()
-            return image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
-    except Exception as exc:  # PIL raises several types for unreadable files
-        raise ValueError(f"Input {index}: cannot read image file {str(full)!r}: {exc}") from exc
+    return _open_image(full, index, verify_only=False)
 
 
 def check_image_file(path: str | os.PathLike, index: int) -> None:
     """Cheap validity check of an image file (exists, PIL can verify it), naming the input index."""
-    if not Path(path).is_file():
+    _open_image(Path(path), index, verify_only=True)
+
+
+def _open_image(path: Path, index: int, verify_only: bool) -> Image.Image | None:
+    if not path.is_file():
         raise FileNotFoundError(f"Input {index}: image file not found: {str(path)!r}.")
     try:
         with Image.open(path) as image:
-            image.verify()
-    except Exception as exc:
+            if verify_only:
+                image.verify()
+                return None
+            image.load()
+            return image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
+    except Exception as exc:  # PIL raises several types for unreadable files
         raise ValueError(f"Input {index}: cannot read image file {str(path)!r}: {exc}") from exc
 
 

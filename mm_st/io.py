@@ -1,6 +1,7 @@
 """The io layer every mm_st reader uses: local path or Hub id, paths kept inside their root, modality names.
 
-- :func:`is_local`: whether a data source names a local path or a Hugging Face Hub repo id (``org/name``).
+- :func:`is_local`: whether a data source names a local path or a Hugging Face Hub repo id (``org/name``);
+  :func:`hub_snapshot` gives a Hub dataset repo as a local folder.
 - :func:`resolve_inside`: the real path of a file named relative to a root (image roots of the
   converters, evaluation data, synthesis pools and ``load_image``). NUL bytes are refused, and so is
   any path that ends up outside the root once resolved: ``..`` components, absolute paths and
@@ -53,6 +54,13 @@ def is_local(source: str | os.PathLike) -> bool:
     if isinstance(source, os.PathLike):
         return True
     return Path(source).expanduser().exists() or not _HUB_ID.match(source)
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Path:
+    """Download (or reuse from the HF cache) a Hub dataset repo laid out like a local directory; its path."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=allow_patterns))
 
 
 class PathOutsideRoot(ValueError):

@@ -73,7 +73,7 @@ from tqdm.auto import tqdm
 
 from mm_st.data.columns import INPUT_FEATURE, make_input
 from mm_st.inputs import check_image_file
-from mm_st.io import IMAGE, TEXT, is_local, resolve_inside
+from mm_st.io import IMAGE, TEXT, hub_snapshot, is_local, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -651,9 +651,7 @@ def _mbeir_root(source: str | os.PathLike) -> Path:
         return root
     if is_local(source):
         raise FileNotFoundError(f"M-BEIR directory {str(source)!r} does not exist.")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(source), repo_type="dataset"))
+    return hub_snapshot(str(source))
 
 
 def mbeir_instructions(source: str | os.PathLike, index: int = 0) -> dict[str, str]:

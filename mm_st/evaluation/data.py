@@ -33,7 +33,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from mm_st.io import PathOutsideRoot, is_local, resolve_inside
+from mm_st.io import PathOutsideRoot, hub_snapshot, is_local, resolve_inside
 
 MMEB_HUB = "TIGER-Lab/MMEB-eval"
 MMEB_COLUMNS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")
@@ -92,13 +92,6 @@ def local_dir(source: str, kind: str, layout: str) -> Path:
     if not path.is_dir():
         raise DataLayoutError(f"{kind} data directory not found: {str(path)!r}.\n{layout}")
     return path
-
-
-def hub_snapshot(repo_id: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Path:
-    """Download (or reuse) a Hub dataset repo laid out like the local directory and return its path."""
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=allow_patterns))
 
 
 def image_root(kind: str, explicit: str | os.PathLike | None, candidates: list[Path]) -> Path:
