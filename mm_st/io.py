@@ -107,7 +107,8 @@ def modality_name(has_text: bool, has_image: bool) -> str:
 
 def modality_of(item: Any) -> str:
     """The modality of one input: a str, an image (PIL or path), a ``{"text", "image"}`` dict or struct
-    row (a ``None`` field is absent), or chat messages (by their content parts).
+    row (a ``None`` field is absent; neither is an error), or chat messages (by their content parts;
+    no part at all counts as text).
 
     Example:
         >>> modality_of("a cat"), modality_of({"image": "cat.png"})
@@ -123,7 +124,8 @@ def modality_of(item: Any) -> str:
         for message in messages:
             content = message.get("content") if isinstance(message, dict) else None
             parts += [{"type": TEXT}] if isinstance(content, str) else [p for p in content or [] if isinstance(p, dict)]
-        return modality_name(any(p.get("type") == TEXT for p in parts), any(p.get("type") == IMAGE for p in parts))
+        has_image = any(p.get("type") == IMAGE for p in parts)
+        return modality_name(any(p.get("type") == TEXT for p in parts) or not has_image, has_image)
     if isinstance(item, dict):
         return modality_name(item.get(TEXT) is not None, item.get(IMAGE) is not None)
     return IMAGE

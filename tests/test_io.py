@@ -157,6 +157,8 @@ def test_modality_vocabulary_is_pinned():
         ({"image": Image.new("RGB", (2, 2))}, "image"),
         ({"text": "a cat", "image": "cat.png"}, "image+text"),
         ({"role": "user", "content": "a cat"}, "text"),
+        ({"role": "user", "content": []}, "text"),
+        ([{"role": "user", "content": [{"type": "image"}]}, {"role": "assistant", "content": "a cat"}], IMAGE_TEXT),
         ([{"role": "user", "content": [{"type": "image"}]}], "image"),
         ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a cat"}]}], IMAGE_TEXT),
     ],
