@@ -35,7 +35,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
-from mm_st.evaluation import data as eval_data
+from mm_st.evaluation import data as D
 from mm_st.evaluation.instructions import MMEB, MMEBDataset, split_instruction, strip_image_token
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
 
     # -- data -----------------------------------------------------------------------------------
     def source(self) -> str:
-        return eval_data.resolve_source(self.kind, self.data, self.default_source)
+        return D.resolve_source(self.kind, self.data, self.default_source)
 
     def _local_files(self, source: str) -> list:  # files whose change makes a new local revision
         return []
@@ -148,11 +148,11 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
     def _local_revision(self) -> str | None:
         try:
             source = self.source()
-        except eval_data.DataLayoutError:
+        except D.DataLayoutError:
             return None
-        if not eval_data.is_local(source):
+        if not D.is_local(source):
             return None
-        return eval_data.fingerprint(self._local_files(source))
+        return D.fingerprint(self._local_files(source))
 
     def load_data(self, num_proc: int | None = None, *, timer=None, **kwargs) -> None:
         if self.data_loaded:
@@ -221,22 +221,20 @@ class MMEBTask(MMSTRetrievalTask):
 
     entry: ClassVar[MMEBDataset]
     kind = "mmeb"
-    default_source = eval_data.MMEB_HUB
+    default_source = D.MMEB_HUB
 
     def _local_files(self, source: str) -> list:
-        if not os.path.isdir(source):
-            return []
-        return eval_data.mmeb_files(eval_data.local_dir(source, "MMEB", eval_data.MMEB_LAYOUT), self.entry.name)
+        return D.mmeb_files(D.local_dir(source, "MMEB", D.MMEB_LAYOUT), self.entry.name) if os.path.isdir(source) else []
 
     def build(self) -> dict:
         entry, name = self.entry, self.metadata.name
         source = self.source()
-        revision = None if eval_data.is_local(source) else self.metadata.revision
-        rows, root = eval_data.read_mmeb_rows(entry.name, source, self.image_root, revision=revision)
-        eval_data.check_mmeb_row_types(rows, name)
+        revision = None if D.is_local(source) else self.metadata.revision
+        rows, root = D.read_mmeb_rows(entry.name, source, self.image_root, revision=revision)
+        D.check_mmeb_row_types(rows, name)
 
         def image(path: str, what: str) -> str | None:
-            return eval_data.image_file(root, path, f"{name}: {what}", eval_data.MMEB_LAYOUT) if path else None
+            return D.image_file(root, path, f"{name}: {what}", D.MMEB_LAYOUT) if path else None
 
         # Queries: split the instruction off; the most common one becomes the task prompt.
         split_rows = [split_instruction(row["qry_text"], entry.query) for row in rows]
@@ -257,9 +255,9 @@ class MMEBTask(MMSTRetrievalTask):
         top_ranked, relevant, listed = {}, {}, 0
         for row_index, (qid, row) in enumerate(zip(q_ids, rows)):
             if len(row["tgt_text"]) != len(row["tgt_img_path"]) or not row["tgt_text"]:
-                raise eval_data.DataLayoutError(
+                raise D.DataLayoutError(
                     f"{name}: query {qid} has {len(row['tgt_text'])} target texts and "
-                    f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{eval_data.MMEB_LAYOUT}"
+                    f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{D.MMEB_LAYOUT}"
                 )
             for j, key in enumerate(zip(row["tgt_text"], row["tgt_img_path"])):
                 first_seen.setdefault(key, (row_index, j))
@@ -304,7 +302,7 @@ def _mmeb_task_class(entry: MMEBDataset) -> type[MMEBTask]:
             "against its own candidates (1000 in the released data); Precision@1 as in VLM2Vec."
         ),
         reference="https://arxiv.org/abs/2410.05160",
-        dataset={"path": eval_data.MMEB_HUB, "revision": "main"},
+        dataset={"path": D.MMEB_HUB, "revision": "main"},
         type="Any2AnyRetrieval",
         category=entry.category,
         modalities=["image", "text"],
@@ -381,17 +379,17 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
         return sorted(Path(source).glob("test_*.txt")) if os.path.isdir(source) else []
 
     def build(self) -> dict:
-        data_dir = eval_data.xtd_dir(self.source())
-        names = eval_data.read_lines(data_dir / "test_image_names.txt")
-        root = eval_data.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
-        images = [eval_data.image_file(root, n, f"XTD image {i}", eval_data.XTD_LAYOUT) for i, n in enumerate(names)]
+        data_dir = D.xtd_dir(self.source())
+        names = D.read_lines(data_dir / "test_image_names.txt")
+        root = D.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
+        images = [D.image_file(root, n, f"XTD image {i}", D.XTD_LAYOUT) for i, n in enumerate(names)]
         corpus = _split(names, [""] * len(names), images)
         out = {}
         for lang in self.hf_subsets:
-            captions = eval_data.read_lines(eval_data.xtd_caption_file(data_dir, lang))
+            captions = D.read_lines(D.xtd_caption_file(data_dir, lang))
             if len(captions) != len(names):
-                raise eval_data.DataLayoutError(
-                    f"XTD captions for {lang!r} have {len(captions)} lines for {len(names)} images.\n{eval_data.XTD_LAYOUT}"
+                raise D.DataLayoutError(
+                    f"XTD captions for {lang!r} have {len(captions)} lines for {len(names)} images.\n{D.XTD_LAYOUT}"
                 )
             ids = [f"{lang}-{i}" for i in range(len(names))]
             out[lang] = {"test": {
@@ -458,24 +456,24 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
 
         out, self._subset_lists = {}, {}
         for split in self.eval_splits:
-            data_dir = eval_data.cirr_dir(self.source(), split)
+            data_dir = D.cirr_dir(self.source(), split)
             with (data_dir / "captions" / f"cap.rc2.{split}.json").open(encoding="utf-8") as handle:
                 captions = json.load(handle)
             with (data_dir / "image_splits" / f"split.rc2.{split}.json").open(encoding="utf-8") as handle:
                 image_paths = json.load(handle)
-            root = eval_data.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
+            root = D.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
             names = list(image_paths)
-            files = {n: eval_data.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", eval_data.CIRR_LAYOUT) for n in names}
+            files = {n: D.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", D.CIRR_LAYOUT) for n in names}
             q_ids, q_text, q_images, relevant, ranked, subsets = [], [], [], {}, {}, {}
             for item in captions:
                 if "target_hard" not in item:
-                    raise eval_data.DataLayoutError(f"CIRR {split} has no targets (the test split is scored by the CIRR server).")
+                    raise D.DataLayoutError(f"CIRR {split} has no targets (the test split is scored by the CIRR server).")
                 qid, ref = str(item["pairid"]), item["reference"]
                 for image_name in (ref, item["target_hard"], *item["img_set"]["members"]):
                     if image_name not in files:
-                        raise eval_data.DataLayoutError(
+                        raise D.DataLayoutError(
                             f"CIRR {split} query {qid} names image {image_name!r}, which is not in "
-                            f"image_splits/split.rc2.{split}.json.\n{eval_data.CIRR_LAYOUT}"
+                            f"image_splits/split.rc2.{split}.json.\n{D.CIRR_LAYOUT}"
                         )
                 q_ids.append(qid)
                 q_text.append(item["caption"])
