@@ -24,8 +24,8 @@ from sentence_transformers.base.modules import Normalize, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from mm_st import templates
-from mm_st.io import PathOutsideRoot, resolve_inside
 from mm_st.model import MultimodalSentenceTransformer
+from mm_st.io import PathOutsideRoot, resolve_inside
 
 
 def _tokenizer_of(processor: Any) -> Any:
