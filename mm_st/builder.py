@@ -27,6 +27,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from mm_st import templates
 from mm_st.metadata import recipe_metadata
 from mm_st.model import MultimodalSentenceTransformer
+from mm_st.io import PathOutsideRoot, resolve_inside
 
 
 def _tokenizer_of(processor: Any) -> Any:
@@ -205,8 +206,11 @@ def check_saved_model(path: str | os.PathLike) -> None:
     for index, module in enumerate(modules):
         if not (isinstance(module, dict) and isinstance(module.get("path"), str) and isinstance(module.get("type"), str)):
             raise ValueError(f"Invalid {str(modules_file)!r}: entry {index} needs string 'path' and 'type' fields.")
-        module_dir = (root / module["path"]).resolve()
-        if not module_dir.is_relative_to(root.resolve()) or not module_dir.is_dir():
+        try:
+            inside = resolve_inside(root, module["path"], what="module").is_dir()
+        except PathOutsideRoot:
+            inside = False
+        if not inside:
             raise FileNotFoundError(
                 f"{str(modules_file)!r}: entry {index} ({module['type']}) names directory {module['path']!r}, "
                 f"which is missing or outside {str(root)!r}."

@@ -20,37 +20,35 @@ from typing import Any
 
 from PIL import Image
 
-MODALITY_KEYS = ("text", "image")
+from mm_st.io import FIELDS, MODALITY_IDS, modality_name, resolve_inside
 
 
 def load_image(path: str | os.PathLike, index: int, root: str | os.PathLike | None = None) -> Image.Image:
     """Open an image file fully (so a corrupt file fails here), naming the input index on error.
 
-    With ``root``, a path is resolved inside it and a path that escapes the root is refused.
+    With ``root``, a path is resolved inside it (:func:`mm_st.io.resolve_inside`): a path that escapes
+    the root, also through a symbolic link, is refused.
     """
-    full = Path(root, path) if root is not None else Path(path)
-    if root is not None:
-        resolved, base = full.resolve(), Path(root).resolve()
-        if not resolved.is_relative_to(base):
-            raise ValueError(f"Input {index}: image path {str(path)!r} resolves outside the image root {str(base)!r}.")
-    if not full.is_file():
-        raise FileNotFoundError(f"Input {index}: image file not found: {str(full)!r}.")
-    try:
-        with Image.open(full) as image:
-            image.load()
-            return image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
-    except Exception as exc:  # PIL raises several types for unreadable files
-        raise ValueError(f"Input {index}: cannot read image file {str(full)!r}: {exc}") from exc
+    full = resolve_inside(root, path, where=f"Input {index}") if root is not None else Path(path)
+    return _open_image(full, index, verify_only=False)
 
 
 def check_image_file(path: str | os.PathLike, index: int) -> None:
     """Cheap validity check of an image file (exists, PIL can verify it), naming the input index."""
-    if not Path(path).is_file():
+    _open_image(Path(path), index, verify_only=True)
+
+
+def _open_image(path: Path, index: int, verify_only: bool) -> Image.Image | None:
+    if not path.is_file():
         raise FileNotFoundError(f"Input {index}: image file not found: {str(path)!r}.")
     try:
         with Image.open(path) as image:
-            image.verify()
-    except Exception as exc:
+            if verify_only:
+                image.verify()
+                return None
+            image.load()
+            return image.convert("RGB") if image.mode not in ("RGB", "L") else image.copy()
+    except Exception as exc:  # PIL raises several types for unreadable files
         raise ValueError(f"Input {index}: cannot read image file {str(path)!r}: {exc}") from exc
 
 
@@ -124,7 +122,7 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
         raise ValueError(f"Input {index} is None (a missing value); give a text, an image or a dict of them.")
     if isinstance(item, os.PathLike):
         item = {"image": item}
-    if isinstance(item, dict) and set(item) <= set(MODALITY_KEYS):
+    if isinstance(item, dict) and set(item) <= set(FIELDS):
         present = {key: value for key, value in item.items() if value is not None}
         if not present:
             raise ValueError(f"Input {index}: every field is None ({sorted(item)}); give a text, an image or both.")
@@ -138,12 +136,31 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
             return present["text"]
         if set(present) == {"image"}:
             return present if isinstance(present["image"], (str, os.PathLike)) else present["image"]
-        return {key: present[key] for key in MODALITY_KEYS if key in present}
+        return {key: present[key] for key in FIELDS if key in present}
     return _check_other(item, index, supports_image)
 
 
 def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True, load: bool = True) -> list[Any]:
     return [normalize_input(item, index, supports_image, load) for index, item in enumerate(inputs)]
+
+
+def load_images(items: Sequence[Any]) -> list[Any]:
+    """Inputs already checked by ``normalize_inputs(..., load=False)``, with their image paths opened.
+
+    What ``load=True`` adds, without checking each input again (``encode`` checks its inputs up front).
+
+    Example:
+        >>> load_images(["a cat", {"text": "a cat", "image": None}])
+        ['a cat', {'text': 'a cat', 'image': None}]
+    """
+    return [_open_image_path(item, index) for index, item in enumerate(items)]
+
+
+def _open_image_path(item: Any, index: int) -> Any:
+    if isinstance(item, dict) and isinstance(item.get("image"), (str, os.PathLike)):
+        image = _check_size(load_image(item["image"], index), index)
+        return {**item, "image": image} if "text" in item else image
+    return item
 
 
 def has_image(item: Any) -> bool:
@@ -160,34 +177,11 @@ def _content_has_image(content: Any) -> bool:
     return isinstance(content, list) and any(isinstance(part, dict) and part.get("type") == "image" for part in content)
 
 
-MODALITY_IDS = {"text": 0, "image": 1, "image+text": 2}
-
-
-def input_modality(item: Any) -> str:
-    """``"text"``, ``"image"`` or ``"image+text"`` of a normalised input (chat messages: by their parts).
-
-    Example:
-        >>> input_modality("a cat"), input_modality({"text": "a cat", "image": "cat.png"})
-        ('text', 'image+text')
-    """
-    if not has_image(item):
-        return "text"
-    if isinstance(item, dict) and "image" in item:
-        return "image+text" if "text" in item else "image"
-    messages = item if isinstance(item, list) else [item]
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        parts = [{"type": "text"}] if isinstance(content, str) else content or []
-        if any(isinstance(part, dict) and part.get("type") == "text" for part in parts):
-            return "image+text"
-    return "image"
-
-
 def content_key(item: Any) -> tuple[int, int]:
     """``(content hash, modality id)`` of a normalised input: equal content gives an equal 63-bit hash.
 
     The hash covers the text and each image's mode, size and pixel bytes (exact identity, never
-    float closeness); the modality id is ``MODALITY_IDS`` of what the input holds.
+    float closeness); the modality id is :data:`mm_st.io.MODALITY_IDS` of what the input holds.
     """
     digest = hashlib.blake2b(digest_size=8)
     texts, images = [], []
@@ -212,7 +206,7 @@ def content_key(item: Any) -> tuple[int, int]:
             digest.update(f"I{image.mode}{image.size}".encode() + image.tobytes())
         else:
             digest.update(b"P" + str(image).encode("utf-8"))
-    modality = "image+text" if images and texts else "image" if images else "text"
+    modality = modality_name(bool(texts) or not images, bool(images))
     return int.from_bytes(digest.digest(), "little") >> 1, MODALITY_IDS[modality]
 
 

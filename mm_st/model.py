@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.losses.gradcache import _create_minibatch  # ST's own row slicer (GradCache)
 from sentence_transformers.util import batch_to_device, cat_padded_token_embeddings
 
-from mm_st.inputs import MODALITY_IDS, content_key, has_image, input_modality, normalize_inputs, text_of, with_text
+from mm_st.inputs import content_key, has_image, load_images, normalize_inputs, text_of, with_text
+from mm_st.io import MODALITY_IDS, modality_of
 from mm_st.model_card import MultimodalModelCardData
 from mm_st.metadata import RecipeMetadataMixin, of_model
 
@@ -53,6 +55,8 @@ GROUPS_KEY = "mm_st_groups"  # list of feature dicts, one per modality, rows in 
 GROUP_ROWS_KEY = "mm_st_group_rows"  # list of LongTensors: the caller rows of each group
 
 logger = logging.getLogger(__name__)
+# True while encode runs on inputs it has normalised itself: preprocess then only opens image paths.
+_INPUTS_CHECKED: ContextVar[bool] = ContextVar("mm_st_inputs_checked", default=False)
 
 
 class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
@@ -80,17 +84,22 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
         """As :meth:`SentenceTransformer.encode`; an empty list gives an empty ``(0, dim)`` array.
 
         Inputs are checked up front, so an error names the input's index in the caller's list
-        (encode sorts inputs by length before batching); image files are decoded batch by batch.
+        (encode sorts inputs by length before batching); image files are decoded batch by batch, and
+        :meth:`preprocess` does not check these inputs a second time.
         """
-        if isinstance(inputs, (list, tuple)):
+        checked = isinstance(inputs, (list, tuple))
+        if checked:
             if len(inputs) == 0:
                 empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
                 return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
             inputs = normalize_inputs(inputs, supports_image=self.supports("image"), load=False)
+        token = _INPUTS_CHECKED.set(checked)
         try:
             return super().encode(inputs, *args, **kwargs)
         except RuntimeError as exc:
             raise explain_mixed_batch_error(inputs, exc) from exc
+        finally:
+            _INPUTS_CHECKED.reset(token)
 
     def preprocess(
         self, inputs: Sequence[Any], prompt: str | None = None, content_keys: bool | None = None, **kwargs
@@ -122,7 +131,8 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
         if len(inputs) == 0:
             return {}
         self._warn_if_prompt_unused(prompt)
-        items = normalize_inputs(inputs, supports_image=self.supports("image"))
+        checked = _INPUTS_CHECKED.get()
+        items = load_images(inputs) if checked else normalize_inputs(inputs, supports_image=self.supports("image"))
         if content_keys is None:
             content_keys = not torch.is_inference_mode_enabled()
         keys = row_keys(items) if content_keys else {}  # before truncation shortens any text
@@ -274,5 +284,5 @@ def _modality_groups(items: list[Any]) -> list[list[int]]:
     """Row indices of each modality present, in ``MODALITY_IDS`` order (text, image, image+text)."""
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(input_modality(item), []).append(index)
+        groups.setdefault(modality_of(item), []).append(index)
     return [groups[name] for name in MODALITY_IDS if name in groups]

@@ -31,7 +31,7 @@ from typing import Any
 
 from mm_st.cache import build_atomically, cache_root
 
-__all__ = ["FAMILIES", "SPECS", "FamilySpec", "SpecialTokens", "tiny_model"]
+__all__ = ["TINY_FAMILIES", "SPECS", "FamilySpec", "SpecialTokens", "tiny_model"]
 
 # Bump when the build changes, so stale caches are not reused.
 _CACHE_VERSION = "v1"
@@ -605,12 +605,12 @@ SPECS: dict[str, FamilySpec] = {
     )
 }
 
-FAMILIES: tuple[str, ...] = tuple(SPECS)
+TINY_FAMILIES: tuple[str, ...] = tuple(SPECS)  # tiny-model families; the backbone registry is mm_st.templates.FAMILIES
 
 
 def _spec(family: str) -> FamilySpec:
     if family not in SPECS:
-        raise ValueError(f"Unknown tiny model family {family!r}. Known families: {', '.join(FAMILIES)}.")
+        raise ValueError(f"Unknown tiny model family {family!r}. Known families: {', '.join(TINY_FAMILIES)}.")
     return SPECS[family]
 
 
@@ -672,7 +672,7 @@ def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0
     """Build (or reuse) a tiny random checkpoint of ``family`` and return its directory.
 
     Args:
-        family: one of :data:`FAMILIES`.
+        family: one of :data:`TINY_FAMILIES`.
         path: where to write it. Always (re)built there. None: a cache directory
             ``$MM_ST_CACHE/tiny/{family}-seed{seed}-v1`` (default cache ``~/.cache/mm_st``), reused when
             complete; written to a temporary sibling first and renamed into place, so an interrupted

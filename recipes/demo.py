@@ -36,7 +36,7 @@ def recall(model, images, texts, ks=(1, 10), batch_size: int = 64) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="qwen2_vl", help="tiny backbone family (see mm_st.testing.FAMILIES)")
+    parser.add_argument("--family", default="qwen2_vl", help="tiny backbone family (see mm_st.testing.TINY_FAMILIES)")
     parser.add_argument("--recipe", default="e5v")
     parser.add_argument("--languages", default="en,de,fr,es", help="name languages used for training")
     parser.add_argument("--epochs", type=float, default=10)

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 from mm_st import build_model
-from mm_st.testing import FAMILIES, tiny_model
+from mm_st.testing import TINY_FAMILIES, tiny_model
 
 LLAMA3 = "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n \n"
 CHATML = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
@@ -53,7 +53,7 @@ def reference_embedding(path, family, text=None, image=None):
     return torch.nn.functional.normalize(hidden, dim=-1)[0].numpy()
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
 def family_model(request):
     family = request.param
     path = tiny_model(family)
@@ -169,7 +169,7 @@ def _is_text_part(name):
 
 
 def test_truncation_keeps_image_tokens_and_prompt_suffix(emoji_images):
-    for family in FAMILIES:
+    for family in TINY_FAMILIES:
         path = tiny_model(family)
         full = build_model(path, recipe="e5v")
         image_only = full.preprocess([emoji_images[0]])
@@ -225,7 +225,7 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
     image_path = tmp_path / "emoji.png"
     emoji_images[0].save(image_path)
     cases, expected = {}, {}
-    for family in FAMILIES:
+    for family in TINY_FAMILIES:
         model = build_model(tiny_model(family), recipe="mmembed" if family == "qwen2_vl" else "e5v")
         model.save(str(tmp_path / family))
         image = emoji_images[0]
@@ -242,7 +242,7 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
     run = subprocess.run([sys.executable, "-c", EXPORT_CHECK, json.dumps(cases)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT", 1)[1])
-    for family in FAMILIES:
+    for family in TINY_FAMILIES:
         for key in ("plain", "query"):
             assert np.abs(np.array(result[family][key]) - expected[family][key]).max() <= 1e-6, (family, key)
         if family != "mllama":
@@ -255,7 +255,7 @@ PLAIN_PROMPT = "Find me an everyday image that matches the given caption: "
 @pytest.mark.parametrize("recipe", ["e5v", "mme5", "vlm2vec", "mmembed"])
 def test_plain_prompt_never_replaces_the_input(recipe, emoji_images):
     """Issue 11 item 0: README's encode_query(..., prompt=plain text) keeps every input, for every family."""
-    for family in FAMILIES:
+    for family in TINY_FAMILIES:
         model = build_model(tiny_model(family), recipe=recipe)
         a, b = emoji_images[0], emoji_images[1]
         for first, second in (("a red car", "a blue boat"), (a, b), ({"text": "red", "image": a}, {"text": "blue", "image": a})):

@@ -1,6 +1,7 @@
 """Hostile and careless inputs (issue 13): each bad input is a clear error naming the item."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -67,6 +68,12 @@ def test_load_model_missing_module_directory_names_the_entry(saved_model, tmp_pa
     modules[1]["path"] = "../../outside"
     (path / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(FileNotFoundError, match=r"entry 1 .*'\.\./\.\./outside', which is missing or outside"):
+        load_model(str(path))
+    modules[1]["path"] = "1_Pooling"
+    (path / "modules.json").write_text(json.dumps(modules))
+    shutil.copytree(saved_model[1] / "1_Pooling", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", path / "1_Pooling")  # a module folder linking out of the model
+    with pytest.raises(FileNotFoundError, match=r"entry 1 .*'1_Pooling', which is missing or outside"):
         load_model(str(path))
 
 

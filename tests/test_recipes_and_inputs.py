@@ -157,6 +157,34 @@ def test_bad_image_files_name_index_and_path(qwen_path, tmp_path):
         model.encode([{"text": None, "image": None}])
 
 
+def test_encode_checks_each_input_once(qwen_path, emoji_images, tmp_path, monkeypatch):
+    """encode normalises up front; preprocess then only opens image paths (no second pass per input)."""
+    from mm_st import inputs as mm_inputs
+
+    model = build_model(qwen_path, recipe="e5v")
+    path = tmp_path / "e.png"
+    emoji_images[0].save(path)
+    items = ["grin", {"text": "grin", "image": str(path)}, path, emoji_images[1], {"text": "x", "image": None}]
+    opened = mm_inputs.load_images(mm_inputs.normalize_inputs(items, load=False))
+    reference = mm_inputs.normalize_inputs(items)
+    assert [type(item) for item in opened] == [type(item) for item in reference]
+    assert opened[1]["text"] == "grin" and opened[1]["image"].tobytes() == reference[1]["image"].tobytes()
+    assert opened[2].tobytes() == reference[2].tobytes() and opened[4] == reference[4] == "x"
+    expected = np.concatenate([model.encode(items[i : i + 2], batch_size=2) for i in (0, 2, 4)])
+    calls = []
+    original = mm_inputs.normalize_input
+    monkeypatch.setattr(mm_inputs, "normalize_input", lambda item, index, *a, **k: calls.append(index) or original(item, index, *a, **k))
+    assert np.abs(model.encode(items, batch_size=2) - expected).max() <= 1e-5
+    assert sorted(calls) == [0, 1, 2, 3, 4]
+    calls.clear()
+    model.preprocess(items[:2])  # outside encode (the trainer's collator): checked here
+    assert calls == [0, 1]
+    with pytest.raises(ValueError, match=r"Input 1: every field is None"):
+        model.encode(["a", {"text": None, "image": None}])
+    with pytest.raises(ValueError, match=r"Input 0: every field is None"):  # the failed encode left no state behind
+        model.preprocess([{"text": None, "image": None}])
+
+
 def test_image_root_is_enforced(tmp_path):
     from mm_st.inputs import load_image
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from mm_st import testing
-from mm_st.testing import FAMILIES, SPECS, tiny_model
+from mm_st.testing import TINY_FAMILIES, SPECS, tiny_model
 
 HIDDEN = 64
 
@@ -71,7 +71,7 @@ def _last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor) -> to
     return hidden[torch.arange(hidden.shape[0]), last]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_forward_text_and_image(family, loaded, images):
     model, processor = loaded(family)
     token = SPECS[family].image_token
@@ -88,7 +88,7 @@ def test_forward_text_and_image(family, loaded, images):
     assert not torch.allclose(last[0], last[1])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_forward_text_only(family, loaded):
     model, processor = loaded(family)
     inputs = processor(text=["hello world", "a photo of a cat on a red sofa"], padding=True, return_tensors="pt")
@@ -114,7 +114,7 @@ EXPECTED_RENDER = {
 }
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_chat_template(family, loaded, images):
     model, processor = loaded(family)
     messages = [
@@ -136,7 +136,7 @@ def test_chat_template(family, loaded, images):
     assert processor.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == rendered
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_sentence_transformers_module(family, built, images):
     from sentence_transformers.base.modules import Transformer
 
@@ -166,7 +166,7 @@ def _state_dict(path: str) -> dict[str, torch.Tensor]:
     return load_file(str(Path(path) / "model.safetensors"))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_deterministic(family, built, tmp_path):
     first, second = built(family), tiny_model(family, path=tmp_path / "again")
     a, b = _state_dict(first), _state_dict(second)
@@ -192,7 +192,7 @@ def test_tokenizer_training_is_deterministic_across_processes():
     assert result.stdout.strip() == here
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_cache_reused(family, monkeypatch, tmp_path):
     monkeypatch.setenv("MM_ST_CACHE", str(tmp_path))
     first = tiny_model(family)
@@ -231,9 +231,9 @@ def test_cache_crash_leaves_nothing_and_incomplete_cache_is_rebuilt(monkeypatch,
 def test_unknown_family():
     with pytest.raises(ValueError) as info:
         tiny_model("not_a_family")
-    assert all(family in str(info.value) for family in FAMILIES)
+    assert all(family in str(info.value) for family in TINY_FAMILIES)
 
 
 def test_registry():
-    assert FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3")
-    assert set(SPECS) == set(FAMILIES)
+    assert TINY_FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3")
+    assert set(SPECS) == set(TINY_FAMILIES)

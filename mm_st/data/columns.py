@@ -4,7 +4,7 @@ Arrow cannot hold a column that mixes strings and images, so every input column 
 ``{"text": string, "image": Image}`` in which an absent modality is ``None`` (never an empty image
 or an empty string). Rows read back as ``{"text": ..., "image": PIL.Image | None}``, which
 :class:`mm_st.MultimodalSentenceTransformer`, the sentence-transformers collator and mm_st's losses
-take as they are.
+take as they are. The modality names and :func:`modality_of` are :mod:`mm_st.io`'s.
 
 Example:
     >>> import datasets
@@ -22,27 +22,13 @@ from typing import Any
 
 import datasets
 
-INPUT_FEATURE = {"text": datasets.Value("string"), "image": datasets.Image()}
-MODALITIES = ("text", "image", "image+text")
+from mm_st.io import IMAGE, MODALITIES, TEXT, modality_of
+
+__all__ = ["INPUT_FEATURE", "MODALITIES", "make_input", "modality_of"]
+
+INPUT_FEATURE = {TEXT: datasets.Value("string"), IMAGE: datasets.Image()}
 
 
 def make_input(text: str | None = None, image: Any = None) -> dict[str, Any]:
     """One input as a struct row; empty strings count as absent text."""
     return {"text": text if text else None, "image": image}
-
-
-def modality_of(item: Any) -> str:
-    """``"text"``, ``"image"`` or ``"image+text"`` for a struct row, a str, or an image."""
-    if isinstance(item, str):
-        return "text"
-    if isinstance(item, dict):
-        has_text, has_image = item.get("text") is not None, item.get("image") is not None
-        if has_text and has_image:
-            return "image+text"
-        if has_image:
-            return "image"
-        if has_text:
-            return "text"
-        raise ValueError("Input has neither text nor image.")
-    return "image"
-

@@ -17,9 +17,11 @@ converter                     layout                                            
 
 A ``DatasetDict`` has one dataset per source dataset / task, so the trainer's multi-dataset
 sampler can draw each batch from one of them (VLM2Vec v2 style), and per-dataset ``prompts``
-apply. Each converter takes a Hub id (real users) or a local directory with the same layout.
+apply. Each converter takes a Hub id (real users) or a local directory with the same layout
+(:func:`mm_st.io.is_local` tells them apart).
 
-Images: paths are resolved inside ``image_root`` (a path escaping the root is an error). Missing or
+Images: paths are resolved inside ``image_root`` (:func:`mm_st.io.resolve_inside`: a path escaping the
+root, also through a symbolic link, is an error). Missing or
 unreadable images raise an error that counts them and lists the first few (dataset, row, column,
 path); ``on_missing="skip"`` drops those rows instead and logs how many.
 
@@ -71,6 +73,7 @@ from tqdm.auto import tqdm
 
 from mm_st.data.columns import INPUT_FEATURE, make_input
 from mm_st.inputs import check_image_file
+from mm_st.io import IMAGE, TEXT, hub_snapshot, is_local, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ MBEIR_DATASETS = {
     "0": "VisualNews", "1": "Fashion200K", "2": "WebQA", "3": "EDIS", "4": "NIGHTS",
     "5": "OVEN", "6": "InfoSeek", "7": "FashionIQ", "8": "CIRR", "9": "MSCOCO",
 }  # fmt: skip
-MBEIR_MODALITY_NAMES = {"text": "t", "image": "i", "image,text": "it"}
+MBEIR_MODALITY_NAMES = {TEXT: "t", IMAGE: "i", "image,text": "it"}  # M-BEIR's spelling of image+text
 # VLM2Vec / Phi-3-V image placeholder written in MMEB-train and mmE5 texts (LLaVA rows use <image>).
 IMAGE_PLACEHOLDERS = ("<|image_1|>", "<image>")
 ON_MISSING = ("error", "skip")
@@ -115,13 +118,9 @@ class _ImageChecker:
             if status is None:
                 self.problems.append(where)
             return status
-        if "\0" in rel:
-            raise ValueError(f"{where}: image path {rel!r} contains a NUL byte.")
         found = None
         for root in self.roots:
-            full = (root / rel).resolve()
-            if not full.is_relative_to(root):
-                raise ValueError(f"{where}: image path {rel!r} resolves outside the image root {str(root)!r}.")
+            full = resolve_inside(root, rel, where)
             if full.is_file():
                 found = full
                 break
@@ -249,7 +248,7 @@ def _config_rows(source: str | os.PathLike, config: str, split: str, layout: str
             f"No data for config {config!r}, split {split!r} in {str(root)!r}: expected {layout}, i.e. "
             f"{str(folder / (split + '-00000-of-00001.parquet'))!r} (or .jsonl/.json, or a save_to_disk folder)."
         )
-    if str(source).startswith((".", "/", "~")):
+    if is_local(source):
         raise FileNotFoundError(f"Local dataset directory {str(source)!r} does not exist (expected {layout}).")
     return datasets.load_dataset(str(source), config, split=split).to_list(), [(0, f"{source}:{config}/{split}")]
 
@@ -650,11 +649,9 @@ def _mbeir_root(source: str | os.PathLike) -> Path:
     root = Path(source)
     if root.is_dir():
         return root
-    if str(source).startswith((".", "/", "~")):
+    if is_local(source):
         raise FileNotFoundError(f"M-BEIR directory {str(source)!r} does not exist.")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(source), repo_type="dataset"))
+    return hub_snapshot(str(source))
 
 
 def mbeir_instructions(source: str | os.PathLike, index: int = 0) -> dict[str, str]:
@@ -689,7 +686,7 @@ def load_nli(source: str | os.PathLike = "sentence-transformers/all-nli", split:
     if path.is_file():
         rows = _read_rows(path)
         name = str(path)
-    elif str(source).startswith((".", "/", "~")) or path.suffix:
+    elif is_local(source) or path.suffix:
         raise FileNotFoundError(f"NLI file {str(source)!r} not found.")
     else:
         rows = datasets.load_dataset(str(source), "triplet", split=split).to_list()

@@ -2,7 +2,7 @@
 
 Every data set is configured the same way: an argument, else an environment variable, else the
 Hub default. A value that is an existing directory (or looks like a path) is read locally; anything
-else is a Hub dataset repo id. A missing or incomplete local directory raises
+else is a Hub dataset repo id (:func:`mm_st.io.is_local`). A missing or incomplete local directory raises
 :class:`DataLayoutError`, which names the expected layout and the first missing file.
 
 ==========  =====================  ==========================  ============================
@@ -28,11 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from mm_st.io import PathOutsideRoot, hub_snapshot, is_local, resolve_inside
 
 MMEB_HUB = "TIGER-Lab/MMEB-eval"
 MMEB_COLUMNS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")
@@ -86,26 +87,11 @@ def resolve_source(kind: str, data: str | os.PathLike | None, default: str | Non
     return os.fspath(value)
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def is_local(source: str) -> bool:
-    """Whether ``source`` names a local directory: an existing path, or anything not shaped ``org/name``."""
-    return Path(source).expanduser().exists() or not _HUB_ID.match(source)
-
-
 def local_dir(source: str, kind: str, layout: str) -> Path:
     path = Path(source).expanduser()
     if not path.is_dir():
         raise DataLayoutError(f"{kind} data directory not found: {str(path)!r}.\n{layout}")
     return path
-
-
-def hub_snapshot(repo_id: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Path:
-    """Download (or reuse) a Hub dataset repo laid out like the local directory and return its path."""
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=allow_patterns))
 
 
 def image_root(kind: str, explicit: str | os.PathLike | None, candidates: list[Path]) -> Path:
@@ -120,10 +106,12 @@ def image_root(kind: str, explicit: str | os.PathLike | None, candidates: list[P
 
 
 def image_file(root: Path, relative: str, what: str, layout: str) -> str:
-    """Absolute path of an image inside ``root``; refuses paths that escape it, names a missing file."""
-    full = (root / relative).resolve()
-    if not full.is_relative_to(root.resolve()):
-        raise DataLayoutError(f"{what}: image path {relative!r} resolves outside the image root {str(root)!r}.")
+    """Absolute path of an image inside ``root`` (:func:`mm_st.io.resolve_inside`: refuses paths that
+    escape it, also through a symbolic link); names a missing file."""
+    try:
+        full = resolve_inside(root, relative, what)
+    except PathOutsideRoot as err:
+        raise DataLayoutError(str(err)) from None
     if not full.is_file():
         raise DataLayoutError(f"{what}: image file not found: {str(full)!r} (first missing image).\n{layout}")
     return str(full)

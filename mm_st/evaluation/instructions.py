@@ -54,53 +54,54 @@ _WIKI = ("Represent the given Wikipedia image with related text information: ",)
 _EXPR = ("Select the portion of the image that follows the language expressions: ",)
 
 
-def _d(name, meta, dist, cat, query, document=()):
+def _dataset(name, meta, dist, cat, query, document=()):
+    """One :class:`MMEBDataset`; ``query`` is one instruction or a tuple of them."""
     return MMEBDataset(name, meta, dist, cat, tuple(query) if isinstance(query, tuple) else (query,), document)
 
 
 MMEB: dict[str, MMEBDataset] = {
-    d.name: d
-    for d in (
+    dataset.name: dataset
+    for dataset in (
         # Classification (10): image (+ caption for N24News) -> label text
-        _d("ImageNet-1K", "Classification", "IND", "i2t", "Represent the given image for classification."),
-        _d("N24News", "Classification", "IND", "it2t",
+        _dataset("ImageNet-1K", "Classification", "IND", "i2t", "Represent the given image for classification."),
+        _dataset("N24News", "Classification", "IND", "it2t",
            "Represent the given news image with the following caption for domain classification: "),
-        _d("HatefulMemes", "Classification", "IND", "i2t",
+        _dataset("HatefulMemes", "Classification", "IND", "i2t",
            "Represent the given image for binary classification to determine whether it constitutes hateful speech or not."),
-        _d("VOC2007", "Classification", "IND", "i2t", "Identify the object shown in the image"),
-        _d("SUN397", "Classification", "IND", "i2t", "Identify the scene shown in the image."),
-        _d("Place365", "Classification", "OOD", "i2t", "Identify the scene shown in the image."),
-        _d("ImageNet-A", "Classification", "OOD", "i2t", "Represent the given image for classification."),
-        _d("ImageNet-R", "Classification", "OOD", "i2t", "Represent the given image for classification."),
-        _d("ObjectNet", "Classification", "OOD", "i2t", "Identify the object shown in the image"),
-        _d("Country211", "Classification", "OOD", "i2t", "Identify the country depicted in the image"),
+        _dataset("VOC2007", "Classification", "IND", "i2t", "Identify the object shown in the image"),
+        _dataset("SUN397", "Classification", "IND", "i2t", "Identify the scene shown in the image."),
+        _dataset("Place365", "Classification", "OOD", "i2t", "Identify the scene shown in the image."),
+        _dataset("ImageNet-A", "Classification", "OOD", "i2t", "Represent the given image for classification."),
+        _dataset("ImageNet-R", "Classification", "OOD", "i2t", "Represent the given image for classification."),
+        _dataset("ObjectNet", "Classification", "OOD", "i2t", "Identify the object shown in the image"),
+        _dataset("Country211", "Classification", "OOD", "i2t", "Identify the country depicted in the image"),
         # VQA (10): image + question -> answer text
-        *(_d(n, "VQA", "IND", "it2t", _VQA) for n in ("OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W")),
-        *(_d(n, "VQA", "OOD", "it2t", _VQA) for n in ("ScienceQA", "VizWiz", "GQA", "TextVQA")),
+        *(_dataset(n, "VQA", "IND", "it2t", _VQA) for n in ("OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W")),
+        *(_dataset(n, "VQA", "OOD", "it2t", _VQA) for n in ("ScienceQA", "VizWiz", "GQA", "TextVQA")),
         # Retrieval (12)
-        _d("VisDial", "Retrieval", "IND", "t2i",
+        _dataset("VisDial", "Retrieval", "IND", "t2i",
            "Represent the given dialogue about an image, which is used for image retrieval: ", _IMAGE),
-        _d("CIRR", "Retrieval", "IND", "it2i",
+        _dataset("CIRR", "Retrieval", "IND", "it2i",
            "Given an image, find a similar everyday image with the described changes: ", _IMAGE),
-        _d("VisualNews_t2i", "Retrieval", "IND", "t2i", "Retrieve an image of this news caption. ", _IMAGE),
-        _d("VisualNews_i2t", "Retrieval", "IND", "i2t", "Find a caption for the news in the given photo."),
-        _d("MSCOCO_t2i", "Retrieval", "IND", "t2i", "Find me an everyday image that matches the given caption: ", _IMAGE),
-        _d("MSCOCO_i2t", "Retrieval", "IND", "i2t", "Find an image caption describing the given everyday image."),
-        _d("NIGHTS", "Retrieval", "IND", "i2i", "Find a day-to-day image that looks similar to the provided image.", _IMAGE),
-        _d("WebQA", "Retrieval", "IND", "t2it", "Find a Wikipedia image that answers this question: ", _WIKI),
-        _d("OVEN", "Retrieval", "OOD", "it2it",
+        _dataset("VisualNews_t2i", "Retrieval", "IND", "t2i", "Retrieve an image of this news caption. ", _IMAGE),
+        _dataset("VisualNews_i2t", "Retrieval", "IND", "i2t", "Find a caption for the news in the given photo."),
+        _dataset("MSCOCO_t2i", "Retrieval", "IND", "t2i", "Find me an everyday image that matches the given caption: ", _IMAGE),
+        _dataset("MSCOCO_i2t", "Retrieval", "IND", "i2t", "Find an image caption describing the given everyday image."),
+        _dataset("NIGHTS", "Retrieval", "IND", "i2i", "Find a day-to-day image that looks similar to the provided image.", _IMAGE),
+        _dataset("WebQA", "Retrieval", "IND", "t2it", "Find a Wikipedia image that answers this question: ", _WIKI),
+        _dataset("OVEN", "Retrieval", "OOD", "it2it",
            "Retrieve a Wikipedia image-description pair that provides evidence for the question of this image: ", _WIKI),
-        _d("FashionIQ", "Retrieval", "OOD", "it2i", "Find an image to match the fashion image and style note: ", _IMAGE),
-        _d("EDIS", "Retrieval", "OOD", "t2it", "Find a news image that matches the provided caption: ",
+        _dataset("FashionIQ", "Retrieval", "OOD", "it2i", "Find an image to match the fashion image and style note: ", _IMAGE),
+        _dataset("EDIS", "Retrieval", "OOD", "t2it", "Find a news image that matches the provided caption: ",
            ("Represent the given image with related text information: ",)),
-        _d("Wiki-SS-NQ", "Retrieval", "OOD", "t2i", "Find the document image that can answer the given query: ", _IMAGE),
+        _dataset("Wiki-SS-NQ", "Retrieval", "OOD", "t2i", "Find the document image that can answer the given query: ", _IMAGE),
         # Visual grounding (4): image + object/expression -> cropped image
-        _d("MSCOCO", "Grounding", "IND", "it2i",
+        _dataset("MSCOCO", "Grounding", "IND", "it2i",
            ("Select the portion of the image that isolates the object labeled as ",
             "Crop the image to to isolate the object labeled as "), _CROP),
-        _d("RefCOCO", "Grounding", "OOD", "it2i", _EXPR, _CROP),
-        _d("RefCOCO-Matching", "Grounding", "OOD", "it2it", _EXPR, _EXPR),
-        _d("Visual7W-Pointing", "Grounding", "OOD", "it2i",
+        _dataset("RefCOCO", "Grounding", "OOD", "it2i", _EXPR, _CROP),
+        _dataset("RefCOCO-Matching", "Grounding", "OOD", "it2it", _EXPR, _EXPR),
+        _dataset("Visual7W-Pointing", "Grounding", "OOD", "it2i",
            "Select the portion of the image that answers the question: ", _CROP),
     )
 }

@@ -38,7 +38,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
-from mm_st.evaluation import data as D
+from mm_st.evaluation import data as eval_data
 from mm_st.evaluation.instructions import MMEB, MMEBDataset, same_instruction, split_instruction, strip_image_token
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
 
     # -- data -----------------------------------------------------------------------------------
     def source(self) -> str:
-        return D.resolve_source(self.kind, self.data, self.default_source)
+        return eval_data.resolve_source(self.kind, self.data, self.default_source)
 
     def load_data(self, num_proc: int | None = None, *, timer=None, **kwargs) -> None:
         if self.data_loaded:
@@ -224,16 +224,16 @@ class MMEBTask(MMSTRetrievalTask):
 
     entry: ClassVar[MMEBDataset]
     kind = "mmeb"
-    default_source = D.MMEB_HUB
+    default_source = eval_data.MMEB_HUB
 
     def build(self) -> dict:
         name, source = self.metadata.name, self.source()
-        revision = None if D.is_local(source) else self.metadata.revision
-        rows, root = D.read_mmeb_rows(self.entry.name, source, self.image_root, revision=revision)
-        D.check_mmeb_row_types(rows, name)
+        revision = None if eval_data.is_local(source) else self.metadata.revision
+        rows, root = eval_data.read_mmeb_rows(self.entry.name, source, self.image_root, revision=revision)
+        eval_data.check_mmeb_row_types(rows, name)
 
         def image(path: str, what: str) -> str | None:
-            return D.image_file(root, path, f"{name}: {what}", D.MMEB_LAYOUT) if path else None
+            return eval_data.image_file(root, path, f"{name}: {what}", eval_data.MMEB_LAYOUT) if path else None
 
         queries = self._queries(rows, image)
         corpus, relevant, top_ranked = self._candidates(rows, image)
@@ -262,9 +262,9 @@ class MMEBTask(MMSTRetrievalTask):
         for row_index, row in enumerate(rows):
             qid = f"q{row_index}"
             if len(row["tgt_text"]) != len(row["tgt_img_path"]) or not row["tgt_text"]:
-                raise D.DataLayoutError(
+                raise eval_data.DataLayoutError(
                     f"{name}: query {qid} has {len(row['tgt_text'])} target texts and "
-                    f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{D.MMEB_LAYOUT}"
+                    f"{len(row['tgt_img_path'])} target image paths (need equal, non-empty lists).\n{eval_data.MMEB_LAYOUT}"
                 )
             keys = list(zip(row["tgt_text"], row["tgt_img_path"]))
             for j, key in enumerate(keys):
@@ -301,7 +301,7 @@ def _mmeb_task_class(entry: MMEBDataset) -> type[MMEBTask]:
             "against its own candidates (1000 in the released data); Precision@1 as in VLM2Vec."
         ),
         reference="https://arxiv.org/abs/2410.05160",
-        dataset={"path": D.MMEB_HUB, "revision": "main"},
+        dataset={"path": eval_data.MMEB_HUB, "revision": "main"},
         type="Any2AnyRetrieval",
         category=entry.category,
         modalities=["image", "text"],
@@ -373,17 +373,17 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
     )
 
     def build(self) -> dict:
-        data_dir = D.xtd_dir(self.source())
-        names = D.read_lines(data_dir / "test_image_names.txt")
-        root = D.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
-        images = [D.image_file(root, n, f"XTD image {i}", D.XTD_LAYOUT) for i, n in enumerate(names)]
+        data_dir = eval_data.xtd_dir(self.source())
+        names = eval_data.read_lines(data_dir / "test_image_names.txt")
+        root = eval_data.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
+        images = [eval_data.image_file(root, n, f"XTD image {i}", eval_data.XTD_LAYOUT) for i, n in enumerate(names)]
         corpus = _split(names, [""] * len(names), images)
         out = {}
         for lang in self.hf_subsets:
-            captions = D.read_lines(D.xtd_caption_file(data_dir, lang))
+            captions = eval_data.read_lines(eval_data.xtd_caption_file(data_dir, lang))
             if len(captions) != len(names):
-                raise D.DataLayoutError(
-                    f"XTD captions for {lang!r} have {len(captions)} lines for {len(names)} images.\n{D.XTD_LAYOUT}"
+                raise eval_data.DataLayoutError(
+                    f"XTD captions for {lang!r} have {len(captions)} lines for {len(names)} images.\n{eval_data.XTD_LAYOUT}"
                 )
             ids = [f"{lang}-{i}" for i in range(len(names))]
             out[lang] = {"test": {
@@ -445,24 +445,24 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
 
         out, self._subset_lists = {}, {}
         for split in self.eval_splits:
-            data_dir = D.cirr_dir(self.source(), split)
+            data_dir = eval_data.cirr_dir(self.source(), split)
             with (data_dir / "captions" / f"cap.rc2.{split}.json").open(encoding="utf-8") as handle:
                 captions = json.load(handle)
             with (data_dir / "image_splits" / f"split.rc2.{split}.json").open(encoding="utf-8") as handle:
                 image_paths = json.load(handle)
-            root = D.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
+            root = eval_data.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
             names = list(image_paths)
-            files = {n: D.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", D.CIRR_LAYOUT) for n in names}
+            files = {n: eval_data.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", eval_data.CIRR_LAYOUT) for n in names}
             q_ids, q_text, q_images, relevant, ranked, subsets = [], [], [], {}, {}, {}
             for item in captions:
                 if "target_hard" not in item:
-                    raise D.DataLayoutError(f"CIRR {split} has no targets (the test split is scored by the CIRR server).")
+                    raise eval_data.DataLayoutError(f"CIRR {split} has no targets (the test split is scored by the CIRR server).")
                 qid, ref = str(item["pairid"]), item["reference"]
                 for image_name in (ref, item["target_hard"], *item["img_set"]["members"]):
                     if image_name not in files:
-                        raise D.DataLayoutError(
+                        raise eval_data.DataLayoutError(
                             f"CIRR {split} query {qid} names image {image_name!r}, which is not in "
-                            f"image_splits/split.rc2.{split}.json.\n{D.CIRR_LAYOUT}"
+                            f"image_splits/split.rc2.{split}.json.\n{eval_data.CIRR_LAYOUT}"
                         )
                 q_ids.append(qid)
                 q_text.append(item["caption"])

@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mm_st.inputs import MODALITY_IDS, content_key, normalize_input
+from mm_st.inputs import content_key, normalize_input
+from mm_st.io import MODALITY_IDS
 
 __all__ = ["Identities", "Items", "content_identity", "identify", "modality_id"]
 

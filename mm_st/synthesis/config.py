@@ -63,7 +63,6 @@ LANGUAGES: dict[str, str] = {
     "vi": "Vietnamese", "xh": "Xhosa", "yi": "Yiddish", "zh": "Chinese",
 }  # fmt: skip
 DEFAULT_LANGUAGE_WEIGHTS = {code: (0.5 if code == "en" else 0.5 / (len(LANGUAGES) - 1)) for code in LANGUAGES}
-ROLES = ("query", "positive", "negative")
 
 
 def parse_combination(combination: str) -> tuple[str, str]:

@@ -18,6 +18,8 @@ from typing import Any
 
 from PIL import Image
 
+from mm_st.io import is_local, resolve_inside
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
 
@@ -30,7 +32,7 @@ class ImagePool:
     @classmethod
     def open(cls, source: Any, column: str = "image", split: str = "train") -> ImagePool:
         """``source``: a directory of images, ``"mm_st:emoji"``, a ``save_to_disk`` folder, a Hub id,
-        or a ``datasets.Dataset`` object."""
+        or a ``datasets.Dataset`` object. A directory holding a symbolic link that leaves it is refused."""
         import datasets
 
         if isinstance(source, datasets.Dataset):
@@ -41,18 +43,11 @@ class ImagePool:
             return cls(dataset=load_emoji(split), column="image")
         path = Path(str(source)).expanduser()
         if path.is_dir() and not ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
-            root = path.resolve()
-            files = sorted(
-                PurePosixPath(p.relative_to(root)).as_posix()
-                for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )  # fmt: skip
-            if not files:
-                raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
-            return cls(files=files, root=root)
+            return cls(files=_image_files(path.resolve()), root=path.resolve())
         if path.is_dir():
             loaded = datasets.load_from_disk(str(path))
             loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        elif str(source).startswith((".", "/", "~")):
+        elif is_local(source):
             raise FileNotFoundError(f"Image source {str(source)!r} does not exist.")
         else:
             loaded = datasets.load_dataset(str(source), split=split)
@@ -66,7 +61,7 @@ class ImagePool:
     def load(self, index: int) -> Image.Image:
         """The image as RGB PIL."""
         if self.files is not None:
-            with Image.open(self.root / self.files[index]) as image:
+            with Image.open(resolve_inside(self.root, self.files[index], f"Image pool file {index}")) as image:
                 return image.convert("RGB")
         image = self.dataset[int(index)][self.column]
         if isinstance(image, (str, os.PathLike)):
@@ -83,15 +78,26 @@ class ImagePool:
     def save(self, index: int, image_root: Path) -> str:
         """Write the image below ``image_root`` (once) and return its relative path."""
         rel = self.relative_path(index)
-        target = (image_root / rel).resolve()
-        if not target.is_relative_to(image_root.resolve()):
-            raise ValueError(f"Image path {rel!r} escapes the image root {str(image_root)!r}.")
+        target = resolve_inside(image_root, rel, f"Image pool file {index}")
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             if self.files is not None:
                 import shutil
 
-                shutil.copyfile(self.root / rel, target)
+                shutil.copyfile(resolve_inside(self.root, rel, f"Image pool file {index}"), target)
             else:
                 self.load(index).save(target, format="PNG")
         return rel
+
+
+def _image_files(root: Path) -> list[str]:
+    """Relative paths of the image files under ``root``; a symbolic link leaving the root is an error."""
+    files = sorted(
+        PurePosixPath(p.relative_to(root)).as_posix()
+        for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )  # fmt: skip
+    for relative in files:
+        resolve_inside(root, relative, f"Image pool {str(root)!r}")
+    if not files:
+        raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}.")
+    return files

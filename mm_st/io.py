@@ -1,0 +1,131 @@
+"""The io layer every mm_st reader uses: local path or Hub id, paths kept inside their root, modality names.
+
+- :func:`is_local`: whether a data source names a local path or a Hugging Face Hub repo id (``org/name``);
+  :func:`hub_snapshot` gives a Hub dataset repo as a local folder.
+- :func:`resolve_inside`: the real path of a file named relative to a root (image roots of the
+  converters, evaluation data, synthesis pools and ``load_image``). NUL bytes are refused, and so is
+  any path that ends up outside the root once resolved: ``..`` components, absolute paths and
+  symbolic links that leave it.
+- The modality vocabulary: :data:`TEXT`, :data:`IMAGE`, :data:`IMAGE_TEXT` (:data:`MODALITIES`, with
+  stable ids :data:`MODALITY_IDS`), the fields of an input dict (:data:`FIELDS`) and :func:`modality_of`.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from mm_st.io import is_local, modality_of, resolve_inside
+    >>> is_local("TIGER-Lab/MMEB-eval"), is_local("./MMEB-eval")
+    (False, True)
+    >>> root = Path(tempfile.mkdtemp())
+    >>> resolve_inside(root, "cats/1.png") == root.resolve() / "cats" / "1.png"
+    True
+    >>> resolve_inside(root, "../1.png", where="row 3")
+    Traceback (most recent call last):
+    ...
+    mm_st.io.PathOutsideRoot: row 3: image path '../1.png' resolves outside the image root '...'.
+    >>> modality_of({"text": "a cat", "image": None}), modality_of({"text": "a cat", "image": "cat.png"})
+    ('text', 'image+text')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+TEXT, IMAGE, IMAGE_TEXT = "text", "image", "image+text"
+MODALITIES = (TEXT, IMAGE, IMAGE_TEXT)
+MODALITY_IDS = {name: index for index, name in enumerate(MODALITIES)}  # stored by mm_st's losses and miner
+FIELDS = (TEXT, IMAGE)  # the keys of an input dict / struct column; None means that modality is absent
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_local(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a local path rather than a Hub repo id.
+
+    Local: a ``pathlib.Path``, an existing path, or any string not shaped ``org/name`` (``./data``,
+    ``/data``, ``~/data``, ``nli.csv``). A string shaped ``org/name`` that does not exist here is a Hub id.
+
+    Example:
+        >>> is_local("sentence-transformers/all-nli"), is_local("~/all-nli"), is_local("nli.csv")
+        (False, True, True)
+    """
+    if isinstance(source, os.PathLike):
+        return True
+    return Path(source).expanduser().exists() or not _HUB_ID.match(source)
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Path:
+    """Download (or reuse from the HF cache) a Hub dataset repo laid out like a local directory; its path."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=allow_patterns))
+
+
+class PathOutsideRoot(ValueError):
+    """A path named relative to a root resolves outside it (or cannot name a file: NUL byte)."""
+
+
+def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike, where: str = "", what: str = "image") -> Path:
+    """The resolved (absolute, symlink-free) path of ``relative`` inside ``root``.
+
+    Raises :class:`PathOutsideRoot` naming ``where`` (the item: input index, file and row), the path
+    and the root when ``relative`` has a NUL byte or resolves outside the root: through ``..``, as an
+    absolute path elsewhere, or through a symbolic link (a file or any folder on the way) pointing out
+    of it. Whether the file exists is the caller's check.
+
+    Example:
+        >>> import os, tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> os.symlink("/etc/hostname", os.path.join(root, "link.png"))
+        >>> resolve_inside(root, "link.png", where="Input 0")
+        Traceback (most recent call last):
+        ...
+        mm_st.io.PathOutsideRoot: Input 0: image path 'link.png' resolves outside the image root '...' (it leads to '/etc/hostname').
+    """
+    prefix = f"{where}: " if where else ""
+    if "\0" in os.fspath(relative):
+        raise PathOutsideRoot(f"{prefix}{what} path {os.fspath(relative)!r} contains a NUL byte.")
+    base = Path(root).expanduser().resolve()
+    full = (base / relative).resolve()
+    if not full.is_relative_to(base):
+        lexical = Path(os.path.normpath(base / relative))
+        via = f" (it leads to {str(full)!r})" if lexical.is_relative_to(base) else ""
+        raise PathOutsideRoot(
+            f"{prefix}{what} path {os.fspath(relative)!r} resolves outside the {what} root {str(base)!r}{via}."
+        )
+    return full
+
+
+def modality_name(has_text: bool, has_image: bool) -> str:
+    """:data:`TEXT`, :data:`IMAGE` or :data:`IMAGE_TEXT` of an input holding these."""
+    if not (has_text or has_image):
+        raise ValueError("Input has neither text nor image.")
+    return IMAGE_TEXT if has_text and has_image else IMAGE if has_image else TEXT
+
+
+def modality_of(item: Any) -> str:
+    """The modality of one input: a str, an image (PIL or path), a ``{"text", "image"}`` dict or struct
+    row (a ``None`` field is absent; neither is an error), or chat messages (by their content parts;
+    no part at all counts as text).
+
+    Example:
+        >>> modality_of("a cat"), modality_of({"image": "cat.png"})
+        ('text', 'image')
+        >>> modality_of([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a cat"}]}])
+        'image+text'
+    """
+    if isinstance(item, str):
+        return TEXT
+    messages = [item] if isinstance(item, dict) and "content" in item else item
+    if isinstance(messages, list):
+        parts = []
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            parts += [{"type": TEXT}] if isinstance(content, str) else [p for p in content or [] if isinstance(p, dict)]
+        has_image = any(p.get("type") == IMAGE for p in parts)
+        return modality_name(any(p.get("type") == TEXT for p in parts) or not has_image, has_image)
+    if isinstance(item, dict):
+        return modality_name(item.get(TEXT) is not None, item.get(IMAGE) is not None)
+    return IMAGE
