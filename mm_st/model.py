@@ -76,6 +76,17 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
     model_card_data_class = MultimodalModelCardData  # widget examples from {"text", "image"} columns
     group_modalities: bool = True
 
+    def save(self, path: str, *args, **kwargs) -> None:
+        """sentence-transformers' ``save``, with DoRA magnitudes stored under keys its loader maps back.
+
+        peft writes a DoRA magnitude as ``...lora_magnitude_vector``; transformers 5.23's adapter loader
+        renames that to ``...lora_magnitude_vector.default`` (not the parameter's ``.default.weight``) and
+        drops it, so ``SentenceTransformer(path)`` would silently fall back to the initial magnitudes.
+        Saved as ``...lora_magnitude_vector.weight``, both transformers' and peft's loaders restore them.
+        """
+        super().save(path, *args, **kwargs)
+        portable_dora_keys(path)
+
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
         return "SentenceTransformer"
@@ -245,6 +256,25 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
 
 
 MIXED_BATCH_SIGNS = ("aspect_ratio_ids", "is invalid for input of size")  # Mllama's forward on a mixed batch
+
+
+def portable_dora_keys(path: str) -> list[str]:
+    """Rename bare ``lora_magnitude_vector`` keys in the adapter files under ``path`` (see ``save``); returns the files changed."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    changed = []
+    for file in sorted(Path(path).rglob("adapter_model.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        renamed = {(key + ".weight" if key.endswith("lora_magnitude_vector") else key): value for key, value in tensors.items()}
+        if renamed.keys() != tensors.keys():
+            save_file(renamed, str(file), metadata=metadata)
+            changed.append(str(file))
+    return changed
 
 
 def explain_mixed_batch_error(inputs: Any, exc: RuntimeError) -> RuntimeError:

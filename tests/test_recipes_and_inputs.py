@@ -6,6 +6,7 @@ import numpy as np
 import peft
 import pytest
 import torch
+from sentence_transformers import SentenceTransformer
 import transformers
 from PIL import Image
 from transformers import AutoProcessor, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -220,11 +221,17 @@ def test_lora_and_dora_adapters(qwen_path, emoji_images, adapter, tmp_path):
     assert trainable and all("lora_" in name for name in trainable)
     if adapter.get("use_dora"):
         assert any("lora_magnitude_vector" in name for name in trainable)
+    with torch.no_grad():  # as after training: initial adapter values would reload even if the file were ignored
+        for name, param in peft_model.named_parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
     before = model.encode([{"text": "x", "image": emoji_images[0]}])
     model.save(str(tmp_path / "m"))
     assert (tmp_path / "m" / "adapter_model.safetensors").exists()
     reloaded = load_model(str(tmp_path / "m"))
     assert np.abs(reloaded.encode([{"text": "x", "image": emoji_images[0]}]) - before).max() <= 1e-6
+    plain = SentenceTransformer(str(tmp_path / "m"))  # DoRA magnitudes too (mm_st.model.portable_dora_keys)
+    assert np.abs(plain.encode(["x"]) - model.encode(["x"])).max() <= 1e-6
 
 
 def test_dtype_and_attention_pass_through(qwen_path):
