@@ -1,9 +1,12 @@
-"""Test support for mm_st.synthesis: a valid fake generator answer and a local OpenAI-compatible stub server.
+"""Test support for mm_st.synthesis: a valid fake generator answer, a local OpenAI-compatible stub server and a
+real ``transformers serve`` process.
 
 :class:`StubOpenAIServer` serves ``POST /v1/chat/completions`` (and ``GET /v1/models``) on
 127.0.0.1 with the stdlib (``http.server``, one thread per connection), with a fixed artificial
-latency and scripted failures, for offline tests and benchmarks/synthesis_throughput.py. Test code,
-not part of the mm_st package (its offline runtime backend is ``mm_st.synthesis.DryRunBackend``).
+latency and scripted failures, for offline tests and benchmarks/synthesis_throughput.py.
+:class:`TransformersServe` runs ``transformers serve`` (transformers' ``serving`` extra) on a local
+model directory, offline. Test code, not part of the mm_st package (its offline runtime backend is
+``mm_st.synthesis.DryRunBackend``).
 
 Example:
     >>> from tests.synthesis_support import StubOpenAIServer
@@ -19,9 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -134,3 +143,79 @@ class StubOpenAIServer:
     @property
     def requests(self) -> int:
         return self._count
+
+
+class ServerNotReady(RuntimeError):
+    """``transformers serve`` exited or did not answer ``/health`` in time (the message ends with its log)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TransformersServe:
+    """``transformers serve MODEL`` on 127.0.0.1 (a free port), CPU, offline, one torch thread (context manager).
+
+    Entering waits until ``GET /health`` answers (:class:`ServerNotReady` after ``ready_timeout`` seconds or
+    if the process exits); leaving terminates the process (killed after 30 s). Its output goes to ``log``
+    (``--log-level info``: one uvicorn line per request).
+    """
+
+    def __init__(self, model: str, log: str | Path, ready_timeout: float = 300.0, home: str | Path | None = None):
+        self.model, self.log, self.ready_timeout = model, Path(log), ready_timeout
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        offline = dict.fromkeys(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"), "1")
+        self.env = {**os.environ, **offline, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if home is not None:
+            self.env["HF_HOME"] = str(home)  # the server's cache scans stay out of the user's cache
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> TransformersServe:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the process and wait for ``/health`` (stops it again and raises :class:`ServerNotReady` if not)."""
+        command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", self.model,
+                   "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu", "--log-level", "info"]  # fmt: skip
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerNotReady(f"transformers serve exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise ServerNotReady(f"transformers serve did not answer /health within {self.ready_timeout:.0f} s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate the process (kill it after 30 s); a no-op when it is not running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, chars: int = 1500) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

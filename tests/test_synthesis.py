@@ -1,5 +1,6 @@
 """mm_st.synthesis: planning, schema checks and retries, HTTP transport, crash safety, export round-trip."""
 
+import importlib.util
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from mm_st.synthesis import (
     synthesize,
 )
 from mm_st.synthesis.config import image_roles
-from tests.synthesis_support import StubOpenAIServer, fake_answer
+from tests.synthesis_support import ServerNotReady, StubOpenAIServer, TransformersServe, fake_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,6 +163,59 @@ def test_http_concurrency_overlaps_requests(tmp_path):
         summary = synthesize(config, OpenAIChatBackend(server.base_url, "stub", concurrency=8), tmp_path, progress=False, verbose=False)
         elapsed = time.monotonic() - start
     assert summary["accepted"] == 16 and elapsed < 16 * 0.2 / 2  # serial would take 3.2 s
+
+
+class RecordingBackend(OpenAIChatBackend):
+    """Keeps each raw answer (or transport error) by request id."""
+
+    def generate(self, requests):
+        out = super().generate(requests)
+        self.answers = {**getattr(self, "answers", {}), **{r.id: a for r, a in zip(requests, out)}}
+        return out
+
+
+def test_synthesis_against_a_real_transformers_serve_process(tmp_path, monkeypatch, caplog, capsys, smollm2):
+    """SmolLM2-135M-Instruct behind ``transformers serve`` (transformers' ``serving`` extra), 2 text-only samples,
+    32 new tokens: every request is answered by the real server, each sample is journaled accepted or rejected
+    with a reason and a bounded excerpt of what the server said, and the key never reaches a log or file."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"transformers serve needs transformers' serving extra (in mm-st[dev]); missing {missing}")
+    secret = "sk-test-REAL-SERVER-7319"
+    monkeypatch.setenv("MM_ST_TEST_KEY", secret)
+    config = SynthesisConfig(num_samples=2, languages=["en"], tasks={"retrieval": 1.0},
+                             combinations={"retrieval": {"T->T": 1.0}}, max_attempts=1, seed=1)  # fmt: skip
+    server = TransformersServe(smollm2, tmp_path / "serve.log", ready_timeout=300, home=tmp_path / "hf_home")
+    try:
+        try:
+            server.start()
+        except ServerNotReady as error:
+            pytest.skip(f"transformers serve could not start on this machine: {error}")
+        # 300 s per request: a 2-core CI runner under load answered in ~60 s; the server ignores response_format
+        backend = RecordingBackend(server.base_url, smollm2, api_key_env="MM_ST_TEST_KEY", concurrency=2, timeout=300,
+                                   max_retries=1, max_tokens=32, json_mode="schema")  # fmt: skip
+        with caplog.at_level("INFO"):
+            summary = synthesize(config, backend, tmp_path / "run", progress=False)
+    finally:
+        server.stop()
+    records = Journal(tmp_path / "run" / "journal.jsonl").load()
+    assert summary["pending"] == 0 and summary["accepted"] + summary["rejected"] == 2
+    assert set(records) == set(backend.answers) and all(isinstance(a, str) for a in backend.answers.values())
+    assert server.log_tail(10**6).count('"POST /v1/chat/completions HTTP/1.1" 200 OK') == 2
+    for sample_id, record in records.items():
+        answer = backend.answers[sample_id]
+        if record["status"] == "accepted":
+            assert set(record["sample"]) == {"task_instruction", "query", "positive", "hard_negative"}
+            continue
+        assert record["status"] == "rejected" and record["reason"] in ("invalid_json", "schema", "content")
+        assert record["detail"] and record["excerpt"]
+        if len(answer) <= 500:
+            assert record["excerpt"] == answer
+        else:
+            assert record["excerpt"].startswith(answer[:300]) and record["excerpt"].endswith(answer[-200:])
+    written = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size < 10**7)
+    output = capsys.readouterr()
+    assert secret not in written + caplog.text + output.out + output.err
 
 
 # ---------------------------------------------------------------------------------------------- crash safety

@@ -6,9 +6,10 @@ A backend has ``name`` (written to the journal and the card), ``batch_size`` (re
 transport failure that survived the backend's own retries.
 
 - :class:`OpenAIChatBackend`: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, TGI,
-  ``transformers serve``, hosted APIs); thread-pooled by the runner, timeouts, retries with
-  exponential backoff on 429 / 5xx / connection errors, images as base64 data URLs, API key read
-  from the environment at request time and sent only in the ``Authorization`` header.
+  ``transformers serve``, hosted APIs) through the official ``openai`` client (one shared
+  connection pool, its typed errors and timeouts); thread-pooled by the runner, retries with
+  exponential backoff on 429 / 5xx / timeouts / connection errors, images as base64 data URLs, API
+  key read from the environment at request time and sent only in the ``Authorization`` header.
 - :class:`TransformersBackend`: a local ``AutoModelForImageTextToText`` checkpoint, batched generation.
 - :class:`ScriptedBackend`: a Python callable.
 - :class:`DryRunBackend`: no model; fills a template from each planned sample (offline dry runs of
@@ -30,11 +31,8 @@ import logging
 import os
 import random
 import re
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -180,7 +178,11 @@ def openai_messages(messages: list[dict], image_format: str = "PNG") -> list[dic
 
 
 class OpenAIChatBackend(Backend):
-    """An OpenAI-compatible chat-completions endpoint.
+    """An OpenAI-compatible chat-completions endpoint, through the official ``openai`` client (``openai.OpenAI``).
+
+    The client's own retries are off; this class retries (counted in ``retries``, logged redacted) and
+    turns what survives into :class:`TransportError`. Every message it logs or raises goes through
+    :meth:`redact`.
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is appended).
@@ -190,7 +192,7 @@ class OpenAIChatBackend(Backend):
         concurrency: requests in flight (the runner's thread count).
         timeout: seconds per HTTP request; a timeout counts as a retryable failure.
         max_retries: retries per request on 429, 5xx, timeouts and connection errors (then
-            :class:`TransportError`); other 4xx fail at once.
+            :class:`TransportError`); other 4xx fail at once (the message holds the redacted error body).
         backoff / max_backoff: exponential backoff base and cap in seconds (``Retry-After`` is honoured, capped).
         temperature / max_tokens: generation settings.
         json_mode: ``False``; ``True`` or ``"object"`` sends ``response_format={"type": "json_object"}``
@@ -223,6 +225,15 @@ class OpenAIChatBackend(Backend):
         self.image_format, self.extra_body = image_format, dict(extra_body or {})
         self.retries = 0  # transport retries performed (for summaries / tests)
         self._lock = threading.Lock()
+        try:
+            import openai
+        except ImportError:
+            raise ImportError(f"OpenAIChatBackend needs the `openai` package: pip install '{OPENAI_REQUIREMENT}'") from None
+        # The client's own retries are off (its backoff is fixed at 0.5-8 s and it reports no retry count): this
+        # class retries with ``backoff`` / ``max_backoff``. The client holds no key (an empty provider): the
+        # ``Authorization`` header is set per request from the environment (``_auth``).
+        self._openai = openai
+        self._client = openai.OpenAI(base_url=base_url.rstrip("/"), api_key=lambda: "", timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -230,52 +241,51 @@ class OpenAIChatBackend(Backend):
     def redact(self, text: str) -> str:
         return redact(text, os.environ.get(self.api_key_env))
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _auth(self) -> dict[str, Any]:
+        """The ``Authorization`` header for one request: the key read now, or explicitly none."""
         key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return {"Authorization": f"Bearer {key}" if key else self._openai.Omit()}
 
-    def _body(self, request: Request) -> bytes:
-        body = {"model": self.model, "messages": openai_messages(request.messages, self.image_format),
-                "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}  # fmt: skip
+    def _arguments(self, request: Request) -> dict[str, Any]:
+        """Keyword arguments of ``chat.completions.create`` (``extra_body`` is merged last and wins)."""
+        arguments = {"model": self.model, "messages": openai_messages(request.messages, self.image_format),
+                     "temperature": self.temperature, "max_tokens": self.max_tokens, "extra_body": self.extra_body}  # fmt: skip
         if self.json_mode == "object":
-            body["response_format"] = {"type": "json_object"}
+            arguments["response_format"] = {"type": "json_object"}
         elif self.json_mode == "schema":
-            body["response_format"] = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": self.response_schema}}
-        return json.dumps(body).encode("utf-8")
+            arguments["response_format"] = {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": self.response_schema}}
+        return arguments
 
     def generate(self, requests: list[Request]) -> list[str | TransportError]:
         out: list[str | TransportError] = []
         for request in requests:
             try:
-                out.append(self._post(self._body(request), request.id))
+                out.append(self._post(self._arguments(request), request.id))
             except TransportError as error:
                 out.append(error)
         return out
 
-    def _post(self, data: bytes, request_id: str) -> str:
+    def _post(self, arguments: dict[str, Any], request_id: str) -> str:
+        openai = self._openai
         last = ""
         for attempt in range(self.max_retries + 1):
             wait = None
             try:
-                http_request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
-                with urllib.request.urlopen(http_request, timeout=self.timeout) as response:
-                    payload = json.loads(response.read().decode("utf-8"))
-                return _answer_text(payload)
-            except urllib.error.HTTPError as error:
-                last = f"HTTP {error.code}"
-                if error.code != 429 and error.code < 500:
-                    body = self.redact(_error_body(error))[:300]  # redacted before it is cut (no key prefix left)
+                completion = self._client.chat.completions.create(**arguments, extra_headers=self._auth())
+                return _answer_text(completion)
+            except openai.APIStatusError as error:
+                last = f"HTTP {error.status_code}"
+                if error.status_code != 429 and error.status_code < 500:
+                    body = self.redact(_error_body(error))[:ERROR_BODY_CHARS]  # redacted before it is cut (no key prefix left)
                     raise TransportError(f"{request_id}: {last} (not retried): {body}") from None
-                retry_after = error.headers.get("Retry-After") if error.headers else None
+                retry_after = error.response.headers.get("Retry-After")
                 if retry_after and retry_after.replace(".", "", 1).isdigit():
                     wait = min(float(retry_after), self.max_backoff)
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as error:
-                reason = getattr(error, "reason", error)
-                last = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else f"{type(reason).__name__}"
-            except (ValueError, KeyError, IndexError, TypeError) as error:
+            except openai.APITimeoutError:
+                last = "timeout"
+            except openai.APIConnectionError as error:
+                last = type(error.__cause__ or error).__name__
+            except (openai.APIResponseValidationError, AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
                 last = f"malformed response ({type(error).__name__})"
             if attempt == self.max_retries:
                 break
@@ -288,6 +298,8 @@ class OpenAIChatBackend(Backend):
 
 
 SCHEMA_NAME = "mme5_synthetic_sample"
+OPENAI_REQUIREMENT = "openai>=3.57,<4"
+ERROR_BODY_CHARS = 1000  # of a non-retried error's body in its message (a 401 body may echo ~700 characters of headers)
 
 
 def response_schema(schema: dict | None = None) -> dict:
@@ -319,15 +331,15 @@ def response_schema(schema: dict | None = None) -> dict:
     return inline(schema)
 
 
-def _error_body(error: urllib.error.HTTPError) -> str:
+def _error_body(error: Any) -> str:
     try:
-        return error.read(65536).decode("utf-8", "replace")
+        return error.response.text[:65536]
     except Exception:  # noqa: BLE001 - best effort
         return ""
 
 
-def _answer_text(payload: dict) -> str:
-    content = payload["choices"][0]["message"]["content"]
+def _answer_text(completion: Any) -> str:
+    content = completion.choices[0].message.content
     if isinstance(content, list):
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     if not isinstance(content, str):
