@@ -164,8 +164,9 @@ def _trainer_losses(checkpoint: Path) -> dict[int, float]:
 def test_embedded_recipe_end_to_end(tmp_path, cls):
     from sentence_transformers import SentenceTransformer
 
+    # the paper's adapter (the embedded default itself trains full weights)
     config = cls.embedded_default(max_steps=3, save_steps=3, logging_steps=1, eval_languages=["en", "zh"],
-                                  max_rows_per_dataset=96, output_dir=str(tmp_path / "run"))
+                                  max_rows_per_dataset=96, output_dir=str(tmp_path / "run"), adapter=cls().adapter)
     result = run_stage(config)
     model_dir = tmp_path / "run" / "model"
     assert result.model_dir == model_dir and result.steps == 3

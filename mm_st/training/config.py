@@ -33,6 +33,9 @@ BATCH_MIXING = ("mixed", "per_dataset")
 RESUME = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
+# A random tiny backbone has nothing for an adapter to adapt: the embedded default trains full weights
+# (benchmarks/RESULTS.md "Recipes": DoRA r=8 on the tiny VLM2Vec run stayed at chance); --adapter runs the paper's.
+EMBEDDED_FULL_WEIGHTS = {"adapter": "none"}
 
 
 def _f(default: Any, source: str, help: str = "") -> Any:
@@ -163,7 +166,7 @@ class E5VConfig(RecipeConfig):
 
     recipe: ClassVar[str] = "e5v"
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        "global_batch_size": 32, "mini_batch_size": 0, "num_train_epochs": 3.0, "learning_rate": 1e-3,
+        **EMBEDDED_FULL_WEIGHTS, "global_batch_size": 32, "mini_batch_size": 0, "num_train_epochs": 3.0, "learning_rate": 1e-3,
         "quantization": "none", "warmup": 0.1,
         "save_steps": 50, "logging_steps": 5, "threads": 1, "max_rows_per_dataset": 1500,
     }
@@ -209,7 +212,8 @@ class VLM2VecConfig(RecipeConfig):
 
     recipe: ClassVar[str] = "vlm2vec"
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        "global_batch_size": 32, "mini_batch_size": 0, "max_steps": 150, "learning_rate": 1e-3, "save_steps": 50,
+        **EMBEDDED_FULL_WEIGHTS, "global_batch_size": 32, "mini_batch_size": 0, "max_steps": 150, "learning_rate": 1e-3,
+        "save_steps": 50,
         "logging_steps": 5, "threads": 1, "data_configs": ["ImageNet_1K", "MSCOCO_t2i", "MSCOCO_i2t"], "max_length": None,
         "warmup": 0.1, "max_rows_per_dataset": None,
     }
@@ -244,10 +248,10 @@ class MME5Config(RecipeConfig):
 
     recipe: ClassVar[str] = "mme5"
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        "tiny_family": "mllama", "global_batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 1.0,
+        **EMBEDDED_FULL_WEIGHTS, "tiny_family": "mllama", "global_batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 1.0,
         "save_steps": 50, "logging_steps": 5, "threads": 1,
         "data_configs": ["ImageNet_1K", "MSCOCO_t2i"], "synthetic_configs": ["Classification", "Retrieval"],
-        "max_rows_per_dataset": 400, "mini_batch_size": 0, "warmup": 0.1, "lora_r": 16,
+        "max_rows_per_dataset": 400, "mini_batch_size": 0, "warmup": 0.1,
     }
 
     model: str | None = _f(None, MME5_SRC + ": meta-llama/Llama-3.2-11B-Vision")

@@ -134,9 +134,8 @@ def pad_negatives(ds: datasets.Dataset, count: int) -> datasets.Dataset:
     if not negatives or len(negatives) >= count:
         return ds
     last = negatives[-1]
-    for k in range(len(negatives) + 1, count + 1):
-        ds = ds.add_column(f"negative_{k}", ds[last], feature=ds.features[last])
-    return ds
+    copies = [ds.select_columns([last]).rename_column(last, f"negative_{k}") for k in range(len(negatives) + 1, count + 1)]
+    return datasets.concatenate_datasets([ds, *copies], axis=1)  # arrow columns side by side: no image re-encoding
 
 
 def mine_mme5_negatives(model: Any, named: dict[str, datasets.Dataset], config: MME5Config,
