@@ -110,6 +110,13 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys, cls, expec
     assert not (out_dir / "checkpoints").exists() and not (out_dir / "model").exists()
 
 
+def test_mme5_synthetic_only_plan_has_no_mmeb_train_and_no_mining(tmp_path, capsys):
+    assert main(MME5Config, ["--dry-run", "--synthetic-only", "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "data: synthetic/Classification 400 rows, synthetic/Retrieval 400 rows = 800 rows" in printed
+    assert "ImageNet_1K" not in printed.split("config (source")[0] and "mined at rank" not in printed
+
+
 @pytest.mark.parametrize("recipe, model", [("e5v", "llava-hf/llama3-llava-next-8b-hf"),
                                            ("vlm2vec", "llava-hf/llava-v1.6-mistral-7b-hf"),
                                            ("mme5", "meta-llama/Llama-3.2-11B-Vision")])
@@ -262,3 +269,16 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert sorted(got) == list(range(1, 9))
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-5), (step, expected, got)
+
+
+def test_runs_under_accelerate_launch_with_the_shipped_ddp_config(tmp_path):
+    """accelerate's launcher and config file (on CPU accelerate runs one process without MPI)."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes" / "configs" / "accelerate" / "ddp.yaml"),
+               "--cpu", "--num_processes", "1", str(ROOT / "recipes" / "train_vlm2vec.py"), "--max-steps", "1",
+               "--save-steps", "1", "--no-evaluate", "--max-rows-per-dataset", "32", "--global-batch-size", "8",
+               "--output-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "model" / "modules.json").is_file()
+    assert _trainer_losses(tmp_path / "run" / "checkpoints" / "checkpoint-1").keys() == {1}

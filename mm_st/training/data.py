@@ -150,7 +150,7 @@ def mine_mme5_negatives(model: Any, named: dict[str, datasets.Dataset], config: 
             continue
         mined = mine_hard_negatives(model, list(ds["anchor"]), None, list(ds["positive"]), strategy="window",
                                     ranks=config.mine_rank, num_negatives=1, cache_dir=cache_dir / name,
-                                    show_progress_bar=False)
+                                    show_progress_bar=os.environ.get("RANK", "0") == "0")
         logger.info("%s: mined the rank-%d negative for %d of %d rows", name, config.mine_rank, len(mined), len(ds))
         out[name] = pad_negatives(mined, config.num_negatives)
     return out
