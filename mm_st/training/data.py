@@ -47,13 +47,15 @@ def resolve_sources(config: RecipeConfig, output_dir: Path, write: bool = True) 
         else:
             data = root / "mmeb-train"
             if write:
-                embedded.write_mmeb_train(data, configs=config.data_configs, split=config.data_split, seed=config.seed)
+                embedded.write_mmeb_train(data, configs=config.data_configs, split=config.data_split,
+                                          limit=config.max_rows_per_dataset, seed=config.seed)
             image_root = str(data / "images")
         synthetic = None
         if isinstance(config, MME5Config):
             synthetic = root / "mme5-synthetic"
             if write:
-                embedded.write_mme5_synthetic(synthetic, configs=config.synthetic_configs, seed=config.seed)
+                embedded.write_mme5_synthetic(synthetic, configs=config.synthetic_configs,
+                                              limit=config.max_rows_per_dataset, seed=config.seed)
         eval_data = config.eval_data or str(root / "xtd-heldout")
         if write and config.eval_data is None and not (Path(eval_data) / "test_image_names.txt").is_file():
             embedded.write_xtd(eval_data, languages=config.eval_languages)
