@@ -335,8 +335,9 @@ RECIPE_FACTS: dict[str, dict[str, object]] = {
     },
     "mme5": {"epochs": 1, "learning_rate": 1e-5, "max_length": 256, "temperature": 0.02, "dora_r": 8,
              "source": "mmE5 paper and haon-chen/mmE5 scripts/train/train.sh"},
-    "vlm2vec": {"steps": 2000, "learning_rate": 2e-5, "batch_size": 1024, "temperature": 0.02, "lora_r": 16,
-                "lora_alpha": 64, "source": "VLM2Vec paper (v1) and TIGER-AI-Lab/VLM2Vec"},
+    # lora_r: 8 in the authors' v1 LLaVA-NeXT / Phi-3.5-V runs (scripts/aws/*lora8*); 16 in the README's example
+    "vlm2vec": {"steps": 2000, "learning_rate": 2e-5, "batch_size": 1024, "temperature": 0.02, "lora_r": 8,
+                "lora_alpha": 64, "source": "TIGER-AI-Lab/VLM2Vec scripts/aws/llava16-mistral-lora8-bs1024-step2k.sh"},
 }
 
 # M-BEIR query instructions used by MM-Embed, keyed by mteb-style task names.

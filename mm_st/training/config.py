@@ -225,7 +225,7 @@ class VLM2VecConfig(RecipeConfig):
     num_negatives: int = _f(0, "VLM2Vec v1 README: in-batch negatives only (HEAD's collator drops hard negatives)")
     temperature: float = _f(_VLM["temperature"], VLM2VEC_LLAVA)
     adapter: str = _f("dora", "TIGER-AI-Lab/VLM2Vec src/model.py: LoraConfig(use_dora=True, init_lora_weights='gaussian')")
-    lora_r: int = _f(8, VLM2VEC_LLAVA + " (--lora_r 8; the README's example uses 16)")
+    lora_r: int = _f(_VLM["lora_r"], VLM2VEC_LLAVA + " (--lora_r 8; the README's example uses 16)")
     lora_alpha: int = _f(_VLM["lora_alpha"], "TIGER-AI-Lab/VLM2Vec src/arguments.py lora_alpha=64")
     lora_dropout: float = _f(0.1, "TIGER-AI-Lab/VLM2Vec src/arguments.py lora_dropout=0.1")
     lora_target_modules: str = _f(V1_TARGETS, "VLM2Vec v1 src/arguments.py (suffixes, vision tower included)")
@@ -261,7 +261,9 @@ class MME5Config(RecipeConfig):
     synthetic_configs: list[str] = _f(list(MME5_SYNTHETIC_CONFIGS), MME5_SRC)
     synthetic_image_root: str | None = _f(None, MME5_SRC + ": laion_image_dir", "directory the synthetic data's image paths are relative to")
     synthetic_only: bool = _f(False, MME5_SRC + ": the zero-shot setting trains on synthetic data only")
-    mine_rank: int = _f(70, "mmE5 issue #3: the candidate at rank 70", "rank of the mined MMEB-train negative")
+    mine_rank: int = _f(70, "mmE5 paper / issue #3: the candidate at rank 70",
+                        "rank of the mined MMEB-train negative (0 = read the data's own negatives, e.g. "
+                        "intfloat/mmE5-MMEB-hardneg)")
     mining_model: str | None = _f(None, "mmE5 mined with VLM2Vec-LoRA (remote code; released as intfloat/mmE5-MMEB-hardneg); "
                                   "default: the base model", "model that mines MMEB-train negatives")
     max_rows_per_dataset: int | None = _f(50000, MME5_SRC + ": --num_sample_per_subset 50000")

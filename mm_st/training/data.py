@@ -109,7 +109,7 @@ def load_datasets(config: RecipeConfig, sources: Sources) -> dict[str, datasets.
     out: dict[str, datasets.Dataset] = {}
     synthetic_only = getattr(config, "synthetic_only", False)
     if not synthetic_only:
-        mined = isinstance(config, MME5Config)  # mmE5 mines MMEB-train's negative instead of reading it
+        mined = isinstance(config, MME5Config) and config.mine_rank > 0  # mmE5 mines MMEB-train's negative
         mmeb = load_mmeb_train(sources.data, config.data_configs, split=config.data_split, image_root=sources.image_root,
                                num_negatives=0 if mined else config.num_negatives, seed=config.seed)
         out.update({name: _cap(ds, config.max_rows_per_dataset) for name, ds in mmeb.items()})
