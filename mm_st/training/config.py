@@ -33,9 +33,11 @@ BATCH_MIXING = ("mixed", "per_dataset")
 RESUME = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
-# A random tiny backbone has nothing for an adapter to adapt: the embedded default trains full weights
-# (benchmarks/RESULTS.md "Recipes": DoRA r=8 on the tiny VLM2Vec run stayed at chance); --adapter runs the paper's.
-EMBEDDED_FULL_WEIGHTS = {"adapter": "none"}
+# What every embedded default changes: CPU-sized batches without GradCache, a larger learning rate, and full
+# weights (a random tiny backbone has nothing for an adapter to adapt: DoRA r=8 on the tiny VLM2Vec run stayed
+# at chance); --adapter dora etc. runs the paper's adapter.
+EMBEDDED_COMMON = {"adapter": "none", "mini_batch_size": 0, "learning_rate": 1e-3, "warmup": 0.1, "save_steps": 50,
+                   "logging_steps": 5, "threads": 1}
 
 
 def _f(default: Any, source: str, help: str = "") -> Any:
@@ -166,9 +168,8 @@ class E5VConfig(RecipeConfig):
 
     recipe: ClassVar[str] = "e5v"
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_FULL_WEIGHTS, "global_batch_size": 32, "mini_batch_size": 0, "num_train_epochs": 3.0, "learning_rate": 1e-3,
-        "quantization": "none", "warmup": 0.1,
-        "save_steps": 50, "logging_steps": 5, "threads": 1, "max_rows_per_dataset": 1500,
+        **EMBEDDED_COMMON, "global_batch_size": 32, "num_train_epochs": 3.0, "quantization": "none",
+        "max_rows_per_dataset": 1500,
     }
 
     model: str | None = _f(None, "E5-V base: lmms-lab/llama3-llava-next-8b (HF layout: llava-hf/llama3-llava-next-8b-hf)")
@@ -212,10 +213,8 @@ class VLM2VecConfig(RecipeConfig):
 
     recipe: ClassVar[str] = "vlm2vec"
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_FULL_WEIGHTS, "global_batch_size": 32, "mini_batch_size": 0, "max_steps": 150, "learning_rate": 1e-3,
-        "save_steps": 50,
-        "logging_steps": 5, "threads": 1, "data_configs": ["ImageNet_1K", "MSCOCO_t2i", "MSCOCO_i2t"], "max_length": None,
-        "warmup": 0.1, "max_rows_per_dataset": None,
+        **EMBEDDED_COMMON, "global_batch_size": 32, "max_steps": 150, "max_length": None, "max_rows_per_dataset": None,
+        "data_configs": ["ImageNet_1K", "MSCOCO_t2i", "MSCOCO_i2t"],
     }
 
     model: str | None = _f(None, VLM2VEC_SRC + ": TIGER-Lab/VLM2Vec-LLaVa-Next's base, llava-hf/llava-v1.6-mistral-7b-hf")
@@ -248,10 +247,8 @@ class MME5Config(RecipeConfig):
 
     recipe: ClassVar[str] = "mme5"
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_FULL_WEIGHTS, "tiny_family": "mllama", "global_batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 1.0,
-        "save_steps": 50, "logging_steps": 5, "threads": 1,
+        **EMBEDDED_COMMON, "tiny_family": "mllama", "global_batch_size": 16, "max_rows_per_dataset": 400,
         "data_configs": ["ImageNet_1K", "MSCOCO_t2i"], "synthetic_configs": ["Classification", "Retrieval"],
-        "max_rows_per_dataset": 400, "mini_batch_size": 0, "warmup": 0.1,
     }
 
     model: str | None = _f(None, MME5_SRC + ": meta-llama/Llama-3.2-11B-Vision")
