@@ -17,7 +17,7 @@ from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, pl
 from mm_st.training.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-E5V_LM_ONLY = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 V1_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj,k_proj,q_proj,out_proj,v_proj"
 FAST = ["--eval-languages", "en", "--logging-steps", "1"]
 
@@ -35,6 +35,18 @@ def test_e5v_defaults_are_kongds_run_sh():
     assert E5VConfig(train_template="upstream").prompt_format == "train"
     with pytest.raises(ValueError, match="train_template='other' is not one of inference, upstream"):
         E5VConfig(train_template="other")
+
+
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_vl", "mllama", "text_lm"])
+def test_e5v_adapter_covers_the_language_model_only(family, request):
+    from mm_st import build_model
+    from mm_st.testing import tiny_model
+
+    path = request.getfixturevalue("smollm2") if family == "text_lm" else tiny_model(family)
+    model = build_model(path, recipe="e5v", adapter=E5VConfig().adapter_config())
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in model[0].model.named_parameters() if ".lora_A." in n}
+    assert adapted and not [n for n in adapted if "vision" in n or "visual" in n]
+    assert {n.rsplit(".", 1)[1] for n in adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 def test_vlm2vec_defaults_are_the_v1_llava_next_run():

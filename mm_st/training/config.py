@@ -159,7 +159,9 @@ class RecipeConfig:
 
 E5V = templates.RECIPE_FACTS["e5v"]
 E5V_SRC = "kongds/E5-V run.sh / ft_llm.py"
-E5V_LM_ONLY = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# The language model's projections: any module path without a vision part (vision_tower, vision_model, visual),
+# so text-only LMs (layers.N.self_attn.q_proj) and every MLLM family match.
+E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass
