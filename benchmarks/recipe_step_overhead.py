@@ -11,8 +11,9 @@ weights), ``build_loss(plan, model)`` for each, the training rows the recipe tra
   ``logging_steps``), the recipe's loss, ST's data collator. One recipe step = the interval from the
   end of the previous step's callback to this step's ``on_step_end``: data loading + collation +
   forward/backward + clipping + AdamW + scheduler + the trainer's logging/bookkeeping.
-- ``loop``: run inside that ``on_step_end`` callback, timed on its own: a batch of the same size from a
-  shuffled ``torch.utils.data.DataLoader`` over the same dataset, ``model.preprocess`` of each column
+- ``loop``: run inside that ``on_step_end`` callback, timed on its own: the trainer's batch k (a
+  ``torch.utils.data.DataLoader`` over the same dataset with ST's batch sampler for these arguments,
+  seeded as the trainer seeds it: same rows, same order), ``model.preprocess`` of each column
   (what ST's ``SentenceTransformerDataCollator`` calls), the same loss, ``backward``,
   ``clip_grad_norm_`` (the recipe's max_grad_norm), ``AdamW`` + ``get_scheduler`` (the recipe's lr and
   schedule), ``zero_grad``.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import platform
 import shlex
@@ -88,7 +90,7 @@ def prepare(recipe: str, args: argparse.Namespace, workdir: Path):
 class Loop:
     """The hand-written ST loop: preprocess each column, loss, backward, clip, AdamW, scheduler."""
 
-    def __init__(self, plan, model, loss, dataset, total_steps: int) -> None:
+    def __init__(self, plan, model, loss, dataset, total_steps: int, batch_sampler) -> None:
         from transformers import get_scheduler
 
         c = plan.config
@@ -96,13 +98,12 @@ class Loop:
         self.columns = dataset.column_names
         model.train()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
-        warmup = int(c.warmup * total_steps) if c.warmup < 1 else int(c.warmup)
+        warmup = math.ceil(c.warmup * total_steps) if c.warmup < 1 else int(c.warmup)  # as transformers rounds
         self.scheduler = get_scheduler(c.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
                                        num_training_steps=total_steps)
-        generator = torch.Generator().manual_seed(c.seed)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=plan.per_device_batch, shuffle=True,
-                                                  drop_last=True, generator=generator, collate_fn=lambda rows: rows)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=lambda rows: rows)
         self.batches = iter(self.loader)
+        self.losses: list[float] = []
 
     def step(self) -> float:
         try:
@@ -117,7 +118,8 @@ class Loop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        self.losses.append(loss.item())
+        return self.losses[-1]
 
 
 def measure(recipe: str, args: argparse.Namespace, workdir: Path) -> dict:
@@ -127,7 +129,14 @@ def measure(recipe: str, args: argparse.Namespace, workdir: Path) -> dict:
     from mm_st.training.stage import build_loss, training_arguments
 
     config, plan, dataset, model, loop_model = prepare(recipe, args, workdir)
-    loop = Loop(plan, loop_model, build_loss(plan, loop_model), dataset, args.warmup + args.steps)
+    trainer = SentenceTransformerTrainer(model=model, args=training_arguments(plan, False), train_dataset=dataset,
+                                         loss=build_loss(plan, model))
+    # the loop draws the trainer's batches: ST's batch sampler for these arguments, seeded as the trainer seeds it
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = trainer.get_batch_sampler(dataset, batch_size=plan.per_device_batch, drop_last=True,
+                                        valid_label_columns=trainer.data_collator.valid_label_columns,
+                                        generator=generator, seed=config.seed)
+    loop = Loop(plan, loop_model, build_loss(plan, loop_model), dataset, args.warmup + args.steps, sampler)
     times = {"recipe": [], "loop": [], "recipe_wall": [], "loop_wall": []}
     mark = {}
 
@@ -149,13 +158,17 @@ def measure(recipe: str, args: argparse.Namespace, workdir: Path) -> dict:
                 times["loop_wall"].append(time.perf_counter() - loop_wall)
             mark["cpu"], mark["wall"] = time.process_time(), time.perf_counter()
 
-    trainer = SentenceTransformerTrainer(model=model, args=training_arguments(plan, False), train_dataset=dataset,
-                                         loss=build_loss(plan, model), callbacks=[Interleave()])
+    trainer.add_callback(Interleave())
     trainer.train()
+    logged = [(h["step"], float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     out = {k: v for k, v in times.items()}
     out["columns"], out["batch"], out["loss"] = dataset.column_names, plan.per_device_batch, plan.loss
     out["params"] = sum(p.numel() for p in model.parameters())
     out["logging_steps"] = config.logging_steps
+    out["first_loss"] = (logged[0][1], loop.losses[0])
+    last_step, last_loss = logged[-1]  # the trainer logs the mean loss since its previous log
+    previous = logged[-2][0] if len(logged) > 1 else 0
+    out["last_loss"] = (last_step, last_loss, statistics.mean(loop.losses[previous:last_step]))
     return out
 
 
@@ -194,7 +207,8 @@ def main() -> None:
     print()
     for recipe, t in results.items():
         print(f"- {recipe}: {t['params']:,} parameters, columns {t['columns']}, {t['loss']}, trainer logs every "
-              f"{t['logging_steps']} steps")
+              f"{t['logging_steps']} steps; step-1 loss trainer {t['first_loss'][0]:.4f}, loop {t['first_loss'][1]:.4f}; "
+              f"mean loss logged at step {t['last_loss'][0]} trainer {t['last_loss'][1]:.4f}, loop {t['last_loss'][2]:.4f}")
         print(f"  raw CPU s recipe {[round(x, 3) for x in t['recipe']]}")
         print(f"  raw CPU s loop   {[round(x, 3) for x in t['loop']]}")
     print(f"- {args.warmup} warm-up + {args.steps} timed steps per arm, interleaved (recipe step k, then loop step k); "
