@@ -158,7 +158,7 @@ def embedded_mmeb(tmp_path_factory):
 ])
 def test_dry_run_refuses_inconsistent_plans(embedded_mmeb, capsys, flags, message):
     data = embedded_mmeb / "data" / "mmeb-train"
-    argv = ["--dry-run", "--model", str(embedded_mmeb / "base-model"), "--data", str(data), "--image-root",
+    argv = ["--dry-run", "--model", str(embedded_mmeb / "base-model" / "llava_next-seed42"), "--data", str(data), "--image-root",
             str(data / "images"), "--data-configs", "ImageNet_1K,MSCOCO_t2i,MSCOCO_i2t", "--output-dir",
             str(embedded_mmeb / "bad"), "--eval-data", str(embedded_mmeb / "data" / "xtd-heldout")]
     assert main(VLM2VecConfig, argv + flags) == 2
@@ -219,13 +219,18 @@ def test_e5v_cuts_sentences_before_the_prompt(tmp_path):
     assert len(tokenizer(cut["anchor"], add_special_tokens=False)["input_ids"]) == 3 and long.startswith(cut["anchor"])
 
 
-def test_second_run_with_another_config_in_the_same_folder_is_refused(tmp_path):
+def test_second_run_with_another_config_in_the_same_folder_is_refused_or_starts_over(tmp_path):
     out = str(tmp_path / "run")
-    run_stage(VLM2VecConfig.embedded_default(max_steps=2, save_steps=2, evaluate=False, max_rows_per_dataset=64,
-                                             output_dir=out))
-    with pytest.raises(ValueError, match=r"holds a run with another config \(learning_rate: 0.001 -> 0.5\)"):
-        run_stage(VLM2VecConfig.embedded_default(max_steps=2, save_steps=2, evaluate=False, max_rows_per_dataset=64,
-                                                 output_dir=out, learning_rate=0.5))
+    common = dict(max_steps=2, save_steps=2, max_rows_per_dataset=64, output_dir=out)
+    first = run_stage(E5VConfig.embedded_default(**common, eval_languages=["en", "es"]))
+    with pytest.raises(ValueError, match=r"holds a run with another config \(eval_languages: .*; learning_rate: 0.001 -> 0.5\)"):
+        run_stage(E5VConfig.embedded_default(**common, learning_rate=0.5))
+    # --resume never starts over: nothing of the first run (its 'before' scores, data, backbone) is reused
+    again = run_stage(E5VConfig.embedded_default(**common, eval_languages=["zh"], resume="never", seed=7))
+    fresh = run_stage(E5VConfig.embedded_default(**{**common, "output_dir": str(tmp_path / "fresh")},
+                                                 eval_languages=["zh"], seed=7))
+    assert again.before == fresh.before != first.before
+    assert sorted(p.name for p in (tmp_path / "run" / "base-model").iterdir()) == ["llava_next-seed7"]
 
 
 # -- distributed and resumable ------------------------------------------------------------------

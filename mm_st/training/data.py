@@ -41,7 +41,7 @@ def resolve_sources(config: RecipeConfig, output_dir: Path, write: bool = True) 
         root = output_dir / "data"
         if isinstance(config, E5VConfig):
             data = root / "nli_for_simcse.csv"
-            if write and not data.is_file():
+            if write:  # cheap, and the sibling negatives depend on the seed
                 embedded.write_nli(root, limit=config.max_rows_per_dataset, seed=config.seed)
             image_root = None
         else:
@@ -57,7 +57,8 @@ def resolve_sources(config: RecipeConfig, output_dir: Path, write: bool = True) 
                 embedded.write_mme5_synthetic(synthetic, configs=config.synthetic_configs,
                                               limit=config.max_rows_per_dataset, seed=config.seed)
         eval_data = config.eval_data or str(root / "xtd-heldout")
-        if write and config.eval_data is None and not (Path(eval_data) / "test_image_names.txt").is_file():
+        needed = ["test_image_names.txt", *(f"test_1kcaptions_{lang}.txt" for lang in config.eval_languages)]
+        if write and config.eval_data is None and not all((Path(eval_data) / name).is_file() for name in needed):
             embedded.write_xtd(eval_data, languages=config.eval_languages)
         return Sources(str(data), image_root, str(synthetic) if synthetic else None,
                        str(synthetic / "images") if synthetic else None, eval_data)

@@ -8,7 +8,7 @@ for further stages::
                                  recipe_config.json, eval/ (mteb results before and after)
     <output_dir>/checkpoints/    trainer checkpoints (a re-run of the same command resumes from the last)
     <output_dir>/data/           the embedded default's data (bundled emoji in the paper's layout)
-    <output_dir>/base-model/     the embedded default's tiny backbone
+    <output_dir>/base-model/     the embedded default's tiny backbone (one folder per family and seed)
 
 It runs unchanged under ``torchrun --nproc_per_node N`` or ``accelerate launch`` (DDP through the
 trainer; the loss gathers candidates across processes, so the global batch is every query's set of
@@ -97,10 +97,11 @@ def _resolve_model(config: RecipeConfig, output_dir: Path, write: bool) -> tuple
     if config.model is None:
         from mm_st.testing import tiny_model
 
-        path = output_dir / "base-model"
+        family = config.family or config.tiny_family
+        path = output_dir / "base-model" / f"{family}-seed{config.seed}"  # a new seed or family gets its own
         if write and not (path / "config.json").is_file():
-            tiny_model(config.tiny_family, path, seed=config.seed)
-        return str(path), config.family or config.tiny_family
+            tiny_model(family, path, seed=config.seed)
+        return str(path), family
     try:
         backbone = AutoConfig.from_pretrained(config.model)
     except OSError as exc:
@@ -328,15 +329,35 @@ def _check_same_run(plan: Plan) -> None:
         record.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _before_scores(evaluator: XTDEvaluator | None, model: Any, path: Path) -> dict[str, float]:
-    """The untrained model's scores (computed once per run: a resumed run reuses them)."""
+# What a run writes into its output directory; ``--resume never`` removes these (and only these) first.
+RUN_OUTPUTS = ("checkpoints", "model", "data", "base-model", "mining-cache", "eval-before.json", "recipe_config.json")
+
+
+def _start_over(output_dir: Path) -> None:
+    import shutil
+
+    if not is_main_process():
+        return
+    for name in RUN_OUTPUTS:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+
+def _before_scores(evaluator: XTDEvaluator | None, model: Any, path: Path, config: RecipeConfig) -> dict[str, float]:
+    """The untrained model's scores, computed once per run (a resumed run reuses them if model and evaluation match)."""
     if evaluator is None or not is_main_process():
         return {}
+    key = {"model": config.model, "seed": config.seed, "data": evaluator.data, "languages": evaluator.languages}
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return saved["scores"]
     scores = evaluator(model, steps=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps({"key": key, "scores": scores}, indent=2) + "\n", encoding="utf-8")
     return scores
 
 
@@ -350,6 +371,8 @@ def run_stage(config: RecipeConfig) -> StageResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     config.output_dir = str(_output_dir(config).resolve())
+    if config.resume == "never":
+        _start_over(Path(config.output_dir))
     plan, named = plan_stage(config)
     if is_main_process():
         print("\n".join(plan.lines()), flush=True)
@@ -368,7 +391,7 @@ def run_stage(config: RecipeConfig) -> StageResult:
     train = training_dataset(named, config.batch_mixing, config.seed)
     evaluator = XTDEvaluator(plan.sources.eval_data, config.eval_languages, plan.output_dir / "model" / "eval",
                              f"mm_st-{config.recipe}") if plan.sources.eval_data and config.evaluate else None
-    before = _before_scores(evaluator, model, plan.output_dir / "eval-before.json")
+    before = _before_scores(evaluator, model, plan.output_dir / "eval-before.json", config)
     trainer = SentenceTransformerTrainer(
         model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
         loss=build_loss(plan, model), evaluator=evaluator if config.eval_steps else None,
