@@ -189,18 +189,22 @@ def report(runs: dict, args: argparse.Namespace, seconds: float) -> None:
     print(f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`")
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
+def quiet(threads: int) -> None:
+    """One benchmark set-up: thread count, no warnings, no progress bars, only errors from transformers."""
+    torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
+    import datasets
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     logging.getLogger("mm_st").setLevel(logging.WARNING)
-    import datasets
-
     datasets.disable_progress_bars()
+
+
+def main() -> None:
+    args = parse_args()
+    quiet(args.threads)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="recipe-quality-"))
     start = time.perf_counter()
     runs: dict = {}

@@ -33,7 +33,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import platform
@@ -42,13 +41,13 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encode_overhead import cpu_model  # noqa: E402
+from recipe_quality import quiet  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -184,18 +183,10 @@ def summary(name: str, t: dict, target: float) -> tuple[str, float]:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    logging.getLogger("mm_st").setLevel(logging.WARNING)
-    import datasets
+    quiet(args.threads)
     import sentence_transformers
     import transformers
 
-    datasets.disable_progress_bars()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="recipe-step-"))
     start = time.perf_counter()
     results = {recipe: measure(recipe, args, workdir) for recipe in args.recipes}
