@@ -249,16 +249,18 @@ def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path)
     one = subprocess.run([sys.executable, script, *TWO_PROC, "--global-batch-size", "16", "--output-dir", str(tmp_path / "one")],
                          env=_env(), capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                          script, *TWO_PROC, "--global-batch-size", "16", "--output-dir", str(tmp_path / "two")],
-                         env=_env(), capture_output=True, text=True, timeout=900)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "16 queries per step = 8 per process x 2 process(es)" in two.stdout
     single = _trainer_losses(tmp_path / "one" / "checkpoints" / "checkpoint-2")
-    double = _trainer_losses(tmp_path / "two" / "checkpoints" / "checkpoint-2")
-    assert sorted(single) == sorted(double) == [1, 2]
-    for step in single:
-        assert double[step] == pytest.approx(single[step], rel=1e-6), (step, single, double)
+    for name, extra in (("two", []), ("two-gradcache", ["--mini-batch-size", "4"])):  # GradCache under DDP too
+        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                              "29533", script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
+                              str(tmp_path / name)], env=_env(), capture_output=True, text=True, timeout=900)
+        assert two.returncode == 0, two.stderr[-3000:]
+        assert "16 queries per step = 8 per process x 2 process(es)" in two.stdout
+        assert ("CachedMultimodalInfoNCELoss" in two.stdout) == bool(extra)
+        double = _trainer_losses(tmp_path / name / "checkpoints" / "checkpoint-2")
+        assert sorted(single) == sorted(double) == [1, 2]
+        for step in single:
+            assert double[step] == pytest.approx(single[step], rel=1e-6), (name, step, single, double)
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path):
