@@ -45,6 +45,10 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _is_local_main() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
 @dataclass
 class Plan:
     """Everything a stage will do, resolved and checked before any training."""
@@ -148,8 +152,20 @@ def plan_stage(config: RecipeConfig, write: bool = True) -> tuple[Plan, dict[str
     """Resolve and check a stage: (plan, the loaded datasets by name). ``write=False`` writes nothing."""
     config.check()
     output_dir = _output_dir(config)
-    model, family = _resolve_model(config, output_dir, write)  # first: offline, a Hub run stops at this download
-    sources = resolve_sources(config, output_dir, write=write)
+    # One process per node writes the embedded default's files; the others wait until it has, for this config and
+    # this launch (ranks started by one torchrun / accelerate launch share their parent process).
+    writer = write and _is_local_main()
+    marker = output_dir / ".prepared"
+    launch = os.getppid() if world_size() > 1 else None
+    key = json.dumps({"recipe": config.recipe, "launch": launch, **config.to_dict()}, sort_keys=True)
+    if writer:
+        marker.unlink(missing_ok=True)
+    elif write and config.embedded:
+        _wait_for(marker, key)
+    model, family = _resolve_model(config, output_dir, writer)  # first: offline, a Hub run stops at this download
+    sources = resolve_sources(config, output_dir, write=writer)
+    if writer and config.embedded:
+        marker.write_text(key, encoding="utf-8")
     check_sources(config, sources)
     templates.get_family(family)
     named = load_datasets(config, sources)
@@ -165,6 +181,18 @@ def plan_stage(config: RecipeConfig, write: bool = True) -> tuple[Plan, dict[str
     plan = Plan(config, output_dir, model, family, sources, rows, world, per_device,
                 _steps(config, rows, per_device), _loss_name(config, per_device), notes)
     return plan, named
+
+
+def _wait_for(marker: Path, key: str, timeout: float = 1800.0) -> None:
+    """Block a non-main process until the main one has written the embedded default for this config."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (marker.is_file() and marker.read_text(encoding="utf-8") == key):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {os.environ.get('RANK')}: the main process did not prepare {str(marker.parent)!r} "
+                               f"within {timeout:.0f} s (it writes the embedded data and backbone first).")
+        time.sleep(0.5)
 
 
 def _qlora_available() -> bool:
@@ -330,13 +358,14 @@ def _check_same_run(plan: Plan) -> None:
 
 
 # What a run writes into its output directory; ``--resume never`` removes these (and only these) first.
-RUN_OUTPUTS = ("checkpoints", "model", "data", "base-model", "mining-cache", "eval-before.json", "recipe_config.json")
+RUN_OUTPUTS = ("checkpoints", "model", "data", "base-model", "mining-cache", "eval-before.json", "recipe_config.json",
+               ".prepared")
 
 
 def _start_over(output_dir: Path) -> None:
     import shutil
 
-    if not is_main_process():
+    if not _is_local_main():
         return
     for name in RUN_OUTPUTS:
         path = output_dir / name
