@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, plan_stage, run_stage
+from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, run_stage
 from mm_st.training.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -148,19 +148,19 @@ def _check_batch(config: RecipeConfig, rows: dict[str, int], world: int) -> int:
     return per_device
 
 
-def plan_stage(config: RecipeConfig, write: bool = True) -> tuple[Plan, dict[str, Any]]:
-    """Resolve and check a stage: (plan, the loaded datasets by name). ``write=False`` writes nothing."""
+def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
+    """Resolve and check a stage: (plan, the loaded datasets by name); writes the embedded default's files."""
     config.check()
     output_dir = _output_dir(config)
     # One process per node writes the embedded default's files; the others wait until it has, for this config and
     # this launch (ranks started by one torchrun / accelerate launch share their parent process).
-    writer = write and _is_local_main()
+    writer = _is_local_main()
     marker = output_dir / ".prepared"
     launch = os.getppid() if world_size() > 1 else None
     key = json.dumps({"recipe": config.recipe, "launch": launch, **config.to_dict()}, sort_keys=True)
     if writer:
         marker.unlink(missing_ok=True)
-    elif write and config.embedded:
+    elif config.embedded:
         _wait_for(marker, key)
     model, family = _resolve_model(config, output_dir, writer)  # first: offline, a Hub run stops at this download
     sources = resolve_sources(config, output_dir, write=writer)
