@@ -115,7 +115,7 @@ def stock_arm(config, steps: int) -> dict:
     from transformers import set_seed
 
     from mm_st.training import plan_stage
-    from mm_st.training.data import cut_texts, mine_mme5_negatives, training_dataset
+    from mm_st.training.data import training_dataset
     from mm_st.training.stage import XTDEvaluator, build_stage_model
 
     start = time.process_time()
@@ -123,11 +123,7 @@ def stock_arm(config, steps: int) -> dict:
     set_seed(config.seed)
     model = build_stage_model(plan)
     out: dict = {}
-    if config.recipe == "mme5":  # the recipe run's cache: the same mined rows
-        named = mine_mme5_negatives(model, named, config, plan.output_dir / "mining-cache" / "rank-0")
-    if config.max_text_tokens:
-        tokenizer = getattr(model[0].processor, "tokenizer", model[0].processor)
-        named = cut_texts(named, tokenizer, config.max_text_tokens)
+    named = config.prepare(model, named, plan)  # the recipe's own preparation (mmE5 mining, E5-V cut), as run_stage
     if config.recipe == "e5v":
         out["before_text_recall_at_1"] = text_to_text_recall(model)
     train = training_dataset(named, config.batch_mixing, config.seed)

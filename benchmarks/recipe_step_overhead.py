@@ -67,7 +67,7 @@ def prepare(recipe: str, args: argparse.Namespace, workdir: Path):
     from transformers import set_seed
 
     from mm_st.training import CONFIGS, plan_stage
-    from mm_st.training.data import cut_texts, mine_mme5_negatives, training_dataset
+    from mm_st.training.data import training_dataset
     from mm_st.training.stage import build_stage_model
 
     config = CONFIGS[recipe].embedded_default(
@@ -78,11 +78,7 @@ def prepare(recipe: str, args: argparse.Namespace, workdir: Path):
     model = build_stage_model(plan)
     set_seed(config.seed)
     loop_model = build_stage_model(plan)
-    if recipe == "mme5":
-        named = mine_mme5_negatives(model, named, config, plan.output_dir / "mining-cache" / "rank-0")
-    if config.max_text_tokens:
-        tokenizer = getattr(model[0].processor, "tokenizer", model[0].processor)
-        named = cut_texts(named, tokenizer, config.max_text_tokens)
+    named = config.prepare(model, named, plan)  # the recipe's own preparation (mmE5 mining, E5-V cut), as run_stage
     return config, plan, training_dataset(named, config.batch_mixing, config.seed), model, loop_model
 
 

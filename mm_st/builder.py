@@ -111,7 +111,10 @@ def build_model(
     """Assemble a prompt-based embedding model from a multimodal LLM or a causal LM.
 
     Args:
-        model_name_or_path: Hub id or local directory of a transformers model.
+        model_name_or_path: Hub id or local directory of a transformers model, or a model saved by
+            mm_st / sentence-transformers (a folder with ``modules.json``, e.g. a training stage's
+            ``model/``) to continue from: adapter-only folders load the base their adapter config names,
+            then the adapter, which stays trainable (see :func:`continue_from`).
         recipe: ``"e5v"``, ``"mme5"``, ``"vlm2vec"`` or ``"mmembed"`` (see :mod:`mm_st.templates`).
         prompt_format: ``"inference"`` (the released models' text) or ``"train"`` (the text the
             reference training code feeds; see :data:`mm_st.templates.TRAIN_RECIPES`).
@@ -129,6 +132,11 @@ def build_model(
     from transformers import AutoConfig
 
     recipe_spec = templates.get_recipe(recipe, prompt_format)
+    if saved_model_folder(model_name_or_path):
+        return continue_from(model_name_or_path, recipe, prompt_format=prompt_format, family=family, wrapper=wrapper,
+                             max_length=max_length, dtype=dtype, adapter=adapter, device=device, model_kwargs=model_kwargs,
+                             processor_kwargs=processor_kwargs)
+    check_backbone_folder(model_name_or_path)
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     family_spec = templates.get_family(family) if family else templates.family_for_model_type(config.model_type)
 
@@ -172,6 +180,138 @@ def build_model(
     if adapter is not None:
         _add_adapter(model, _peft_config(adapter))
     return model
+
+
+def saved_model_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a local folder holding a saved sentence-transformers model (``modules.json``)."""
+    return (Path(path) / "modules.json").is_file()
+
+
+def check_backbone_folder(path: str | os.PathLike) -> None:
+    """A local directory given as a backbone must hold a transformers model; say what it lacks.
+
+    Example:
+        >>> import tempfile
+        >>> check_backbone_folder(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ... is empty: expected a transformers model (config.json + weights) or a saved model ...
+    """
+    root = Path(path)
+    if not root.is_dir() or (root / "config.json").is_file():
+        return
+    expected = ("expected a transformers model (config.json + weights) or a saved model (modules.json, e.g. a "
+                "training stage's model/ folder; adapter-only folders hold adapter_config.json next to it)")
+    if not any(root.iterdir()):
+        raise FileNotFoundError(f"{str(root)!r} is empty: {expected}.")
+    if (root / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{str(root)!r} holds a PEFT adapter but no modules.json: {expected}. Load the base "
+                                "model and the adapter with peft, or point at the folder sentence-transformers saved.")
+    raise FileNotFoundError(f"{str(root)!r} has no config.json and no modules.json: {expected}.")
+
+
+def _adapter_base(path: Path) -> str | None:
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+def continue_from(
+    path: str,
+    recipe: str,
+    *,
+    prompt_format: str = "inference",
+    family: str | None = None,
+    wrapper: str | None = None,
+    max_length: int | None = None,
+    dtype: Any = None,
+    adapter: Any = None,
+    device: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+) -> MultimodalSentenceTransformer:
+    """A saved model (a folder with ``modules.json``) ready to train further with ``recipe``'s prompts.
+
+    The folder loads as sentence-transformers loads it: an adapter-only folder loads the base model its
+    ``adapter_config.json`` names (which must still exist, or be a Hub id), then the adapter. The
+    adapter stays the one trained (its weights trainable; ``adapter`` is then ignored, logged); a
+    full-weights folder gets ``adapter`` added when given. The chat template is rendered again for
+    ``recipe`` / ``prompt_format`` (the family is the one the folder recorded, :mod:`mm_st.metadata`).
+
+    Example:
+        >>> import tempfile
+        >>> from mm_st import build_model
+        >>> from mm_st.testing import tiny_model
+        >>> folder = tempfile.mkdtemp()
+        >>> build_model(tiny_model("qwen2_vl"), recipe="mmembed", adapter={"r": 4}).save(folder)
+        >>> again = build_model(folder, recipe="mmembed")
+        >>> any(p.requires_grad for n, p in again.named_parameters() if "lora_A" in n)
+        True
+    """
+    import logging
+
+    from transformers import AutoConfig
+
+    from mm_st import metadata
+
+    check_saved_model(path)
+    root = Path(path)
+    recipe_spec = templates.get_recipe(recipe, prompt_format)
+    saved_meta = metadata.read_dir(root) or {}
+    base = _adapter_base(root)
+    if family is None:
+        family = saved_meta.get("family")
+    if family is None:
+        source = base if base is not None else str(root)
+        try:
+            family = templates.family_for_model_type(AutoConfig.from_pretrained(source).model_type).name
+        except OSError as exc:
+            raise OSError(f"{str(root)!r}: cannot tell the backbone family (no mm_st metadata, and the base "
+                          f"{source!r} does not load: {exc}); pass family=.") from exc
+    family_spec = templates.get_family(family)
+    if base is not None and not saved_model_base_exists(base):
+        raise FileNotFoundError(f"{str(root)!r} is an adapter-only model whose adapter_config.json names the base "
+                                f"model {base!r}, which does not exist here; restore it or point the adapter at it.")
+    model_kwargs = dict(model_kwargs or {})
+    if dtype is not None:
+        model_kwargs["dtype"] = dtype
+    processor_kwargs = dict(processor_kwargs or {})
+    if max_length is not None:
+        processor_kwargs["model_max_length"] = max_length
+    same_recipe = saved_meta.get("recipe") == recipe
+    chat_template, meta = _recipe_chat_template(str(root), recipe_spec, family_spec,
+                                                wrapper or (saved_meta.get("wrapper") if same_recipe else None),
+                                                prompt_format, processor_kwargs)
+    model = MultimodalSentenceTransformer(str(root), device=device, model_kwargs=model_kwargs or None,
+                                          processor_kwargs={**processor_kwargs, "chat_template": chat_template})
+    transformer = model[0]
+    tokenizer = _tokenizer_of(transformer.processor)
+    if tokenizer is not transformer.processor:
+        tokenizer.chat_template = chat_template
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.mm_st_metadata = meta
+    backbone = transformer.model
+    if getattr(backbone, "_hf_peft_config_loaded", False):
+        # transformers loads a saved adapter for inference (frozen); train it again, as peft's is_trainable=True
+        for name, parameter in backbone.named_parameters():
+            if "lora_" in name:
+                parameter.requires_grad_(True)
+        if adapter is not None:
+            logging.getLogger(__name__).info("%s already holds an adapter; training it further (the adapter "
+                                             "settings given are not used).", root)
+    elif adapter is not None:
+        _add_adapter(model, _peft_config(adapter))
+    return model
+
+
+def saved_model_base_exists(base: str) -> bool:
+    """A local base path must exist; anything else (a Hub id) is left to the loader."""
+    from mm_st.io import is_local
+
+    return not is_local(base) or Path(base).is_dir()
 
 
 def check_saved_model(path: str | os.PathLike) -> None:

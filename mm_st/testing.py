@@ -661,14 +661,14 @@ def _check_token_ids(config: dict[str, Any], vocab_size: int, where: str = "conf
                     raise AssertionError(f"{where}.{key}={value} is outside the vocabulary (size {vocab_size})")
 
 
-def _write(spec: FamilySpec, seed: int, directory: Path) -> None:
+def _write(spec: FamilySpec, seed: int, directory: Path, head: bool = True) -> None:
     model, processor = _build(spec, seed)
-    model.save_pretrained(directory)
+    (model if head else model.base_model).save_pretrained(directory)
     processor.save_pretrained(directory)
     (directory / _COMPLETE_MARKER).write_text(f"{spec.name} seed={seed} {_CACHE_VERSION}\n")
 
 
-def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0) -> str:
+def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0, head: bool = True) -> str:
     """Build (or reuse) a tiny random checkpoint of ``family`` and return its directory.
 
     Args:
@@ -678,6 +678,9 @@ def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0
             complete; written to a temporary sibling first and renamed into place, so an interrupted
             build never leaves a partial cache.
         seed: torch seed of the random weights.
+        head: save the generation model with its LM head (``AutoModelForImageTextToText``); False saves
+            the base model only, the form ``AutoModel`` (and so an embedding model) loads without
+            reporting unused weights.
 
     Returns:
         The checkpoint directory, loadable with ``AutoModel``/``AutoProcessor.from_pretrained`` and
@@ -690,8 +693,8 @@ def tiny_model(family: str, path: str | os.PathLike | None = None, seed: int = 0
     if path is not None:
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        _write(spec, seed, directory)
+        _write(spec, seed, directory, head)
         return str(directory)
 
-    directory = cache_root() / "tiny" / f"{family}-seed{seed}-{_CACHE_VERSION}"
-    return build_atomically(directory, _COMPLETE_MARKER, lambda tmp: _write(spec, seed, tmp))
+    directory = cache_root() / "tiny" / f"{family}-seed{seed}{'' if head else '-base'}-{_CACHE_VERSION}"
+    return build_atomically(directory, _COMPLETE_MARKER, lambda tmp: _write(spec, seed, tmp, head))

@@ -157,7 +157,7 @@ def embedded_mmeb(tmp_path_factory):
      "have fewer rows than one batch of 16 per process"),
 ])
 def test_dry_run_refuses_inconsistent_plans(embedded_mmeb, capsys, flags, message):
-    data = embedded_mmeb / "data" / "mmeb-train"
+    data = next((embedded_mmeb / "data").glob("mmeb-train-seed42-*"))
     argv = ["--dry-run", "--model", str(embedded_mmeb / "base-model" / "llava_next-seed42"), "--data", str(data), "--image-root",
             str(data / "images"), "--data-configs", "ImageNet_1K,MSCOCO_t2i,MSCOCO_i2t", "--output-dir",
             str(embedded_mmeb / "bad"), "--eval-data", str(embedded_mmeb / "data" / "xtd-heldout")]

@@ -155,7 +155,8 @@ def _raise_or_report(name: str, problems: list[str], bad_rows: set[int], on_miss
         first = "\n  ".join(problems[:5])
         raise FileNotFoundError(
             f"{name}: {len(problems)} image reference(s) missing or unreadable in {len(bad_rows)} of {total} rows; "
-            f"first ones:\n  {first}\nFix the image root or pass on_missing='skip' to drop those rows."
+            f"first ones:\n  {first}\nFix the image root, or drop those rows with on_missing='skip' (training recipes: "
+            "--on-missing skip)."
         )
     logger.warning("%s: dropped %d of %d rows with missing or unreadable images.", name, len(bad_rows), total)
 
@@ -375,11 +376,31 @@ def _negative_placeholder_free(text: str, has_image: bool) -> str:
     return text if has_image else (_strip_placeholder(text)[0] or "")
 
 
+VLM2VEC_COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path")
+
+
+def _check_columns(name: str, rows: list, spans: Spans | None, required: Sequence[str]) -> None:
+    """Each file must have every required column (in at least one row): a missing one is named with the file."""
+    spans = spans or [(0, name)]
+    ends = [start for start, _ in spans[1:]] + [len(rows)]
+    for (start, origin), end in zip(spans, ends):
+        seen: set[str] = set()
+        for row in rows[start:end]:
+            if isinstance(row, dict):
+                seen.update(row)
+        missing = [column for column in required if column not in seen]
+        if missing and end > start:
+            raise ValueError(f"{origin} ({name}): no column {missing[0]!r}" + (f" (nor {missing[1:]})" if missing[1:] else "")
+                             + f"; its columns are {sorted(seen)}, expected {', '.join(required)} (+ neg_text, "
+                             "neg_image_path).")
+
+
 def _convert_vlm2vec(
     name: str, rows: list[dict], image_root: Any, num_negatives: int | None, on_missing: str, verify: bool,
     empty_negative_text: str = "fill", seed: int = 0, spans: Spans | None = None,
 ) -> datasets.Dataset:  # fmt: skip
     checker = _ImageChecker(_roots(image_root), verify)
+    _check_columns(name, rows, spans, VLM2VEC_COLUMNS)
     out, negatives, bad_rows = [], [], set()
     for index, row in enumerate(tqdm(rows, desc=f"Converting {name}", unit="row", disable=len(rows) < PROGRESS_MIN_ROWS)):
         before = len(checker.problems)

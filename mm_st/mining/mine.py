@@ -39,6 +39,7 @@ def mine_hard_negatives(
     max_wrong_modality: int | None = None,
     sampling: Literal["top", "random"] = "top",
     seed: int = 0,
+    fallback: Literal["none", "nearest"] = "none",
     output_format: Literal["n-tuple", "triplet"] = "n-tuple",
     chunk_size: int = 16384,
     query_chunk_size: int = 1024,
@@ -87,6 +88,10 @@ def mine_hard_negatives(
     **Strategies.**
 
     - ``"window"``: candidates at ranks ``ranks`` (MM-Embed type-2 window 46-50; mmE5 single rank 70).
+      With ``fallback="nearest"``, a query with fewer than ``num_negatives`` candidates in the window
+      (a pool smaller than the window's ranks) takes the candidates ranked closest above it instead,
+      nearest first (so ``ranks=70`` on a pool of 10 gives rank 9); the report lists those queries in
+      ``fallback_queries`` and their negatives have type ``"fallback"``.
     - ``"top_k"``: candidates at ranks 1 to ``top_k``; with ``margin`` this is NV-Retriever's
       TopK-MarginPos.
     - ``"modality_aware"`` (MM-Embed): type-1 = candidates whose modality is NOT the target modality,
@@ -140,6 +145,7 @@ def mine_hard_negatives(
         top_k: search depth of ``"top_k"`` and of type-1 negatives.
         max_wrong_modality: at most this many type-1 negatives per row (None = no cap).
         sampling: ``"top"`` or ``"random"``; ``seed`` seeds ``"random"``.
+        fallback: ``"none"`` or ``"nearest"`` (``"window"`` only; see above).
         output_format: ``"n-tuple"`` or ``"triplet"``.
         chunk_size: corpus (and query) inputs per encoding / cache / search chunk.
         query_chunk_size: queries scored at once in the search.
@@ -156,7 +162,8 @@ def mine_hard_negatives(
         ``datasets.Dataset``, or ``(Dataset, MiningReport)`` with ``return_report=True``.
     """
     options = SelectionOptions(strategy=strategy, ranks=ranks, num_negatives=num_negatives, margin=margin,
-                               top_k=top_k, max_wrong_modality=max_wrong_modality, sampling=sampling, seed=seed)
+                               top_k=top_k, max_wrong_modality=max_wrong_modality, sampling=sampling, seed=seed,
+                               fallback=fallback)
     _check_arguments(model, positives, query_embeddings, corpus_embeddings, strategy, target_modality,
                      output_format, use_faiss, chunk_size=chunk_size, query_chunk_size=query_chunk_size,
                      batch_size=batch_size)

@@ -38,11 +38,13 @@ class MiningReport:
         negative_index: corpus indices of each row's negatives, hardest first.
         negative_rank: their ranks (1-based; see "Ranks" in :func:`~mm_st.mining.mine_hard_negatives`).
         negative_score: their cosine scores.
-        negative_type: ``"window"``, ``"top_k"``, ``"type1"`` (wrong modality, ranked above the positive)
-            or ``"type2"`` (correct modality, in the rank window).
+        negative_type: ``"window"``, ``"top_k"``, ``"type1"`` (wrong modality, ranked above the positive),
+            ``"type2"`` (correct modality, in the rank window) or ``"fallback"`` (ranked above the window,
+            taken because the window had too few candidates; ``fallback="nearest"``).
         found: per query, how many negatives were found (at most ``num_negatives``).
         dropped_queries: queries that gave no row (fewer than ``num_negatives`` negatives in ``"n-tuple"``
             format, none in ``"triplet"`` format).
+        fallback_queries: queries (with a row) that took at least one ``"fallback"`` negative.
         margin_removed: candidates inside the considered ranks that the margin removed.
         appended_positives: positives given as content that were not in the corpus and were appended to it.
     """
@@ -56,6 +58,7 @@ class MiningReport:
     negative_type: list[list[str]] = field(default_factory=list)
     found: list[int] = field(default_factory=list)
     dropped_queries: list[int] = field(default_factory=list)
+    fallback_queries: list[int] = field(default_factory=list)
     margin_removed: int = 0
     appended_positives: int = 0
 
@@ -69,13 +72,15 @@ def make_report(chosen: torch.Tensor, kinds: torch.Tensor, vals: torch.Tensor, i
     rows, cols = (t.cpu().numpy() for t in chosen.nonzero(as_tuple=True))  # row-major: hardest first per row
     per_query_cols = np.split(cols, np.cumsum(found)[:-1])
     vals_np, idx_np, kinds_np = vals.cpu().numpy(), idx.cpu().numpy(), kinds.cpu().numpy()
-    type_names = {0: "window" if strategy == "window" else "top_k", 1: "type1", 2: "type2"}
+    type_names = {0: "window" if strategy == "window" else "top_k", 1: "type1", 2: "type2", 3: "fallback"}
     report = MiningReport(found=found, margin_removed=margin_removed, appended_positives=appended)
     for q, count in enumerate(found):
         if count == 0 or (output_format == "n-tuple" and count < num_negatives):
             report.dropped_queries.append(q)
             continue
         c = per_query_cols[q]
+        if (kinds_np[q, c] == 3).any():
+            report.fallback_queries.append(q)
         negatives = list(zip(idx_np[q, c].tolist(), (c + 1).tolist(), vals_np[q, c].tolist(),
                              [type_names[int(k)] for k in kinds_np[q, c]]))
         groups = [negatives] if output_format == "n-tuple" else [[negative] for negative in negatives]
@@ -138,6 +143,9 @@ def log_summary(report: MiningReport, num_queries: int, num_negatives: int, outp
     logger.info("Mined %d rows for %d queries (%s).", rows, num_queries, output_format)
     if report.margin_removed:
         logger.info("The margin removed %d candidate(s).", report.margin_removed)
+    if report.fallback_queries:
+        logger.info("%d of %d queries had too few candidates in the rank window and took the nearest ones above it "
+                    "(fallback).", len(report.fallback_queries), num_queries)
     dropped = len(report.dropped_queries)
     if dropped:
         need = f"fewer than {num_negatives} negatives" if output_format == "n-tuple" else "no negative"

@@ -3,7 +3,10 @@
 Given the top ``depth`` candidates per query (from :mod:`mm_st.mining.search`; rank r = 1-based
 position after the exclusions), :func:`select` marks the negatives of one of three strategies:
 
-- ``"window"``: ranks ``first..last`` (MM-Embed's type-2 window 46-50; mmE5's single rank 70);
+- ``"window"``: ranks ``first..last`` (MM-Embed's type-2 window 46-50; mmE5's single rank 70); with
+  ``fallback="nearest"``, a query with too few candidates there takes the candidates ranked closest
+  above the window instead (rank ``first - 1``, then ``first - 2``, ...: a small pool's lowest-ranked
+  non-positive candidates);
 - ``"top_k"``: ranks ``1..top_k``; with a margin, NV-Retriever's TopK-MarginPos;
 - ``"modality_aware"`` (MM-Embed): type-1 = wrong-modality candidates within ``top_k`` that score
   above the positive, type-2 = target-modality candidates in the window.
@@ -38,6 +41,7 @@ __all__ = ["SAMPLINGS", "STRATEGIES", "SelectionOptions", "check_ranks", "select
 
 STRATEGIES = ("window", "top_k", "modality_aware")
 SAMPLINGS = ("top", "random")
+FALLBACKS = ("none", "nearest")
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,17 @@ class SelectionOptions:
     max_wrong_modality: int | None = None
     sampling: str = "top"
     seed: int = 0
+    fallback: str = "none"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(map(repr, STRATEGIES))}.")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"Unknown sampling {self.sampling!r}; choose 'top' or 'random'.")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"Unknown fallback {self.fallback!r}; choose 'none' or 'nearest'.")
+        if self.fallback != "none" and self.strategy != "window":
+            raise ValueError("fallback='nearest' only applies to strategy='window'.")
         object.__setattr__(self, "ranks", check_ranks(self.ranks))
         check_positive_ints(num_negatives=self.num_negatives, top_k=self.top_k)
         if self.max_wrong_modality is not None and (not isinstance(self.max_wrong_modality, int)
@@ -139,7 +148,7 @@ def select(vals: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, options: Se
            corpus_modality: torch.Tensor | None, target_bits: torch.Tensor | None
            ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Boolean ``(queries, depth)`` mask of the chosen negatives, their kind (0 window / top_k,
-    1 type-1, 2 type-2) and the number of candidates the margin removed.
+    1 type-1, 2 type-2, 3 window fallback) and the number of candidates the margin removed.
 
     ``vals`` / ``idx``: ranked scores and corpus indices (-1 = none); ``ref``: each query's lowest
     positive score; ``corpus_modality`` / ``target_bits``: modality-aware mode only.
@@ -163,18 +172,28 @@ def select(vals: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, options: Se
         considered = valid & (in_window if options.strategy == "window" else rank <= options.top_k)
     removed = considered & too_close
     candidates = type1 | (considered & ~removed)
+    if options.fallback == "nearest":
+        above = valid & (rank < first) & ~too_close
+        short = candidates.sum(dim=1, keepdim=True) < options.num_negatives
+        fallback = above & short
+        kinds = torch.where(fallback, 3, kinds)
+        return _take(candidates | fallback, type1, rank, options, fallback), kinds, int(removed.sum())
     return _take(candidates, type1, rank, options), kinds, int(removed.sum())
 
 
-def _take(candidates: torch.Tensor, type1: torch.Tensor, rank: torch.Tensor, options: SelectionOptions) -> torch.Tensor:
+def _take(candidates: torch.Tensor, type1: torch.Tensor, rank: torch.Tensor, options: SelectionOptions,
+          fallback: torch.Tensor | None = None) -> torch.Tensor:
     """Up to ``num_negatives`` of the candidates per query, by priority (top: type-1 first, then rank;
-    random: a seeded draw), at most ``max_wrong_modality`` type-1."""
+    random: a seeded draw), at most ``max_wrong_modality`` type-1; ``fallback`` candidates come last,
+    the one ranked nearest the window first."""
     num_queries, depth = candidates.shape
     if options.sampling == "random":
         generator = torch.Generator().manual_seed(options.seed)
         priority = torch.rand(num_queries, depth, generator=generator).to(candidates.device)
     else:
         priority = -rank.to(torch.float32) + type1.to(torch.float32) * (depth + 1)  # type-1 first, then by rank
+    if fallback is not None:  # below every window candidate; higher rank (nearer the window) first
+        priority = torch.where(fallback, rank.to(torch.float32) / (depth + 1) - 2 * (depth + 1), priority)
     priority = priority.masked_fill(~candidates, float("-inf"))
     order = priority.argsort(dim=1, descending=True, stable=True)
     taken = candidates.gather(1, order)

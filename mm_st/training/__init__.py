@@ -1,7 +1,7 @@
 """The training layer: recipe configs with the papers' values, and one stage runner over the ST trainer.
 
-``recipes/train_e5v.py``, ``train_vlm2vec.py`` and ``train_mme5.py`` are thin drivers over
-:func:`mm_st.training.cli.main`. In Python::
+Each recipe is one module with its config class (``e5v``, ``vlm2vec``, ``mme5``); ``recipes/train_*.py``
+are thin drivers over :func:`mm_st.training.cli.main`. In Python::
 
     from mm_st.training import VLM2VecConfig, plan_stage, run_stage
 
@@ -10,8 +10,13 @@
     result = run_stage(config)            # result.model_dir: SentenceTransformer(result.model_dir) loads it
 """
 
-from mm_st.training.config import CONFIGS, E5VConfig, MME5Config, RecipeConfig, VLM2VecConfig, describe, load_config
-from mm_st.training.stage import Plan, StageResult, plan_stage, run_stage
+from mm_st.training.config import RecipeConfig, describe, load_config
+from mm_st.training.e5v import E5VConfig
+from mm_st.training.mme5 import MME5Config
+from mm_st.training.stage import Plan, StageResult, TrainingDiverged, plan_stage, run_stage
+from mm_st.training.vlm2vec import VLM2VecConfig
 
-__all__ = ["CONFIGS", "E5VConfig", "MME5Config", "Plan", "RecipeConfig", "StageResult", "VLM2VecConfig", "describe",
-           "load_config", "plan_stage", "run_stage"]
+CONFIGS: dict[str, type[RecipeConfig]] = {c.recipe: c for c in (E5VConfig, VLM2VecConfig, MME5Config)}
+
+__all__ = ["CONFIGS", "E5VConfig", "MME5Config", "Plan", "RecipeConfig", "StageResult", "TrainingDiverged",
+           "VLM2VecConfig", "describe", "load_config", "plan_stage", "run_stage"]

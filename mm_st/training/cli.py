@@ -1,25 +1,35 @@
 """The recipes' command line: ``recipes/train_*.py`` call :func:`main` with their config class.
 
+Errors a user can act on (bad data, model, config, output folder, evaluation data, a run that
+diverged) end with ``error: ...`` and exit status 2, in a real run as in ``--dry-run``; ``--traceback``
+(or ``MM_ST_TRACEBACK=1``) shows the Python traceback instead.
+
 Example:
     >>> from mm_st.training import E5VConfig
     >>> from mm_st.training.cli import main
-    >>> main(E5VConfig, ["--help"])  # doctest: +SKIP
+    >>> main(E5VConfig, ["--dry-run", "--lora-r", "0"])
+    2
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from mm_st.training.config import RecipeConfig, add_arguments, config_from_args
-from mm_st.training.stage import is_main_process, plan_stage, run_stage
+from mm_st.training.stage import TrainingDiverged, dry_run, is_main_process, run_stage
+
+# The failure classes of a recipe run that come from its inputs, not from a bug: printed as `error: ...`.
+USER_ERRORS = (ValueError, KeyError, OSError, TrainingDiverged, ImportError)
 
 
 def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: str | None = None) -> int:
     """Parse flags into a ``cls`` config; ``--dry-run`` prints the checked plan, otherwise the stage runs."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, cls)
+    parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -28,12 +38,15 @@ def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: st
     try:
         config = config_from_args(cls, args)
         if args.dry_run:
-            plan, _ = plan_stage(config)
+            plan = dry_run(config)
             print("\n".join(plan.lines()))
             print("dry run: plan checked, nothing trained")
             return 0
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        run_stage(config)
+    except USER_ERRORS as exc:
+        if args.traceback or os.environ.get("MM_ST_TRACEBACK") == "1":
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    run_stage(config)
     return 0

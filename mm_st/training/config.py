@@ -1,9 +1,13 @@
-"""Recipe configs: one dataclass per paper recipe, every default the paper's (or its code's) value.
+"""Recipe configs: the shared fields and checks, and how files and flags become a config.
 
-Each field names its source in ``field(metadata={"source": ...})``; :func:`describe` prints them.
-Values come, lowest first, from the class defaults, the embedded default (only when neither
-``model`` nor ``data`` is given: a tiny backbone and the bundled emoji data, sized for a CPU), a
-YAML/JSON file (``--config``) and command-line flags.
+Each recipe is one config class in its own module (:mod:`mm_st.training.e5v`, ``vlm2vec``, ``mme5``,
+``mmembed``) whose defaults are the paper's (or its code's) values, each naming its source in
+``field(metadata={"source": ...})``, and whose methods say what differs between recipes: where its
+data comes from, how it is read and prepared (mining, sentence cutting), what the plan says. The
+stage runner (:mod:`mm_st.training.stage`) only calls these methods. Values come, lowest first, from
+the class defaults, the embedded default (only when neither a model nor training data is given: a
+tiny backbone and the bundled emoji data, sized for a CPU), a YAML/JSON file (``--config``) and flags.
+Every numeric field has a valid range, checked with the other fields when the config is read.
 
 Example:
     >>> from mm_st.training import E5VConfig, load_config
@@ -12,6 +16,10 @@ Example:
     >>> config = load_config(E5VConfig, ["--learning-rate", "1e-3"])
     >>> config.learning_rate, config.embedded
     (0.001, True)
+    >>> load_config(E5VConfig, ["--lora-alpha", "-16"])
+    Traceback (most recent call last):
+    ...
+    ValueError: e5v config: lora_alpha must be > 0, got -16.
 """
 
 from __future__ import annotations
@@ -19,19 +27,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mm_st import templates
-from mm_st.data.converters import MMEB_TRAIN_CONFIGS, MME5_SYNTHETIC_CONFIGS, MMEB_TRAIN_REPO, MME5_SYNTHETIC_REPO
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+    from mm_st.training.data import Sources
 
 ADAPTERS = ("lora", "dora", "none")
 BATCH_MIXING = ("mixed", "per_dataset")
 RESUME = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+ON_MISSING = ("error", "skip")
 EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
 # What every embedded default changes: CPU-sized batches without GradCache, a larger learning rate, and full
 # weights (a random tiny backbone has nothing for an adapter to adapt: DoRA r=8 on the tiny VLM2Vec run stayed
@@ -40,22 +54,57 @@ EMBEDDED_COMMON = {"adapter": "none", "mini_batch_size": 0, "learning_rate": 1e-
                    "logging_steps": 5, "threads": 1}
 
 
-def _f(default: Any, source: str, help: str = "") -> Any:
-    """A config field with its source (and a help line for ``--help``)."""
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field: ``low`` / ``high`` bounds (None = unbounded), always finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or "finite"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_1 = Range(1)
+SHARE = Range(0, 1, high_open=True)
+
+
+def _f(default: Any, source: str, help: str = "", valid: Range | None = None) -> Any:
+    """A config field with its source, a help line for ``--help`` and, for numbers, its valid range."""
+    metadata = {"source": source, "help": help, "valid": valid}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"source": source, "help": help})
-    return field(default=default, metadata={"source": source, "help": help})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RecipeConfig:
-    """Fields shared by every recipe; subclasses set the paper's values as defaults."""
+    """Fields shared by every recipe; subclasses set the paper's values as defaults and their data hooks."""
 
     recipe: ClassVar[str] = ""
     embedded_overrides: ClassVar[dict[str, Any]] = {}
+    # Fields that name training data: with none of them and no model, the run is the embedded default.
+    data_fields: ClassVar[tuple[str, ...]] = ("data", "image_root")
 
     # model
-    model: str | None = _f(None, "", "Hub id or local directory of the backbone (default: the embedded tiny one)")
+    model: str | None = _f(None, "", "Hub id, local backbone directory, or a saved model folder (e.g. runs/x/model) "
+                           "to continue from (default: the embedded tiny backbone)")
     family: str | None = _f(None, "mm_st.templates", "backbone family (detected from the config when unset)")
     tiny_family: str = _f("llava_next", EMBEDDED, "family of the embedded tiny backbone")
     prompt_format: str = _f("train", "mm_st.templates.TRAIN_RECIPES", "'train' (reference training text) or 'inference'")
@@ -65,48 +114,54 @@ class RecipeConfig:
     data_configs: list[str] = _f([], "", "dataset configs (subsets) to train on")
     data_split: str = _f("original", "", "split of the training data")
     image_root: str | None = _f(None, "", "directory the data's image paths are relative to")
-    num_negatives: int = _f(0, "", "hard-negative columns per row")
-    max_rows_per_dataset: int | None = _f(None, "mm_st", "cap each dataset (for smoke runs)")
+    on_missing: str = _f("error", "mm_st", "rows whose image is missing or unreadable: 'error' or 'skip' (dropped, "
+                         "counted per dataset)")
+    num_negatives: int = _f(0, "", "hard-negative columns per row", NON_NEGATIVE)
+    max_rows_per_dataset: int | None = _f(None, "mm_st", "cap each dataset (for smoke runs)", AT_LEAST_1)
     batch_mixing: str = _f("mixed", "", "'mixed' (one shuffled concatenation) or 'per_dataset' (each batch from one dataset)")
     # loss
-    temperature: float = _f(0.02, "", "InfoNCE temperature")
+    temperature: float = _f(0.02, "", "InfoNCE temperature", POSITIVE)
     hard_negative_scope: str = _f("shared", "", "'shared' (every query sees every negative) or 'own'")
     mask_duplicates: bool = _f(False, "paper code: no masking (mm_st option)", "drop duplicates of the positive from the softmax")
     gather_across_devices: bool = _f(True, "", "cross-device negatives")
     # adapter
     adapter: str = _f("lora", "", "'lora', 'dora' or 'none' (full weights)")
-    lora_r: int = _f(8, "", "adapter rank")
-    lora_alpha: int = _f(16, "", "adapter alpha")
-    lora_dropout: float = _f(0.05, "", "adapter dropout")
+    lora_r: int = _f(8, "", "adapter rank", AT_LEAST_1)
+    lora_alpha: int = _f(16, "", "adapter alpha", POSITIVE)
+    lora_dropout: float = _f(0.05, "", "adapter dropout", SHARE)
     lora_target_modules: str = _f("all-linear", "", "peft target_modules: 'all-linear', a regex, or comma-separated names")
     lora_init: str = _f("default", "peft", "adapter initialisation: 'default' (B = 0) or 'gaussian'")
     quantization: str = _f("none", "", "'4bit' = QLoRA (needs CUDA and bitsandbytes; plain LoRA otherwise, logged)")
     # optimisation
-    learning_rate: float = _f(2e-5, "", "peak learning rate")
-    num_train_epochs: float = _f(1.0, "", "epochs (ignored when max_steps > 0)")
-    max_steps: int = _f(-1, "", "optimizer steps (-1 = from epochs)")
-    warmup: float = _f(0.0, "", "linear warm-up: steps (>= 1) or a share of the steps (< 1)")
-    max_grad_norm: float = _f(1.0, "transformers TrainingArguments default", "gradient clipping norm")
+    learning_rate: float = _f(2e-5, "", "peak learning rate", POSITIVE)
+    num_train_epochs: float = _f(1.0, "", "epochs (ignored when max_steps > 0)", POSITIVE)
+    max_steps: int = _f(-1, "", "optimizer steps (-1 = from epochs)", Range(-1))
+    warmup: float = _f(0.0, "", "linear warm-up: steps (>= 1) or a share of the steps (< 1)", NON_NEGATIVE)
+    max_grad_norm: float = _f(1.0, "transformers TrainingArguments default", "gradient clipping norm (0 = no clipping)",
+                              NON_NEGATIVE)
     lr_scheduler_type: str = _f("linear", "", "transformers scheduler name")
-    weight_decay: float = _f(0.0, "", "AdamW weight decay")
-    global_batch_size: int = _f(64, "", "queries per optimizer step over all processes (all are in-batch negatives)")
-    mini_batch_size: int = _f(0, "mm_st", "GradCache mini-batch (0 = no GradCache); lower = less memory")
-    max_length: int | None = _f(None, "", "token limit per input (images are never cut)")
-    max_text_tokens: int | None = _f(None, "", "cut each training text to this many tokens before the prompt is added")
-    seed: int = _f(42, "transformers TrainingArguments default", "seed")
+    weight_decay: float = _f(0.0, "", "AdamW weight decay", NON_NEGATIVE)
+    global_batch_size: int = _f(64, "", "queries per optimizer step over all processes (all are in-batch negatives)",
+                                AT_LEAST_1)
+    mini_batch_size: int = _f(0, "mm_st", "GradCache mini-batch (0 = no GradCache); lower = less memory", NON_NEGATIVE)
+    max_length: int | None = _f(None, "", "token limit per input (images are never cut)", AT_LEAST_1)
+    max_text_tokens: int | None = _f(None, "", "cut each training text to this many tokens before the prompt is added",
+                                     AT_LEAST_1)
+    seed: int = _f(42, "transformers TrainingArguments default", "seed", NON_NEGATIVE)
     # evaluation and output
     evaluate: bool = _f(True, "mm_st", "evaluate before and after training (and every eval_steps)")
     eval_data: str | None = _f(None, EMBEDDED, "XTD-layout directory to evaluate on (embedded: held-out emoji)")
     eval_languages: list[str] = _f(["en", "es", "it", "ko", "pl", "ru", "tr", "zh"], "XTD10 languages", "XTD languages")
-    eval_steps: int = _f(0, "mm_st", "evaluate every N steps (0 = before and after training only)")
+    eval_steps: int = _f(0, "mm_st", "evaluate every N steps (0 = before and after training only)", NON_NEGATIVE)
     output_dir: str = _f("", "mm_st", "where the run writes (default runs/<recipe>)")
-    save_steps: int = _f(500, "mm_st", "checkpoint every N steps (resume after a crash)")
-    save_total_limit: int | None = _f(2, "mm_st", "checkpoints kept")
-    logging_steps: int = _f(10, "mm_st", "log every N steps")
-    resume: str = _f("auto", "mm_st", "'auto' (continue from the last checkpoint if any), 'always', 'never'")
+    save_steps: int = _f(500, "mm_st", "checkpoint every N steps (resume after a crash)", AT_LEAST_1)
+    save_total_limit: int | None = _f(2, "mm_st", "checkpoints kept", AT_LEAST_1)
+    logging_steps: int = _f(10, "mm_st", "log every N steps", AT_LEAST_1)
+    resume: str = _f("auto", "mm_st", "'auto' (continue from the last checkpoint if any), 'always', 'never' (start over: "
+                     "removes only what an earlier run in the output folder wrote)")
     report_to: list[str] = _f(["none"], "transformers", "tensorboard, wandb, ... (passed to the trainer)")
-    threads: int = _f(0, "mm_st", "torch CPU threads (0 = torch's default)")
-    dataloader_num_workers: int = _f(0, "transformers", "data loader workers")
+    threads: int = _f(0, "mm_st", "torch CPU threads (0 = torch's default)", NON_NEGATIVE)
+    dataloader_num_workers: int = _f(0, "transformers", "data loader workers", NON_NEGATIVE)
 
     @classmethod
     def embedded_default(cls, **values: Any) -> "RecipeConfig":
@@ -118,7 +173,7 @@ class RecipeConfig:
     @property
     def embedded(self) -> bool:
         """Whether this run uses the embedded tiny backbone and bundled data."""
-        return self.model is None and self.data is None
+        return self.model is None and all(getattr(self, name) is None for name in self.data_fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,156 +191,83 @@ class RecipeConfig:
             config["init_lora_weights"] = "gaussian"
         return config
 
+    # -- checks ----------------------------------------------------------------------------------
+
     def check(self) -> None:
-        """Raise ValueError naming the field of the first inconsistent value."""
+        """Raise ValueError naming the field of the first invalid or inconsistent value."""
+        from transformers.trainer_utils import SchedulerType
+
         choices = {"adapter": ADAPTERS, "batch_mixing": BATCH_MIXING, "resume": RESUME, "dtype": DTYPES,
                    "prompt_format": templates.FORMATS, "hard_negative_scope": ("shared", "own"),
-                   "quantization": ("none", "4bit"), "lora_init": ("default", "gaussian")}
+                   "quantization": ("none", "4bit"), "lora_init": ("default", "gaussian"), "on_missing": ON_MISSING,
+                   "lr_scheduler_type": tuple(s.value for s in SchedulerType)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{self.recipe} config: {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}.")
-        positive = ("temperature", "learning_rate", "global_batch_size", "save_steps", "logging_steps", "lora_r")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{self.recipe} config: {name} must be > 0, got {getattr(self, name)!r}.")
-        for name in ("num_negatives", "mini_batch_size", "eval_steps", "threads", "warmup"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{self.recipe} config: {name} must be >= 0, got {getattr(self, name)!r}.")
-        if self.max_steps <= 0 and not self.num_train_epochs > 0:
-            raise ValueError(f"{self.recipe} config: set max_steps > 0 or num_train_epochs > 0.")
+        for f in dataclasses.fields(self):
+            valid, value = field_range(f), getattr(self, f.name)
+            if valid is not None and value is not None and value not in valid:
+                raise ValueError(f"{self.recipe} config: {f.name} must be {valid}, got {value!r}.")
+        if self.max_steps == 0:
+            raise ValueError(f"{self.recipe} config: max_steps must be -1 (from num_train_epochs) or >= 1, got 0.")
+        if self.global_batch_size < 2 and self.num_negatives == 0:
+            raise ValueError(f"{self.recipe} config: global_batch_size 1 with no hard negatives (num_negatives 0) gives "
+                             "each query no negative at all (loss 0, nothing learnt); use a batch of >= 2.")
+        if self.warmup >= 1 and not float(self.warmup).is_integer():
+            raise ValueError(f"{self.recipe} config: warmup must be a share < 1 or a whole number of steps, got {self.warmup!r}.")
+        given = [name for name in self.data_fields if getattr(self, name) is not None]
+        if self.model is None and given:
+            raise ValueError(f"{self.recipe} config: --{given[0].replace('_', '-')} is set but --model is not; give the "
+                             "backbone to train (a Hub id or local directory). The embedded tiny random backbone is only "
+                             "used when neither a model nor training data is given.")
+
+    # -- what differs between recipes: data, preparation, plan ----------------------------------
+
+    def sources(self, output_dir: Path, write: bool = True) -> "Sources":
+        """Where the run reads from; with the embedded default, the emoji files under ``output_dir/data``
+        (written when ``write``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say where its data comes from.")
+
+    def check_sources(self, sources: "Sources") -> None:
+        """Fail early on a missing local file or directory, naming it."""
+        for what, value in sources.directories().items():
+            if value is not None and not Path(value).is_dir():
+                raise FileNotFoundError(f"{self.recipe} config: {what} {value!r} is not a directory.")
+
+    def load_datasets(self, sources: "Sources") -> dict[str, "datasets.Dataset"]:
+        """One training dataset per source dataset (before :meth:`prepare`), capped by ``max_rows_per_dataset``."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how its data is read.")
+
+    def source_lines(self, sources: "Sources") -> list[str]:
+        """What the plan says the run reads."""
+        return [f"reads: {sources.data}" + (f", images under {sources.image_root}" if sources.image_root else "")]
+
+    def plan_notes(self, named: dict[str, "datasets.Dataset"]) -> list[str]:
+        """Lines the plan prints about this recipe's preparation; raises for data it cannot prepare."""
+        return []
+
+    def prepare(self, model: Any, named: dict[str, "datasets.Dataset"], work_dir: Path) -> dict[str, "datasets.Dataset"]:
+        """The training datasets from the loaded ones, with the model at hand (mining, cutting texts)."""
+        from mm_st.training.data import cut_texts
+
+        if self.max_text_tokens:
+            tokenizer = getattr(model[0].processor, "tokenizer", model[0].processor)
+            named = cut_texts(named, tokenizer, self.max_text_tokens)
+        return named
+
+    def inputs(self) -> dict[str, str]:
+        """The run's inputs (flag -> path), which starting over must never remove."""
+        names = ("model", *self.data_fields, "eval_data", *(f for f in ("mining_model",) if hasattr(self, f)))
+        return {"--" + name.replace("_", "-"): getattr(self, name) for name in names if getattr(self, name, None)}
 
 
-# -- the three recipes ---------------------------------------------------------------------------
-
-E5V = templates.RECIPE_FACTS["e5v"]
-E5V_SRC = "kongds/E5-V run.sh / ft_llm.py"
-# The language model's projections: any module path without a vision part (vision_tower, vision_model, visual),
-# so text-only LMs (layers.N.self_attn.q_proj) and every MLLM family match.
-E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+def field_range(f: dataclasses.Field) -> Range | None:
+    """A numeric field's valid range: its own, else the one :class:`RecipeConfig` gives the field of that name
+    (a recipe overriding a default keeps the shared range)."""
+    return f.metadata.get("valid") or _BASE_RANGES.get(f.name)
 
 
-@dataclass
-class E5VConfig(RecipeConfig):
-    """E5-V (arXiv 2407.12580): text-only NLI triplets on a LLaVA-NeXT-Llama-3 backbone, QLoRA."""
-
-    recipe: ClassVar[str] = "e5v"
-    embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_COMMON, "global_batch_size": 32, "num_train_epochs": 3.0, "quantization": "none",
-        "max_rows_per_dataset": 1500,
-    }
-
-    model: str | None = _f(None, "E5-V base: lmms-lab/llama3-llava-next-8b (HF layout: llava-hf/llama3-llava-next-8b-hf)")
-    train_template: str = _f("inference", "paper-facts: ft_llm.py trains on a de-tokenised template; inference uses the real one",
-                             "'inference' (the real chat template) or 'upstream' (ft_llm.py's de-tokenised text)")
-    prompt_format: str = _f("inference", "mm_st default; 'train' = ft_llm.py's de-tokenised template (--train-template upstream)",
-                            "'inference' or 'train' (= --train-template upstream)")
-    data: str | None = _f(None, "E5-V run.sh: data/nli_for_simcse.csv (princeton-nlp/datasets-for-simcse, 275K triplets)")
-    num_negatives: int = _f(1, "E5-V: the contradiction is the hard negative")
-    temperature: float = _f(E5V["temperature"], E5V_SRC + " (cosine / 0.05)")
-    lora_r: int = _f(E5V["lora_r"], E5V_SRC)
-    lora_alpha: int = _f(E5V["lora_alpha"], E5V_SRC)
-    lora_dropout: float = _f(E5V["lora_dropout"], E5V_SRC)
-    lora_target_modules: str = _f(E5V_LM_ONLY, E5V_SRC + ": q,k,v,o,gate,up,down of the language model")
-    quantization: str = _f("4bit", E5V_SRC + ": 4-bit NF4 QLoRA (plain LoRA when CUDA/bitsandbytes are missing, logged)")
-    warmup: float = _f(100, "kongds/E5-V ft_llm.py: warmup_steps=100")
-    learning_rate: float = _f(E5V["learning_rate"], E5V_SRC)
-    num_train_epochs: float = _f(float(E5V["epochs"]), "kongds/E5-V run.sh EPOCH=2 (the paper says 1: --num-train-epochs 1)")
-    global_batch_size: int = _f(E5V["batch_size"], E5V_SRC + ": BATCH_SIZE=768 = MICRO_BATCH_SIZE 24 x 32 GPUs, "
-                                "no accumulation; all gathered")
-    mini_batch_size: int = _f(24, E5V_SRC + ": MICRO_BATCH_SIZE=24 (here a GradCache mini-batch)")
-    max_text_tokens: int | None = _f(E5V["max_text_tokens"], E5V_SRC + ": cutoff_len 32 cuts the sentence, "
-                                     "before the template")
-
-    def __post_init__(self) -> None:
-        if self.train_template not in ("inference", "upstream"):
-            raise ValueError(f"e5v config: train_template={self.train_template!r} is not one of inference, upstream.")
-        if self.train_template == "upstream":
-            self.prompt_format = "train"
-
-
-VLM2VEC_SRC = "VLM2Vec (arXiv 2410.05160) v1 and TIGER-AI-Lab/VLM2Vec"
-VLM2VEC_LLAVA = "TIGER-AI-Lab/VLM2Vec scripts/aws/llava16-mistral-lora8-bs1024-step2k.sh @fa630fd"
-V1_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj,k_proj,q_proj,out_proj,v_proj"
-_VLM = templates.RECIPE_FACTS["vlm2vec"]
-
-
-@dataclass
-class VLM2VecConfig(RecipeConfig):
-    """VLM2Vec v1 on MMEB-train: shared in-batch negatives, tau 0.02, LoRA, GradCache for the large batch."""
-
-    recipe: ClassVar[str] = "vlm2vec"
-    embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_COMMON, "global_batch_size": 32, "max_steps": 150, "max_length": None, "max_rows_per_dataset": None,
-        "data_configs": ["ImageNet_1K", "MSCOCO_t2i", "MSCOCO_i2t"],
-    }
-
-    model: str | None = _f(None, VLM2VEC_SRC + ": TIGER-Lab/VLM2Vec-LLaVa-Next's base, llava-hf/llava-v1.6-mistral-7b-hf")
-    data: str | None = _f(None, VLM2VEC_SRC + ": " + MMEB_TRAIN_REPO)
-    data_configs: list[str] = _f(list(MMEB_TRAIN_CONFIGS), VLM2VEC_SRC + ": the 20 MMEB-train datasets")
-    max_rows_per_dataset: int | None = _f(50000, VLM2VEC_LLAVA + ": mmeb20_sub50k (50K rows per dataset)")
-    num_negatives: int = _f(0, "VLM2Vec v1 README: in-batch negatives only (HEAD's collator drops hard negatives)")
-    temperature: float = _f(_VLM["temperature"], VLM2VEC_LLAVA)
-    adapter: str = _f("dora", "TIGER-AI-Lab/VLM2Vec src/model.py: LoraConfig(use_dora=True, init_lora_weights='gaussian')")
-    lora_r: int = _f(_VLM["lora_r"], VLM2VEC_LLAVA + " (--lora_r 8; the README's example uses 16)")
-    lora_alpha: int = _f(_VLM["lora_alpha"], "TIGER-AI-Lab/VLM2Vec src/arguments.py lora_alpha=64")
-    lora_dropout: float = _f(0.1, "TIGER-AI-Lab/VLM2Vec src/arguments.py lora_dropout=0.1")
-    lora_target_modules: str = _f(V1_TARGETS, "VLM2Vec v1 src/arguments.py (suffixes, vision tower included)")
-    lora_init: str = _f("gaussian", "TIGER-AI-Lab/VLM2Vec src/model.py init_lora_weights='gaussian'")
-    learning_rate: float = _f(_VLM["learning_rate"], VLM2VEC_LLAVA)
-    max_steps: int = _f(_VLM["steps"], VLM2VEC_LLAVA)
-    warmup: float = _f(100, VLM2VEC_LLAVA + " (the README's example: 200)")
-    global_batch_size: int = _f(_VLM["batch_size"], VLM2VEC_LLAVA + ": 128 per GPU x 8 GPUs, no accumulation")
-    mini_batch_size: int = _f(2, VLM2VEC_LLAVA + ": GradCache q/p chunks of 2")
-    max_length: int | None = _f(256, VLM2VEC_LLAVA + ": --max_len 256")
-
-
-MME5_SRC = "mmE5 (arXiv 2502.08468) and haon-chen/mmE5 scripts/train"
-_MME5 = templates.RECIPE_FACTS["mme5"]
-
-
-@dataclass
-class MME5Config(RecipeConfig):
-    """mmE5: MMEB-train with negatives mined at rank 70 plus mmE5-synthetic; own-query negatives; DoRA."""
-
-    recipe: ClassVar[str] = "mme5"
-    embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_COMMON, "tiny_family": "mllama", "global_batch_size": 16, "max_rows_per_dataset": 400,
-        "data_configs": ["ImageNet_1K", "MSCOCO_t2i"], "synthetic_configs": ["Classification", "Retrieval"],
-    }
-
-    model: str | None = _f(None, MME5_SRC + ": meta-llama/Llama-3.2-11B-Vision")
-    data: str | None = _f(None, MME5_SRC + ": " + MMEB_TRAIN_REPO)
-    data_configs: list[str] = _f(list(MMEB_TRAIN_CONFIGS), MME5_SRC + ": the 20 MMEB-train datasets")
-    synthetic_data: str | None = _f(None, MME5_SRC + ": " + MME5_SYNTHETIC_REPO, "mmE5-synthetic source (default: embedded)")
-    synthetic_configs: list[str] = _f(list(MME5_SYNTHETIC_CONFIGS), MME5_SRC)
-    synthetic_image_root: str | None = _f(None, MME5_SRC + ": laion_image_dir", "directory the synthetic data's image paths are relative to")
-    synthetic_only: bool = _f(False, MME5_SRC + ": the zero-shot setting trains on synthetic data only")
-    mine_rank: int = _f(70, "mmE5 paper / issue #3: the candidate at rank 70",
-                        "rank of the mined MMEB-train negative (0 = read the data's own negatives, e.g. "
-                        "intfloat/mmE5-MMEB-hardneg)")
-    mining_model: str | None = _f(None, "mmE5 mined with VLM2Vec-LoRA (remote code; released as intfloat/mmE5-MMEB-hardneg); "
-                                  "default: the base model", "model that mines MMEB-train negatives")
-    max_rows_per_dataset: int | None = _f(50000, MME5_SRC + ": --num_sample_per_subset 50000")
-    num_negatives: int = _f(3, MME5_SRC + ": negative_ratio 3, padded by repeating the last")
-    hard_negative_scope: str = _f("own", MME5_SRC + ": each negative against its own query")
-    temperature: float = _f(_MME5["temperature"], MME5_SRC)
-    adapter: str = _f("dora", MME5_SRC + ": DoRA (src/model.py use_dora=True)")
-    lora_r: int = _f(_MME5["dora_r"], MME5_SRC + ": --lora_r 8")
-    lora_alpha: int = _f(64, "haon-chen/mmE5 src/arguments.py lora_alpha=64")
-    lora_dropout: float = _f(0.1, "haon-chen/mmE5 src/arguments.py lora_dropout=0.1")
-    lora_target_modules: str = _f(V1_TARGETS, "haon-chen/mmE5 src/arguments.py (suffixes, vision tower included)")
-    lora_init: str = _f("gaussian", "haon-chen/mmE5 src/model.py init_lora_weights='gaussian'")
-    warmup: float = _f(0.05, MME5_SRC + ": --warmup_ratio 0.05")
-    max_grad_norm: float = _f(5.0, MME5_SRC + ": --max_grad_norm 5.0")
-    learning_rate: float = _f(_MME5["learning_rate"], MME5_SRC)
-    num_train_epochs: float = _f(float(_MME5["epochs"]), MME5_SRC)
-    global_batch_size: int = _f(128, MME5_SRC + ": 2 per GPU x 8 accumulation steps x 8 GPUs (GPU count not stated in "
-                                 "train.sh: assumed 8); accumulation adds no in-batch negatives, mm_st uses GradCache")
-    mini_batch_size: int = _f(2, MME5_SRC + ": 2 per GPU")
-    max_length: int | None = _f(_MME5["max_length"], MME5_SRC)
-
-
-CONFIGS: dict[str, type[RecipeConfig]] = {c.recipe: c for c in (E5VConfig, VLM2VecConfig, MME5Config)}
+_BASE_RANGES = {f.name: f.metadata["valid"] for f in dataclasses.fields(RecipeConfig) if f.metadata.get("valid")}
 
 
 # -- files and flags -------------------------------------------------------------------------------
@@ -304,6 +286,8 @@ def _coerce(cls: type[RecipeConfig], name: str, value: Any, where: str) -> Any:
         if optional:
             return None
         raise ValueError(f"{where}: {name} cannot be empty.")
+    if base in (int, float) and isinstance(value, bool):  # YAML `true` is not the number 1
+        raise ValueError(f"{where}: {name}={value!r} is a boolean, not a valid {base.__name__}.")
     try:
         if typing.get_origin(base) is list:
             items = value.split(",") if isinstance(value, str) else list(value)
@@ -318,26 +302,43 @@ def _coerce(cls: type[RecipeConfig], name: str, value: Any, where: str) -> Any:
             raise ValueError(value)
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
+        if base is int and isinstance(value, str):
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        if base is str and not isinstance(value, str):
+            raise TypeError(value)
         return base(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where}: {name}={value!r} is not a valid {getattr(base, '__name__', base)}.") from None
 
 
 def read_config_file(cls: type[RecipeConfig], path: str | os.PathLike) -> dict[str, Any]:
-    """Field values from a YAML or JSON file; unknown keys are an error naming the key and file."""
+    """Field values from a YAML or JSON file; unknown keys, another recipe's config, an empty file and
+    malformed YAML/JSON are errors naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} not found.")
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        values = json.loads(text)
-    else:
-        import yaml
+    try:
+        if path.suffix == ".json":
+            values = json.loads(text) if text.strip() else None
+        else:
+            import yaml
 
-        values = yaml.safe_load(text) or {}
+            values = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r} line {exc.lineno}: not valid JSON ({exc.msg}).") from None
+    except Exception as exc:  # yaml.YAMLError
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{str(path)!r}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}).") from None
+    if values is None:
+        raise ValueError(f"{str(path)!r} is empty; a config file holds `recipe: {cls.recipe}` and the fields to set.")
     if not isinstance(values, dict):
         raise ValueError(f"{str(path)!r}: expected a mapping of config fields, got {type(values).__name__}.")
-    values = {k.replace("-", "_"): v for k, v in values.items()}
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
     if values.pop("recipe", cls.recipe) != cls.recipe:
         raise ValueError(f"{str(path)!r} is a config for another recipe, not {cls.recipe!r}.")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -354,6 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[RecipeConfig]) -> N
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} [default: {f.default if f.default is not dataclasses.MISSING else f.default_factory()}"
+        if field_range(f) is not None:
+            help_text += f"; valid: {field_range(f)}"
         help_text += f"; {f.metadata['source']}]" if f.metadata.get("source") else "]"
         help_text = help_text.replace("%", "%%")
         if _hints(cls)[f.name] is bool:
@@ -363,13 +366,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[RecipeConfig]) -> N
 
 
 def config_from_args(cls: type[RecipeConfig], args: argparse.Namespace) -> RecipeConfig:
-    """Defaults < embedded default (no model and no data) < ``--config`` file < flags."""
+    """Defaults < embedded default (no model and no training data) < ``--config`` file < flags."""
     explicit = read_config_file(cls, args.config) if getattr(args, "config", None) else {}
     for f in dataclasses.fields(cls):
         value = getattr(args, f.name, None)
         if value is not None:
             explicit[f.name] = _coerce(cls, f.name, value, "--" + f.name.replace("_", "-"))
-    embedded = explicit.get("model") is None and explicit.get("data") is None
+    embedded = all(explicit.get(name) is None for name in ("model", *cls.data_fields))
     values = {**(cls.embedded_overrides if embedded else {}), **explicit}
     config = cls(**values)
     config.check()

@@ -1,127 +1,127 @@
-"""Training data for a recipe config: the paper's layout through ``mm_st.data``'s converters.
+"""Training data helpers shared by the recipes.
 
-``resolve_sources`` fills the embedded default (emoji written in the paper's layout under the run's
-output directory); ``load_datasets`` reads the data as one dataset per source dataset;
-``mine_mme5_negatives`` adds mmE5's mined MMEB-train negative; ``training_dataset`` forms what the
-trainer gets (one shuffled concatenation, or a ``DatasetDict`` drawn one dataset per batch).
+:class:`Sources` names what a run reads; :class:`MMEBTrainData` is the MMEB-train part of the recipes
+that train on it (VLM2Vec, mmE5): the embedded default written in its layout, the checks, the reading
+through :func:`mm_st.data.load_mmeb_train`. :func:`training_dataset` forms what the trainer gets (one
+shuffled concatenation, or a ``DatasetDict`` drawn one dataset per batch); :func:`cut_texts` is E5-V's
+sentence cut; :func:`pad_negatives` mmE5's negative padding.
+
+Example:
+    >>> import datasets
+    >>> from mm_st.training.data import pad_negatives
+    >>> ds = datasets.Dataset.from_dict({"anchor": ["q"], "positive": ["p"], "negative_1": ["n"]})
+    >>> pad_negatives(ds, 3).column_names
+    ['anchor', 'positive', 'negative_1', 'negative_2', 'negative_3']
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from mm_st.data import load_mme5_synthetic, load_mmeb_train, load_nli
 from mm_st.io import is_local
 from mm_st.training import embedded
-from mm_st.training.config import E5VConfig, MME5Config, RecipeConfig
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Sources:
-    """Where the run reads from (after the embedded default is written)."""
+    """Where a run reads from (after the embedded default is written).
 
-    data: str
-    image_root: str | None
-    synthetic: str | None = None
-    synthetic_image_root: str | None = None
+    ``extra`` holds a recipe's other sources by field name (e.g. mmE5's ``synthetic_data``); entries
+    whose name ends in ``image_root`` must be directories, like ``image_root`` and ``eval_data``.
+    """
+
+    data: str | None
+    image_root: str | None = None
     eval_data: str | None = None
+    extra: dict[str, str | None] = field(default_factory=dict)
+
+    def directories(self) -> dict[str, str | None]:
+        """The sources that must be existing directories, by name."""
+        named = {"image_root": self.image_root, "eval_data": self.eval_data}
+        named.update({k: v for k, v in self.extra.items() if k.endswith("image_root")})
+        return named
 
 
-def resolve_sources(config: RecipeConfig, output_dir: Path, write: bool = True) -> Sources:
-    """The data locations; with the embedded default, the emoji files under ``output_dir/data`` (written once)."""
-    if config.embedded:
-        root = output_dir / "data"
-        if isinstance(config, E5VConfig):
-            data = root / "nli_for_simcse.csv"
-            if write:  # cheap, and the sibling negatives depend on the seed
-                embedded.write_nli(root, limit=config.max_rows_per_dataset, seed=config.seed)
-            image_root = None
-        else:
-            data = root / "mmeb-train"
-            if write:
-                embedded.write_mmeb_train(data, configs=config.data_configs, split=config.data_split,
-                                          limit=config.max_rows_per_dataset, seed=config.seed)
-            image_root = str(data / "images")
-        synthetic = None
-        if isinstance(config, MME5Config):
-            synthetic = root / "mme5-synthetic"
-            if write:
-                embedded.write_mme5_synthetic(synthetic, configs=config.synthetic_configs,
-                                              limit=config.max_rows_per_dataset, seed=config.seed)
-        eval_data = config.eval_data or str(root / "xtd-heldout")
-        needed = ["test_image_names.txt", *(f"test_1kcaptions_{lang}.txt" for lang in config.eval_languages)]
-        if write and config.eval_data is None and not all((Path(eval_data) / name).is_file() for name in needed):
-            embedded.write_xtd(eval_data, languages=config.eval_languages)
-        return Sources(str(data), image_root, str(synthetic) if synthetic else None,
-                       str(synthetic / "images") if synthetic else None, eval_data)
-    if config.data is None:
-        raise ValueError(f"{config.recipe} config: --model is set but --data is not; give the training data too.")
-    synthetic = getattr(config, "synthetic_data", None)
-    if isinstance(config, MME5Config) and synthetic is None:
-        from mm_st.data.converters import MME5_SYNTHETIC_REPO
-
-        synthetic = MME5_SYNTHETIC_REPO
-    synthetic_root = getattr(config, "synthetic_image_root", None)
-    return Sources(config.data, config.image_root, synthetic, synthetic_root, config.eval_data)
+def embedded_dir(config: Any, root: Path, name: str) -> Path:
+    """The embedded default's folder for ``name`` under ``root``, named by what its content depends on (seed and
+    row cap), so that runs with other values never rewrite it."""
+    return root / f"{name}-seed{config.seed}-rows{config.max_rows_per_dataset or 'all'}"
 
 
-def check_sources(config: RecipeConfig, sources: Sources) -> None:
-    """Fail early on a missing local file or directory, naming it."""
-    if isinstance(config, E5VConfig):
-        return  # load_nli names a missing file
-    named = (("image_root", sources.image_root), ("synthetic_image_root", sources.synthetic_image_root),
-             ("eval_data", sources.eval_data))
-    for what, value in named:
-        if value is not None and not Path(value).is_dir():
-            raise FileNotFoundError(f"{config.recipe} config: {what} {value!r} is not a directory.")
-    if sources.image_root is None and not getattr(config, "synthetic_only", False):
-        raise ValueError(f"{config.recipe} config: image_root is not set; MMEB-train's images ship as a separate archive "
-                         "(unpack it and pass --image-root).")
-    pairs = [] if getattr(config, "synthetic_only", False) else [(sources.data, config.data_configs, config.data_split)]
-    if sources.synthetic is not None:
-        pairs.append((sources.synthetic, config.synthetic_configs, "train"))
-    for source, configs, _ in pairs:
-        if is_local(source):
-            if not Path(source).is_dir():
-                raise FileNotFoundError(f"{config.recipe} config: data directory {source!r} not found.")
-            present = sorted(p.name for p in Path(source).iterdir() if p.is_dir() and p.name != "images")
-            unknown = [c for c in configs if c not in present]
-            if unknown:
-                raise ValueError(f"{config.recipe} config: dataset config(s) {unknown} not in {source!r}; it has {present}.")
+def embedded_eval_data(config: Any, root: Path, write: bool) -> str:
+    """The held-out emoji in the XTD layout under ``root`` (written once), unless ``eval_data`` is given."""
+    eval_data = config.eval_data or str(root / "xtd-heldout")
+    needed = ["test_image_names.txt", *(f"test_1kcaptions_{lang}.txt" for lang in config.eval_languages)]
+    if write and config.eval_data is None and not all((Path(eval_data) / name).is_file() for name in needed):
+        embedded.write_xtd(eval_data, languages=config.eval_languages)
+    return eval_data
 
 
-def _cap(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+def cap(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    """The first ``limit`` rows (all when None)."""
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def load_datasets(config: RecipeConfig, sources: Sources) -> dict[str, datasets.Dataset]:
-    """One training dataset per source dataset (before mining), capped by ``max_rows_per_dataset``."""
-    if isinstance(config, E5VConfig):
-        nli = load_nli(_hub_file(sources.data))
-        return {"nli": _cap(nli, config.max_rows_per_dataset)}
-    out: dict[str, datasets.Dataset] = {}
-    synthetic_only = getattr(config, "synthetic_only", False)
-    if not synthetic_only:
-        mined = isinstance(config, MME5Config) and config.mine_rank > 0  # mmE5 mines MMEB-train's negative
-        mmeb = load_mmeb_train(sources.data, config.data_configs, split=config.data_split, image_root=sources.image_root,
-                               num_negatives=0 if mined else config.num_negatives, seed=config.seed)
-        out.update({name: _cap(ds, config.max_rows_per_dataset) for name, ds in mmeb.items()})
-    if sources.synthetic is not None:
-        synthetic = load_mme5_synthetic(sources.synthetic, config.synthetic_configs, image_root=sources.synthetic_image_root,
-                                        num_negatives=config.num_negatives, seed=config.seed)
-        out.update({f"synthetic/{name}": _cap(ds, config.max_rows_per_dataset) for name, ds in synthetic.items()})
-    return out
+def check_not_empty(named: dict[str, datasets.Dataset], recipe: str) -> None:
+    """A dataset with no rows (an empty file, every row skipped) is an error naming it."""
+    empty = [name for name, ds in named.items() if len(ds) == 0]
+    if empty:
+        raise ValueError(f"{recipe}: dataset(s) {empty} have no rows (an empty file, or every row skipped); "
+                         "fix or drop them (--data-configs).")
 
 
-def _hub_file(source: str) -> str:
+class MMEBTrainData:
+    """The MMEB-train data of a recipe config (VLM2Vec layout: ``{data}/{config}/{split}*.parquet`` + images)."""
+
+    def mmeb_sources(self, output_dir: Path, write: bool, with_mmeb: bool = True) -> Sources:
+        if self.embedded:
+            root = output_dir / "data"
+            data = embedded_dir(self, root, "mmeb-train")
+            if not with_mmeb:
+                return Sources(None, None, embedded_eval_data(self, root, write))
+            if write:
+                embedded.write_mmeb_train(data, configs=self.data_configs, split=self.data_split,
+                                          limit=self.max_rows_per_dataset, seed=self.seed)
+            return Sources(str(data), str(data / "images"), embedded_eval_data(self, root, write))
+        return Sources(self.data, self.image_root, self.eval_data)
+
+    def check_mmeb_sources(self, sources: Sources) -> None:
+        if sources.data is None:
+            raise ValueError(f"{self.recipe} config: --model is set but --data is not; give the training data too.")
+        if sources.image_root is None:
+            raise ValueError(f"{self.recipe} config: image_root is not set; MMEB-train's images ship as a separate "
+                             "archive (unpack it and pass --image-root).")
+        check_configs_present(self.recipe, sources.data, self.data_configs)
+
+    def load_mmeb(self, sources: Sources, num_negatives: int) -> dict[str, datasets.Dataset]:
+        from mm_st.data import load_mmeb_train
+
+        mmeb = load_mmeb_train(sources.data, self.data_configs, split=self.data_split, image_root=sources.image_root,
+                               num_negatives=num_negatives, on_missing=self.on_missing, seed=self.seed)
+        return {name: cap(ds, self.max_rows_per_dataset) for name, ds in mmeb.items()}
+
+
+def check_configs_present(recipe: str, source: str, configs: list[str]) -> None:
+    """A local data directory must exist and hold every requested config (a folder each)."""
+    if not is_local(source):
+        return
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"{recipe} config: data directory {source!r} not found.")
+    present = sorted(p.name for p in Path(source).iterdir() if p.is_dir() and p.name != "images")
+    unknown = [c for c in configs if c not in present]
+    if unknown:
+        raise ValueError(f"{recipe} config: dataset config(s) {unknown} not in {source!r}; it has {present}.")
+
+
+def hub_file(source: str) -> str:
     """A local file as is; ``org/name/path.csv`` (a file in a Hub dataset repo) downloaded; else a Hub dataset id."""
     if is_local(source) or os.path.isfile(source) or source.count("/") < 2:
         return source
@@ -139,24 +139,6 @@ def pad_negatives(ds: datasets.Dataset, count: int) -> datasets.Dataset:
     last = negatives[-1]
     copies = [ds.select_columns([last]).rename_column(last, f"negative_{k}") for k in range(len(negatives) + 1, count + 1)]
     return datasets.concatenate_datasets([ds, *copies], axis=1)  # arrow columns side by side: no image re-encoding
-
-
-def mine_mme5_negatives(model: Any, named: dict[str, datasets.Dataset], config: MME5Config,
-                        cache_dir: Path) -> dict[str, datasets.Dataset]:
-    """mmE5's MMEB-train negatives: per dataset, the candidate at rank ``mine_rank`` among the distinct positives."""
-    from mm_st.mining import mine_hard_negatives
-
-    out = {}
-    for name, ds in named.items():
-        if name.startswith("synthetic/"):
-            out[name] = ds
-            continue
-        mined = mine_hard_negatives(model, list(ds["anchor"]), None, list(ds["positive"]), strategy="window",
-                                    ranks=config.mine_rank, num_negatives=1, cache_dir=cache_dir / name,
-                                    show_progress_bar=os.environ.get("RANK", "0") == "0")
-        logger.info("%s: mined the rank-%d negative for %d of %d rows", name, config.mine_rank, len(mined), len(ds))
-        out[name] = pad_negatives(mined, config.num_negatives)
-    return out
 
 
 def training_dataset(named: dict[str, datasets.Dataset], mixing: str, seed: int) -> datasets.Dataset | datasets.DatasetDict:
@@ -178,6 +160,9 @@ def cut_texts(named: dict[str, datasets.Dataset], tokenizer: Any, max_tokens: in
 
     Tokenized without special tokens, truncated and decoded, as kongds/E5-V ``ft_llm.py`` does.
     """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}.")
+
     def cut(text: Any) -> Any:
         if not isinstance(text, str):
             return text

@@ -1,14 +1,22 @@
 """One training stage: model -> data -> loss -> sentence-transformers trainer -> mteb evaluation -> save.
 
 ``plan_stage(config)`` resolves everything a run needs and checks it (what ``--dry-run`` prints);
-``run_stage(config)`` runs it. The output directory is laid out for a later publishing step and
-for further stages::
+``run_stage(config)`` runs it. What differs between recipes (data sources, reading, preparation such
+as mining or sentence cutting) is the config's own methods (:class:`~mm_st.training.config.RecipeConfig`);
+this runner names no recipe. The output directory is laid out for a later publishing step and for
+further stages::
 
     <output_dir>/model/          the trained model (SentenceTransformer(path) loads it), training_curve.png,
                                  recipe_config.json, eval/ (mteb results before and after)
     <output_dir>/checkpoints/    trainer checkpoints (a re-run of the same command resumes from the last)
     <output_dir>/data/           the embedded default's data (bundled emoji in the paper's layout)
     <output_dir>/base-model/     the embedded default's tiny backbone (one folder per family and seed)
+    <output_dir>/.mm_st_run.json what runs wrote here (:mod:`mm_st.training.outputs`): only that is ever removed
+
+Safety: a run that fails before its first optimizer step leaves the folder as it was; a finished run
+re-run with the same config does nothing; a non-finite loss, gradient or weight stops training with
+an error naming the step, and non-finite weights are never saved. A stage may start from a model a
+previous stage saved (``model=runs/x/model``, adapter-only or full; see :func:`mm_st.builder.continue_from`).
 
 It runs unchanged under ``torchrun --nproc_per_node N`` or ``accelerate launch`` (DDP through the
 trainer; the loss gathers candidates across processes, so the global batch is every query's set of
@@ -26,12 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
+from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+from transformers import TrainerCallback
 
 from mm_st import templates
 from mm_st.training.config import RecipeConfig, describe
-from mm_st.training.data import Sources, check_sources, load_datasets, resolve_sources
+from mm_st.training.data import Sources, training_dataset
+from mm_st.training.outputs import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +61,10 @@ def _is_local_main() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or weight: training stopped, nothing of that step was saved."""
+
+
 @dataclass
 class Plan:
     """Everything a stage will do, resolved and checked before any training."""
@@ -64,6 +80,20 @@ class Plan:
     steps: int
     loss: str
     notes: list[str] = field(default_factory=list)
+    folder: RunFolder | None = None
+    continues: bool = False  # the model is a saved model folder (a previous stage's model/)
+
+    def work_dir(self, name: str) -> Path:
+        """A folder of this run's own (recorded, so that only the run's outputs are ever removed)."""
+        return self.folder.claim(name) if self.folder is not None else self.output_dir / name
+
+    def load_model(self, path: str) -> Any:
+        """Another model for the recipe's preparation (e.g. mmE5's mining model), in the recipe's format."""
+        from mm_st import build_model
+
+        c = self.config
+        return build_model(path, recipe=c.recipe, prompt_format=c.prompt_format, max_length=c.max_length,
+                           dtype=_dtype(c.dtype))
 
     def lines(self) -> list[str]:
         c = self.config
@@ -71,17 +101,20 @@ class Plan:
                  f"process(es), gradient accumulation 1 (accumulation adds no in-batch negatives)")
         if c.mini_batch_size and c.mini_batch_size < self.per_device_batch:
             batch += f"; GradCache mini-batches of {c.mini_batch_size}"
+        adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
+        if self.continues:
+            adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
         out = [
             f"mm_st {c.recipe} recipe{' (embedded default: offline, CPU)' if c.embedded else ''}",
-            f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}"
-            + (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights") + ")",
+            f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})",
+            *c.source_lines(self.sources),
             "data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
             + f" = {sum(self.rows.values()):,} rows; batches {'mixed across datasets' if c.batch_mixing == 'mixed' else 'one dataset each'}",
             f"loss: {self.loss}",
             f"batch: {batch}",
             f"steps: {self.steps} optimizer steps" + ("" if c.max_steps > 0 else f" ({c.num_train_epochs:g} epochs)")
             + f", lr {c.learning_rate:g}, checkpoint every {c.save_steps}",
-            f"evaluation: {self.sources.eval_data or 'none (set --eval-data to an XTD-layout directory)'}",
+            f"evaluation: {self.sources.eval_data if c.evaluate and self.sources.eval_data else 'none'}",
             f"output: {self.output_dir}",
             *self.notes,
             "config (source of each value):",
@@ -90,29 +123,54 @@ class Plan:
         return out
 
 
-def _output_dir(config: RecipeConfig) -> Path:
+def output_dir_of(config: RecipeConfig) -> Path:
     return Path(config.output_dir or f"runs/{config.recipe}")
 
 
-def _resolve_model(config: RecipeConfig, output_dir: Path, write: bool) -> tuple[str, str]:
-    """(backbone path or id, family); the embedded tiny backbone is written under ``output_dir/base-model``."""
+def _check_output_dir(output_dir: Path) -> None:
+    """The output folder must be a directory we can write (or creatable)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output-dir {str(output_dir)!r} is a file, not a directory.")
+    existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--output-dir {str(output_dir)!r}: {str(existing)!r} is not writable.")
+
+
+def _resolve_model(config: RecipeConfig, folder: RunFolder, write: bool) -> tuple[str, str, bool]:
+    """(backbone path or id, family, whether it is a saved model folder to continue); the embedded tiny
+    backbone is written under ``output_dir/base-model``."""
     from transformers import AutoConfig
+
+    from mm_st import metadata
+    from mm_st.builder import check_backbone_folder, saved_model_folder
 
     if config.model is None:
         from mm_st.testing import tiny_model
 
         family = config.family or config.tiny_family
-        path = output_dir / "base-model" / f"{family}-seed{config.seed}"  # a new seed or family gets its own
-        if write and not (path / "config.json").is_file():
-            tiny_model(family, path, seed=config.seed)
-        return str(path), family
+        path = folder.root / "base-model" / f"{family}-seed{config.seed}"  # a new seed or family gets its own
+        if write:
+            folder.claim("base-model")
+            if not (path / "config.json").is_file():
+                tiny_model(family, path, seed=config.seed, head=False)
+        return str(path), family, False
+    if saved_model_folder(config.model):
+        from mm_st.builder import check_saved_model
+
+        check_saved_model(config.model)
+        meta = metadata.read_dir(config.model) or {}
+        family = config.family or meta.get("family")
+        if family is None:
+            raise ValueError(f"--model {config.model!r} is a saved model without mm_st metadata; pass --family.")
+        return config.model, family, True
+    check_backbone_folder(config.model)
     try:
         backbone = AutoConfig.from_pretrained(config.model)
     except OSError as exc:
         raise OSError(f"Could not resolve model {config.model!r} (a Hub id needs network access or the HF cache; "
                       f"a local directory needs config.json): {exc}") from exc
     family = config.family or templates.family_for_model_type(backbone.model_type).name
-    return config.model, family
+    return config.model, family, False
 
 
 def _loss_name(config: RecipeConfig, per_device: int) -> str:
@@ -148,39 +206,85 @@ def _check_batch(config: RecipeConfig, rows: dict[str, int], world: int) -> int:
     return per_device
 
 
+def _check_modalities(named: dict[str, datasets.Dataset], model: str, family: str) -> None:
+    """A text-only backbone cannot take image inputs: name the dataset, row and column of the first one."""
+    if templates.get_family(family).image_placeholder is not None:
+        return
+    for name, ds in named.items():
+        for column, feature in ds.features.items():
+            if isinstance(feature, dict) and "image" in feature:
+                images = ds.data.column(column).combine_chunks().field("image")
+                valid = images.is_valid().to_pylist()
+                if True in valid:
+                    raise ValueError(f"{name} row {valid.index(True)} column {column!r} has an image, but {model!r} "
+                                     f"(family {family}) is a text-only model; use a multimodal backbone or "
+                                     "text-only data.")
+
+
+def _resume_checkpoint(config: RecipeConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from (``--resume auto|always``), None to start fresh."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = output_dir / "checkpoints"
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if config.resume == "always" and last is None:
+        raise FileNotFoundError(f"--resume always: no checkpoint in {str(folder)!r} to resume from (use --resume auto "
+                                "to start a new run there).")
+    return None if config.resume == "never" else last
+
+
 def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
     """Resolve and check a stage: (plan, the loaded datasets by name); writes the embedded default's files."""
     config.check()
-    output_dir = _output_dir(config)
+    output_dir = output_dir_of(config)
+    _check_output_dir(output_dir)
     # One process per node writes the embedded default's files; the others wait until it has, for this config and
     # this launch (ranks started by one torchrun / accelerate launch share their parent process).
     writer = _is_local_main()
+    folder = RunFolder(output_dir, writer)
+    if config.resume != "never":
+        _resume_checkpoint(config, output_dir)  # --resume always without a checkpoint: an error before anything is written
     marker = output_dir / ".prepared"
     launch = os.getppid() if world_size() > 1 else None
     key = json.dumps({"recipe": config.recipe, "launch": launch, **config.to_dict()}, sort_keys=True)
-    if writer:
-        marker.unlink(missing_ok=True)
-    elif config.embedded:
+    distributed = world_size() > 1
+    if writer and distributed:
+        folder.claim(".prepared").unlink(missing_ok=True)
+    elif distributed and config.embedded:
         _wait_for(marker, key)
-    model, family = _resolve_model(config, output_dir, writer)  # first: offline, a Hub run stops at this download
-    sources = resolve_sources(config, output_dir, write=writer)
+    model, family, continues = _resolve_model(config, folder, writer)  # first: offline, a Hub run stops at this download
     if writer and config.embedded:
+        folder.claim("data")
+    sources = config.sources(output_dir, write=writer)
+    if writer and distributed and config.embedded:
         marker.write_text(key, encoding="utf-8")
-    check_sources(config, sources)
+    config.check_sources(sources)
     templates.get_family(family)
-    named = load_datasets(config, sources)
+    if config.evaluate and sources.eval_data:
+        XTDEvaluator(sources.eval_data, config.eval_languages, output_dir, config.recipe).check()
+    named = config.load_datasets(sources)
+    _check_modalities(named, model, family)
     rows = {name: len(ds) for name, ds in named.items()}
     world = world_size()
     per_device = _check_batch(config, rows, world)
-    notes = []
-    if getattr(config, "mine_rank", None) and not getattr(config, "synthetic_only", False):
-        notes.append(f"MMEB-train negatives: mined at rank {config.mine_rank} with "
-                     f"{config.mining_model or 'the base model'} before training, padded to {config.num_negatives}")
+    notes = config.plan_notes(named)
     if config.quantization == "4bit" and not _qlora_available():
         notes.append("4-bit QLoRA needs CUDA and bitsandbytes: training plain LoRA instead")
     plan = Plan(config, output_dir, model, family, sources, rows, world, per_device,
-                _steps(config, rows, per_device), _loss_name(config, per_device), notes)
+                _steps(config, rows, per_device), _loss_name(config, per_device), notes, folder, continues)
     return plan, named
+
+
+def dry_run(config: RecipeConfig) -> Plan:
+    """:func:`plan_stage` for ``--dry-run``: the checked plan; when a check fails, the folder is left as it was."""
+    output_dir = output_dir_of(config)
+    _check_output_dir(output_dir)
+    folder = RunFolder(output_dir, _is_local_main())
+    try:
+        return plan_stage(config)[0]
+    except BaseException:
+        folder.rollback()
+        raise
 
 
 def _wait_for(marker: Path, key: str, timeout: float = 1800.0) -> None:
@@ -208,17 +312,18 @@ def _dtype(name: str) -> torch.dtype | None:
 
 
 def build_stage_model(plan: Plan) -> Any:
-    """The model with the recipe's training text and adapter (QLoRA on CUDA with bitsandbytes)."""
+    """The model with the recipe's training text and adapter (QLoRA on CUDA with bitsandbytes); a saved model
+    folder (a previous stage's ``model/``) continues with its own adapter."""
     from mm_st import build_model
 
     c = plan.config
     model_kwargs = {}
-    if c.quantization == "4bit" and _qlora_available():
+    if c.quantization == "4bit" and _qlora_available() and not plan.continues:
         from transformers import BitsAndBytesConfig
 
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    elif c.quantization == "4bit":
+    elif c.quantization == "4bit" and not plan.continues:
         logger.warning("4-bit QLoRA needs CUDA and bitsandbytes; training plain LoRA in %s instead.", _dtype(c.dtype) or "float32")
     return build_model(plan.model, recipe=c.recipe, prompt_format=c.prompt_format, family=plan.family,
                        max_length=c.max_length, dtype=_dtype(c.dtype), adapter=c.adapter_config(),
@@ -255,6 +360,7 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         weight_decay=c.weight_decay,
         logging_steps=c.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a non-finite loss stops the run (FiniteGuard), it is never averaged away
         save_strategy="steps",
         save_steps=c.save_steps,
         save_total_limit=c.save_total_limit,
@@ -269,6 +375,50 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         ddp_find_unused_parameters=True,  # text-only batches leave the vision tower's adapters unused
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
     )
+
+
+# -- non-finite values ----------------------------------------------------------------------------
+
+
+def first_non_finite(named_tensors: Any) -> str | None:
+    """The name of the first tensor holding a NaN or infinity, else None."""
+    for name, tensor in named_tensors:
+        if tensor is not None and not torch.isfinite(tensor).all():
+            return name
+    return None
+
+
+class FiniteGuard(TrainerCallback):
+    """Stops training at the first non-finite gradient (before the optimizer step) or weight (after it,
+    before any checkpoint of that step is saved), naming the step and the tensor."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        name = first_non_finite((n, p.grad) for n, p in self.trainable)
+        if name is not None:
+            raise TrainingDiverged(f"step {state.global_step + 1}: non-finite gradient of {name}; training stopped "
+                                   "before the optimizer step, nothing of this step was saved (lower --learning-rate, "
+                                   "--max-grad-norm or check the data).")
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        name = first_non_finite(self.trainable)
+        if name is not None:
+            raise TrainingDiverged(f"step {state.global_step + 1}: the optimizer step made {name} non-finite; training "
+                                   "stopped, nothing of this step was saved (lower --learning-rate).")
+
+
+class RecipeTrainer(SentenceTransformerTrainer):
+    """sentence-transformers' trainer that stops at the first non-finite loss (naming the step) instead of
+    averaging it away, and counts this run's optimizer steps."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise TrainingDiverged(f"step {self.state.global_step + 1}: the loss is {loss.item()} (non-finite); training "
+                                   "stopped, nothing of this step was saved (lower --learning-rate or check the data).")
+        return loss
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -287,18 +437,28 @@ class XTDEvaluator(BaseEvaluator):
         self.data, self.languages, self.results_dir, self.name = data, list(languages), Path(results_dir), name
         self.last_scores: dict[str, Any] = {}
 
-    def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
-        if not is_main_process():
-            return {}
-        import mteb
-
-        from mm_st.evaluation import MMSTEncoder, XTDT2IRetrieval
+    def task(self) -> Any:
+        from mm_st.evaluation import XTDT2IRetrieval
 
         task = XTDT2IRetrieval(data=self.data)
         unknown = [lang for lang in self.languages if lang not in task.hf_subsets]
         if unknown:
             raise ValueError(f"eval_languages {unknown} are not XTD languages ({', '.join(task.hf_subsets)}).")
         task.hf_subsets = self.languages
+        return task
+
+    def check(self) -> None:
+        """Read the evaluation data as the evaluation will (languages, caption files and counts, images), train nothing."""
+        self.task().build()
+
+    def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
+        if not is_main_process():
+            return {}
+        import mteb
+
+        from mm_st.evaluation import MMSTEncoder
+
+        task = self.task()
         encoder = MMSTEncoder(model, name=f"local/{self.name}", revision=f"step-{max(steps, 0)}")
         result = mteb.evaluate(encoder, task, cache=mteb.ResultCache(self.results_dir), overwrite_strategy="always",
                                show_progress_bar=False)
@@ -320,140 +480,160 @@ RUN_FIELDS_IGNORED_ON_RESUME = {"resume", "threads", "report_to", "dataloader_nu
 
 @dataclass
 class StageResult:
-    """What a finished stage leaves: the saved model directory and the evaluation before and after."""
+    """What a finished stage leaves: the saved model directory and the evaluation before and after.
+
+    ``model`` is the trained model, or None when the run had finished before (nothing was trained;
+    load ``model_dir``).
+    """
 
     model_dir: Path
     before: dict[str, float]
     after: dict[str, float]
     steps: int
     model: Any = None
+    already_finished: bool = False
 
 
-def _resume_checkpoint(plan: Plan) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _run_record(config: RecipeConfig) -> dict[str, Any]:
+    return {"recipe": config.recipe, **config.to_dict()}
 
-    c = plan.config
-    folder = plan.output_dir / "checkpoints"
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    if c.resume == "always" and last is None:
-        raise FileNotFoundError(f"--resume always: no checkpoint in {str(folder)!r}.")
-    return None if c.resume == "never" else last
+
+def _differences(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (previous.get(k), v) for k, v in current.items()
+            if k not in RUN_FIELDS_IGNORED_ON_RESUME and previous.get(k) != v}
 
 
 def _check_same_run(plan: Plan) -> None:
     """Refuse to resume a run whose recorded config differs (other than logging/runtime fields)."""
     record = plan.output_dir / "recipe_config.json"
-    current = {"recipe": plan.config.recipe, **plan.config.to_dict()}
-    if record.is_file() and plan.config.resume != "never" and (plan.output_dir / "checkpoints").is_dir():
-        previous = json.loads(record.read_text(encoding="utf-8"))
-        changed = {k: (previous.get(k), v) for k, v in current.items()
-                   if k not in RUN_FIELDS_IGNORED_ON_RESUME and previous.get(k) != v}
+    if record.is_file() and (plan.output_dir / "checkpoints").is_dir():
+        changed = _differences(json.loads(record.read_text(encoding="utf-8")), _run_record(plan.config))
         if changed:
             details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
             raise ValueError(f"{str(plan.output_dir)!r} holds a run with another config ({details}). Use another "
-                             "--output-dir, or --resume never to start over there.")
+                             "--output-dir, or --resume never to start over there (it removes only that run's outputs).")
     if is_main_process():
-        plan.output_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        plan.work_dir("recipe_config.json").write_text(json.dumps(_run_record(plan.config), indent=2, sort_keys=True) + "\n",
+                                                        encoding="utf-8")
 
 
-# What a run writes into its output directory; ``--resume never`` removes these (and only these) first.
-RUN_OUTPUTS = ("checkpoints", "model", "data", "base-model", "mining-cache", "eval-before.json", "recipe_config.json",
-               ".prepared")
+def _finished_result(config: RecipeConfig, output_dir: Path) -> StageResult | None:
+    """The result of an earlier run of the same config in ``output_dir`` that finished, else None."""
+    folder = RunFolder(output_dir, writer=False)
+    finished = folder.finished()
+    if not finished or _differences(finished["config"], _run_record(config)):
+        return None
+    model_dir = Path(finished["model_dir"])
+    scores_file = model_dir / "eval_results.json"
+    if not (model_dir / "modules.json").is_file():
+        return None
+    scores = json.loads(scores_file.read_text(encoding="utf-8")) if scores_file.is_file() else {}
+    return StageResult(model_dir, scores.get("before", {}), scores.get("after", {}), finished["steps"], None, True)
 
 
-def _start_over(output_dir: Path) -> None:
-    import shutil
-
-    if not _is_local_main():
-        return
-    for name in RUN_OUTPUTS:
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.is_file():
-            path.unlink()
-
-
-def _before_scores(evaluator: XTDEvaluator | None, model: Any, path: Path, config: RecipeConfig) -> dict[str, float]:
+def _before_scores(evaluator: XTDEvaluator | None, model: Any, plan: Plan) -> dict[str, float]:
     """The untrained model's scores, computed once per run (a resumed run reuses them if model and evaluation match)."""
     if evaluator is None or not is_main_process():
         return {}
+    config = plan.config
+    path = plan.output_dir / "eval-before.json"
     key = {"model": config.model, "seed": config.seed, "data": evaluator.data, "languages": evaluator.languages}
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("key") == key:
             return saved["scores"]
     scores = evaluator(model, steps=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "scores": scores}, indent=2) + "\n", encoding="utf-8")
+    plan.work_dir("eval-before.json").write_text(json.dumps({"key": key, "scores": scores}, indent=2) + "\n",
+                                                 encoding="utf-8")
     return scores
 
 
+class _StepCounter(TrainerCallback):
+    """Whether this run completed an optimizer step (a failure before the first one rolls the folder back)."""
+
+    stepped = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stepped = True
+
+
 def run_stage(config: RecipeConfig) -> StageResult:
-    """Train one stage as planned by :func:`plan_stage`; resumable (see the module docstring)."""
-    from sentence_transformers import SentenceTransformerTrainer
-
-    from mm_st.training.curve import save_training_curve
-    from mm_st.training.data import cut_texts, mine_mme5_negatives, training_dataset
-
+    """Train one stage as planned by :func:`plan_stage`; resumable and safe to re-run (see the module docstring)."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    config.output_dir = str(_output_dir(config).resolve())
+    config.output_dir = str(output_dir_of(config).resolve())
+    output_dir = Path(config.output_dir)
+    if config.resume != "never":
+        finished = _finished_result(config, output_dir)
+        if finished is not None:
+            if is_main_process():
+                print(f"{str(output_dir)!r} holds this run, finished ({finished.steps} steps): the model is "
+                      f"{str(finished.model_dir)!r}; nothing to do (--resume never trains it again).", flush=True)
+            return finished
+    _check_output_dir(output_dir)
+    folder = RunFolder(output_dir, _is_local_main())
     if config.resume == "never":
-        _start_over(Path(config.output_dir))
+        folder.start_over(config.inputs())
+    folder = RunFolder(output_dir, _is_local_main())  # what exists now is what a failure must leave
+    counter = _StepCounter()
+    try:
+        return _run(config, counter)
+    except BaseException:
+        if not counter.stepped:
+            folder.rollback()
+        raise
+
+
+def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
+    from mm_st.training.curve import save_training_curve
+
     plan, named = plan_stage(config)
     if is_main_process():
         print("\n".join(plan.lines()), flush=True)
+    checkpoint = _resume_checkpoint(config, plan.output_dir)
     _check_same_run(plan)
+    plan.folder.mark_unfinished()
     from transformers import set_seed
 
     set_seed(config.seed)  # adapter initialisation is random
     model = build_stage_model(plan)
-    if getattr(config, "mine_rank", None) and not getattr(config, "synthetic_only", False):
-        miner = model if config.mining_model is None else _mining_model(plan)
-        rank_dir = f"rank-{os.environ.get('RANK', '0')}"
-        named = mine_mme5_negatives(miner, named, config, plan.output_dir / "mining-cache" / rank_dir)
-    if config.max_text_tokens:
-        tokenizer = getattr(model[0].processor, "tokenizer", model[0].processor)
-        named = cut_texts(named, tokenizer, config.max_text_tokens)
+    named = config.prepare(model, named, plan)
     train = training_dataset(named, config.batch_mixing, config.seed)
-    evaluator = XTDEvaluator(plan.sources.eval_data, config.eval_languages, plan.output_dir / "model" / "eval",
-                             f"mm_st-{config.recipe}") if plan.sources.eval_data and config.evaluate else None
-    before = _before_scores(evaluator, model, plan.output_dir / "eval-before.json", config)
-    trainer = SentenceTransformerTrainer(
+    model_dir = plan.work_dir("model")  # the evaluation's mteb results go to model/eval/
+    evaluator = None
+    if plan.sources.eval_data and config.evaluate:
+        evaluator = XTDEvaluator(plan.sources.eval_data, config.eval_languages, model_dir / "eval",
+                                 f"mm_st-{config.recipe}")
+    before = _before_scores(evaluator, model, plan)
+    plan.work_dir("checkpoints")
+    trainer = RecipeTrainer(
         model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
         loss=build_loss(plan, model), evaluator=evaluator if config.eval_steps else None,
+        callbacks=[FiniteGuard(model), counter],
     )
-    checkpoint = _resume_checkpoint(plan)
     if checkpoint and is_main_process():
         print(f"resuming from {checkpoint}", flush=True)
     trainer.train(resume_from_checkpoint=checkpoint)
     after: dict[str, float] = {}
-    model_dir = plan.output_dir / "model"
     if trainer.is_world_process_zero():
+        name = first_non_finite(model.named_parameters())
+        if name is not None:
+            raise TrainingDiverged(f"after {trainer.state.global_step} steps {name} is non-finite; the model is not saved.")
         after = evaluator(model, steps=trainer.state.global_step) if evaluator else {}
         if after:
             trainer.state.log_history.append({"step": trainer.state.global_step, **{f"eval_{k}": v for k, v in after.items()}})
         model.save(str(model_dir))
         save_training_curve(trainer.state.log_history, model_dir / "training_curve.png",
                             "eval_xtd_recall_at_1" if evaluator else None)
-        (model_dir / "recipe_config.json").write_text(
-            json.dumps({"recipe": config.recipe, **config.to_dict()}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (model_dir / "recipe_config.json").write_text(json.dumps(_run_record(config), indent=2, sort_keys=True) + "\n",
+                                                      encoding="utf-8")
         (model_dir / "eval_results.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n",
                                                      encoding="utf-8")
         if evaluator:
             print("\n".join(score_table(before, after, evaluator)), flush=True)
+        plan.folder.mark_finished(_run_record(config), trainer.state.global_step, model_dir)
         print(f"model saved to {model_dir}", flush=True)
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
-
-
-def _mining_model(plan: Plan) -> Any:
-    from mm_st import build_model
-
-    c = plan.config
-    return build_model(c.mining_model, recipe=c.recipe, prompt_format=c.prompt_format, max_length=c.max_length,
-                       dtype=_dtype(c.dtype))
 
 
 def score_table(before: dict[str, float], after: dict[str, float], evaluator: XTDEvaluator) -> list[str]:
