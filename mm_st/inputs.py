@@ -2,7 +2,11 @@
 
 sentence-transformers takes ``str``, PIL images and ``{"text": ..., "image": ...}`` dicts. mm_st adds:
 ``None`` fields (that modality is absent, as Arrow columns mixing text rows and image rows hold
-them), ``pathlib.Path`` images, image paths inside dicts, and errors that name the offending item.
+them), ``pathlib.Path`` images, image paths inside dicts, errors that name the offending item, and a
+row's own instruction: ``{"text", "image", "instruction"}`` becomes chat messages whose system message
+is the instruction, which the recipe's chat template renders exactly as ``prompt=instruction`` (so
+rows of different tasks, each with its instruction, can share a training batch). The instruction is
+hashed with the content but is not content: an image with an instruction is an image input.
 
 Example:
     >>> from mm_st.inputs import normalize_inputs
@@ -20,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from mm_st.io import FIELDS, MODALITY_IDS, modality_name, resolve_inside
+from mm_st.io import FIELDS, INSTRUCTION, MODALITY_IDS, modality_name, resolve_inside
 
 
 def load_image(path: str | os.PathLike, index: int, root: str | os.PathLike | None = None) -> Image.Image:
@@ -122,6 +126,12 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
         raise ValueError(f"Input {index} is None (a missing value); give a text, an image or a dict of them.")
     if isinstance(item, os.PathLike):
         item = {"image": item}
+    if isinstance(item, dict) and INSTRUCTION in item and set(item) <= {*FIELDS, INSTRUCTION}:
+        instruction = item[INSTRUCTION]
+        if instruction is not None and not isinstance(instruction, str):
+            raise TypeError(f"Input {index}: 'instruction' must be a str or None, got {type(instruction).__name__}.")
+        content = normalize_input({k: v for k, v in item.items() if k != INSTRUCTION}, index, supports_image, load)
+        return as_messages(content, instruction)
     if isinstance(item, dict) and set(item) <= set(FIELDS):
         present = {key: value for key, value in item.items() if value is not None}
         if not present:
@@ -138,6 +148,25 @@ def normalize_input(item: Any, index: int, supports_image: bool = True, load: bo
             return present if isinstance(present["image"], (str, os.PathLike)) else present["image"]
         return {key: present[key] for key in FIELDS if key in present}
     return _check_other(item, index, supports_image)
+
+
+def as_messages(content: Any, instruction: str | None) -> list[dict[str, Any]]:
+    """A normalised input as chat messages: the instruction (if any) as the system message, then the user's
+    image and text parts (the form the recipe's chat template renders, like ``prompt=instruction``).
+
+    Example:
+        >>> as_messages("a cat", "Find the image.")[0]
+        {'role': 'system', 'content': [{'type': 'text', 'text': 'Find the image.'}]}
+    """
+    if isinstance(content, str):
+        parts = [{"type": "text", "text": content}]
+    elif isinstance(content, dict):
+        parts = ([{"type": "image", "image": content["image"]}] if "image" in content else []) + (
+            [{"type": "text", "text": content["text"]}] if "text" in content else [])
+    else:
+        parts = [{"type": "image", "image": content}]
+    system = [{"role": "system", "content": [{"type": "text", "text": instruction}]}] if instruction else []
+    return [*system, {"role": "user", "content": parts}]
 
 
 def normalize_inputs(inputs: Sequence[Any], supports_image: bool = True, load: bool = True) -> list[Any]:
@@ -157,10 +186,19 @@ def load_images(items: Sequence[Any]) -> list[Any]:
 
 
 def _open_image_path(item: Any, index: int) -> Any:
+    if isinstance(item, list) and all(isinstance(message, dict) for message in item):  # chat messages
+        return [{**message, "content": [_open_part(part, index) for part in message["content"]]}
+                if isinstance(message.get("content"), list) else message for message in item]
     if isinstance(item, dict) and isinstance(item.get("image"), (str, os.PathLike)):
         image = _check_size(load_image(item["image"], index), index)
         return {**item, "image": image} if "text" in item else image
     return item
+
+
+def _open_part(part: Any, index: int) -> Any:
+    if isinstance(part, dict) and part.get("type") == "image" and isinstance(part.get("image"), (str, os.PathLike)):
+        return {**part, "image": _check_size(load_image(part["image"], index), index)}
+    return part
 
 
 def has_image(item: Any) -> bool:
@@ -184,7 +222,7 @@ def content_key(item: Any) -> tuple[int, int]:
     float closeness); the modality id is :data:`mm_st.io.MODALITY_IDS` of what the input holds.
     """
     digest = hashlib.blake2b(digest_size=8)
-    texts, images = [], []
+    texts, images, instructions = [], [], []
     if isinstance(item, str):
         texts.append(item)
     elif isinstance(item, Image.Image):
@@ -197,8 +235,13 @@ def content_key(item: Any) -> tuple[int, int]:
         for message in messages:
             content = message.get("content")
             parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+            if message.get("role") == "system":  # the instruction: part of the identity, not of the modality
+                instructions += [part.get("text", "") for part in parts if part.get("type") == "text"]
+                continue
             texts += [part.get("text", "") for part in parts if part.get("type") == "text"]
             images += [part.get("image") for part in parts if part.get("type") == "image"]
+    for text in instructions:
+        digest.update(b"S" + text.encode("utf-8") + b"\0")
     for text in texts:
         digest.update(b"T" + text.encode("utf-8") + b"\0")
     for image in images:

@@ -37,6 +37,7 @@ TEXT, IMAGE, IMAGE_TEXT = "text", "image", "image+text"
 MODALITIES = (TEXT, IMAGE, IMAGE_TEXT)
 MODALITY_IDS = {name: index for index, name in enumerate(MODALITIES)}  # stored by mm_st's losses and miner
 FIELDS = (TEXT, IMAGE)  # the keys of an input dict / struct column; None means that modality is absent
+INSTRUCTION = "instruction"  # optional third key: the row's own instruction (rendered as ST's prompt= would be)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -107,8 +108,8 @@ def modality_name(has_text: bool, has_image: bool) -> str:
 
 def modality_of(item: Any) -> str:
     """The modality of one input: a str, an image (PIL or path), a ``{"text", "image"}`` dict or struct
-    row (a ``None`` field is absent; neither is an error), or chat messages (by their content parts;
-    no part at all counts as text).
+    row (a ``None`` field is absent; neither is an error; an ``instruction`` field is not content), or
+    chat messages (by the content parts of their non-system messages; no part at all counts as text).
 
     Example:
         >>> modality_of("a cat"), modality_of({"image": "cat.png"})
@@ -122,6 +123,8 @@ def modality_of(item: Any) -> str:
     if isinstance(messages, list):
         parts = []
         for message in messages:
+            if isinstance(message, dict) and message.get("role") == "system":
+                continue  # the instruction, not the input's content
             content = message.get("content") if isinstance(message, dict) else None
             parts += [{"type": TEXT}] if isinstance(content, str) else [p for p in content or [] if isinstance(p, dict)]
         has_image = any(p.get("type") == IMAGE for p in parts)

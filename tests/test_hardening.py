@@ -374,7 +374,7 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, str(root / "tests" / "synthesis_crash_worker.py"), str(run), "0.5"],
+    first = subprocess.Popen([sys.executable, str(root / "tests" / "synthesis_crash_worker.py"), str(run), "1.5"],  # ~30 s: outlasts a slow start of the second run on a busy machine
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (run / "journal.jsonl").is_file():

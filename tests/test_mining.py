@@ -60,6 +60,26 @@ def test_window_exact_negatives_and_struct_columns():
     assert report.negative_type == [["window"] * 3]
 
 
+def test_window_fallback_takes_the_nearest_ranks_above_a_window_the_pool_cannot_fill():
+    # 9 candidates besides the positive: rank 70 does not exist; the fallback takes rank 9 (doc2), then 8.
+    ds, report = mine(queries=["query"], corpus=WINDOW_CORPUS, positives=[3], query_embeddings=QUERY,
+                      corpus_embeddings=ring(WINDOW_ANGLES), strategy="window", ranks=70, fallback="nearest")
+    assert report.negative_index == [[2]] and report.negative_rank == [[9]] and report.negative_type == [["fallback"]]
+    assert report.fallback_queries == [0] and ds[0]["negative_1"]["text"] == "doc2"
+    _, report = mine(queries=["query"], corpus=WINDOW_CORPUS, positives=[3], query_embeddings=QUERY,
+                     corpus_embeddings=ring(WINDOW_ANGLES), strategy="window", ranks=(9, 12), num_negatives=2,
+                     fallback="nearest")
+    assert sorted(report.negative_rank[0]) == [8, 9] and sorted(report.negative_type[0]) == ["fallback", "window"]
+    # a window the pool fills takes no fallback
+    _, report = mine(queries=["query"], corpus=WINDOW_CORPUS, positives=[3], query_embeddings=QUERY,
+                     corpus_embeddings=ring(WINDOW_ANGLES), strategy="window", ranks=(3, 5), num_negatives=3,
+                     fallback="nearest")
+    assert report.negative_rank == [[3, 4, 5]] and report.fallback_queries == []
+    with pytest.raises(ValueError, match="fallback='nearest' only applies to strategy='window'"):
+        mine(queries=["query"], corpus=WINDOW_CORPUS, positives=[3], query_embeddings=QUERY,
+             corpus_embeddings=ring(WINDOW_ANGLES), strategy="top_k", fallback="nearest")
+
+
 def test_single_rank_and_excluded_items_do_not_count_as_ranks():
     # Added at the end: the query's own text (1 deg), a copy of the positive (2 deg), a copy of doc0 (4 deg).
     corpus = WINDOW_CORPUS + ["query", "doc3", "doc0"]

@@ -24,9 +24,11 @@ import datasets
 
 from mm_st.io import IMAGE, MODALITIES, TEXT, modality_of
 
-__all__ = ["INPUT_FEATURE", "MODALITIES", "make_input", "modality_of"]
+__all__ = ["INPUT_FEATURE", "INSTRUCTED_INPUT_FEATURE", "MODALITIES", "make_input", "modality_of"]
 
 INPUT_FEATURE = {TEXT: datasets.Value("string"), IMAGE: datasets.Image()}
+# A query column whose rows carry their own instruction (rendered like ST's prompt=; see mm_st.inputs).
+INSTRUCTED_INPUT_FEATURE = {**INPUT_FEATURE, "instruction": datasets.Value("string")}
 
 
 def make_input(text: str | None = None, image: Any = None) -> dict[str, Any]:

@@ -71,9 +71,9 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from mm_st.data.columns import INPUT_FEATURE, make_input
+from mm_st.data.columns import INPUT_FEATURE, INSTRUCTED_INPUT_FEATURE, make_input
 from mm_st.inputs import check_image_file
-from mm_st.io import IMAGE, TEXT, hub_snapshot, is_local, resolve_inside
+from mm_st.io import IMAGE, INSTRUCTION, TEXT, hub_snapshot, is_local, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -315,8 +315,10 @@ def _fill_negatives(negatives: list[list[dict]], k: int | None) -> tuple[int, li
     return count, drop
 
 
-def _build(name: str, rows: list[dict], negatives: list[list[dict]], k: int | None) -> datasets.Dataset:
-    """A dataset with anchor, positive and negative_1..k struct columns."""
+def _build(name: str, rows: list[dict], negatives: list[list[dict]], k: int | None,
+           id_columns: tuple[str, ...] = ()) -> datasets.Dataset:
+    """A dataset with anchor, positive and negative_1..k struct columns (the anchor with its ``instruction``
+    when the rows carry one), then the string ``id_columns`` the rows hold."""
     count, drop = _fill_negatives(negatives, k)
     if k and not count:
         logger.warning("%s: no row has a hard negative; the dataset has no negative columns.", name)
@@ -327,8 +329,13 @@ def _build(name: str, rows: list[dict], negatives: list[list[dict]], k: int | No
     columns["positive"] = [rows[i]["positive"] for i in keep]
     for j in range(count):
         columns[f"negative_{j + 1}"] = [negatives[i][j] for i in keep]
-    features = datasets.Features({column: INPUT_FEATURE for column in columns})
-    return datasets.Dataset.from_dict(columns, features=features)
+    features = {column: INPUT_FEATURE for column in columns}
+    if any(INSTRUCTION in row["anchor"] for row in rows):
+        features["anchor"] = INSTRUCTED_INPUT_FEATURE
+    for column in id_columns:
+        columns[column] = [rows[i][column] for i in keep]
+        features[column] = datasets.Value("string")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 def _check_on_missing(on_missing: str) -> None:
@@ -562,6 +569,7 @@ def load_mbeir(
     on_missing: str = "error",
     verify_images: bool = True,
     seed: int = 0,
+    ids: bool = False,
 ) -> datasets.DatasetDict:
     """M-BEIR training data as one dataset per task (dataset x query modality x candidate modality).
 
@@ -576,16 +584,20 @@ def load_mbeir(
         instructions: ``"inline"``: UniIR's format, ``"{instruction} {query}"`` with one of the task's
             instructions drawn per query (seeded); ``"none"``: no instruction in the data; give
             per-task ``prompts`` to the trainer instead (see :func:`mbeir_instructions`), which the
-            ``mmembed`` recipe renders as ``Instruct: ...\\nQuery: `` before the image.
+            ``mmembed`` recipe renders as ``Instruct: ...\\nQuery: `` before the image; ``"row"``: the
+            task's first instruction in the anchor's ``instruction`` field, rendered by the recipe's
+            template as ``prompt=`` would be (:mod:`mm_st.inputs`), so tasks can share a batch.
         num_negatives: negative columns from ``neg_cand_list`` (wrapping around like UniIR).
         on_missing: ``"error"`` or ``"skip"`` rows whose images are missing or unreadable.
+        ids: also return ``qid`` and ``positive_id`` string columns (e.g. for mining against the
+            candidate pools by id; drop them before training).
 
     The first positive of ``pos_cand_list`` is the positive. A row whose ``pos_cand_list`` names an
     id absent from the pools is an error that names the query and the id.
     """
     _check_on_missing(on_missing)
-    if instructions not in ("inline", "none"):
-        raise ValueError(f"instructions must be 'inline' or 'none', got {instructions!r}.")
+    if instructions not in ("inline", "none", "row"):
+        raise ValueError(f"instructions must be 'inline', 'none' or 'row', got {instructions!r}.")
     root = _mbeir_root(source)
     layout = "query/{split}/*.jsonl, cand_pool/**/*.jsonl, instructions/query_instructions.tsv under the M-BEIR root"
     query_paths = [root / q for q in query_files] if query_files else sorted((root / "query" / split).glob("*.jsonl"))
@@ -598,7 +610,7 @@ def load_mbeir(
                 raise FileNotFoundError(f"M-BEIR {kind} file not found: {str(path)!r}; expected {layout}.")
     pool = _read_pool(pool_paths)
     table = {}
-    if instructions == "inline":
+    if instructions in ("inline", "row"):
         tsv = root / "instructions" / "query_instructions.tsv"
         if not tsv.is_file():
             raise FileNotFoundError(f"M-BEIR instructions not found: {str(tsv)!r}; expected {layout}.")
@@ -624,9 +636,9 @@ def load_mbeir(
             dataset_id = str(entry["qid"]).split(":")[0]
             key = (dataset_id, entry.get("query_modality", ""), positive_entry.get("modality", ""))
             query_text = _text_field(entry.get("query_txt"), f"{where} query_txt") or ""
+            if instructions in ("inline", "row") and key not in table:
+                raise KeyError(f"{where}: no instruction for (dataset id, query modality, candidate modality) {key}.")
             if instructions == "inline":
-                if key not in table:
-                    raise KeyError(f"{where}: no instruction for (dataset id, query modality, candidate modality) {key}.")
                 query_text = f"{rng.choice(table[key])} {query_text}".strip()
             before = len(checker.problems)
             anchor = _mbeir_input(query_text, entry.get("query_img_path"), checker, f"{where} query")
@@ -639,11 +651,15 @@ def load_mbeir(
             if len(checker.problems) > before:
                 bad_rows.add((path.name, index))
                 continue
+            if instructions == "row":
+                anchor = {**anchor, INSTRUCTION: table[key][0]}
             rows, negatives = tasks.setdefault(mbeir_task_name(*key), ([], []))
-            rows.append({"anchor": anchor, "positive": positive})
+            rows.append({"anchor": anchor, "positive": positive, "qid": entry["qid"], "positive_id": positives[0]})
             negatives.append(row_negatives)
     _raise_or_report("M-BEIR", checker.problems, bad_rows, on_missing, total)
-    return datasets.DatasetDict({name: _build(name, rows, negs, num_negatives) for name, (rows, negs) in sorted(tasks.items())})
+    id_columns = ("qid", "positive_id") if ids else ()
+    return datasets.DatasetDict({name: _build(name, rows, negs, num_negatives, id_columns)
+                                 for name, (rows, negs) in sorted(tasks.items())})
 
 
 def _id_list(value: Any, where: str) -> list[str]:
@@ -683,6 +699,65 @@ def mbeir_instructions(source: str | os.PathLike, index: int = 0) -> dict[str, s
     """
     table = _read_instructions(_mbeir_root(source) / "instructions" / "query_instructions.tsv")
     return {mbeir_task_name(*key): prompts[min(index, len(prompts) - 1)] for key, prompts in table.items() if prompts}
+
+
+# --------------------------------------------------------------------------------------------------
+# Text retrieval pairs (MM-Embed's continual text-to-text stage)
+
+TEXT_PAIR_COLUMNS = (("query", "positive"), ("anchor", "positive"), ("query", "document"))
+
+
+def load_text_pairs(source: str | os.PathLike, instruction: str | None = None, split: str = "train",
+                    num_negatives: int = 0) -> datasets.Dataset:
+    """Text retrieval pairs as struct columns: ``anchor`` (the query, with its ``instruction``), ``positive``,
+    and ``negative_1..k`` from ``negative`` / ``negatives`` (a string or a list; rows with fewer repeat
+    their last, rows with none are an error when ``num_negatives`` > 0).
+
+    Args:
+        source: a jsonl / json / csv / tsv / parquet file with ``query`` (or ``anchor``) and ``positive``
+            (or ``document``) columns, optionally ``instruction`` (per row) and ``negative(s)``; or a Hub
+            dataset id.
+        instruction: the instruction of rows that carry none (None: no instruction).
+
+    Example:
+        >>> import json, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "pairs.jsonl")
+        >>> _ = open(path, "w").write(json.dumps({"query": "capital of France", "positive": "Paris"}) + "\\n")
+        >>> load_text_pairs(path, instruction="Find the answer.")[0]["anchor"]
+        {'text': 'capital of France', 'image': None, 'instruction': 'Find the answer.'}
+    """
+    path = Path(source)
+    if path.is_file():
+        rows, name = _read_rows(path), str(path)
+    elif is_local(source) or path.suffix:
+        raise FileNotFoundError(f"Text pairs file {str(source)!r} not found.")
+    else:
+        rows, name = datasets.load_dataset(str(source), split=split).to_list(), str(source)
+    present = set().union(*(row.keys() for row in rows)) if rows else set()
+    columns = next((c for c in TEXT_PAIR_COLUMNS if set(c) <= present), None)
+    if columns is None:
+        raise ValueError(f"{name}: expected columns {' / '.join(map(str, TEXT_PAIR_COLUMNS))} (+ optional instruction, "
+                         f"negative / negatives), found {sorted(present)}.")
+    out: dict[str, list] = {"anchor": [], "positive": [], **{f"negative_{k}": [] for k in range(1, num_negatives + 1)}}
+    for index, row in enumerate(rows):
+        query, positive = (_text_field(row.get(c), f"{name} row {index} {c}") for c in columns)
+        for column, value in zip(columns, (query, positive)):
+            if not value or not value.strip():
+                raise ValueError(f"{name} row {index}: empty or missing text in column {column!r}.")
+        row_instruction = _text_field(row.get("instruction"), f"{name} row {index} instruction") or instruction
+        out["anchor"].append({**make_input(query), INSTRUCTION: row_instruction})
+        out["positive"].append(make_input(positive))
+        if num_negatives:
+            negatives = _as_list(row.get("negatives", row.get("negative")), f"{name} row {index} negatives")
+            negatives = [n for n in negatives if n.strip()]
+            if not negatives:
+                raise ValueError(f"{name} row {index}: no negative text (num_negatives={num_negatives}).")
+            negatives = (negatives + [negatives[-1]] * num_negatives)[:num_negatives]
+            for k, text in enumerate(negatives, start=1):
+                out[f"negative_{k}"].append(make_input(text))
+    features = {column: INPUT_FEATURE for column in out}
+    features["anchor"] = INSTRUCTED_INPUT_FEATURE
+    return datasets.Dataset.from_dict(out, features=datasets.Features(features))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -101,15 +101,20 @@ def build_dataset(report: MiningReport, output_format: str, num_negatives: int, 
     """The ``datasets.Dataset`` of the report's rows (content as structs, or ids when no content)."""
     import datasets
 
-    from mm_st.data.columns import INPUT_FEATURE
+    from mm_st.data.columns import INPUT_FEATURE, INSTRUCTED_INPUT_FEATURE
+
+    instructed = queries is not None and any(isinstance(q, dict) and "instruction" in q for q in queries)
 
     def query_value(q: int) -> Any:
-        return to_struct(queries[q], f"queries[{q}]") if queries is not None else query_ids[q]
+        if queries is None:
+            return query_ids[q]
+        row = to_struct(queries[q], f"queries[{q}]")
+        return {"instruction": None, **row} if instructed else row
 
     def corpus_value(j: int) -> Any:
         return to_struct(corpus[j], f"corpus[{j}]") if corpus is not None else corpus_ids[j]
 
-    query_feature = INPUT_FEATURE if queries is not None else datasets.Value("string")
+    query_feature = (INSTRUCTED_INPUT_FEATURE if instructed else INPUT_FEATURE) if queries is not None else datasets.Value("string")
     corpus_feature = INPUT_FEATURE if corpus is not None else datasets.Value("string")
     negative_columns = [f"negative_{i}" for i in range(1, num_negatives + 1)] if output_format == "n-tuple" else ["negative"]
     data: dict[str, list] = {"anchor": [], "positive": [], **{name: [] for name in negative_columns}}
@@ -131,9 +136,10 @@ def to_struct(item: Any, where: str) -> dict[str, Any]:
         return {"text": None, "image": item}
     if isinstance(item, os.PathLike):
         return {"text": None, "image": os.fspath(item)}
-    if isinstance(item, dict) and set(item) <= {"text", "image"}:
+    if isinstance(item, dict) and set(item) <= {"text", "image", "instruction"}:
         image = item.get("image")
-        return {"text": item.get("text"), "image": os.fspath(image) if isinstance(image, os.PathLike) else image}
+        row = {"text": item.get("text"), "image": os.fspath(image) if isinstance(image, os.PathLike) else image}
+        return {**row, "instruction": item["instruction"]} if "instruction" in item else row
     raise TypeError(f"{where}: {type(item).__name__} inputs (e.g. chat messages) cannot be stored in the "
                     "{text, image} column; give str, images or {'text', 'image'} dicts.")
 

@@ -1,6 +1,6 @@
 """The training layer: recipe configs with the papers' values, and one stage runner over the ST trainer.
 
-Each recipe is one module with its config class (``e5v``, ``vlm2vec``, ``mme5``); ``recipes/train_*.py``
+Each recipe is one module with its config class (``e5v``, ``vlm2vec``, ``mme5``, ``mmembed``: three stages); ``recipes/train_*.py``
 are thin drivers over :func:`mm_st.training.cli.main`. In Python::
 
     from mm_st.training import VLM2VecConfig, plan_stage, run_stage
@@ -13,10 +13,11 @@ are thin drivers over :func:`mm_st.training.cli.main`. In Python::
 from mm_st.training.config import RecipeConfig, describe, load_config
 from mm_st.training.e5v import E5VConfig
 from mm_st.training.mme5 import MME5Config
+from mm_st.training.mmembed import MMEmbedConfig
 from mm_st.training.stage import Plan, StageResult, TrainingDiverged, plan_stage, run_stage
 from mm_st.training.vlm2vec import VLM2VecConfig
 
-CONFIGS: dict[str, type[RecipeConfig]] = {c.recipe: c for c in (E5VConfig, VLM2VecConfig, MME5Config)}
+CONFIGS: dict[str, type[RecipeConfig]] = {c.recipe: c for c in (E5VConfig, VLM2VecConfig, MME5Config, MMEmbedConfig)}
 
-__all__ = ["CONFIGS", "E5VConfig", "MME5Config", "Plan", "RecipeConfig", "StageResult", "TrainingDiverged",
+__all__ = ["CONFIGS", "E5VConfig", "MME5Config", "MMEmbedConfig", "Plan", "RecipeConfig", "StageResult", "TrainingDiverged",
            "VLM2VecConfig", "describe", "load_config", "plan_stage", "run_stage"]

@@ -19,7 +19,7 @@ import os
 import sys
 
 from mm_st.training.config import RecipeConfig, add_arguments, config_from_args
-from mm_st.training.stage import TrainingDiverged, dry_run, is_main_process, run_stage
+from mm_st.training.stage import TrainingDiverged, is_main_process
 
 # The failure classes of a recipe run that come from its inputs, not from a bug: printed as `error: ...`.
 USER_ERRORS = (ValueError, KeyError, OSError, TrainingDiverged, ImportError)
@@ -38,11 +38,10 @@ def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: st
     try:
         config = config_from_args(cls, args)
         if args.dry_run:
-            plan = dry_run(config)
-            print("\n".join(plan.lines()))
+            print("\n".join(config.plan_lines()))
             print("dry run: plan checked, nothing trained")
             return 0
-        run_stage(config)
+        config.run()
     except USER_ERRORS as exc:
         if args.traceback or os.environ.get("MM_ST_TRACEBACK") == "1":
             raise

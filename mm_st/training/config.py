@@ -255,6 +255,36 @@ class RecipeConfig:
             named = cut_texts(named, tokenizer, self.max_text_tokens)
         return named
 
+    def evaluator(self, sources: "Sources", results_dir: Path) -> Any:
+        """The held-out evaluation (an ST evaluator with ``check``, ``table``, ``cache_key``, ``curve_metric``), or
+        None: XTD text->image retrieval on ``eval_data`` (the embedded default's held-out emoji)."""
+        if not sources.eval_data:
+            return None
+        from mm_st.training.evaluators import XTDEvaluator
+
+        return XTDEvaluator(sources.eval_data, self.eval_languages, results_dir, f"mm_st-{self.recipe}")
+
+    def loss_options(self) -> dict[str, Any]:
+        """Extra ``MultimodalInfoNCELoss`` arguments of this recipe (e.g. MM-Embed's ``modality_weight``)."""
+        return {}
+
+    def column_tasks(self) -> dict[str, str]:
+        """sentence-transformers' ``task`` per training column (``router_mapping``), for templates that render
+        queries and documents differently; {} leaves it unset, as the papers' training code does."""
+        return {}
+
+    def run(self) -> Any:
+        """Train: one stage (:func:`~mm_st.training.run_stage`); a multi-stage recipe runs its stages."""
+        from mm_st.training.stage import run_stage
+
+        return run_stage(self)
+
+    def plan_lines(self) -> list[str]:
+        """What ``--dry-run`` prints: the checked plan (the folder is left as it was when a check fails)."""
+        from mm_st.training.stage import dry_run
+
+        return dry_run(self).lines()
+
     def inputs(self) -> dict[str, str]:
         """The run's inputs (flag -> path), which starting over must never remove."""
         names = ("model", *self.data_fields, "eval_data", *(f for f in ("mining_model",) if hasattr(self, f)))

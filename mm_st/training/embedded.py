@@ -158,6 +158,37 @@ def _write_layout(root: Path, specs: dict, configs, split: str, limit: int | Non
     return root
 
 
+TEXT_PAIR_LANGUAGES = ("de", "fr", "es", "it", "pt")
+TEXT_PAIR_INSTRUCTION = "Find the English keywords of this emoji name."
+
+
+def write_text_pairs(directory: str | Path, limit: int | None = None) -> Path:
+    """Text retrieval pairs (MM-Embed's stage 3) from the train split, as ``text-pairs.jsonl``: an emoji's
+    name in another language (rotating over :data:`TEXT_PAIR_LANGUAGES`) -> its English name and keywords,
+    with the instruction in each row.
+
+    Example:
+        >>> import json, tempfile
+        >>> path = write_text_pairs(tempfile.mkdtemp(), limit=2)
+        >>> sorted(json.loads(open(path, encoding="utf-8").readline()))
+        ['instruction', 'positive', 'query']
+    """
+    import json
+
+    ds = _split("train", limit)
+    path = Path(directory) / "text-pairs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (name, keywords) in enumerate(zip(ds["name_en"], ds["keywords_en"])):
+        lang = TEXT_PAIR_LANGUAGES[i % len(TEXT_PAIR_LANGUAGES)]
+        query = ds[f"name_{lang}"][i] or name
+        positive = ", ".join(sorted({*keywords, name}, key=lambda word: (word.lower(), word)))
+        lines.append(json.dumps({"query": query, "positive": positive, "instruction": TEXT_PAIR_INSTRUCTION},
+                                ensure_ascii=False) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
 def write_xtd(directory: str | Path, languages=LANGUAGES, limit: int | None = None) -> Path:
     """Held-out (test split) emoji in the XTD10 layout: ``test_image_names.txt``, ``test_1kcaptions_<lang>.txt``, images/."""
     root = Path(directory)

@@ -37,12 +37,12 @@ from typing import Any
 import datasets
 import torch
 from sentence_transformers import SentenceTransformerTrainer
-from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from transformers import TrainerCallback
 
 from mm_st import templates
 from mm_st.training.config import RecipeConfig, describe
 from mm_st.training.data import Sources, training_dataset
+from mm_st.training.evaluators import XTDEvaluator  # noqa: F401  (re-exported: mm_st.training.stage.XTDEvaluator)
 from mm_st.training.outputs import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -176,8 +176,9 @@ def _resolve_model(config: RecipeConfig, folder: RunFolder, write: bool) -> tupl
 def _loss_name(config: RecipeConfig, per_device: int) -> str:
     cached = 0 < config.mini_batch_size < per_device
     name = "CachedMultimodalInfoNCELoss" if cached else "MultimodalInfoNCELoss"
+    extra = "".join(f", {k}={v!r}" for k, v in config.loss_options().items())
     return (f"{name}(temperature={config.temperature}, hard_negative_scope={config.hard_negative_scope!r}, "
-            f"mask_duplicates={config.mask_duplicates}, gather_across_devices={config.gather_across_devices}"
+            f"mask_duplicates={config.mask_duplicates}, gather_across_devices={config.gather_across_devices}{extra}"
             + (f", mini_batch_size={config.mini_batch_size})" if cached else ")"))
 
 
@@ -260,8 +261,9 @@ def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
         marker.write_text(key, encoding="utf-8")
     config.check_sources(sources)
     templates.get_family(family)
-    if config.evaluate and sources.eval_data:
-        XTDEvaluator(sources.eval_data, config.eval_languages, output_dir, config.recipe).check()
+    evaluator = config.evaluator(sources, output_dir / "model" / "eval") if config.evaluate else None
+    if evaluator is not None:
+        evaluator.check()
     named = config.load_datasets(sources)
     _check_modalities(named, model, family)
     rows = {name: len(ds) for name, ds in named.items()}
@@ -335,7 +337,8 @@ def build_loss(plan: Plan, model: Any) -> Any:
 
     c = plan.config
     kwargs = dict(temperature=c.temperature, hard_negative_scope=c.hard_negative_scope,
-                  mask_duplicates=c.mask_duplicates, gather_across_devices=c.gather_across_devices and plan.world_size > 1)
+                  mask_duplicates=c.mask_duplicates, gather_across_devices=c.gather_across_devices and plan.world_size > 1,
+                  **c.loss_options())
     if 0 < c.mini_batch_size < plan.per_device_batch:
         return CachedMultimodalInfoNCELoss(model, mini_batch_size=c.mini_batch_size, **kwargs)
     return MultimodalInfoNCELoss(model, **kwargs)
@@ -374,6 +377,7 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         ddp_backend="gloo" if plan.world_size > 1 and not cuda else None,
         ddp_find_unused_parameters=True,  # text-only batches leave the vision tower's adapters unused
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        router_mapping=c.column_tasks(),
     )
 
 
@@ -419,57 +423,6 @@ class RecipeTrainer(SentenceTransformerTrainer):
             raise TrainingDiverged(f"step {self.state.global_step + 1}: the loss is {loss.item()} (non-finite); training "
                                    "stopped, nothing of this step was saved (lower --learning-rate or check the data).")
         return loss
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-
-
-class XTDEvaluator(BaseEvaluator):
-    """Held-out text->image retrieval through mm_st's mteb task (``XTDT2IRetrieval``), as a trainer evaluator.
-
-    Returns ``xtd_recall_at_1`` / ``xtd_recall_at_10`` averaged over ``languages``; mteb's result files
-    go to ``results_dir`` (one revision per evaluation: ``step-N``). Only the main process evaluates.
-    """
-
-    def __init__(self, data: str, languages: list[str], results_dir: Path, name: str) -> None:
-        super().__init__()
-        self.primary_metric = "xtd_recall_at_10"
-        self.data, self.languages, self.results_dir, self.name = data, list(languages), Path(results_dir), name
-        self.last_scores: dict[str, Any] = {}
-
-    def task(self) -> Any:
-        from mm_st.evaluation import XTDT2IRetrieval
-
-        task = XTDT2IRetrieval(data=self.data)
-        unknown = [lang for lang in self.languages if lang not in task.hf_subsets]
-        if unknown:
-            raise ValueError(f"eval_languages {unknown} are not XTD languages ({', '.join(task.hf_subsets)}).")
-        task.hf_subsets = self.languages
-        return task
-
-    def check(self) -> None:
-        """Read the evaluation data as the evaluation will (languages, caption files and counts, images), train nothing."""
-        self.task().build()
-
-    def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
-        if not is_main_process():
-            return {}
-        import mteb
-
-        from mm_st.evaluation import MMSTEncoder
-
-        task = self.task()
-        encoder = MMSTEncoder(model, name=f"local/{self.name}", revision=f"step-{max(steps, 0)}")
-        result = mteb.evaluate(encoder, task, cache=mteb.ResultCache(self.results_dir), overwrite_strategy="always",
-                               show_progress_bar=False)
-        scores = result.task_results[0].scores["test"]
-        self.last_scores = {s["hf_subset"]: {k: s[k] for k in ("recall_at_1", "recall_at_10")} for s in scores}
-        self.num_images = len(Path(self.data, "test_image_names.txt").read_text(encoding="utf-8").split())
-        return {f"xtd_{k}": sum(s[k] for s in self.last_scores.values()) / len(self.last_scores)
-                for k in ("recall_at_1", "recall_at_10")}
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "languages": self.languages}
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -537,7 +490,7 @@ def _before_scores(evaluator: XTDEvaluator | None, model: Any, plan: Plan) -> di
         return {}
     config = plan.config
     path = plan.output_dir / "eval-before.json"
-    key = {"model": config.model, "seed": config.seed, "data": evaluator.data, "languages": evaluator.languages}
+    key = {"model": config.model, "seed": config.seed, **evaluator.cache_key()}
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("key") == key:
@@ -600,10 +553,7 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     named = config.prepare(model, named, plan)
     train = training_dataset(named, config.batch_mixing, config.seed)
     model_dir = plan.work_dir("model")  # the evaluation's mteb results go to model/eval/
-    evaluator = None
-    if plan.sources.eval_data and config.evaluate:
-        evaluator = XTDEvaluator(plan.sources.eval_data, config.eval_languages, model_dir / "eval",
-                                 f"mm_st-{config.recipe}")
+    evaluator = config.evaluator(plan.sources, model_dir / "eval") if config.evaluate else None
     before = _before_scores(evaluator, model, plan)
     plan.work_dir("checkpoints")
     trainer = RecipeTrainer(
@@ -624,24 +574,13 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
             trainer.state.log_history.append({"step": trainer.state.global_step, **{f"eval_{k}": v for k, v in after.items()}})
         model.save(str(model_dir))
         save_training_curve(trainer.state.log_history, model_dir / "training_curve.png",
-                            "eval_xtd_recall_at_1" if evaluator else None)
+                            evaluator.curve_metric if evaluator else None)
         (model_dir / "recipe_config.json").write_text(json.dumps(_run_record(config), indent=2, sort_keys=True) + "\n",
                                                       encoding="utf-8")
         (model_dir / "eval_results.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n",
                                                      encoding="utf-8")
         if evaluator:
-            print("\n".join(score_table(before, after, evaluator)), flush=True)
+            print("\n".join(evaluator.table(before, after)), flush=True)
         plan.folder.mark_finished(_run_record(config), trainer.state.global_step, model_dir)
         print(f"model saved to {model_dir}", flush=True)
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
-
-
-def score_table(before: dict[str, float], after: dict[str, float], evaluator: XTDEvaluator) -> list[str]:
-    """Before / after / chance lines for the held-out evaluation."""
-    n = getattr(evaluator, "num_images", 0)
-    lines = [f"\nHeld-out text->image retrieval ({n} images, XTD layout, mean over {', '.join(evaluator.languages)})",
-             f"{'metric':<12}{'before':>10}{'after':>10}{'chance':>10}"]
-    for key, k in (("xtd_recall_at_1", 1), ("xtd_recall_at_10", 10)):
-        chance = k / n if n else float("nan")
-        lines.append(f"{'R@' + str(k):<12}{before.get(key, float('nan')):>10.4f}{after.get(key, float('nan')):>10.4f}{chance:>10.4f}")
-    return lines

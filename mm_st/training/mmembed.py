@@ -1,0 +1,525 @@
+"""MM-Embed's recipe (arXiv 2411.02571): three stages on M-BEIR, each a :func:`~mm_st.training.run_stage`.
+
+1. **Random negatives**: M-BEIR training queries with their task instruction in the row (rendered as
+   ``Instruct: {instruction}\\nQuery: `` by the ``mmembed`` template), in-batch negatives only; MM-Embed's
+   modality term (``--modality-weight``) available.
+2. **Modality-aware hard negatives**: the stage-1 model mines each training query's candidates from its
+   dataset's candidate pool (:func:`mm_st.mining.mine_hard_negatives` with ``strategy="modality_aware"``:
+   type-1 = wrong-modality candidates ranked above the positive, type-2 = right-modality candidates at
+   ranks 46-50), the mined rows are saved under ``stage2/mined-negatives/`` (reused when the stage-1
+   model and data are the same), and training starts again FROM THE BASE MODEL with them.
+3. **Continual text-to-text fine-tuning** from the stage-2 model (its ``model/`` folder, adapter-only
+   or full) on text retrieval pairs (``--text-data``), mixed with a share of the M-BEIR rows.
+
+``<output_dir>/stage{1,2,3}/`` are ordinary stage folders (resumable, re-runs of a finished stage do
+nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprints, steps, scores).
+``--stages 2,3`` runs some stages (the earlier ones must have finished); ``--from-stage 2`` runs stage 2
+and the later ones again from scratch. After each stage the held-out M-BEIR tasks are scored (Recall
+and the wrong-modality top-1 rate), and the end prints every stage next to the untrained model and chance.
+
+Until MM-Embed's own pooling lands (latent attention over non-instruction tokens, bidirectional
+attention), the recipe uses MM-Embed's prompt format with last-token pooling (``--pooling lasttoken``).
+
+Example:
+    >>> from mm_st.training import MMEmbedConfig
+    >>> MMEmbedConfig().mining_ranks, MMEmbedConfig().text_learning_rate, MMEmbedConfig().batch_mixing
+    ([46, 50], 2e-05, 'mixed')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasets
+
+from mm_st.data.converters import MBEIR_REPO
+from mm_st.training import embedded
+from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, Range, RecipeConfig, _f
+from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
+
+logger = logging.getLogger(__name__)
+
+MMEMBED = "MM-Embed (arXiv 2411.02571)"
+PAPER_FACTS = "MM-Embed paper, as recorded in the project's paper facts"
+UNIIR = ("TIGER-AI-Lab/UniIR @98dc570 (M-BEIR's reference training code): trains on the union of all M-BEIR "
+         "tasks (query/union_train/mbeir_union_up_train.jsonl) with a shuffled sampler, so every batch mixes tasks; "
+         "MM-Embed's own batch composition is not in its public sources")
+NOT_PUBLIC = "mm_st default: MM-Embed released no training code and its paper gives no value we could read"
+POOLINGS = ("lasttoken",)  # latent attention (NV-Embed) joins when its module lands
+TEXT_INSTRUCTION = "Retrieve the text that matches the given text."  # mm_st default for pairs without one
+
+
+@dataclass
+class MMEmbedConfig(RecipeConfig):
+    """MM-Embed: M-BEIR with random negatives, then modality-aware hard negatives from the base model, then
+    continual text-to-text fine-tuning (see the module docstring)."""
+
+    recipe: ClassVar[str] = "mmembed"
+    embedded_overrides: ClassVar[dict[str, Any]] = {
+        **EMBEDDED_COMMON, "global_batch_size": 32, "max_steps": 250, "text_steps": 120, "text_learning_rate": 5e-4,
+        "max_rows_per_dataset": None, "save_steps": 100, "logging_steps": 25,
+    }
+    data_fields: ClassVar[tuple[str, ...]] = ("data", "text_data")
+    stage: ClassVar[int] = 0  # the stages' own classes set 1, 2, 3; 0 = the whole recipe
+
+    model: str | None = _f(None, MMEMBED + ": LLaVA-NeXT's vision side on NV-Embed-v1 (nvidia/MM-Embed, remote code "
+                           "only); any MLLM of mm_st's families here")
+    tiny_family: str = _f("llava_next", MMEMBED + ": a LLaVA-NeXT backbone")
+    prompt_format: str = _f("inference", "mm_st.templates: MM-Embed's format (no training code is public)")
+    data: str | None = _f(None, MMEMBED + ": M-BEIR training data (" + MBEIR_REPO + "), a local copy of its layout")
+    data_split: str = _f("train", "M-BEIR: query/train")
+    eval_data: str | None = _f(None, "mm_st", "M-BEIR-layout root whose test split is evaluated (embedded: the held-out "
+                                "emoji tasks)")
+    eval_tasks: list[str] = _f([], "mm_st", "mm_st M-BEIR task names to evaluate (default: every task of eval_data)")
+    stages: list[str] = _f(["1", "2", "3"], MMEMBED + ": three stages", "stages to run (the earlier ones must have finished)")
+    from_stage: int = _f(0, "mm_st", "run this stage and the later ones again from scratch (0 = resume / skip "
+                         "finished stages)", Range(0, 3))
+    mining_model: str | None = _f(None, MMEMBED + ": the stage-1 retriever mines", "model that mines stage 2's negatives "
+                                  "(default: stage 1's model)")
+    batch_mixing: str = _f("mixed", UNIIR, "'mixed' (tasks share a batch) or 'per_dataset' (one task per batch)")
+    num_negatives: int = _f(1, NOT_PUBLIC + " (one mined negative per query)", "mined negatives per query (stage 2)",
+                            AT_LEAST_1)
+    mining_ranks: list[str] = _f(["46", "50"], PAPER_FACTS + " (type-2 window; 'best public account')",
+                                 "type-2 negatives: right-modality candidates at these ranks (first,last)")
+    mining_top_k: int = _f(50, PAPER_FACTS + ": top 50 candidates per training query", "type-1 search depth", AT_LEAST_1)
+    modality_weight: float = _f(0.0, "mm_st option (MM-Embed's mechanism is the mined negatives)",
+                                "weight of the modality term of the loss (mm_st.losses)", NON_NEGATIVE)
+    pooling: str = _f("lasttoken", "mm_st: MM-Embed pools with NV-Embed's latent attention over non-instruction tokens, "
+                      "not yet built; last-token pooling until then", "pooling module")
+    text_data: str | None = _f(None, MMEMBED + ": public text retrieval sets (stage 3)", "stage-3 text pairs: a jsonl/csv/"
+                               "parquet file of query, positive[, negative], or a Hub dataset")
+    text_instruction: str = _f(TEXT_INSTRUCTION, "mm_st default", "instruction of stage-3 pairs that carry none")
+    text_steps: int = _f(4500, PAPER_FACTS + ": ~4.5K steps", "stage-3 optimizer steps", AT_LEAST_1)
+    text_learning_rate: float = _f(2e-5, PAPER_FACTS + ": lr 2e-5", "stage-3 learning rate", POSITIVE)
+    multimodal_share: float = _f(0.5, MMEMBED + " mixes M-BEIR into stage 3 (share: " + NOT_PUBLIC + ")",
+                                 "share of stage-3 rows drawn from the M-BEIR training rows", SHARE)
+    temperature: float = _f(0.02, NOT_PUBLIC)
+    learning_rate: float = _f(2e-5, NOT_PUBLIC)
+    max_steps: int = _f(2000, NOT_PUBLIC + " (stages 1 and 2 each)")
+    global_batch_size: int = _f(128, NOT_PUBLIC)
+    mini_batch_size: int = _f(8, "mm_st: GradCache mini-batches for the large batch")
+    adapter: str = _f("lora", NOT_PUBLIC + " (LoRA on the language model and vision tower)")
+    lora_r: int = _f(16, NOT_PUBLIC)
+    lora_alpha: int = _f(32, NOT_PUBLIC)
+    lora_dropout: float = _f(0.1, NOT_PUBLIC)
+    max_length: int | None = _f(512, NOT_PUBLIC)
+
+    def check(self) -> None:
+        super().check()
+        numbers = self.stage_numbers()
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"mmembed config: pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}.")
+        first, last = self.ranks()
+        if not 1 <= first <= last:
+            raise ValueError(f"mmembed config: mining_ranks must be first,last with 1 <= first <= last, got {self.mining_ranks}.")
+        if self.model is not None and self.data is None and numbers != [3]:
+            raise ValueError("mmembed config: --model is set but --data is not; give the M-BEIR training data too.")
+        if self.model is not None and 3 in numbers and self.text_data is None:
+            raise ValueError("mmembed config: stage 3 needs --text-data (text retrieval pairs); or run --stages 1,2.")
+
+    def stage_numbers(self) -> list[int]:
+        try:
+            numbers = sorted({int(s) for s in self.stages})
+        except ValueError:
+            numbers = []
+        if not numbers or not set(numbers) <= {1, 2, 3}:
+            raise ValueError(f"mmembed config: stages must be some of 1, 2, 3, got {self.stages}.")
+        if self.from_stage:
+            numbers = [n for n in (1, 2, 3) if n >= self.from_stage and (n in numbers or n > self.from_stage)]
+        return numbers
+
+    def ranks(self) -> tuple[int, int]:
+        try:
+            first, last = (int(r) for r in self.mining_ranks)
+        except (TypeError, ValueError):
+            raise ValueError(f"mmembed config: mining_ranks must be two integers first,last, got {self.mining_ranks}.") from None
+        return first, last
+
+    def loss_options(self) -> dict[str, Any]:
+        return {"modality_weight": self.modality_weight} if self.modality_weight else {}
+
+    # -- the recipe: its stages -----------------------------------------------------------------------
+
+    def run(self) -> Any:
+        """Run the chosen stages (see the module docstring); the last stage's result."""
+        return MMEmbedRun(self).run()
+
+    def plan_lines(self) -> list[str]:
+        """What ``--dry-run`` prints: each chosen stage's checked plan."""
+        return MMEmbedRun(self).plan_lines()
+
+
+# -- the three stages: each its own config class (data, preparation), run by the shared stage runner ------------
+
+
+@dataclass
+class RandomNegativesStage(MMEmbedConfig):
+    """Stage 1: M-BEIR with the task instruction in each query row; in-batch negatives only."""
+
+    stage: ClassVar[int] = 1
+
+    def sources(self, output_dir: Path, write: bool = True) -> Sources:
+        return Sources(self.data, None, self.eval_data)
+
+    def check_sources(self, sources: Sources) -> None:
+        super().check_sources(sources)
+        from mm_st.io import is_local
+
+        if is_local(sources.data) and not (Path(sources.data) / "query" / self.data_split).is_dir():
+            raise FileNotFoundError(f"mmembed: {str(Path(sources.data) / 'query' / self.data_split)!r} not found: --data "
+                                    "must be an M-BEIR root (query/<split>/*.jsonl, cand_pool/, instructions/).")
+
+    def load_mbeir(self, sources: Sources, ids: bool = False) -> dict[str, datasets.Dataset]:
+        from mm_st.data import load_mbeir
+
+        named = load_mbeir(sources.data, split=self.data_split, instructions="row", on_missing=self.on_missing,
+                           seed=self.seed, ids=ids)
+        return {name: cap(ds, self.max_rows_per_dataset) for name, ds in named.items()}
+
+    def load_datasets(self, sources: Sources) -> dict[str, datasets.Dataset]:
+        named = self.load_mbeir(sources)
+        check_not_empty(named, "mmembed")
+        return named
+
+    def source_lines(self, sources: Sources) -> list[str]:
+        return [f"stage {self.stage}: {STAGE_TITLES[self.stage]}",
+                f"reads: M-BEIR {sources.data} (split {self.data_split}); each query row carries its task's instruction"]
+
+    def evaluator(self, sources: Sources, results_dir: Path) -> Any:
+        if not sources.eval_data:
+            return None
+        from mm_st.training.evaluators import MBEIREvaluator
+
+        return MBEIREvaluator(sources.eval_data, self.eval_tasks, results_dir, f"mm_st-mmembed-stage{self.stage}")
+
+
+@dataclass
+class ModalityAwareStage(RandomNegativesStage):
+    """Stage 2: negatives mined by the stage-1 model (modality-aware), trained from the base model."""
+
+    stage: ClassVar[int] = 2
+
+    def load_datasets(self, sources: Sources) -> dict[str, datasets.Dataset]:
+        named = self.load_mbeir(sources, ids=True)
+        check_not_empty(named, "mmembed")
+        return named
+
+    def plan_notes(self, named: dict[str, datasets.Dataset]) -> list[str]:
+        first, last = self.ranks()
+        return [f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
+                f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
+                f"at ranks {first}-{last}); saved in <stage output>/mined-negatives/ and reused"]
+
+    def prepare(self, model: Any, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
+        named = mined_negatives(self, named, plan)
+        check_not_empty(named, "mmembed")
+        return super().prepare(model, named, plan)
+
+
+@dataclass
+class TextStage(RandomNegativesStage):
+    """Stage 3: continual text-to-text fine-tuning from the stage-2 model, with a share of M-BEIR rows."""
+
+    stage: ClassVar[int] = 3
+
+    def sources(self, output_dir: Path, write: bool = True) -> Sources:
+        return Sources(self.data, None, self.eval_data, extra={"text_data": self.text_data})
+
+    def check_sources(self, sources: Sources) -> None:
+        if self.multimodal_share > 0:
+            super().check_sources(sources)
+        elif sources.eval_data and not Path(sources.eval_data).is_dir():
+            raise FileNotFoundError(f"mmembed config: eval_data {sources.eval_data!r} is not a directory.")
+
+    def load_datasets(self, sources: Sources) -> dict[str, datasets.Dataset]:
+        from mm_st.data import load_text_pairs
+
+        text = cap(load_text_pairs(sources.extra["text_data"], instruction=self.text_instruction), self.max_rows_per_dataset)
+        named = {"text-pairs": text}
+        share = self.multimodal_share
+        if share > 0 and len(text):
+            wanted = round(len(text) * share / (1 - share))
+            mbeir = self.load_mbeir(sources)
+            total = sum(len(ds) for ds in mbeir.values())
+            rng = random.Random(self.seed)
+            for name, ds in mbeir.items():
+                count = min(len(ds), round(wanted * len(ds) / total))
+                if count:
+                    named[name] = ds.select(sorted(rng.sample(range(len(ds)), count)))
+        check_not_empty(named, "mmembed")
+        return named
+
+    def source_lines(self, sources: Sources) -> list[str]:
+        return [f"stage 3: {STAGE_TITLES[3]}",
+                f"reads: text pairs {sources.extra['text_data']}"
+                + (f" + {self.multimodal_share:.0%} of the rows from M-BEIR {sources.data}" if self.multimodal_share else "")]
+
+
+STAGE_TITLES = {1: "random in-batch negatives on M-BEIR",
+                2: "modality-aware hard negatives, trained from the base model",
+                3: "continual text-to-text fine-tuning from the stage-2 model"}
+STAGES: dict[int, type[MMEmbedConfig]] = {1: RandomNegativesStage, 2: ModalityAwareStage, 3: TextStage}
+
+
+# -- stage 2's mining -------------------------------------------------------------------------------------------
+
+
+def _candidate_pools(root: Path, split: str) -> dict[str, list[dict]]:
+    """The candidate pools of ``split`` by dataset id (the did prefix): files under ``cand_pool/`` named for the
+    split (``*_{split}_*``), else every pool file. Mining a training query never sees another split's pool."""
+    from mm_st.data.converters import _read_rows
+
+    files = sorted((root / "cand_pool").rglob("*.jsonl"))
+    named = [f for f in files if f"_{split}_" in f.name or f.name.endswith(f"_{split}.jsonl")]
+    pools: dict[str, list[dict]] = {}
+    for path in named or files:
+        for index, entry in enumerate(_read_rows(path)):
+            if not isinstance(entry.get("did"), str):
+                raise ValueError(f"{path.name} row {index}: candidate without a string 'did'.")
+            pools.setdefault(entry["did"].split(":")[0], []).append(entry)
+    return pools
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """sha256 of files' names and bytes (data a stage read)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def mbeir_fingerprint(root: str, split: str) -> str:
+    """What an M-BEIR root's ``split`` holds (query, pool and instruction files), or the Hub id."""
+    from mm_st.io import is_local
+
+    if not is_local(root):
+        return f"hub:{root}"
+    base = Path(root)
+    files = [*(base / "query" / split).glob("*.jsonl"), *(base / "cand_pool").rglob("*.jsonl"),
+             *(base / "instructions").glob("*.tsv")]
+    return _fingerprint(files)
+
+
+def model_fingerprint(folder: str) -> str:
+    """What a saved model folder's weights are (safetensors files)."""
+    files = list(Path(folder).glob("*.safetensors"))
+    return _fingerprint(files) if files else f"model:{folder}"
+
+
+def _window(pool: list[dict], positive_modality: str, ranks: tuple[int, int]) -> tuple[int, int]:
+    """The type-2 rank window, moved up when the pool holds fewer right-modality candidates than its last rank."""
+    first, last = ranks
+    available = sum(1 for entry in pool if entry.get("modality") == positive_modality) - 1
+    if available >= last:
+        return first, last
+    width = last - first
+    return max(1, available - width), max(1, available)
+
+
+def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
+    """Each task's rows with ``num_negatives`` modality-aware negatives mined by ``stage.mining_model``, saved as
+    parquet under ``<stage output>/mined-negatives/`` with ``mining.json`` (what they were mined from): a re-run
+    with the same miner, data and settings reads them instead of mining again."""
+    from mm_st.mining import mine_hard_negatives
+
+    folder = plan.work_dir("mined-negatives")
+    key = {"miner": model_fingerprint(stage.mining_model), "data": mbeir_fingerprint(stage.data, stage.data_split),
+           "ranks": list(stage.ranks()), "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives,
+           "tasks": sorted(named), "max_rows_per_dataset": stage.max_rows_per_dataset}
+    record = folder / "mining.json"
+    if record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("key") == key:
+        logger.info("stage 2: reusing the mined negatives in %s", folder)
+        return {name: datasets.Dataset.from_parquet(str(folder / f"{name}.parquet")) for name in sorted(named)}
+    folder.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)
+    miner = plan.load_model(stage.mining_model)
+    root = Path(stage.data)
+    pools = _candidate_pools(root, stage.data_split)
+    out, counts = {}, {}
+    for name, ds in named.items():
+        dataset_id = ds[0]["qid"].split(":")[0]
+        pool = pools.get(dataset_id)
+        if not pool:
+            raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
+                             f"{str(root / 'cand_pool')!r}.")
+        corpus = [{"text": e.get("txt") or None, "image": str(root / e["img_path"]) if e.get("img_path") else None}
+                  for e in pool]
+        positive_modality = next(e.get("modality") for e in pool if e["did"] == ds[0]["positive_id"])
+        ranks = _window(pool, positive_modality, stage.ranks())
+        mined, report = mine_hard_negatives(
+            miner, list(ds["anchor"]), corpus, list(ds["positive_id"]), corpus_ids=[e["did"] for e in pool],
+            strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k, num_negatives=stage.num_negatives,
+            cache_dir=plan.work_dir("mining-cache") / name, return_report=True,
+            show_progress_bar=os.environ.get("RANK", "0") == "0")
+        kinds = [kind for row in report.negative_type for kind in row]
+        counts[name] = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
+                        "dropped": len(report.dropped_queries), "type2_ranks": list(ranks)}
+        logger.info("stage 2, %s: %d of %d rows mined (%d type-1, %d type-2 negatives at ranks %d-%d; %d queries found "
+                    "none)", name, len(mined), len(ds), counts[name]["type1"], counts[name]["type2"], *ranks,
+                    len(report.dropped_queries))
+        mined.to_parquet(str(folder / f"{name}.parquet"))  # image bytes embedded: the folder can be shared
+        out[name] = datasets.Dataset.from_parquet(str(folder / f"{name}.parquet"))
+    record.write_text(json.dumps({"key": key, "counts": counts}, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+# -- the whole recipe ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeInputs:
+    base_model: str
+    data: str
+    eval_data: str | None
+    text_data: str | None
+
+
+class MMEmbedRun:
+    """Runs the chosen stages of an :class:`MMEmbedConfig` (the embedded default's inputs written once under its
+    output folder) and records them in ``stages.json``."""
+
+    def __init__(self, config: MMEmbedConfig) -> None:
+        from mm_st.training.stage import output_dir_of
+
+        config.check()
+        self.config = config
+        self.root = output_dir_of(config).resolve()
+
+    def inputs(self, write: bool = True) -> RecipeInputs:
+        c = self.config
+        if not c.embedded:
+            return RecipeInputs(c.model, c.data, c.eval_data, c.text_data)
+        from mm_st.testing import tiny_model
+        from mm_st.training.outputs import RunFolder
+        from mm_st.training.stage import _is_local_main
+
+        folder = RunFolder(self.root, _is_local_main() and write)
+        family = c.family or c.tiny_family
+        base = self.root / "base-model" / f"{family}-seed{c.seed}"
+        data = embedded_dir(c, self.root / "data", "mbeir")
+        text = embedded_dir(c, self.root / "data", "text-pairs")
+        if folder.writer:
+            folder.claim("base-model")
+            if not (base / "config.json").is_file():
+                tiny_model(family, base, seed=c.seed, head=False)
+            folder.claim("data")
+            embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
+            embedded.write_mbeir(data, split="test", seed=c.seed)
+            embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
+        return RecipeInputs(str(base), str(data), str(data), str(text / "text-pairs.jsonl"))
+
+    def stage_dir(self, n: int) -> Path:
+        return self.root / f"stage{n}"
+
+    def stage_config(self, n: int, inputs: RecipeInputs) -> MMEmbedConfig:
+        c = self.config
+        values = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+        values.update(stages=[str(n)], from_stage=0, output_dir=str(self.stage_dir(n)), model=inputs.base_model,
+                      data=inputs.data, eval_data=inputs.eval_data, text_data=inputs.text_data)
+        if n == 2:
+            values["mining_model"] = c.mining_model or str(self.stage_dir(1) / "model")
+        if n == 3:
+            values.update(model=str(self.stage_dir(2) / "model"), learning_rate=c.text_learning_rate,
+                          max_steps=c.text_steps)
+        if c.from_stage and n >= c.from_stage:
+            values["resume"] = "never"
+        return STAGES[n](**values)
+
+    def _needs(self, n: int) -> Path | None:
+        """The earlier stage's model a stage starts from or mines with, if it is not there."""
+        needed = {2: self.stage_dir(1) / "model", 3: self.stage_dir(2) / "model"}.get(n)
+        if n == 2 and self.config.mining_model:
+            return None
+        return needed if needed is not None and not (needed / "modules.json").is_file() else None
+
+    def plan_lines(self) -> list[str]:
+        from mm_st.training.stage import dry_run
+
+        inputs = self.inputs()
+        lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
+                 f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}"]
+        for n in self.config.stage_numbers():
+            stage = self.stage_config(n, inputs)
+            missing = self._needs(n)
+            if missing is not None and n == 3:
+                stage.model = inputs.base_model  # planned on the base model: stage 2's does not exist yet
+            lines += ["", *dry_run(stage).lines()]
+            if missing is not None:
+                lines.append(f"note: stage {n} starts from / mines with {missing}, written by stage {n - 1} (not there "
+                             "yet); the plan above used the base model")
+        return lines
+
+    def run(self) -> Any:
+        from mm_st.training.stage import is_main_process, run_stage
+
+        inputs = self.inputs()
+        results = {}
+        for n in self.config.stage_numbers():
+            missing = self._needs(n)
+            if missing is not None and n - 1 not in results:
+                raise FileNotFoundError(f"mmembed stage {n} needs {str(missing)!r} (stage {n - 1}'s model); run "
+                                        f"--stages {n - 1},{n} (or --from-stage {n - 1}).")
+            stage = self.stage_config(n, inputs)
+            if is_main_process():
+                print(f"\n=== MM-Embed stage {n}: {STAGE_TITLES[n]} ===", flush=True)
+            results[n] = run_stage(stage)
+            if is_main_process():
+                self.record(n, stage, results[n])
+        if is_main_process():
+            print("\n".join(self.summary()), flush=True)
+        return results[max(results)]
+
+    # -- stages.json -------------------------------------------------------------------------------------------
+
+    def manifest_path(self) -> Path:
+        return self.root / "stages.json"
+
+    def manifest(self) -> dict[str, Any]:
+        path = self.manifest_path()
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"recipe": "mmembed", "stages": {}}
+
+    def record(self, n: int, stage: MMEmbedConfig, result: Any) -> None:
+        from mm_st.training.outputs import RunFolder
+
+        data = {"mbeir": mbeir_fingerprint(stage.data, stage.data_split)}
+        if n == 3 and stage.text_data:
+            from mm_st.io import is_local
+
+            data["text_pairs"] = _fingerprint([Path(stage.text_data)]) if is_local(stage.text_data) else f"hub:{stage.text_data}"
+        if n == 2:
+            mined = Path(stage.output_dir) / "mined-negatives"
+            data["mined_negatives"] = _fingerprint(list(mined.glob("*.parquet"))) if mined.is_dir() else None
+        manifest = self.manifest()
+        manifest["stages"][str(n)] = {
+            "title": STAGE_TITLES[n], "output_dir": stage.output_dir, "model_dir": str(result.model_dir),
+            "starts_from": stage.model, "steps": result.steps, "data": data, "before": result.before,
+            "after": result.after, "config": {"recipe": stage.recipe, **stage.to_dict()},
+        }
+        RunFolder(self.root).claim("stages.json")
+        self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def summary(self) -> list[str]:
+        """Every stage's held-out scores next to the untrained model and chance."""
+        from mm_st.training.evaluators import MBEIREvaluator
+
+        stages = self.manifest()["stages"]
+        untrained = next((stages[n]["before"] for n in ("1", "2") if n in stages and stages[n]["before"]), None)
+        if untrained is None or not self.config.evaluate:
+            return []
+        columns = {"untrained": untrained, **{f"stage {n}": stages[n]["after"] for n in sorted(stages)}}
+        last = stages[max(stages)]
+        return ["", "MM-Embed stages on the held-out M-BEIR tasks (Recall@k; wrong_modality_at_1: share of queries whose "
+                "top-1 candidate has the wrong modality, lower is better)",
+                *MBEIREvaluator.summary(columns, last["config"]["eval_data"], self.config.eval_tasks or None)]
