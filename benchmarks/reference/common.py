@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import types
 from pathlib import Path
 from typing import Any, Iterable
@@ -266,14 +267,14 @@ def max_abs_diff(a, b) -> float:
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", type=Path, required=True, help="root of the reference checkout (see README.md)")
-    parser.add_argument("--out", type=Path, default=Path("reference-results"),
-                        help="directory for result_*.json (default: ./reference-results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for result_*.json (default: a new temporary one)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return parser
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Offline, quiet, ``--threads`` torch threads, ``--out`` created."""
+    """Offline, quiet, ``--threads`` torch threads, ``--out`` created (a new temporary directory if not given)."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -283,6 +284,8 @@ def setup(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="mm_st-reference-"))
     args.out.mkdir(parents=True, exist_ok=True)
 
 
