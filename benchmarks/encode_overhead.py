@@ -264,7 +264,9 @@ def main() -> None:
         ratio = st_ips / hand_ips
         # Paired: each repeat's hand/mm_st time ratio (adjacent calls), less sensitive to machine drift.
         paired = statistics.median(h / s for h, s in zip(times["hand"], times["st"]))
-        command = "cd /work/main && .venv/bin/python " + " ".join(shlex.quote(a) for a in sys.argv)
+        # From the repository root in the project's environment (source scripts/env.sh); no machine's paths.
+        script = Path(__file__).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
+        command = " ".join(["python", script, *(shlex.quote(a) for a in sys.argv[1:])])
         import sentence_transformers
         import transformers
 
