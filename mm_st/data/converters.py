@@ -72,6 +72,7 @@ import datasets
 from tqdm.auto import tqdm
 
 from mm_st.data.columns import INPUT_FEATURE, INSTRUCTED_INPUT_FEATURE, make_input
+from mm_st.data.emoji import EMOJI_MBEIR_DATASET
 from mm_st.inputs import check_image_file
 from mm_st.io import IMAGE, INSTRUCTION, TEXT, hub_snapshot, is_local, resolve_inside
 
@@ -90,6 +91,7 @@ MBEIR_REPO = "TIGER-Lab/M-BEIR"
 MBEIR_DATASETS = {
     "0": "VisualNews", "1": "Fashion200K", "2": "WebQA", "3": "EDIS", "4": "NIGHTS",
     "5": "OVEN", "6": "InfoSeek", "7": "FashionIQ", "8": "CIRR", "9": "MSCOCO",
+    EMOJI_MBEIR_DATASET[0]: EMOJI_MBEIR_DATASET[1],  # not UniIR's: the bundled emoji (MM-Embed's embedded default)
 }  # fmt: skip
 MBEIR_MODALITY_NAMES = {TEXT: "t", IMAGE: "i", "image,text": "it"}  # M-BEIR's spelling of image+text
 # VLM2Vec / Phi-3-V image placeholder written in MMEB-train and mmE5 texts (LLaVA rows use <image>).

@@ -1,4 +1,4 @@
-"""Evaluation through mteb: MMEB (36 tasks), XTD, CIRR, M-BEIR instructions, mm_st models as mteb models.
+"""Evaluation through mteb: MMEB (36 tasks), XTD, CIRR, local M-BEIR (with the wrong-modality rate), mm_st models.
 
 Importing this package registers everything with mteb (:mod:`mm_st.evaluation.registry`); with
 mm_st installed, importing ``mteb`` does it too, so the plain ``mteb`` command sees it::
@@ -17,9 +17,26 @@ Python:
     >>> result.task_results[0].get_score()                              # doctest: +SKIP
 """
 
-from mm_st.evaluation.benchmarks import MBEIR_SCORE, mbeir_benchmark, mbeir_scores, mmeb_benchmark, xtd_benchmark
+from mm_st.evaluation.benchmarks import (
+    MBEIR_SCORE,
+    WRONG_MODALITY_SCORE,
+    emoji_mbeir_benchmark,
+    mbeir_benchmark,
+    mbeir_local_benchmark,
+    mbeir_scores,
+    mmeb_benchmark,
+    xtd_benchmark,
+)
 from mm_st.evaluation.data import DataLayoutError
 from mm_st.evaluation.instructions import MBEIR_TASKS, MMEB, split_instruction
+from mm_st.evaluation.mbeir import (
+    MBEIRLocalTask,
+    evaluate_mbeir,
+    mbeir_chance,
+    mbeir_table,
+    mbeir_tasks,
+    wrong_modality_at_1,
+)
 from mm_st.evaluation.model import MMSTEncoder, load_mm_st_model, mm_st_model_meta, paper_models, recipe_of
 from mm_st.evaluation.registry import register
 from mm_st.evaluation.tasks import (
@@ -35,14 +52,22 @@ __all__ = [
     "DataLayoutError",
     "MBEIR_SCORE",
     "MBEIR_TASKS",
+    "MBEIRLocalTask",
     "MMEB",
     "MMEBTask",
     "MMSTEncoder",
+    "WRONG_MODALITY_SCORE",
     "XTDT2IRetrieval",
     "check_modalities",
+    "emoji_mbeir_benchmark",
+    "evaluate_mbeir",
     "load_mm_st_model",
     "mbeir_benchmark",
+    "mbeir_chance",
+    "mbeir_local_benchmark",
     "mbeir_scores",
+    "mbeir_table",
+    "mbeir_tasks",
     "mm_st_model_meta",
     "mmeb_benchmark",
     "mmeb_tasks",
@@ -50,6 +75,7 @@ __all__ = [
     "recipe_of",
     "register",
     "split_instruction",
+    "wrong_modality_at_1",
     "xtd_benchmark",
 ]
 

@@ -8,6 +8,10 @@ All are mteb ``Benchmark`` objects; grouped scores come from ``CustomGrouping`` 
 - ``XTD``: ``Mean(Task)`` over all languages and ``mmE5 languages::es,it,ko,pl,ru,tr,zh``.
 - ``M-BEIR``: mteb's 16 local-pool tasks; ``Mean(Task)`` of mteb's main score (nDCG@10) beside
   ``M-BEIR::Recall@5 (@10 fashion)``, the paper metric (:func:`mbeir_scores` per task).
+- ``M-BEIR-local``: the same 16 tasks read from a local M-BEIR root (:mod:`mm_st.evaluation.mbeir`);
+  ``Mean(Task)`` of their main score, the paper metric itself, beside ``M-BEIR::Recall@5 (@10 fashion)``.
+- ``MMST-Emoji-MBEIR``: the five embedded emoji M-BEIR tasks; ``Mean(Task)`` (Recall@1) and
+  ``Mean(wrong_modality_at_1)``.
 
 Example:
     >>> from mm_st.evaluation import mmeb_benchmark
@@ -25,9 +29,11 @@ from typing import Any
 from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation, CustomGroup, CustomGrouping
 
 from mm_st.evaluation.instructions import MBEIR_TASKS, META_TASKS, MMEB
+from mm_st.evaluation.mbeir import EMOJI_MBEIR_TASK_NAMES, MBEIR_LOCAL_TASKS, UNIIR_CITATION, WRONG_MODALITY, mbeir_tasks
 from mm_st.evaluation.tasks import MME5_XTD_LANGUAGES, VLM2VEC_CITATION, XTDT2IRetrieval, mmeb_tasks
 
 MBEIR_SCORE = "M-BEIR::Recall@5 (@10 fashion)"
+WRONG_MODALITY_SCORE = f"Mean({WRONG_MODALITY})"
 
 
 def mmeb_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
@@ -78,9 +84,9 @@ def xtd_benchmark(data: str | os.PathLike | None = None, image_root: str | os.Pa
 
 def mbeir_scores(model_result: Any) -> dict[str, float]:
     """The M-BEIR paper metric per task (Recall@5; Recall@10 for Fashion200K and FashionIQ)."""
-    out = {}
+    out, paper = {}, {**MBEIR_TASKS, **MBEIR_LOCAL_TASKS}
     for result in model_result.task_results:
-        metric = MBEIR_TASKS.get(result.task_name)
+        metric = paper.get(result.task_name)
         if metric is not None:
             values = [s[metric] for split in result.scores.values() for s in split if metric in s]
             if values:
@@ -116,5 +122,54 @@ def mbeir_benchmark() -> Benchmark:
         "score is nDCG@10; the paper metric (Recall@5, Recall@10 for Fashion200K/FashionIQ) is reported as "
         f"'{MBEIR_SCORE}'.",
         reference="https://arxiv.org/abs/2311.17136",
+        aggregations=(BenchmarkAggregation.MEAN_TASK,),
+    )
+
+
+def mbeir_local_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
+    """The 16 M-BEIR local-pool tasks over a local root (``$MM_ST_MBEIR_DATA``), with the paper metric."""
+    return MBEIRBenchmark(
+        name="M-BEIR-local",
+        tasks=mbeir_tasks(list(MBEIR_LOCAL_TASKS), data=data, image_root=image_root),
+        description="M-BEIR (UniIR) local-pool retrieval read from a local M-BEIR root, 16 tasks: the paper metric "
+        f"(Recall@5, Recall@10 for Fashion200K/FashionIQ) as main score and as '{MBEIR_SCORE}', and the wrong-modality "
+        "top-1 rate wherever a task's pool mixes modalities.",
+        reference="https://arxiv.org/abs/2311.17136",
+        citation=UNIIR_CITATION,
+        aggregations=(BenchmarkAggregation.MEAN_TASK,),
+    )
+
+
+def wrong_modality_scores(model_result: Any) -> dict[str, float]:
+    """``wrong_modality_at_1`` per task that reports it (tasks whose pool mixes modalities)."""
+    out = {}
+    for result in model_result.task_results:
+        values = [s[WRONG_MODALITY] for split in result.scores.values() for s in split if s.get(WRONG_MODALITY) is not None]
+        if values:
+            out[result.task_name] = sum(values) / len(values)
+    return out
+
+
+@dataclass
+class MixedPoolBenchmark(Benchmark):
+    """Benchmark whose scores add the mean wrong-modality top-1 rate over its tasks (None until all report it)."""
+
+    def get_score(self, results: Any, *, raise_error: bool = False) -> dict[str, dict[str, float | None]]:
+        scores = super().get_score(results, raise_error=raise_error)
+        for model_result in results.join_revisions():
+            rates = wrong_modality_scores(model_result.select_tasks(self.tasks))
+            complete = len(rates) == len(self.tasks)
+            scores[model_result.model_name][WRONG_MODALITY_SCORE] = sum(rates.values()) / len(rates) if complete else None
+        return scores
+
+
+def emoji_mbeir_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
+    """The five embedded emoji M-BEIR tasks (``write_mbeir``'s test split): mean Recall@1 and wrong-modality rate."""
+    return MixedPoolBenchmark(
+        name="MMST-Emoji-MBEIR",
+        tasks=mbeir_tasks(list(EMOJI_MBEIR_TASK_NAMES), data=data, image_root=image_root),
+        description="mm_st's bundled emoji (unseen test split) as five M-BEIR tasks over one pool mixing images and "
+        f"texts: Recall@1 ('Mean(Task)') and the wrong-modality top-1 rate ('{WRONG_MODALITY_SCORE}').",
+        reference="https://arxiv.org/abs/2411.02571",
         aggregations=(BenchmarkAggregation.MEAN_TASK,),
     )

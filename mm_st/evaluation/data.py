@@ -11,6 +11,7 @@ data set    data variable          images variable             Hub default
 MMEB        ``MM_ST_MMEB_DATA``    ``MM_ST_MMEB_IMAGES``       ``TIGER-Lab/MMEB-eval``
 XTD         ``MM_ST_XTD_DATA``     ``MM_ST_XTD_IMAGES``        none (give a path or repo)
 CIRR        ``MM_ST_CIRR_DATA``    ``MM_ST_CIRR_IMAGES``       none (give a path or repo)
+M-BEIR      ``MM_ST_MBEIR_DATA``   ``MM_ST_MBEIR_IMAGES``      none (a local root only)
 ==========  =====================  ==========================  ============================
 
 Example:
@@ -42,6 +43,7 @@ ENV = {
     "mmeb": ("MM_ST_MMEB_DATA", "MM_ST_MMEB_IMAGES"),
     "xtd": ("MM_ST_XTD_DATA", "MM_ST_XTD_IMAGES"),
     "cirr": ("MM_ST_CIRR_DATA", "MM_ST_CIRR_IMAGES"),
+    "mbeir": ("MM_ST_MBEIR_DATA", "MM_ST_MBEIR_IMAGES"),
 }
 
 MMEB_LAYOUT = """\
@@ -71,6 +73,19 @@ Expected layout of a local CIRR directory (the official release, github.com/Cube
                                                or image_root= / $MM_ST_CIRR_IMAGES (the NLVR2 images)"""
 
 
+MBEIR_LAYOUT = """\
+Expected layout of a local M-BEIR root (TIGER-Lab/M-BEIR with its images extracted, or the embedded emoji data
+that mm_st.training.embedded.write_mbeir writes):
+  <data>/query/test/mbeir_<task>_test.jsonl            one file per task, e.g. mbeir_visualnews_task0_test.jsonl,
+                                                       mbeir_emoji_task0_test.jsonl; rows: qid, query_txt,
+                                                       query_img_path, query_modality, pos_cand_list
+  <data>/cand_pool/local/mbeir_<pool>_cand_pool.jsonl  the task's local pool, e.g. mbeir_visualnews_task0_cand_pool.jsonl,
+                                                       mbeir_mscoco_task0_test_cand_pool.jsonl, mbeir_emoji_test_cand_pool.jsonl;
+                                                       rows: did, txt, img_path, modality (text | image | image,text)
+  <images>/<img_path>                                  <images> = <data> (default: M-BEIR's paths start with
+                                                       mbeir_images/), or image_root= / $MM_ST_MBEIR_IMAGES"""
+
+
 class DataLayoutError(FileNotFoundError):
     """Evaluation data is missing or incomplete; the message shows the expected layout."""
 
@@ -79,7 +94,7 @@ def resolve_source(kind: str, data: str | os.PathLike | None, default: str | Non
     """The configured source: ``data``, else the environment variable of ``kind``, else ``default``."""
     value = data if data is not None else os.environ.get(ENV[kind][0]) or default
     if value is None:
-        layout = {"xtd": XTD_LAYOUT, "cirr": CIRR_LAYOUT}.get(kind, MMEB_LAYOUT)
+        layout = {"xtd": XTD_LAYOUT, "cirr": CIRR_LAYOUT, "mbeir": MBEIR_LAYOUT}.get(kind, MMEB_LAYOUT)
         raise DataLayoutError(
             f"No {kind.upper()} data configured: pass data=... or set ${ENV[kind][0]} to a local directory "
             f"or a Hub dataset repo with this layout.\n{layout}"
@@ -259,3 +274,38 @@ def cirr_dir(source: str, split: str) -> Path:
         if not (path / relative).is_file():
             raise DataLayoutError(f"CIRR data incomplete: first missing file {str(path / relative)!r}.\n{CIRR_LAYOUT}")
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# M-BEIR (a local root)
+# ----------------------------------------------------------------------------------------------
+
+
+def mbeir_dir(source: str) -> Path:
+    """The local M-BEIR root named by ``source`` (M-BEIR's images come as tar parts to extract: no Hub route)."""
+    if not is_local(source):
+        raise DataLayoutError(
+            f"M-BEIR evaluation reads a local root, got {source!r}: download TIGER-Lab/M-BEIR and extract its "
+            f"images (the dataset's README), then pass data=<root> or set $MM_ST_MBEIR_DATA.\n{MBEIR_LAYOUT}"
+        )
+    return local_dir(source, "M-BEIR", MBEIR_LAYOUT)
+
+
+def read_mbeir_file(root: Path, relative: str) -> list[dict[str, Any]]:
+    """Rows of one M-BEIR jsonl file under ``root``; a missing file or a malformed line is named."""
+    path = root / relative
+    if not path.is_file():
+        raise DataLayoutError(f"M-BEIR data incomplete: first missing file {str(path)!r}.\n{MBEIR_LAYOUT}")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{str(path)!r} line {number}: malformed JSON ({exc.msg}).") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(row).__name__}.")
+            rows.append(row)
+    return rows

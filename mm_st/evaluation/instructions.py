@@ -205,9 +205,15 @@ def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
     e5v_cirr = {"query": e5v["cirr_query"], "document": e5v["cirr_candidate"]}
     mmembed = {task: {"query": text} for task, text in templates.MBEIR_INSTRUCTIONS.items()}
     mmembed["CIRRComposedImageRetrieval"] = {"query": templates.MBEIR_INSTRUCTIONS["CIRRIT2IRetrieval"]}
-    return {
+    tables = {
         "mmembed": mmembed,
         "vlm2vec": {**mmeb_style, **VLM2VEC_MMEB_PROMPTS},
         "mme5": mmeb_style,
         "e5v": {"CIRRComposedImageRetrieval": e5v_cirr, "CIRRIT2IRetrieval": e5v_cirr, "MMEB-CIRR": e5v_cirr},
     }
+    # mm_st's local M-BEIR tasks get what mteb's task over the same data gets
+    from mm_st.evaluation.mbeir import MBEIR_LOCAL_FILES, PREFIX
+
+    for table in tables.values():
+        table.update({PREFIX + f.name: table[f.mteb_task] for f in MBEIR_LOCAL_FILES if f.mteb_task in table})
+    return tables

@@ -202,3 +202,175 @@ def write_xtd(directory: str | Path, languages=LANGUAGES, limit: int | None = No
         lines = [n[lang].replace("\n", " ") for n in names]
         (root / f"test_1kcaptions_{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+# --------------------------------------------------------------------------------------------------
+# M-BEIR (MM-Embed): five tasks over one candidate pool per split that mixes images and texts
+
+MBEIR_QUESTION = "Which category is this emoji in?"  # query text of the image+text -> text task
+MBEIR_ID_OFFSET = {"train": 0, "test": 1_000_000}  # both splits' qids / dids can share one root
+MBEIR_INSTRUCTIONS_HEADER = "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1"
+
+
+def mbeir_paraphrase(name: str, keywords) -> str:
+    """The text->text target of an emoji: its CLDR keywords and its name, sorted, comma-separated.
+
+    CLDR keywords are Unicode's search words for the emoji: they describe it in more words and hold the
+    name's own, so an untrained model puts them next to the name (the text->image query): only the
+    instruction says whether an image or these keywords are wanted.
+
+    >>> mbeir_paraphrase("face with tears of joy", ["face", "joy", "laugh", "tear"])
+    'face, face with tears of joy, joy, laugh, tear'
+    >>> mbeir_paraphrase("flag: Austria", ["flag"])
+    'flag, flag: Austria'
+    """
+    return ", ".join(sorted({*keywords, name}, key=lambda word: (word.lower(), word)))
+
+
+def mbeir_altered_image(image, rng: random.Random):
+    """A NIGHTS-like query image: the emoji scaled to 55-85 %, shifted, on a coloured background.
+
+    >>> from PIL import Image
+    >>> altered = mbeir_altered_image(Image.new("RGB", (64, 64), "white"), random.Random(0))
+    >>> altered.size, altered.getpixel((0, 0)) != (255, 255, 255)
+    ((64, 64), True)
+    """
+    import colorsys
+
+    import numpy as np
+    from PIL import Image
+
+    side = image.width
+    size = max(1, round(side * rng.uniform(0.55, 0.85)))
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    x, y = rng.randint(0, side - size), rng.randint(0, side - size)
+    canvas.paste(image.convert("RGB").resize((size, size), Image.BICUBIC), (x, y))
+    colour = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.6, 0.95))
+    # flood-fill the near-white background connected to the border (the glyph's own whites stay)
+    pixels = np.array(canvas, dtype=np.int16)
+    white = (255 - pixels).sum(axis=2) <= 40
+    region = np.zeros_like(white)
+    for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+        region[edge] = white[edge]
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= white
+        if (grown == region).all():
+            break
+        region = grown
+    pixels[region] = [round(255 * c) for c in colour]
+    canvas = Image.fromarray(pixels.astype(np.uint8))
+    return canvas
+
+
+def write_mbeir(directory: str | Path, split: str = "train", limit: int | None = None, seed: int = 0) -> Path:
+    """The emoji of ``split`` in M-BEIR's layout (what ``mm_st.data.load_mbeir`` reads), five tasks, one pool.
+
+    Tasks (:data:`mm_st.data.emoji.EMOJI_MBEIR_TASKS`: UniIR task id, modalities, instruction), named by
+    ``load_mbeir`` ``Emoji_t2i`` (English name -> image), ``Emoji_i2t`` (image -> name), ``Emoji_t2t``
+    (name -> :func:`mbeir_paraphrase`, the hard kind: the pool also holds every name, the t2i queries'
+    own wording), ``Emoji_i2i`` (:func:`mbeir_altered_image` -> the image) and ``Emoji_it2t`` (image +
+    :data:`MBEIR_QUESTION` -> the emoji's group name). One candidate pool serves all five and mixes
+    modalities: every image and every distinct text of the split (names, paraphrases, group names),
+    one candidate each, so a positive is never repeated under another id (emoji with identical
+    pictures share one image candidate, and their image->text queries list every such name as
+    positive). Emoji whose keywords add nothing to the name get no text->text query.
+
+    Files (``{N}`` the UniIR task id; qids/dids ``10:<n>``, the test split's from 1000000 on, so
+    both splits can share one root; the i2i query images depend on ``seed``)::
+
+        query/{split}/mbeir_emoji_task{N}_{split}.jsonl   qid, query_txt, query_img_path, query_modality,
+                                                          query_src_content, pos_cand_list, neg_cand_list (empty), task_id
+        cand_pool/local/mbeir_emoji_{split}_cand_pool.jsonl   did, txt, img_path, modality
+        instructions/query_instructions.tsv               one instruction per task
+        mbeir_images/emoji_images/{split}/{i}.png, .../altered-seed{seed}/{i}.png   (written once)
+
+    Example:
+        >>> import tempfile
+        >>> from mm_st.data import load_mbeir
+        >>> root = write_mbeir(tempfile.mkdtemp(), split="test", limit=6)
+        >>> sorted(load_mbeir(root, split="test", instructions="none"))
+        ['Emoji_i2i', 'Emoji_i2t', 'Emoji_it2t', 'Emoji_t2i', 'Emoji_t2t']
+    """
+    import hashlib
+    import json
+
+    from mm_st.data.emoji import EMOJI_MBEIR_DATASET, EMOJI_MBEIR_POOL_FILE, EMOJI_MBEIR_QUERY_FILE, EMOJI_MBEIR_TASKS
+
+    if split not in MBEIR_ID_OFFSET:
+        raise ValueError(f"The embedded M-BEIR data has splits {', '.join(MBEIR_ID_OFFSET)}, not {split!r}.")
+    root, dataset_id = Path(directory), EMOJI_MBEIR_DATASET[0]
+    ds = _split(split, limit)
+    folder = f"mbeir_images/emoji_images/{split}"
+    originals = _write_images(ds, root, folder)
+    names, groups, keywords = ds["name_en"], ds["group"], ds["keywords_en"]
+    sources = [json.dumps({"emoji": e, "codepoints": c}, ensure_ascii=False) for e, c in zip(ds["emoji"], ds["codepoints"])]
+    pictures = [hashlib.sha256(image.convert("RGB").tobytes()).hexdigest() for image in ds["image"]]
+
+    pool: list[dict] = []
+    by_key: dict[tuple[str, str], str] = {}
+
+    def candidate(modality: str, value: str, key: str | None = None) -> str:
+        """The did of the one candidate holding ``value``, a text or an image path (``key``: its pixels' hash)."""
+        key = (modality, key or value)
+        if key not in by_key:
+            by_key[key] = f"{dataset_id}:{MBEIR_ID_OFFSET[split] + len(pool) + 1}"
+            txt, path = (None, value) if modality == "image" else (value, None)
+            pool.append({"did": by_key[key], "txt": txt, "img_path": path, "modality": modality})
+        return by_key[key]
+
+    image_ids = [candidate("image", path, picture) for path, picture in zip(originals, pictures)]
+    name_ids = [candidate("text", name) for name in names]
+    paraphrases = [mbeir_paraphrase(name, words) for name, words in zip(names, keywords)]
+    paraphrase_ids = [candidate("text", p) if p != name else None for p, name in zip(paraphrases, names)]
+    group_ids = [candidate("text", group) for group in groups]
+    same_picture: dict[str, list[int]] = {}
+    for i, picture in enumerate(pictures):
+        same_picture.setdefault(picture, []).append(i)
+
+    altered, codepoints = [], ds["codepoints"]
+    for i, image in enumerate(ds["image"]):
+        relative = f"{folder}/altered-seed{seed}/{i}.png"
+        if not (root / relative).is_file():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            mbeir_altered_image(image, random.Random(f"{seed}:{split}:{codepoints[i]}")).save(root / relative)
+        altered.append(relative)
+
+    def query(i: int, text: str | None, image: str | None) -> dict:
+        return {"query_txt": text, "query_img_path": image, "query_src_content": sources[i]}
+
+    queries = {  # task -> [(query fields, positives)]
+        "Emoji_t2i": [(query(i, names[i], None), [image_ids[i]]) for i in range(len(ds))],
+        "Emoji_i2t": [(query(i, None, originals[i]),
+                       list(dict.fromkeys([name_ids[i], *(name_ids[j] for j in same_picture[pictures[i]])])))
+                      for i in range(len(ds))],
+        "Emoji_t2t": [(query(i, names[i], None), [paraphrase_ids[i]]) for i in range(len(ds)) if paraphrase_ids[i]],
+        "Emoji_i2i": [(query(i, None, altered[i]), [image_ids[i]]) for i in range(len(ds))],
+        "Emoji_it2t": [(query(i, MBEIR_QUESTION, originals[i]), [group_ids[i]]) for i in range(len(ds))],
+    }
+    count = 0
+    for task, spec in EMOJI_MBEIR_TASKS.items():
+        lines = []
+        for fields, positives in queries[task]:
+            count += 1
+            row = {"qid": f"{dataset_id}:{MBEIR_ID_OFFSET[split] + count}", **fields,
+                   "query_modality": spec.query_modality, "pos_cand_list": positives, "neg_cand_list": [],
+                   "task_id": spec.task_id}
+            lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        path = root / EMOJI_MBEIR_QUERY_FILE.format(split=split, task_id=spec.task_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(lines), encoding="utf-8")
+    path = root / EMOJI_MBEIR_POOL_FILE.format(split=split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in pool), encoding="utf-8")
+    (root / "instructions").mkdir(parents=True, exist_ok=True)
+    rows = [MBEIR_INSTRUCTIONS_HEADER] + [
+        "\t".join([spec.query_modality, spec.candidate_modality, EMOJI_MBEIR_DATASET[1], dataset_id, spec.instruction])
+        for spec in EMOJI_MBEIR_TASKS.values()
+    ]
+    (root / "instructions" / "query_instructions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
