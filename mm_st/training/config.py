@@ -107,6 +107,13 @@ class RecipeConfig:
     report_to: list[str] = _f(["none"], "transformers", "tensorboard, wandb, ... (passed to the trainer)")
     threads: int = _f(0, "mm_st", "torch CPU threads (0 = torch's default)")
     dataloader_num_workers: int = _f(0, "transformers", "data loader workers")
+    # publishing (mm_st.hub): after training, push <output_dir>/model with a model card
+    push_to_hub: str | None = _f(None, "mm_st", "Hub repo id (org/name) to push the trained model to (token: HF_TOKEN "
+                                 "or `hf auth login`; adapter only when the base model is on the Hub, else merged)")
+    private: bool = _f(False, "mm_st", "create the Hub repo private")
+    merge_adapter: bool = _f(False, "mm_st", "push merged full weights instead of the adapter")
+    hub_base_model: str | None = _f(None, "mm_st", "Hub id of the base model when --model is a local copy of it "
+                                    "(the pushed adapter points there)")
 
     @classmethod
     def embedded_default(cls, **values: Any) -> "RecipeConfig":
@@ -153,6 +160,16 @@ class RecipeConfig:
                 raise ValueError(f"{self.recipe} config: {name} must be >= 0, got {getattr(self, name)!r}.")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
             raise ValueError(f"{self.recipe} config: set max_steps > 0 or num_train_epochs > 0.")
+        if self.push_to_hub or self.hub_base_model:
+            from mm_st.hub import PushError, check_push_target, check_repo_id
+
+            try:  # before training: a repo id that is not org/name, or no token, fails now, not after hours
+                if self.hub_base_model:
+                    check_repo_id(self.hub_base_model)
+                if self.push_to_hub:
+                    check_push_target(self.push_to_hub)
+            except PushError as exc:
+                raise ValueError(f"{self.recipe} config: push_to_hub: {exc}") from None
 
 
 # -- the three recipes ---------------------------------------------------------------------------

@@ -315,7 +315,7 @@ class XTDEvaluator(BaseEvaluator):
 # -- running -------------------------------------------------------------------------------------
 
 RUN_FIELDS_IGNORED_ON_RESUME = {"resume", "threads", "report_to", "dataloader_num_workers", "logging_steps", "eval_steps",
-                                "save_total_limit"}
+                                "save_total_limit", "push_to_hub", "private", "merge_adapter", "hub_base_model"}
 
 
 @dataclass
@@ -445,6 +445,10 @@ def run_stage(config: RecipeConfig) -> StageResult:
         if evaluator:
             print("\n".join(score_table(before, after, evaluator)), flush=True)
         print(f"model saved to {model_dir}", flush=True)
+        if getattr(config, "push_to_hub", None):
+            from mm_st.hub import push_trained_model
+
+            push_trained_model(config, model_dir)
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
 
 
