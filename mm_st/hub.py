@@ -205,12 +205,6 @@ class PushPlan:
     files: dict[str, bytes | Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
-        what = {"adapter": f"adapter only (base model {self.base_model} from the Hub)",
-                "merged": "merged full weights (safetensors)", "full": "full weights (safetensors)"}[self.kind]
-        return [f"push {self.model_dir} -> {self.repo_id}: {what}", *self.notes,
-                f"{len(self.files)} files: " + ", ".join(sorted(self.files))]
-
 
 def _base_of(model_dir: Path, recipe_config: dict, base_model_id: str | None) -> tuple[str | None, str | None]:
     """(base Hub id or None, local base path or None) of a saved model."""
