@@ -631,12 +631,18 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool | No
 
 
 def push_trained_model(config: Any, model_dir: str | os.PathLike) -> PushResult:
-    """What a recipe does after training when ``config.push_to_hub`` is set: push ``model_dir`` and print the result."""
-    result = push_model(model_dir, config.push_to_hub, private=getattr(config, "private", False) or None,
-                        merge_adapter=getattr(config, "merge_adapter", False),
-                        base_model_id=getattr(config, "hub_base_model", None))
-    print("\n".join([*result.notes, f"pushed {result.kind} to {result.repo_url} (commit {result.commit})"]), flush=True)
-    return result
+    """What a recipe does after training when ``config.push_to_hub`` is set: push ``model_dir`` and print the result.
+    A failed push is a :class:`PushError` that says how to push the saved model again."""
+    try:
+        result = push_model(model_dir, config.push_to_hub, private=getattr(config, "private", False) or None,
+                            merge_adapter=getattr(config, "merge_adapter", False),
+                            base_model_id=getattr(config, "hub_base_model", None))
+    except PushError as exc:
+        message = f"{exc} The trained model is saved in {model_dir}: `python -m mm_st push {model_dir} {config.push_to_hub}`."
+    else:
+        print("\n".join([*result.notes, f"pushed {result.kind} to {result.repo_url} (commit {result.commit})"]), flush=True)
+        return result
+    raise PushError(message)
 
 
 # -- command line --------------------------------------------------------------------------------

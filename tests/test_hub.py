@@ -108,6 +108,12 @@ def test_recipe_push_round_trip_loads_anywhere_and_runs_in_mteb(hub, published, 
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "org/tiny-base"
     assert files["adapter_model.safetensors"] == (model_dir / "adapter_model.safetensors").read_bytes()
     assert [c.title for c in hub.commits("org/e5v-tiny")] == ["initial commit", "Upload adapter with mm_st"]
+    # mteb (with mm_st) evaluates the adapter repo by its id, in its own process, while this one goes on
+    xtd = write_xtd(tmp_path / "xtd", languages=("en",), limit=16)
+    mteb_argv = [str(Path(sys.executable).with_name("mteb")), "run", "-m", "org/e5v-tiny", "-t", "XTDT2IRetrieval",
+                 "-l", "eng", "--output-folder", str(tmp_path / "mteb"), "--no-co2-tracker"]
+    mteb = _start(mteb_argv, tmp_path / "mteb.log", cwd=tmp_path,
+                  env=client_env(hub, tmp_path / "home-mteb", MM_ST_XTD_DATA=str(xtd)))
     # merged weights of the same model, through the command line, with the token from the login cache
     use_in_process(monkeypatch, hub, None)
     login_cache = tmp_path / "login-token"
@@ -122,34 +128,27 @@ def test_recipe_push_round_trip_loads_anywhere_and_runs_in_mteb(hub, published, 
     assert main(["push", str(model_dir), "org/e5v-tiny-merged", "--merge-adapter"]) == 0
     merged = hub.files("org/e5v-tiny-merged")
     assert "model.safetensors" in merged and "adapter_config.json" not in merged
-    # reference: the trained folder on this machine
+    # a fresh Python without mm_st loads both repos by id
     image_path = tmp_path / "emoji.png"
     load_emoji("test")[0]["image"].convert("RGB").save(image_path)
-    local = SentenceTransformer(str(model_dir))
-    reference = np.concatenate([local.encode(TEXTS), local.encode([Image.open(image_path)])])
-    # a fresh Python without mm_st loads both repos by id; meanwhile mteb (with mm_st) evaluates the adapter repo
-    xtd = write_xtd(tmp_path / "xtd", languages=("en",), limit=16)
     (tmp_path / "emb").mkdir()
     load_argv = [sys.executable, "-I", "-S", "-c", _isolated_embed(["org/e5v-tiny", "org/e5v-tiny-merged"], image_path,
                                                                    tmp_path / "emb")]
-    mteb_argv = [str(Path(sys.executable).with_name("mteb")), "run", "-m", "org/e5v-tiny", "-t", "XTDT2IRetrieval",
-                 "-l", "eng", "--output-folder", str(tmp_path / "mteb"), "--no-co2-tracker"]
-    loader = subprocess.Popen(load_argv, cwd=tmp_path, env=client_env(hub, tmp_path / "home-load", token=None),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    mteb = subprocess.Popen(mteb_argv, cwd=tmp_path, env=client_env(hub, tmp_path / "home-mteb", MM_ST_XTD_DATA=str(xtd)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    load_out, load_err = loader.communicate(timeout=600)
-    mteb_out, mteb_err = mteb.communicate(timeout=600)
-    assert loader.returncode == 0, load_err[-3000:]
+    loader = _start(load_argv, tmp_path / "load.log", cwd=tmp_path, env=client_env(hub, tmp_path / "home-load", token=None))
+    # reference: the trained folder on this machine
+    local = SentenceTransformer(str(model_dir))
+    reference = np.concatenate([local.encode(TEXTS), local.encode([Image.open(image_path)])])
+    load_out, mteb_out = _finish(loader, tmp_path / "load.log"), _finish(mteb, tmp_path / "mteb.log")
+    assert loader.returncode == 0, load_out[-3000:]
     assert "isolated ok 'sentence_transformers" in load_out
     for index in (0, 1):  # adapter-only, then merged
         assert np.abs(np.load(tmp_path / "emb" / f"{index}.npy") - reference).max() <= 1e-6
-    assert mteb.returncode == 0, mteb_err[-3000:]
+    assert mteb.returncode == 0, mteb_out[-3000:]
     (result,) = (tmp_path / "mteb").rglob("XTDT2IRetrieval.json")
     scores = json.loads(result.read_text())["scores"]["test"]
     assert [s["hf_subset"] for s in scores] == ["en"] and 0.0 <= scores[0]["recall_at_10"] <= 1.0
     # the token is in no output, file, card, request body or command line of the whole flow
-    texts = [*published["outputs"], load_out, load_err, mteb_out, mteb_err]
+    texts = [*published["outputs"], load_out, mteb_out]
     assert not [t for t in texts if TOKEN in t]
     stored = [p for folder in (published["root"], tmp_path) for p in folder.rglob("*")
               if p.is_file() and p != login_cache and TOKEN.encode() in p.read_bytes()]
@@ -157,6 +156,17 @@ def test_recipe_push_round_trip_loads_anywhere_and_runs_in_mteb(hub, published, 
     assert not [b for b in [*hub.blobs.values(), *hub.bodies] if TOKEN.encode() in b]
     assert not [a for argv in [*published["argv"], load_argv, mteb_argv] for a in argv if TOKEN in a]
     assert any(h.get("authorization") == f"Bearer {TOKEN}" for h in hub.headers)  # sent, as a header only
+
+
+def _start(argv: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    """Start a process with its output (stdout and stderr) going to ``log``."""
+    with log.open("w") as handle:
+        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _finish(process: subprocess.Popen, log: Path) -> str:
+    process.wait(timeout=600)
+    return log.read_text()
 
 
 def _with_endpoint(function, endpoint):
@@ -350,3 +360,20 @@ def test_every_recipe_takes_the_push_flags_and_checks_them_before_training(tmp_p
     assert recipe.main(["--backend", "dry-run", "--num-samples", "2", "--output-dir", str(tmp_path / "syn"),
                         "--export-dir", str(tmp_path / "export"), "--push-to-hub", "me/syn", "--no-progress"]) == 2
     assert "No Hugging Face token" in capsys.readouterr().err and not (tmp_path / "syn").exists()
+
+
+def test_a_failed_push_after_training_says_how_to_push_the_saved_model(hub, full_model, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from mm_st.hub import push_trained_model
+
+    use_in_process(monkeypatch, hub, TOKEN)
+    monkeypatch.setattr("mm_st.hub.push_model", _with_endpoint(push_model, hub.url))
+    config = SimpleNamespace(push_to_hub="org/after-training", private=True, merge_adapter=False, hub_base_model=None)
+    hub.fail_next("POST", r"/api/models/org/after-training/commit/", "drop")
+    with pytest.raises(PushError) as error:
+        push_trained_model(config, full_model)
+    assert f"The trained model is saved in {full_model}: `python -m mm_st push {full_model} org/after-training`" in str(error.value)
+    result = push_trained_model(config, full_model)  # the same push again completes it
+    assert result.kind == "full" and hub.repos[("model", "org/after-training")].private
+    assert f"pushed full to {hub.url}/org/after-training (commit {result.commit})" in capsys.readouterr().out

@@ -35,5 +35,11 @@ def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: st
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run_stage(config)
+    from mm_st.hub import PushError
+
+    try:
+        run_stage(config)
+    except PushError as exc:  # training finished and the model is saved; only the push failed (message redacted)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
