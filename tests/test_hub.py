@@ -377,3 +377,22 @@ def test_a_failed_push_after_training_says_how_to_push_the_saved_model(hub, full
     result = push_trained_model(config, full_model)  # the same push again completes it
     assert result.kind == "full" and hub.repos[("model", "org/after-training")].private
     assert f"pushed full to {hub.url}/org/after-training (commit {result.commit})" in capsys.readouterr().out
+
+
+def test_merging_a_dora_adapter_on_mllama_gives_the_adapter_models_embeddings(tmp_path):
+    """peft's DoRA merge (magnitudes saved under mm_st's portable keys) on mmE5's Mllama: the merged full weights load
+    without peft and embed as the adapter model does."""
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+
+    from mm_st.hub import merge_adapter_weights
+
+    model = build_model(tiny_model("mllama"), recipe="mme5",
+                        adapter={"r": 4, "lora_alpha": 8, "use_dora": True, "init_lora_weights": False})
+    model.save(str(tmp_path / "adapter"))
+    merged = merge_adapter_weights(tmp_path / "adapter", tmp_path / "merged")
+    assert not (merged / "adapter_config.json").exists() and (merged / "model.safetensors").is_file()
+    loaded = SentenceTransformer(str(merged))
+    image = Image.new("RGB", (40, 40), "red")
+    for inputs in (TEXTS, [image]):  # separate calls: Mllama with plain sentence-transformers (README)
+        assert np.abs(loaded.encode(inputs) - model.encode(inputs)).max() <= 1e-6
