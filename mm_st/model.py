@@ -41,6 +41,7 @@ from mm_st.inputs import content_key, has_image, load_images, normalize_inputs, 
 from mm_st.io import MODALITY_IDS, modality_of
 from mm_st.model_card import MultimodalModelCardData
 from mm_st.metadata import RecipeMetadataMixin, of_model
+from mm_st.portable import scrub_saved_model
 
 # Per row, in the caller's order: content hash and modality id (mm_st.inputs.content_key) of the raw input.
 CONTENT_KEY = "mm_st_content_key"
@@ -77,15 +78,20 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
     group_modalities: bool = True
 
     def save(self, path: str, *args, **kwargs) -> None:
-        """sentence-transformers' ``save``, with DoRA magnitudes stored under keys its loader maps back.
+        """sentence-transformers' ``save``, portable: DoRA magnitudes under keys its loader maps back, and no
+        load-time state of this machine in the saved files (:func:`mm_st.portable.scrub_saved_model`).
 
         peft writes a DoRA magnitude as ``...lora_magnitude_vector``; transformers 5.23's adapter loader
         renames that to ``...lora_magnitude_vector.default`` (not the parameter's ``.default.weight``) and
         drops it, so ``SentenceTransformer(path)`` would silently fall back to the initial magnitudes.
         Saved as ``...lora_magnitude_vector.weight``, both transformers' and peft's loaders restore them.
+        transformers also writes load arguments back (``"local_files_only": true``, ``"is_local": true`` in
+        ``tokenizer_config.json``); they are removed, and a base model path inside the Hugging Face cache
+        becomes its Hub id.
         """
         super().save(path, *args, **kwargs)
         portable_dora_keys(path)
+        scrub_saved_model(path)
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.

@@ -89,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.push_to_hub:  # the repo id and a token are checked before any sample is generated
+        from mm_st.hub import PushError, check_push_target
+
+        try:
+            check_push_target(args.push_to_hub)
+        except PushError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     fields = {
         "num_samples": args.num_samples, "seed": args.seed, "tasks": parse_languages(args.tasks),
@@ -118,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         exported = export_dataset(args.output_dir, args.export_dir, config=config, dataset_name=args.dataset_name)
         print(f"exported {', '.join(f'{k}: {len(v)}' for k, v in exported.items())} -> {args.export_dir}")
         if args.push_to_hub:
-            print("pushed:", push_to_hub(args.export_dir, args.push_to_hub, private=not args.public))
+            try:
+                print("pushed:", push_to_hub(args.export_dir, args.push_to_hub, private=not args.public))
+            except PushError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
     if summary["pending"]:
         return 1
     return 0

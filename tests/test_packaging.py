@@ -44,4 +44,5 @@ def test_wheel_ships_hub_cards_and_renders_the_dataset_card(tmp_path):
     assert Path(module_file).is_relative_to(site)
     assert "Generator model: `wheel-check`" in card and "config_name: VQA" in card
     assert (site / "mm_st" / "hub_cards" / "mme5_synthetic_dataset_card.md.jinja").is_file()
+    assert (site / "mm_st" / "hub_cards" / "model_card.md.jinja").is_file()  # mm_st.hub's model card
     assert (site / "mm_st_mteb.pth").is_file()  # the mteb start-up hook ships too

@@ -349,20 +349,14 @@ def test_export_round_trip_loads_with_converter_and_trains(tmp_path, monkeypatch
     model = build_model(tiny_model("qwen2_vl"), recipe="vlm2vec")
     loss, changed = one_training_step(model, datasets.DatasetDict(dict(loaded)), tmp_path / "train", hard_negative_scope="own")
     assert loss > 0 and changed
-    # push_to_hub: create_repo + upload_folder of the export (offline: HfApi stubbed)
-    calls = []
+    # push_to_hub: the export as one commit of a dataset repo on a local Hub (tests/hub_server.py), via mm_st.hub
+    from tests.hub_server import FakeHub, use_in_process
 
-    class FakeApi:
-        def __init__(self, token=None):
-            calls.append(("init", token))
-
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create", repo_id, kwargs["repo_type"]))
-            return f"https://huggingface.co/datasets/{repo_id}"
-
-        def upload_folder(self, folder_path, repo_id, **kwargs):
-            calls.append(("upload", Path(folder_path) == out, repo_id, kwargs["repo_type"]))
-
-    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
-    assert push_to_hub(out, "me/syn") == "https://huggingface.co/datasets/me/syn"
-    assert calls == [("init", None), ("create", "me/syn", "dataset"), ("upload", True, "me/syn", "dataset")]
+    token = "hf_synthesisPushToken_1234"
+    with FakeHub(token=token) as hub:
+        use_in_process(monkeypatch, hub, token)
+        assert push_to_hub(out, "me/syn", endpoint=hub.url) == f"{hub.url}/datasets/me/syn"
+        files = hub.files("me/syn", "dataset")
+        exported_files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert {k: v for k, v in files.items() if k != ".gitattributes"} == exported_files
+        assert hub.repos[("dataset", "me/syn")].private and len(hub.commits("me/syn", "dataset")) == 2

@@ -109,15 +109,15 @@ def render_card(config: SynthesisConfig, summary: dict, configs: list[str], coun
     )  # fmt: skip
 
 
-def push_to_hub(export_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None) -> str:
-    """Upload an export directory as a dataset repo (token: argument or the usual ``HF_TOKEN`` / login;
-    never written anywhere). Returns the repo URL."""
-    from huggingface_hub import HfApi
+def push_to_hub(export_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None,
+                endpoint: str | None = None) -> str:
+    """Upload an export directory as a dataset repo, in one commit, through :func:`mm_st.hub.push_folder` (token:
+    argument or the usual ``HF_TOKEN`` / login, never written anywhere; errors are redacted ``mm_st.hub.PushError``).
+    Returns the repo URL."""
+    from mm_st.hub import push_folder  # the publishing layer (imported here: it sits above synthesis)
 
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="dataset", commit_message="Upload mmE5-style synthetic data")
-    return str(url)
+    return push_folder(export_dir, repo_id, repo_type="dataset", private=private, token=token, endpoint=endpoint,
+                       commit_message="Upload mmE5-style synthetic data")
 
 
 __all__ = ["export_dataset", "push_to_hub", "render_card", "JOURNAL", "SUMMARY"]

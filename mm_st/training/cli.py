@@ -18,11 +18,13 @@ import logging
 import os
 import sys
 
+from mm_st.hub import PushError
 from mm_st.training.config import RecipeConfig, add_arguments, config_from_args
 from mm_st.training.stage import TrainingDiverged, is_main_process
 
-# The failure classes of a recipe run that come from its inputs, not from a bug: printed as `error: ...`.
-USER_ERRORS = (ValueError, KeyError, OSError, TrainingDiverged, ImportError)
+# The failure classes of a recipe run that come from its inputs, not from a bug: printed as `error: ...` (a failed
+# push after training, mm_st.hub.PushError, is one: the model is saved, the message says how to push it again).
+USER_ERRORS = (ValueError, KeyError, OSError, TrainingDiverged, ImportError, PushError)
 
 
 def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: str | None = None) -> int:

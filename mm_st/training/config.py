@@ -162,6 +162,13 @@ class RecipeConfig:
     report_to: list[str] = _f(["none"], "transformers", "tensorboard, wandb, ... (passed to the trainer)")
     threads: int = _f(0, "mm_st", "torch CPU threads (0 = torch's default)", NON_NEGATIVE)
     dataloader_num_workers: int = _f(0, "transformers", "data loader workers", NON_NEGATIVE)
+    # publishing (mm_st.hub): after training, push <output_dir>/model with a model card
+    push_to_hub: str | None = _f(None, "mm_st", "Hub repo id (org/name) to push the trained model to (token: HF_TOKEN "
+                                 "or `hf auth login`; adapter only when the base model is on the Hub, else merged)")
+    private: bool = _f(False, "mm_st", "create the Hub repo private")
+    merge_adapter: bool = _f(False, "mm_st", "push merged full weights instead of the adapter")
+    hub_base_model: str | None = _f(None, "mm_st", "Hub id of the base model when --model is a local copy of it "
+                                    "(the pushed adapter points there)")
 
     @classmethod
     def embedded_default(cls, **values: Any) -> "RecipeConfig":
@@ -215,6 +222,16 @@ class RecipeConfig:
                              "each query no negative at all (loss 0, nothing learnt); use a batch of >= 2.")
         if self.warmup >= 1 and not float(self.warmup).is_integer():
             raise ValueError(f"{self.recipe} config: warmup must be a share < 1 or a whole number of steps, got {self.warmup!r}.")
+        if self.push_to_hub or self.hub_base_model:
+            from mm_st.hub import PushError, check_push_target, check_repo_id
+
+            try:  # before training: a repo id that is not org/name, or no token, fails now, not after hours
+                if self.hub_base_model:
+                    check_repo_id(self.hub_base_model)
+                if self.push_to_hub:
+                    check_push_target(self.push_to_hub)
+            except PushError as exc:
+                raise ValueError(f"{self.recipe} config: push_to_hub: {exc}") from None
         given = [name for name in self.data_fields if getattr(self, name) is not None]
         if self.model is None and given:
             raise ValueError(f"{self.recipe} config: --{given[0].replace('_', '-')} is set but --model is not; give the "

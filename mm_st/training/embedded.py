@@ -164,8 +164,9 @@ TEXT_PAIR_INSTRUCTION = "Find the English keywords of this emoji name."
 
 def write_text_pairs(directory: str | Path, limit: int | None = None) -> Path:
     """Text retrieval pairs (MM-Embed's stage 3) from the train split, as ``text-pairs.jsonl``: an emoji's
-    name in another language (rotating over :data:`TEXT_PAIR_LANGUAGES`) -> its English name and keywords,
-    with the instruction in each row.
+    name in another language (rotating over :data:`TEXT_PAIR_LANGUAGES`) -> its English keywords and name
+    (:func:`mbeir_paraphrase`), with the instruction in each row: cross-lingual text retrieval into the
+    text->text task's kind of target, from other words than that task's queries.
 
     Example:
         >>> import json, tempfile
@@ -182,7 +183,7 @@ def write_text_pairs(directory: str | Path, limit: int | None = None) -> Path:
     for i, (name, keywords) in enumerate(zip(ds["name_en"], ds["keywords_en"])):
         lang = TEXT_PAIR_LANGUAGES[i % len(TEXT_PAIR_LANGUAGES)]
         query = ds[f"name_{lang}"][i] or name
-        positive = ", ".join(sorted({*keywords, name}, key=lambda word: (word.lower(), word)))
+        positive = mbeir_paraphrase(name, keywords)  # the text->text task's kind of target
         lines.append(json.dumps({"query": query, "positive": positive, "instruction": TEXT_PAIR_INSTRUCTION},
                                 ensure_ascii=False) + "\n")
     path.write_text("".join(lines), encoding="utf-8")

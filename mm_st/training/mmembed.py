@@ -435,6 +435,9 @@ class MMEmbedRun:
                           max_steps=c.text_steps)
         if c.from_stage and n >= c.from_stage:
             values["resume"] = "never"
+        if n != max(c.stage_numbers()):
+            values["push_to_hub"] = None  # the recipe's last stage pushes its model
+        values.update(from_stage=0)
         return STAGES[n](**values)
 
     def _needs(self, n: int) -> Path | None:

@@ -428,7 +428,7 @@ class RecipeTrainer(SentenceTransformerTrainer):
 # -- running -------------------------------------------------------------------------------------
 
 RUN_FIELDS_IGNORED_ON_RESUME = {"resume", "threads", "report_to", "dataloader_num_workers", "logging_steps", "eval_steps",
-                                "save_total_limit"}
+                                "save_total_limit", "push_to_hub", "private", "merge_adapter", "hub_base_model"}
 
 
 @dataclass
@@ -583,4 +583,8 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
             print("\n".join(evaluator.table(before, after)), flush=True)
         plan.folder.mark_finished(_run_record(config), trainer.state.global_step, model_dir)
         print(f"model saved to {model_dir}", flush=True)
+        if getattr(config, "push_to_hub", None):
+            from mm_st.hub import push_trained_model
+
+            push_trained_model(config, model_dir)
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
