@@ -281,6 +281,11 @@ class RecipeConfig:
 
         return XTDEvaluator(sources.eval_data, self.eval_languages, results_dir, f"mm_st-{self.recipe}")
 
+    def earlier_before_scores(self) -> list[Path]:
+        """Other runs' ``eval-before.json`` whose untrained scores this run may reuse when model and evaluation match
+        (a later stage that starts from the same base model)."""
+        return []
+
     def loss_options(self) -> dict[str, Any]:
         """Extra ``MultimodalInfoNCELoss`` arguments of this recipe (e.g. MM-Embed's ``modality_weight``)."""
         return {}

@@ -6,7 +6,7 @@
 2. **Modality-aware hard negatives**: the stage-1 model mines each training query's candidates from its
    dataset's candidate pool (:func:`mm_st.mining.mine_hard_negatives` with ``strategy="modality_aware"``:
    type-1 = wrong-modality candidates ranked above the positive, type-2 = right-modality candidates at
-   ranks 46-50), the mined rows are saved under ``stage2/mined-negatives/`` (reused when the stage-1
+   ranks 46-50), the mined rows are saved under ``<output_dir>/mined-negatives/`` (reused when the stage-1
    model and data are the same), and training starts again FROM THE BASE MODEL with them.
 3. **Continual text-to-text fine-tuning** from the stage-2 model (its ``model/`` folder, adapter-only
    or full) on text retrieval pairs (``--text-data``), mixed with a share of the M-BEIR rows.
@@ -83,6 +83,8 @@ class MMEmbedConfig(RecipeConfig):
                          "finished stages)", Range(0, 3))
     mining_model: str | None = _f(None, MMEMBED + ": the stage-1 retriever mines", "model that mines stage 2's negatives "
                                   "(default: stage 1's model)")
+    mined_negatives: str | None = _f(None, "mm_st", "folder of stage 2's mined negatives (parquet + mining.json; default "
+                                     "<output_dir>/mined-negatives): reused when miner, data and settings match")
     batch_mixing: str = _f("mixed", UNIIR, "'mixed' (tasks share a batch) or 'per_dataset' (one task per batch)")
     num_negatives: int = _f(1, NOT_PUBLIC + " (one mined negative per query)", "mined negatives per query (stage 2)",
                             AT_LEAST_1)
@@ -215,7 +217,10 @@ class ModalityAwareStage(RandomNegativesStage):
         first, last = self.ranks()
         return [f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
                 f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
-                f"at ranks {first}-{last}); saved in <stage output>/mined-negatives/ and reused"]
+                f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused"]
+
+    def earlier_before_scores(self) -> list[Path]:
+        return [Path(self.output_dir).parent / "stage1" / "eval-before.json"]  # stage 1 started from the same base
 
     def prepare(self, model: Any, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
         named = mined_negatives(self, named, plan)
@@ -330,11 +335,12 @@ def _window(pool: list[dict], positive_modality: str, ranks: tuple[int, int]) ->
 
 def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
     """Each task's rows with ``num_negatives`` modality-aware negatives mined by ``stage.mining_model``, saved as
-    parquet under ``<stage output>/mined-negatives/`` with ``mining.json`` (what they were mined from): a re-run
-    with the same miner, data and settings reads them instead of mining again."""
+    parquet in ``stage.mined_negatives`` (the recipe's ``<output_dir>/mined-negatives/``, outside the stage's own
+    folder, so that starting stage 2 over keeps them) with ``mining.json`` (what they were mined from): a re-run with
+    the same miner, data and settings reads them instead of mining again."""
     from mm_st.mining import mine_hard_negatives
 
-    folder = plan.work_dir("mined-negatives")
+    folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
     key = {"miner": model_fingerprint(stage.mining_model), "data": mbeir_fingerprint(stage.data, stage.data_split),
            "ranks": list(stage.ranks()), "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives,
            "tasks": sorted(named), "max_rows_per_dataset": stage.max_rows_per_dataset}
@@ -361,7 +367,7 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
         mined, report = mine_hard_negatives(
             miner, list(ds["anchor"]), corpus, list(ds["positive_id"]), corpus_ids=[e["did"] for e in pool],
             strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k, num_negatives=stage.num_negatives,
-            cache_dir=plan.work_dir("mining-cache") / name, return_report=True,
+            cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
             show_progress_bar=os.environ.get("RANK", "0") == "0")
         kinds = [kind for row in report.negative_type for kind in row]
         counts[name] = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
@@ -430,6 +436,7 @@ class MMEmbedRun:
                       data=inputs.data, eval_data=inputs.eval_data, text_data=inputs.text_data)
         if n == 2:
             values["mining_model"] = c.mining_model or str(self.stage_dir(1) / "model")
+            values["mined_negatives"] = c.mined_negatives or str(self.root / "mined-negatives")
         if n == 3:
             values.update(model=str(self.stage_dir(2) / "model"), learning_rate=c.text_learning_rate,
                           max_steps=c.text_steps)
@@ -465,16 +472,21 @@ class MMEmbedRun:
         return lines
 
     def run(self) -> Any:
-        from mm_st.training.stage import is_main_process, run_stage
+        from mm_st.training.outputs import RunFolder
+        from mm_st.training.stage import _is_local_main, is_main_process, run_stage
 
-        inputs = self.inputs()
-        results = {}
-        for n in self.config.stage_numbers():
+        numbers = self.config.stage_numbers()
+        for n in numbers:  # before anything is written
             missing = self._needs(n)
-            if missing is not None and n - 1 not in results:
+            if missing is not None and n - 1 not in numbers:
                 raise FileNotFoundError(f"mmembed stage {n} needs {str(missing)!r} (stage {n - 1}'s model); run "
                                         f"--stages {n - 1},{n} (or --from-stage {n - 1}).")
+        inputs = self.inputs()
+        results = {}
+        for n in numbers:
             stage = self.stage_config(n, inputs)
+            if n == 2 and not self.config.mined_negatives and _is_local_main():
+                RunFolder(self.root).claim("mined-negatives")
             if is_main_process():
                 print(f"\n=== MM-Embed stage {n}: {STAGE_TITLES[n]} ===", flush=True)
             results[n] = run_stage(stage)
@@ -502,7 +514,7 @@ class MMEmbedRun:
 
             data["text_pairs"] = _fingerprint([Path(stage.text_data)]) if is_local(stage.text_data) else f"hub:{stage.text_data}"
         if n == 2:
-            mined = Path(stage.output_dir) / "mined-negatives"
+            mined = Path(stage.mined_negatives)
             data["mined_negatives"] = _fingerprint(list(mined.glob("*.parquet"))) if mined.is_dir() else None
         manifest = self.manifest()
         manifest["stages"][str(n)] = {

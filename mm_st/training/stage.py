@@ -491,10 +491,13 @@ def _before_scores(evaluator: XTDEvaluator | None, model: Any, plan: Plan) -> di
     config = plan.config
     path = plan.output_dir / "eval-before.json"
     key = {"model": config.model, "seed": config.seed, **evaluator.cache_key()}
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") == key:
-            return saved["scores"]
+    for source in (path, *config.earlier_before_scores()):
+        if source.is_file():
+            saved = json.loads(source.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                if source != path:
+                    plan.work_dir("eval-before.json").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+                return saved["scores"]
     scores = evaluator(model, steps=0)
     plan.work_dir("eval-before.json").write_text(json.dumps({"key": key, "scores": scores}, indent=2) + "\n",
                                                  encoding="utf-8")

@@ -1,0 +1,197 @@
+"""MM-Embed's recipe (recipes/train_mmembed.py): row instructions, the three stages chained, stages.json, mined
+negatives saved and reused, re-runs and --from-stage, a killed stage resuming, data of the shapes users have."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mm_st import build_model
+from mm_st.inputs import content_key, normalize_input
+from mm_st.testing import tiny_model
+from mm_st.training import MMEmbedConfig
+from mm_st.training.cli import main
+from mm_st.training.embedded import write_mbeir
+from tests.recipe_data import tree_hashes
+
+ROOT = Path(__file__).resolve().parents[1]
+# a CPU-sized chain: tiny pools, a few steps per stage, evaluation on a small held-out split
+SMALL = ["--max-rows-per-dataset", "40", "--max-steps", "3", "--text-steps", "2", "--global-batch-size", "8",
+         "--save-steps", "2", "--logging-steps", "1", "--mining-top-k", "10", "--mining-ranks", "6,8"]
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """The five emoji M-BEIR tasks on 16 unseen emoji (what the recipe evaluates, smaller)."""
+    return write_mbeir(tmp_path_factory.mktemp("heldout"), split="test", limit=16)
+
+
+# -- instructions in the row ---------------------------------------------------------------------------------------
+
+
+def test_a_row_instruction_renders_as_prompt_and_is_not_content(emoji_images):
+    model = build_model(tiny_model("llava_next"), recipe="mmembed")
+    rows = [{"text": "grinning face", "image": emoji_images[0]}, {"text": "a cat", "image": None},
+            {"text": None, "image": emoji_images[1]}]
+    instructions = ["Find the emoji image.", "Find the keywords.", "Find the name."]
+    mixed = model.encode_query([{**row, "instruction": text} for row, text in zip(rows, instructions)])
+    one_by_one = [model.encode_query([row], prompt=text)[0] for row, text in zip(rows, instructions)]
+    assert abs(mixed - np.stack(one_by_one)).max() < 1e-5
+    # modality is the content's (an image with an instruction is an image); the instruction is part of the identity
+    assert [content_key(normalize_input({**r, "instruction": "x"}, 0))[1] for r in rows] == \
+           [content_key(normalize_input(r, 0))[1] for r in rows]
+    assert content_key(normalize_input({**rows[1], "instruction": "x"}, 0)) != content_key(normalize_input(rows[1], 0))
+    with pytest.raises(TypeError, match="Input 0: 'instruction' must be a str or None, got int"):
+        normalize_input({"text": "a", "instruction": 3}, 0)
+
+
+def test_load_mbeir_row_instructions(heldout):
+    from mm_st.data import load_mbeir, mbeir_instructions
+
+    named = load_mbeir(heldout, split="test", instructions="row", ids=True)
+    table = mbeir_instructions(heldout)
+    for name, ds in named.items():
+        assert ds.column_names == ["anchor", "positive", "qid", "positive_id"]
+        assert {row["instruction"] for row in ds["anchor"]} == {table[name]}
+    assert named["Emoji_t2i"][0]["anchor"]["text"] and named["Emoji_t2i"][0]["anchor"]["image"] is None
+
+
+# -- the chain -----------------------------------------------------------------------------------------------------
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "stages.json").read_text(encoding="utf-8"))
+
+
+def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
+    out = tmp_path / "run"
+    argv = ["--output-dir", str(out), "--eval-data", str(heldout), *SMALL]
+    with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
+        assert main(MMEmbedConfig, argv) == 0
+    printed = capsys.readouterr().out
+    for n in (1, 2, 3):
+        assert f"=== MM-Embed stage {n}:" in printed
+        assert (out / f"stage{n}" / "model" / "modules.json").is_file()
+    stages = _manifest(out)["stages"]
+    base = str(next((out / "base-model").iterdir()))
+    assert stages["1"]["starts_from"] == stages["2"]["starts_from"] == base  # stage 2 retrains from the base model
+    assert stages["3"]["starts_from"] == str(out / "stage2" / "model")  # stage 3 continues stage 2's model
+    assert stages["3"]["config"]["learning_rate"] == 5e-4 and stages["3"]["steps"] == 2
+    assert stages["1"]["data"]["mbeir"] == stages["2"]["data"]["mbeir"] and stages["2"]["data"]["mined_negatives"]
+    assert stages["3"]["data"]["text_pairs"]
+    for n in ("1", "2", "3"):
+        assert {"mbeir/Emoji_t2i/recall_at_1", "mbeir/Emoji_t2i/wrong_modality_at_1"} <= set(stages[n]["after"])
+    # the summary: each stage next to the untrained model and chance
+    summary = printed.split("MM-Embed stages on the held-out M-BEIR tasks")[1]
+    assert "untrained" in summary and "stage 3" in summary and "chance" in summary and "wrong_modality_at_1" in summary
+    # stage 2's negatives: mined by stage 1's model, saved with what they came from
+    mined = out / "mined-negatives"
+    record = json.loads((mined / "mining.json").read_text(encoding="utf-8"))
+    assert record["key"]["miner"] and sorted(p.stem for p in mined.glob("*.parquet")) == sorted(record["counts"])
+    counts = record["counts"]["Emoji_t2i"]
+    assert counts["rows"] > 0 and counts["type1"] + counts["type2"] == counts["rows"]
+    assert "stage 2, Emoji_t2i:" in caplog.text
+    # re-running the finished command changes nothing
+    models = {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)}
+    assert main(MMEmbedConfig, argv) == 0
+    assert printed.count("holds this run") == 0 and capsys.readouterr().out.count("holds this run, finished") == 3
+    assert {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)} == models
+    # --from-stage 2: stages 2 and 3 again (the mined negatives reused: same stage-1 model and data), stage 1 kept
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
+        assert main(MMEmbedConfig, argv + ["--from-stage", "2"]) == 0
+    assert "stage 2: reusing the mined negatives" in caplog.text
+    assert tree_hashes(out / "stage1" / "model") == models[1]
+
+
+def test_stage_3_alone_needs_stage_2(tmp_path, heldout, capsys):
+    argv = ["--output-dir", str(tmp_path / "run"), "--eval-data", str(heldout), "--stages", "3", *SMALL]
+    assert main(MMEmbedConfig, argv) == 2
+    assert "mmembed stage 3 needs" in capsys.readouterr().err
+
+
+def test_dry_run_plans_every_stage(tmp_path, capsys):
+    assert main(MMEmbedConfig, ["--dry-run", "--output-dir", str(tmp_path / "run"), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    for title in ("stage 1: random in-batch negatives", "stage 2: modality-aware hard negatives",
+                  "stage 3: continual text-to-text fine-tuning", "negatives: 1 per query, mined by"):
+        assert title in printed
+    assert "dry run: plan checked" in printed
+
+
+# -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
+
+
+def _user_mbeir(root: Path) -> Path:
+    """A user's M-BEIR layout: 12 image->text queries over a pool of 12 long captions and 6 images (smaller than the
+    type-2 window), one query image missing."""
+    from mm_st.data import load_emoji
+
+    ds = load_emoji("train").select(range(12))
+    (root / "images").mkdir(parents=True)
+    pool, queries = [], []
+    for i, (image, name) in enumerate(zip(ds["image"], ds["name_en"])):
+        if i != 5:
+            image.convert("RGB").save(root / "images" / f"{i}.png")
+        pool.append({"did": f"7:{i}", "txt": f"A long caption about {name}. " * 20, "img_path": None, "modality": "text"})
+        if i < 6:
+            pool.append({"did": f"7:{100 + i}", "txt": None, "img_path": f"images/{i + 6}.png", "modality": "image"})
+        queries.append({"qid": f"7:{1000 + i}", "query_txt": None, "query_img_path": f"images/{i}.png",
+                        "query_modality": "image", "pos_cand_list": [f"7:{i}"], "neg_cand_list": [], "task_id": 3})
+    for folder, name, rows in (("query/train", "mbeir_user_task3_train.jsonl", queries),
+                               ("cand_pool/local", "mbeir_user_train_cand_pool.jsonl", pool)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (root / "instructions").mkdir()
+    (root / "instructions" / "query_instructions.tsv").write_text(
+        "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\nimage\ttext\tUser\t7\tCaption this picture.\n",
+        encoding="utf-8")
+    return root
+
+
+def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caplog, capsys):
+    data = _user_mbeir(tmp_path / "mbeir")
+    argv = ["--model", tiny_model("llava_next", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
+            "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none",
+            "--max-length", "64", "--mining-top-k", "10"]
+    assert main(MMEmbedConfig, argv) == 2
+    assert "1 image reference(s) missing or unreadable" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
+        assert main(MMEmbedConfig, argv + ["--on-missing", "skip"]) == 0
+    # the pool holds 12 texts: the type-2 window 46-50 moves to the ranks the pool has
+    assert "type-2 negatives at ranks 7-11" in caplog.text
+    assert (tmp_path / "run" / "stage2" / "model" / "modules.json").is_file()
+
+
+# -- resuming after a kill -----------------------------------------------------------------------------------------
+
+
+def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "recipes" / "train_mmembed.py"), "--output-dir", str(out), "--no-evaluate",
+               "--stages", "1,2", *SMALL, "--max-steps", "6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / "stage2" / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():
+        assert process.poll() is None and time.time() < deadline, "run ended before stage 2's checkpoint"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stage1 = tree_hashes(out / "stage1" / "model")
+    assert not (out / "stage2" / "model" / "modules.json").exists()
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "holds this run, finished" in resumed.stdout and "resuming from" in resumed.stdout
+    assert tree_hashes(out / "stage1" / "model") == stage1
+    assert json.loads((out / "stage2" / "model" / "recipe_config.json").read_text())["max_steps"] == 6
