@@ -293,6 +293,30 @@ def test_masking_changes_the_embedding_only_through_the_pool(emoji_images):
     assert np.abs(mm_embed.encode_document(query) - nv_embed.encode_document(query)).max() == 0
 
 
+def test_trains_with_gradcache_like_without(emoji_images):
+    """The pooling is per row: GradCache mini-batches give the plain loss and gradients, latents included."""
+    from mm_st.losses import CachedMultimodalInfoNCELoss, MultimodalInfoNCELoss
+
+    model = build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention",
+                        attention="bidirectional", pooling_kwargs=SMALL)
+    anchors = ["a red heart", "a yellow face", "two cats", "a dog"]
+    positives = emoji_images[:4]
+
+    def loss_and_grads(loss):
+        columns = [model.preprocess(anchors, prompt=INSTRUCTION), model.preprocess(positives)]
+        model.zero_grad()
+        value = loss(columns, None)
+        value.backward()
+        return value.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain_value, plain = loss_and_grads(MultimodalInfoNCELoss(model, temperature=0.05))
+    cached_value, cached = loss_and_grads(CachedMultimodalInfoNCELoss(model, temperature=0.05, mini_batch_size=2))
+    assert cached_value == pytest.approx(plain_value, abs=1e-5)
+    assert plain["1.latents"].abs().max() > 0 and set(plain) == set(cached)
+    for name in plain:
+        assert torch.allclose(cached[name], plain[name], atol=1e-5), name
+
+
 # ----------------------------------------------------------------------------- bidirectional attention
 
 
