@@ -1,7 +1,11 @@
 """``build_model``: a multimodal LLM (or a text-only causal LM) as a prompt-based embedding model.
 
 The result is sentence-transformers' own pipeline: ``Transformer`` (with the recipe's prompts saved
-as its chat template, left padding) -> ``Pooling("lasttoken")`` -> ``Normalize``; the recipe's name,
+as its chat template, left padding) -> ``Pooling("lasttoken")`` -> ``Normalize``. MM-Embed's architecture is
+an option: ``pooling="latent_attention"`` puts :class:`mm_st.latent_attention.LatentAttentionPooling` in place of
+``Pooling`` (its code travels with the saved model, which then loads with ``trust_remote_code=True``), and
+``attention="bidirectional"`` switches the language model to bidirectional attention (a flag in its saved
+config; no custom code). The recipe's name,
 family, wrapper and format are saved in ``config_sentence_transformers.json`` (:mod:`mm_st.metadata`). Queries and
 documents follow the recipe through the template's ``task`` variable; an instruction is passed as
 ``encode_query(x, prompt=instruction)``.
@@ -25,6 +29,7 @@ from sentence_transformers.base.modules import Normalize, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from mm_st import templates
+from mm_st.latent_attention import LatentAttentionPooling, use_bidirectional_attention
 from mm_st.metadata import recipe_metadata
 from mm_st.model import MultimodalSentenceTransformer
 from mm_st.io import PathOutsideRoot, resolve_inside
@@ -71,6 +76,33 @@ def _recipe_chat_template(
     return templates.render_chat_template(recipe.name, family.name, wrapper=wrapper, bos=bos, fmt=fmt), meta
 
 
+POOLINGS = ("lasttoken", "latent_attention")
+ATTENTIONS = ("causal", "bidirectional")
+LATENT_ATTENTION_KWARGS = ("num_latents", "num_heads", "head_dim", "ff_mult", "mask_marker")
+
+
+def _check_architecture(pooling: str, attention: str, pooling_kwargs: dict | None, adapter: Any) -> dict:
+    """The latent-attention arguments, after checking ``pooling`` / ``attention`` and their combinations."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}. Known poolings: {', '.join(POOLINGS)}.")
+    if attention not in ATTENTIONS:
+        raise ValueError(f"Unknown attention {attention!r}. Known attentions: {', '.join(ATTENTIONS)}.")
+    kwargs = dict(pooling_kwargs or {})
+    if kwargs and pooling != "latent_attention":
+        raise ValueError(f"pooling_kwargs {sorted(kwargs)} apply to pooling='latent_attention' only, not {pooling!r}.")
+    unknown = sorted(set(kwargs) - set(LATENT_ATTENTION_KWARGS))
+    if unknown:
+        raise ValueError(f"Unknown pooling_kwargs {unknown}. Known: {', '.join(LATENT_ATTENTION_KWARGS)}.")
+    if attention == "bidirectional" and adapter is not None and pooling == "lasttoken":
+        raise ValueError(
+            "attention='bidirectional' with an adapter needs pooling='latent_attention': a model with an adapter is "
+            "saved as the adapter alone and loads its base model's (causal) config, and only the latent-attention "
+            "module switches bidirectional attention back on at load. Train full weights for a portable "
+            "bidirectional last-token model."
+        )
+    return kwargs
+
+
 # The transformers/peft pairs the test suite passes on (requirements.lock); see pyproject.toml for the ranges.
 TESTED_ADAPTER_PAIRS = "transformers 5.23.x with peft 0.21.2"
 
@@ -107,6 +139,9 @@ def build_model(
     model_kwargs: dict[str, Any] | None = None,
     processor_kwargs: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    pooling: str = "lasttoken",
+    attention: str = "causal",
+    pooling_kwargs: dict[str, Any] | None = None,
 ) -> MultimodalSentenceTransformer:
     """Assemble a prompt-based embedding model from a multimodal LLM or a causal LM.
 
@@ -128,9 +163,27 @@ def build_model(
         device: device to put the model on.
         model_kwargs, processor_kwargs: passed to the ``Transformer`` module.
         trust_remote_code: off by default; only for backbones that need remote code.
+        pooling: ``"lasttoken"`` (default: sentence-transformers' ``Pooling``, loads anywhere) or
+            ``"latent_attention"`` (NV-Embed / MM-Embed, :mod:`mm_st.latent_attention`; the instruction of
+            queries is left out of the pool when the recipe has an ``instruction_marker``; the saved model
+            loads with ``trust_remote_code=True``).
+        attention: ``"causal"`` (default) or ``"bidirectional"`` (NV-Embed: the language model's causal mask
+            removed, transformers' ``is_causal=False``; saved in ``config.json``).
+        pooling_kwargs: for ``"latent_attention"``: ``num_latents`` (512), ``num_heads`` (8), ``head_dim``
+            (the hidden size), ``ff_mult`` (4), ``mask_marker`` (False).
+
+    Example:
+        >>> from mm_st.testing import tiny_model
+        >>> model = build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention",
+        ...                     attention="bidirectional", pooling_kwargs={"num_latents": 16})
+        >>> type(model[1]).__name__, model[0].model.config.get_text_config().is_causal
+        ('LatentAttentionPooling', False)
+        >>> model.encode_query(["a red heart"], prompt="Find the emoji.").shape
+        (1, 64)
     """
     from transformers import AutoConfig
 
+    latent_kwargs = _check_architecture(pooling, attention, pooling_kwargs, adapter)
     recipe_spec = templates.get_recipe(recipe, prompt_format)
     if saved_model_folder(model_name_or_path):
         return continue_from(model_name_or_path, recipe, prompt_format=prompt_format, family=family, wrapper=wrapper,
@@ -169,9 +222,20 @@ def build_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
+    if attention == "bidirectional":
+        use_bidirectional_attention(transformer.model)
     dim = transformer.get_embedding_dimension()
+    if pooling == "latent_attention":
+        pool = LatentAttentionPooling(
+            dim, instruction_marker=recipe_spec.instruction_marker, bidirectional=attention == "bidirectional",
+            **latent_kwargs,
+        )
+        if dtype is not None:
+            pool = pool.to(dtype)
+    else:
+        pool = Pooling(dim, pooling_mode="lasttoken")
     model = MultimodalSentenceTransformer(
-        modules=[transformer, Pooling(dim, pooling_mode="lasttoken"), Normalize()],
+        modules=[transformer, pool, Normalize()],
         device=device,
         similarity_fn_name="cosine",
     )

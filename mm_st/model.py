@@ -1,7 +1,8 @@
 """The model class :func:`mm_st.build_model` returns: a SentenceTransformer that also takes mm_st inputs.
 
 Everything it saves is sentence-transformers' own modules, so ``SentenceTransformer(path)`` loads it
-without mm_st. The subclass only adds, at preprocessing (and, for grouping, forward) time:
+without mm_st (the opt-in latent-attention pooling ships its own code file instead, see
+:func:`portable_module_types`). The subclass only adds, at preprocessing (and, for grouping, forward) time:
 
 - ``None`` fields, ``pathlib.Path`` images and image paths in dicts (:mod:`mm_st.inputs`), with
   errors that name the input index and path;
@@ -92,6 +93,7 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
         super().save(path, *args, **kwargs)
         portable_dora_keys(path)
         scrub_saved_model(path)
+        portable_module_types(path, self)
 
     def _get_name(self) -> str:
         # Shown in repr and in model cards: what users load the saved model with.
@@ -280,6 +282,31 @@ def portable_dora_keys(path: str) -> list[str]:
         if renamed.keys() != tensors.keys():
             save_file(renamed, str(file), metadata=metadata)
             changed.append(str(file))
+    return changed
+
+
+def portable_module_types(path: str, model: Any) -> list[str]:
+    """Name the modules that ship their own code file by that file in ``path``'s ``modules.json``.
+
+    sentence-transformers writes a module's import path (``mm_st.latent_attention.LatentAttentionPooling``),
+    which loads only where mm_st is installed. A module class with ``ships_code = True`` copies its code file
+    to the model's root folder when saved; its type becomes ``<file stem>.<class>``, which
+    ``SentenceTransformer(path, trust_remote_code=True)`` loads from that file. Returns the new types.
+    """
+    import inspect
+    import json
+    from pathlib import Path
+
+    modules_file = Path(path) / "modules.json"
+    entries = json.loads(modules_file.read_text(encoding="utf-8"))
+    changed = []
+    for entry, module in zip(entries, model._modules.values()):
+        cls = type(module)
+        if getattr(cls, "ships_code", False):
+            entry["type"] = f"{Path(inspect.getfile(cls)).stem}.{cls.__name__}"
+            changed.append(entry["type"])
+    if changed:
+        modules_file.write_text(json.dumps(entries, indent=2), encoding="utf-8")
     return changed
 
 

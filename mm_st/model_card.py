@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import random
+import re
 
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, Value
@@ -53,8 +54,49 @@ def text_view(dataset: Dataset, sample_size: int = SAMPLE_SIZE) -> Dataset | Non
     return Dataset.from_dict(columns) if columns else None
 
 
+def shipped_code_files(model) -> dict[str, str]:
+    """``{module class name: code file name}`` of a model's modules that ship their own code (``ships_code``)."""
+    import inspect
+    from pathlib import Path
+
+    if model is None:
+        return {}
+    return {type(m).__name__: Path(inspect.getfile(type(m))).name for m in model if getattr(type(m), "ships_code", False)}
+
+
+def remote_code_note(files: dict[str, str]) -> str:
+    """The card's sentence on ``trust_remote_code`` for modules that ship code (empty when there are none).
+
+    >>> print(remote_code_note({"LatentAttentionPooling": "latent_attention.py"}))  # doctest: +NORMALIZE_WHITESPACE
+    This model uses a custom module, `LatentAttentionPooling` (code: `latent_attention.py` in this repository),
+    because sentence-transformers has no latent-attention pooling. sentence-transformers runs a module's code
+    from the repository only when asked to, so load it with `trust_remote_code=True` (read the file first);
+    mm_st does not need to be installed.
+    """
+    if not files:
+        return ""
+    modules = ", ".join(f"`{name}` (code: `{file}` in this repository)" for name, file in files.items())
+    return (
+        f"This model uses a custom module, {modules}, because sentence-transformers has no latent-attention "
+        "pooling. sentence-transformers runs a module's code from the repository only when asked to, so load it "
+        "with `trust_remote_code=True` (read the file first); mm_st does not need to be installed."
+    )
+
+
 class MultimodalModelCardData(SentenceTransformerModelCardData):
-    """:class:`SentenceTransformerModelCardData` whose widget examples read struct columns' text."""
+    """:class:`SentenceTransformerModelCardData` whose widget examples read struct columns' text.
+
+    For a model with a module that ships its own code (the latent-attention pooling), the usage snippet loads it
+    with ``trust_remote_code=True`` and says why (:func:`remote_code_note`).
+    """
+
+    def generate_usage_snippet(self) -> str:
+        snippet = super().generate_usage_snippet()
+        note = remote_code_note(shipped_code_files(self.model))
+        if not note:
+            return snippet
+        snippet = re.sub(r'(model = \w+\("[^"]*")\)', r"\1, trust_remote_code=True)", snippet, count=1)
+        return f"{note}\n\n{snippet}"
 
     def set_widget_examples(self, dataset: Dataset | DatasetDict) -> None:
         if isinstance(dataset, (IterableDataset, IterableDatasetDict)):

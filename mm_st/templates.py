@@ -171,6 +171,8 @@ class Recipe:
         train_wrappers: for a training format, the wrapper used in place of each detected wrapper
             (``"*"``: any other); empty: the detected wrapper.
         extra_prompts: other named full prompts of the paper (CIRR, FashionIQ, ...) for ``prompt=``.
+        instruction_marker: the text that ends a query's instruction, for pooling that leaves the instruction
+            out (MM-Embed's ``"\\nQuery: "``, read by ``build_model(pooling="latent_attention")``); None: none.
     """
 
     name: str
@@ -182,6 +184,7 @@ class Recipe:
     wrapped: bool = False
     train_wrappers: dict[str, str] = field(default_factory=dict)
     extra_prompts: dict[str, str] = field(default_factory=dict)
+    instruction_marker: str | None = None
     fmt: str = "inference"
     source: str = ""
 
@@ -269,6 +272,8 @@ RECIPES: dict[str, Recipe] = {
             # nvidia/MM-Embed: query_prefix = 'Query: ' even without an instruction; documents bare
             query_prompts={k: "Query: " + p for k, p in _MMEMBED.items()},
             instruct_documents=False,
+            # nvidia/MM-Embed: calculate_instruction_length(tokenizer, prompts, f'\\n{query_prefix}') -> pool_mask
+            instruction_marker="\nQuery: ",
             source="MM-Embed (arXiv 2411.02571, nvidia/MM-Embed model code): 'Instruct: ...\\nQuery: ' on queries only",
         ),
     )
