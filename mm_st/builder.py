@@ -188,7 +188,7 @@ def build_model(
     if saved_model_folder(model_name_or_path):
         return continue_from(model_name_or_path, recipe, prompt_format=prompt_format, family=family, wrapper=wrapper,
                              max_length=max_length, dtype=dtype, adapter=adapter, device=device, model_kwargs=model_kwargs,
-                             processor_kwargs=processor_kwargs)
+                             processor_kwargs=processor_kwargs, trust_remote_code=trust_remote_code)
     check_backbone_folder(model_name_or_path)
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     family_spec = templates.get_family(family) if family else templates.family_for_model_type(config.model_type)
@@ -294,8 +294,13 @@ def continue_from(
     device: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
     processor_kwargs: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> MultimodalSentenceTransformer:
     """A saved model (a folder with ``modules.json``) ready to train further with ``recipe``'s prompts.
+
+    A folder whose modules ship their own code file (latent-attention pooling) loads when every such file is
+    byte-identical to the installed mm_st's own module (mm_st's code, not remote code), or with
+    ``trust_remote_code=True``; otherwise it is refused, naming the file.
 
     The folder loads as sentence-transformers loads it: an adapter-only folder loads the base model its
     ``adapter_config.json`` names (which must still exist, or be a Hub id), then the adapter. The
@@ -347,8 +352,10 @@ def continue_from(
     chat_template, meta = _recipe_chat_template(str(root), recipe_spec, family_spec,
                                                 wrapper or (saved_meta.get("wrapper") if same_recipe else None),
                                                 prompt_format, processor_kwargs)
+    trusted = trust_remote_code or own_module_code(root)
     model = MultimodalSentenceTransformer(str(root), device=device, model_kwargs=model_kwargs or None,
-                                          processor_kwargs={**processor_kwargs, "chat_template": chat_template})
+                                          processor_kwargs={**processor_kwargs, "chat_template": chat_template},
+                                          trust_remote_code=trusted)
     transformer = model[0]
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
@@ -369,6 +376,29 @@ def continue_from(
     elif adapter is not None:
         _add_adapter(model, _peft_config(adapter))
     return model
+
+
+def own_module_code(root: Path) -> bool:
+    """Whether the custom module files a saved folder ships (``modules.json`` types ``<file>.<Class>``) are all
+    byte-identical to the installed mm_st's own modules; False when it ships none. Raises naming a file that
+    differs (loading it would run code that is not mm_st's: pass ``trust_remote_code=True`` if you trust it)."""
+    import importlib
+    import inspect
+
+    shipped = []
+    for entry in json.loads((root / "modules.json").read_text(encoding="utf-8")):
+        stem, _, name = str(entry.get("type", "")).rpartition(".")
+        if stem and "." not in stem and (root / f"{stem}.py").is_file():
+            shipped.append((root / f"{stem}.py", name))
+    for path, name in shipped:
+        try:
+            own = inspect.getfile(getattr(importlib.import_module(f"mm_st.{path.stem}"), name))
+        except (ImportError, AttributeError):
+            own = None
+        if own is None or Path(own).read_bytes() != path.read_bytes():
+            raise ValueError(f"{str(path)!r} (module {name}) is not mm_st's own code file: loading it runs its code. "
+                             "Pass trust_remote_code=True only if you trust it.")
+    return bool(shipped)
 
 
 def saved_model_base_exists(base: str) -> bool:

@@ -195,3 +195,32 @@ def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
     assert "holds this run, finished" in resumed.stdout and "resuming from" in resumed.stdout
     assert tree_hashes(out / "stage1" / "model") == stage1
     assert json.loads((out / "stage2" / "model" / "recipe_config.json").read_text())["max_steps"] == 6
+
+
+def test_latent_attention_bidirectional_chain(tmp_path):
+    """MM-Embed's architecture through the three stages: stage 2 mines with, and stage 3 continues, a saved
+    latent-attention model (its shipped code file is mm_st's own, so no trust_remote_code is needed)."""
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "run"
+    argv = ["--output-dir", str(out), "--no-evaluate", "--pooling", "latent_attention", "--attention", "bidirectional",
+            *SMALL]
+    assert main(MMEmbedConfig, argv) == 0
+    for n in (1, 2, 3):
+        modules = json.loads((out / f"stage{n}" / "model" / "modules.json").read_text(encoding="utf-8"))
+        assert modules[1]["type"] == "latent_attention.LatentAttentionPooling"
+        assert (out / f"stage{n}" / "model" / "latent_attention.py").is_file()
+    stage3 = SentenceTransformer(str(out / "stage3" / "model"), trust_remote_code=True)
+    assert stage3[0].model.config.get_text_config().is_causal is False
+    with pytest.raises(ValueError, match="mmembed config: attention='bidirectional' with an adapter needs"):
+        MMEmbedConfig(attention="bidirectional", adapter="lora").check()
+
+
+def test_a_saved_module_file_that_is_not_mm_st_s_is_refused(tmp_path):
+    model = build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention",
+                        pooling_kwargs={"num_latents": 8})
+    model.save(str(tmp_path / "m"))
+    code = tmp_path / "m" / "latent_attention.py"
+    code.write_text(code.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="latent_attention.py' \\(module LatentAttentionPooling\\) is not mm_st's own code"):
+        build_model(str(tmp_path / "m"), recipe="mmembed")

@@ -286,6 +286,10 @@ class RecipeConfig:
         (a later stage that starts from the same base model)."""
         return []
 
+    def model_options(self) -> dict[str, Any]:
+        """Extra ``build_model`` arguments of this recipe (e.g. MM-Embed's pooling and attention)."""
+        return {}
+
     def loss_options(self) -> dict[str, Any]:
         """Extra ``MultimodalInfoNCELoss`` arguments of this recipe (e.g. MM-Embed's ``modality_weight``)."""
         return {}

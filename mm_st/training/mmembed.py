@@ -17,13 +17,14 @@ nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprin
 and the later ones again from scratch. After each stage the held-out M-BEIR tasks are scored (Recall
 and the wrong-modality top-1 rate), and the end prints every stage next to the untrained model and chance.
 
-Until MM-Embed's own pooling lands (latent attention over non-instruction tokens, bidirectional
-attention), the recipe uses MM-Embed's prompt format with last-token pooling (``--pooling lasttoken``).
+By default the recipe uses MM-Embed's prompt format with last-token pooling and causal attention (portable:
+plain ``SentenceTransformer(path)`` loads it); ``--pooling latent_attention --attention bidirectional`` builds
+MM-Embed's NV-Embed-style model (:mod:`mm_st.latent_attention`; loading needs ``trust_remote_code=True``).
 
 Example:
     >>> from mm_st.training import MMEmbedConfig
-    >>> MMEmbedConfig().mining_ranks, MMEmbedConfig().text_learning_rate, MMEmbedConfig().batch_mixing
-    ([46, 50], 2e-05, 'mixed')
+    >>> MMEmbedConfig().ranks(), MMEmbedConfig().text_learning_rate, MMEmbedConfig().batch_mixing
+    ((46, 50), 2e-05, 'mixed')
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ UNIIR = ("TIGER-AI-Lab/UniIR @98dc570 (M-BEIR's reference training code): trains
          "tasks (query/union_train/mbeir_union_up_train.jsonl) with a shuffled sampler, so every batch mixes tasks; "
          "MM-Embed's own batch composition is not in its public sources")
 NOT_PUBLIC = "mm_st default: MM-Embed released no training code and its paper gives no value we could read"
-POOLINGS = ("lasttoken",)  # latent attention (NV-Embed) joins when its module lands
+POOLINGS = ("lasttoken", "latent_attention")
+ATTENTIONS = ("causal", "bidirectional")
 TEXT_INSTRUCTION = "Retrieve the text that matches the given text."  # mm_st default for pairs without one
 
 
@@ -93,8 +95,11 @@ class MMEmbedConfig(RecipeConfig):
     mining_top_k: int = _f(50, PAPER_FACTS + ": top 50 candidates per training query", "type-1 search depth", AT_LEAST_1)
     modality_weight: float = _f(0.0, "mm_st option (MM-Embed's mechanism is the mined negatives)",
                                 "weight of the modality term of the loss (mm_st.losses)", NON_NEGATIVE)
-    pooling: str = _f("lasttoken", "mm_st: MM-Embed pools with NV-Embed's latent attention over non-instruction tokens, "
-                      "not yet built; last-token pooling until then", "pooling module")
+    pooling: str = _f("lasttoken", "mm_st default: portable (no trust_remote_code) and level on Recall@1 in "
+                      "benchmarks/mmembed_pooling.py; MM-Embed pools with NV-Embed's latent attention over the "
+                      "non-instruction tokens ('latent_attention')", "'lasttoken' or 'latent_attention'")
+    attention: str = _f("causal", "mm_st default; MM-Embed's language model (NV-Embed) is bidirectional",
+                        "'causal' or 'bidirectional' (with an adapter only together with latent_attention)")
     text_data: str | None = _f(None, MMEMBED + ": public text retrieval sets (stage 3)", "stage-3 text pairs: a jsonl/csv/"
                                "parquet file of query, positive[, negative], or a Hub dataset")
     text_instruction: str = _f(TEXT_INSTRUCTION, "mm_st default", "instruction of stage-3 pairs that carry none")
@@ -118,6 +123,11 @@ class MMEmbedConfig(RecipeConfig):
         numbers = self.stage_numbers()
         if self.pooling not in POOLINGS:
             raise ValueError(f"mmembed config: pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}.")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"mmembed config: attention={self.attention!r} is not one of {', '.join(ATTENTIONS)}.")
+        if self.attention == "bidirectional" and self.adapter != "none" and self.pooling == "lasttoken":
+            raise ValueError("mmembed config: attention='bidirectional' with an adapter needs pooling='latent_attention' "
+                             "(an adapter-only folder reloads its base's causal config); or train full weights.")
         first, last = self.ranks()
         if not 1 <= first <= last:
             raise ValueError(f"mmembed config: mining_ranks must be first,last with 1 <= first <= last, got {self.mining_ranks}.")
@@ -146,6 +156,9 @@ class MMEmbedConfig(RecipeConfig):
 
     def loss_options(self) -> dict[str, Any]:
         return {"modality_weight": self.modality_weight} if self.modality_weight else {}
+
+    def model_options(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "attention": self.attention}
 
     # -- the recipe: its stages -----------------------------------------------------------------------
 

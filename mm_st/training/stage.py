@@ -329,7 +329,7 @@ def build_stage_model(plan: Plan) -> Any:
         logger.warning("4-bit QLoRA needs CUDA and bitsandbytes; training plain LoRA in %s instead.", _dtype(c.dtype) or "float32")
     return build_model(plan.model, recipe=c.recipe, prompt_format=c.prompt_format, family=plan.family,
                        max_length=c.max_length, dtype=_dtype(c.dtype), adapter=c.adapter_config(),
-                       model_kwargs=model_kwargs)
+                       model_kwargs=model_kwargs, **({} if plan.continues else c.model_options()))
 
 
 def build_loss(plan: Plan, model: Any) -> Any:
