@@ -1,4 +1,4 @@
-# Sourced by scripts/demo.sh and scripts/test.sh: create or reuse the project's virtual environment.
+# Sourced by scripts/train.sh and scripts/test.sh: create or reuse the project's virtual environment.
 # MM_ST_VENV chooses where it lives (default .venv in the checkout). The environment is installed from the committed
 # lock (requirements.lock: every package, transitive ones included, at the versions the test suite passed with), so
 # two new machines get identical environments. It is rebuilt from scratch when the lock, pyproject.toml, setup.py or
