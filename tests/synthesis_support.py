@@ -74,6 +74,7 @@ class StubOpenAIServer:
         self.status_log: list[int] = []
         self.authorization: list[str | None] = []
         self.bodies: list[dict] = []
+        self.in_flight = self.max_in_flight = 0  # requests being answered at once (concurrency, measured by the server)
         self._count = 0
         self._lock = threading.Lock()
         server = self
@@ -104,9 +105,12 @@ class StubOpenAIServer:
                     status = server.statuses[number] if number < len(server.statuses) else 200
                     server.authorization.append(self.headers.get("Authorization"))
                     server.bodies.append(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 time.sleep(server.delay + server.slow.get(number, 0.0))
                 with server._lock:
                     server.status_log.append(status)
+                    server.in_flight -= 1
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"unknown path {self.path}"}})
                 elif status != 200:

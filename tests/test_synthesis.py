@@ -158,11 +158,11 @@ def test_http_backend_retries_5xx_429_timeouts_and_hides_the_key(tmp_path, monke
 
 def test_http_concurrency_overlaps_requests(tmp_path):
     config = SynthesisConfig(num_samples=16, languages=["en"], seed=0)
-    with StubOpenAIServer(delay=0.2) as server:
-        start = time.monotonic()
+    with StubOpenAIServer(delay=0.3) as server:
         summary = synthesize(config, OpenAIChatBackend(server.base_url, "stub", concurrency=8), tmp_path, progress=False, verbose=False)
-        elapsed = time.monotonic() - start
-    assert summary["accepted"] == 16 and elapsed < 16 * 0.2 / 2  # serial would take 3.2 s
+    # the server saw requests being answered at the same time (a serial client never has more than one in flight);
+    # counted by the server, not timed (timings: benchmarks/synthesis_throughput.py)
+    assert summary["accepted"] == 16 and 2 <= server.max_in_flight <= 8
 
 
 class RecordingBackend(OpenAIChatBackend):
