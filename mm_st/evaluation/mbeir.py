@@ -19,8 +19,9 @@ the same task (dataset, query -> candidate modality):
 - the 16 M-BEIR local-pool test tasks (``MMST-MBEIR-VisualNews_t2i`` ... ``MMST-MBEIR-InfoSeek_it2it``),
   query and pool files as in UniIR's evaluation config (:data:`MBEIR_LOCAL_FILES`); metadata and
   prompt from mteb's task over the same data; main score the paper metric (Recall@5, Recall@10 for
-  Fashion200K and FashionIQ). In UniIR's release each local pool holds one candidate modality, so
-  these report no wrong-modality rate unless a pool file mixes them;
+  Fashion200K and FashionIQ). Their categories are mteb's for the same data, one candidate kind per
+  pool (a candidate of an undeclared kind is refused, naming the row), so they report the rate only
+  where an ``image,text`` pool also holds plain images or texts;
 - the five embedded emoji tasks (``MMST-MBEIR-Emoji_t2i``, ``_i2t``, ``_t2t``, ``_i2i``, ``_it2t``) over
   one pool that mixes images and texts; instructions from :data:`mm_st.data.emoji.EMOJI_MBEIR_TASKS`
   (the table the writer puts in the layout's ``query_instructions.tsv``); main score Recall@1.
