@@ -15,8 +15,10 @@ task per batch) and each seed, on the same data, tiny backbone, batch, steps and
 
 Each arm is evaluated on the held-out split (391 unseen emoji; five tasks over one pool mixing images and
 texts) with mm_st's local M-BEIR mteb tasks: Recall@1, Recall@5 and ``wrong_modality_at_1`` (share of
-queries whose top-1 candidate has the wrong modality). Printed: mean (min-max) over seeds per arm,
-task and metric, with the untrained model and chance; the raw numbers go to ``--out`` (JSON).
+queries whose top-1 candidate has the wrong modality). Printed: the mean over seeds per arm, task and
+metric, with the untrained model and chance, then each seed's key values; the raw numbers go to ``--out``
+(JSON). ``stock MNRL`` and ``stage 1`` compute the same loss here (in-batch negatives, no duplicate masking),
+so equal numbers are expected: a check that mm_st's loss adds nothing by accident.
 
 Usage::
 
@@ -148,7 +150,7 @@ def main() -> None:
 
 
 def _mean(flats: list[dict[str, float]]) -> dict[str, float]:
-    keys = set().union(*flats)
+    keys = sorted(set().union(*flats))
     return {k: statistics.fmean(f[k] for f in flats if k in f) for k in keys}
 
 

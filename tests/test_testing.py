@@ -211,7 +211,7 @@ def test_cache_crash_leaves_nothing_and_incomplete_cache_is_rebuilt(monkeypatch,
     monkeypatch.setenv("MM_ST_CACHE", str(tmp_path))
     write = testing._write
 
-    def crash(spec, seed, directory):
+    def crash(spec, seed, directory, head=True):
         (directory / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
