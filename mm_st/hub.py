@@ -425,7 +425,8 @@ def _license_of(base_card: Any, local_base: str | None) -> str | None:
 
 def _config_lines(recipe_config: dict) -> list[str]:
     """``field = value  (source)`` for each recipe config value (mm_st.training.config.describe)."""
-    from mm_st.training.config import CONFIGS, describe
+    from mm_st.training import CONFIGS
+    from mm_st.training.config import describe
 
     recipe = recipe_config.get("recipe")
     cls = CONFIGS.get(recipe)

@@ -50,17 +50,20 @@ def published(hub, tmp_path_factory):
     model pushed there first (with a card stating a licence)."""
     root = tmp_path_factory.mktemp("published")
     out = root / "run"
-    base = out / "base-model" / "llava_next-seed42"  # where the run looks for its backbone: it reuses this one
-    tiny_model("llava_next", base, seed=42)
+    argv = [sys.executable, "recipes/train_e5v.py", "--adapter", "lora", "--max-steps", "2", "--save-steps", "2",
+            "--max-rows-per-dataset", "64", "--eval-languages", "en", "--output-dir", str(out),
+            "--push-to-hub", "org/e5v-tiny", "--hub-base-model", "org/tiny-base"]
+    # the dry run writes the run's embedded backbone (recorded as the run's own), which the run then reuses
+    dry = subprocess.run([*argv, "--dry-run"], cwd=ROOT, env=client_env(hub, root / "hf-home"), capture_output=True,
+                         text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    base = out / "base-model" / "llava_next-seed42"
     (base / "README.md").write_text(BASE_CARD, encoding="utf-8")
     with pytest.MonkeyPatch.context() as patch:
         use_in_process(patch, hub, TOKEN)
         from mm_st.hub import push_folder
 
         push_folder(base, "org/tiny-base", repo_type="model", endpoint=hub.url)
-    argv = [sys.executable, "recipes/train_e5v.py", "--adapter", "lora", "--max-steps", "2", "--save-steps", "2",
-            "--max-rows-per-dataset", "64", "--eval-languages", "en", "--output-dir", str(out),
-            "--push-to-hub", "org/e5v-tiny", "--hub-base-model", "org/tiny-base"]
     run = subprocess.run(argv, cwd=ROOT, env=client_env(hub, root / "hf-home"), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return {"root": root, "model_dir": out / "model", "base": base, "argv": [argv], "outputs": [run.stdout, run.stderr]}
@@ -396,3 +399,42 @@ def test_merging_a_dora_adapter_on_mllama_gives_the_adapter_models_embeddings(tm
     image = Image.new("RGB", (40, 40), "red")
     for inputs in (TEXTS, [image]):  # separate calls: Mllama with plain sentence-transformers (README)
         assert np.abs(loaded.encode(inputs) - model.encode(inputs)).max() <= 1e-6
+
+
+def test_a_latent_attention_model_pushes_with_its_code_file_and_loads_with_trust_remote_code(hub, tmp_path, monkeypatch):
+    """MM-Embed's architecture pushes like any model: the module's code file travels, the card says loading needs
+    trust_remote_code=True, and a Python without mm_st loads it by id with that flag and gives the same embeddings."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "model"
+    build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention", attention="bidirectional",
+                pooling_kwargs={"num_latents": 8}).save(str(folder))
+    use_in_process(monkeypatch, hub, TOKEN)
+    push_model(folder, "org/mmembed-latent", endpoint=hub.url)
+    files = hub.files("org/mmembed-latent")
+    assert files["latent_attention.py"] == (folder / "latent_attention.py").read_bytes()
+    assert "trust_remote_code=True" in files["README.md"].decode("utf-8")
+    script = f"""
+import sys
+sys.path.append({sysconfig.get_path("purelib")!r})
+try:
+    import mm_st
+except ImportError:
+    pass
+else:
+    raise SystemExit("mm_st is importable here")
+import numpy as np
+from sentence_transformers import SentenceTransformer
+try:
+    SentenceTransformer("org/mmembed-latent")
+except Exception as exc:
+    print("refused without trust_remote_code:", type(exc).__name__)
+model = SentenceTransformer("org/mmembed-latent", trust_remote_code=True)
+np.save({str(tmp_path / "emb.npy")!r}, model.encode({TEXTS!r}))
+"""
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=client_env(hub, tmp_path / "home", token=None))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused without trust_remote_code" in done.stdout
+    local = SentenceTransformer(str(folder), trust_remote_code=True).encode(TEXTS)
+    assert np.abs(np.load(tmp_path / "emb.npy") - local).max() <= 1e-6

@@ -387,7 +387,7 @@ def _tasks(tasks, data, image_root) -> list[MBEIRLocalTask]:
     return mbeir_tasks(tasks, data=data, image_root=image_root)
 
 
-def _pool_sharing_encoder(model: Any) -> Any:
+def _pool_sharing_encoder(model: Any, **encoder_kwargs: Any) -> Any:
     """An :class:`MMSTEncoder` that encodes a candidate pool once for all tasks ranking against it.
 
     Document embeddings are reused when the ids, the document modalities and the document instruction the
@@ -410,14 +410,15 @@ def _pool_sharing_encoder(model: Any) -> Any:
                                                  hf_subset=hf_subset, prompt_type=prompt_type, **kwargs)
             return self.pools[key]
 
-    encoder = PoolSharingEncoder(model)
+    encoder = PoolSharingEncoder(model, **encoder_kwargs)
     encoder.pools = {}
     return encoder
 
 
 def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = None, data: str | os.PathLike | None = None,
                    image_root: str | os.PathLike | None = None, *, metrics: Sequence[str] = TABLE_METRICS,
-                   encode_kwargs: dict[str, Any] | None = None) -> dict[str, dict[str, float | None]]:
+                   encode_kwargs: dict[str, Any] | None = None, results_dir: str | os.PathLike | None = None,
+                   model_name: str | None = None, revision: str | None = None) -> dict[str, dict[str, float | None]]:
     """Score ``model`` on M-BEIR tasks with mteb: ``{task: {metric: value}}``, tasks named as ``load_mbeir`` does.
 
     Args:
@@ -426,6 +427,8 @@ def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = No
         tasks: names or instances (default: every task in ``data``, see :func:`mbeir_tasks`).
         metrics: keys of mteb's scores to return; ``wrong_modality_at_1`` is None where the pool has one modality.
         encode_kwargs: passed to mteb (default ``{"batch_size": 32}``).
+        results_dir: also write mteb's result files there (``mteb.ResultCache``), under ``model_name`` and
+            ``revision`` (e.g. a training stage's ``model/eval/``, which model cards read); default: none.
 
     Example (the embedded data and a tiny model)::
 
@@ -436,14 +439,18 @@ def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = No
     import datasets
     import mteb
 
-    encoder = _pool_sharing_encoder(model) if hasattr(model, "encode_query") and not hasattr(model, "mteb_model_meta") else model
+    named = {k: v for k, v in (("name", model_name), ("revision", revision)) if v is not None}
+    encoder = (_pool_sharing_encoder(model, **named) if hasattr(model, "encode_query") and not hasattr(model, "mteb_model_meta")
+               else model)
+    cache = mteb.ResultCache(results_dir) if results_dir is not None else None
     instances = _tasks(tasks, data, image_root)
     quiet = not datasets.utils.are_progress_bars_disabled()
     if quiet:
         datasets.disable_progress_bars()
     try:
-        result = mteb.evaluate(encoder, instances, cache=None, show_progress_bar=False,
-                               encode_kwargs=encode_kwargs or {"batch_size": 32, "show_progress_bar": False})
+        result = mteb.evaluate(encoder, instances, cache=cache, show_progress_bar=False,
+                               encode_kwargs=encode_kwargs or {"batch_size": 32, "show_progress_bar": False},
+                               **({"overwrite_strategy": "always"} if cache is not None else {}))
     finally:
         if quiet:
             datasets.enable_progress_bars()

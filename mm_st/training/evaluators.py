@@ -107,7 +107,9 @@ class MBEIREvaluator(BaseEvaluator):
             return {}
         from mm_st.evaluation.mbeir import evaluate_mbeir
 
-        return self.flatten(evaluate_mbeir(model, self.tasks, data=self.data))
+        scores = evaluate_mbeir(model, self.tasks, data=self.data, results_dir=self.results_dir,
+                                model_name=f"local/{self.name}", revision=f"step-{max(steps, 0)}")
+        return self.flatten(scores)
 
     @staticmethod
     def flatten(scores: dict[str, dict[str, float | None]]) -> dict[str, float]:
