@@ -22,6 +22,7 @@ from mm_st.evaluation.data import DataLayoutError
 from mm_st.evaluation.instructions import MBEIR_TASKS, MMEB, split_instruction
 from mm_st.evaluation.model import MMSTEncoder, load_mm_st_model, mm_st_model_meta, paper_models, recipe_of
 from mm_st.evaluation.registry import register
+from mm_st.evaluation.rerank import MMSTReranker, evaluate_retrieve_then_rerank
 from mm_st.evaluation.tasks import (
     CIRRComposedImageRetrieval,
     MMEBTask,
@@ -38,8 +39,10 @@ __all__ = [
     "MMEB",
     "MMEBTask",
     "MMSTEncoder",
+    "MMSTReranker",
     "XTDT2IRetrieval",
     "check_modalities",
+    "evaluate_retrieve_then_rerank",
     "load_mm_st_model",
     "mbeir_benchmark",
     "mbeir_scores",
