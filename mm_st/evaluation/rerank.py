@@ -66,9 +66,12 @@ class MMSTReranker:
 
     def predict(self, inputs1, inputs2, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None,
                 **kwargs: Any) -> np.ndarray:
+        from tqdm.auto import tqdm
+
         batch_size = kwargs.get("batch_size", 32)
         out = []
-        for queries, documents in zip(inputs1, inputs2, strict=True):
+        batches = zip(inputs1, inputs2, strict=True)
+        for queries, documents in tqdm(batches, total=len(inputs1), desc="Reranking", disable=not kwargs.get("show_progress_bar")):
             pairs = list(zip(_rows(queries), _rows(documents), strict=True))
             out.append(np.asarray(self.model.predict(pairs, prompt=self.prompt, prompt_name=self.prompt_name,
                                                      batch_size=batch_size, show_progress_bar=False), dtype=np.float32))
