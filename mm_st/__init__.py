@@ -14,10 +14,10 @@ does not load torch or sentence-transformers.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "load_model", "push_model", "MultimodalSentenceTransformer", "__version__"]
+__all__ = ["build_model", "build_reranker", "load_model", "push_model", "MultimodalSentenceTransformer", "__version__"]
 
 _LAZY = {"build_model": "mm_st.builder", "load_model": "mm_st.builder", "push_model": "mm_st.hub",
-         "MultimodalSentenceTransformer": "mm_st.model"}
+         "MultimodalSentenceTransformer": "mm_st.model", "build_reranker": "mm_st.rerank"}
 
 
 def __getattr__(name: str) -> Any:

@@ -39,6 +39,7 @@ from mm_st.evaluation.mbeir import (
 )
 from mm_st.evaluation.model import MMSTEncoder, load_mm_st_model, mm_st_model_meta, paper_models, recipe_of
 from mm_st.evaluation.registry import register
+from mm_st.evaluation.rerank import MMSTReranker, evaluate_retrieve_then_rerank
 from mm_st.evaluation.tasks import (
     CIRRComposedImageRetrieval,
     MMEBTask,
@@ -56,11 +57,13 @@ __all__ = [
     "MMEB",
     "MMEBTask",
     "MMSTEncoder",
+    "MMSTReranker",
     "WRONG_MODALITY_SCORE",
     "XTDT2IRetrieval",
     "check_modalities",
     "emoji_mbeir_benchmark",
     "evaluate_mbeir",
+    "evaluate_retrieve_then_rerank",
     "load_mm_st_model",
     "mbeir_benchmark",
     "mbeir_chance",
