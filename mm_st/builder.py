@@ -103,6 +103,28 @@ def _check_architecture(pooling: str, attention: str, pooling_kwargs: dict | Non
     return kwargs
 
 
+def loading_kwargs(model_kwargs: dict | None, processor_kwargs: dict | None, *, dtype: Any = None,
+                   attn_implementation: str | None = None, trust_remote_code: bool = False,
+                   max_length: int | None = None) -> tuple[dict, dict]:
+    """The ``model_kwargs`` / ``processor_kwargs`` of sentence-transformers' ``Transformer`` for these options
+    (copies; ``max_length`` becomes the processor's ``model_max_length``).
+
+    Example:
+        >>> loading_kwargs(None, None, dtype="bfloat16", max_length=64)
+        ({'dtype': 'bfloat16'}, {'model_max_length': 64})
+    """
+    model_kwargs, processor_kwargs = dict(model_kwargs or {}), dict(processor_kwargs or {})
+    if dtype is not None:
+        model_kwargs["dtype"] = dtype
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    if trust_remote_code:
+        model_kwargs["trust_remote_code"] = processor_kwargs["trust_remote_code"] = True
+    if max_length is not None:
+        processor_kwargs["model_max_length"] = max_length
+    return model_kwargs, processor_kwargs
+
+
 # The transformers/peft pairs the test suite passes on (requirements.lock); see pyproject.toml for the ranges.
 TESTED_ADAPTER_PAIRS = "transformers 5.23.x with peft 0.21.2"
 
@@ -193,16 +215,9 @@ def build_model(
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     family_spec = templates.get_family(family) if family else templates.family_for_model_type(config.model_type)
 
-    model_kwargs = dict(model_kwargs or {})
-    if dtype is not None:
-        model_kwargs["dtype"] = dtype
-    if attn_implementation is not None:
-        model_kwargs["attn_implementation"] = attn_implementation
-    processor_kwargs = dict(processor_kwargs or {})
-    if trust_remote_code:
-        model_kwargs["trust_remote_code"] = processor_kwargs["trust_remote_code"] = True
-    if max_length is not None:
-        processor_kwargs["model_max_length"] = max_length
+    model_kwargs, processor_kwargs = loading_kwargs(model_kwargs, processor_kwargs, dtype=dtype,
+                                                    attn_implementation=attn_implementation,
+                                                    trust_remote_code=trust_remote_code, max_length=max_length)
 
     chat_template, meta = _recipe_chat_template(
         model_name_or_path, recipe_spec, family_spec, wrapper, prompt_format, processor_kwargs
@@ -342,12 +357,7 @@ def continue_from(
     if base is not None and not saved_model_base_exists(base):
         raise FileNotFoundError(f"{str(root)!r} is an adapter-only model whose adapter_config.json names the base "
                                 f"model {base!r}, which does not exist here; restore it or point the adapter at it.")
-    model_kwargs = dict(model_kwargs or {})
-    if dtype is not None:
-        model_kwargs["dtype"] = dtype
-    processor_kwargs = dict(processor_kwargs or {})
-    if max_length is not None:
-        processor_kwargs["model_max_length"] = max_length
+    model_kwargs, processor_kwargs = loading_kwargs(model_kwargs, processor_kwargs, dtype=dtype, max_length=max_length)
     same_recipe = saved_meta.get("recipe") == recipe
     chat_template, meta = _recipe_chat_template(str(root), recipe_spec, family_spec,
                                                 wrapper or (saved_meta.get("wrapper") if same_recipe else None),

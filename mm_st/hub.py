@@ -443,6 +443,18 @@ def _config_lines(recipe_config: dict) -> list[str]:
                                sorted(recipe_config.items()) if k not in known and k != "recipe"]
 
 
+def _shipped_code(model_dir: Path) -> dict[str, str]:
+    """``{module class: code file}`` of the custom modules a saved folder ships (``modules.json`` type ``<file>.<Class>``
+    with ``<file>.py`` in the folder), which loading runs only with ``trust_remote_code=True``."""
+    modules = _read_json(model_dir / "modules.json") or []
+    shipped = {}
+    for entry in modules if isinstance(modules, list) else []:
+        stem, _, name = str(entry.get("type", "")).rpartition(".")
+        if stem and "." not in stem and (model_dir / f"{stem}.py").is_file():
+            shipped[name] = f"{stem}.py"
+    return shipped
+
+
 def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, base_model: str | None,
                       notes: list[str] | None = None, license: str | None = None, languages: list[str] | None = None,
                       base_card: Any = None, has_curve: bool | None = None, template: str | os.PathLike | None = None) -> str:
@@ -454,6 +466,7 @@ def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, 
     from huggingface_hub import ModelCard, ModelCardData
 
     from mm_st import metadata, templates
+    from mm_st.model_card import remote_code_note
 
     model_dir = Path(model_dir)
     recipe_config = _read_json(model_dir / "recipe_config.json")
@@ -492,8 +505,10 @@ def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, 
     source = path.read_text(encoding="utf-8") if path else \
         resources.files("mm_st.hub_cards").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    shipped = _shipped_code(model_dir)
     text = env.from_string(source).render(
         card_data=data.to_yaml(), repo_id=repo_id, kind=kind, base_model=base_model, notes=notes or [],
+        remote_code=remote_code_note(shipped), latent_attention="LatentAttentionPooling" in shipped,
         recipe=recipe, family=meta.get("family"), prompt_format=meta.get("prompt_format"), embedded=embedded,
         modalities=modalities, uses_instruction=bool(recipe_spec and recipe_spec.uses_instruction),
         description=description, scores=scores, eval_results=eval_results, languages=languages or [],

@@ -51,6 +51,7 @@ from sentence_transformers.base.modules import Transformer
 from sentence_transformers.cross_encoder.modules import LogitScore
 
 from mm_st import templates
+from mm_st.builder import loading_kwargs
 from mm_st.inputs import has_image, normalize_input
 
 QUERY, DOCUMENT, QUESTION = "<query>", "<document>", "<question>"
@@ -370,16 +371,9 @@ def build_reranker(
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     fam = templates.get_family(family) if family else templates.family_for_model_type(config.model_type)
 
-    model_kwargs = dict(model_kwargs or {})
-    if dtype is not None:
-        model_kwargs["dtype"] = dtype
-    if attn_implementation is not None:
-        model_kwargs["attn_implementation"] = attn_implementation
-    processor_kwargs = dict(processor_kwargs or {})
-    if trust_remote_code:
-        model_kwargs["trust_remote_code"] = processor_kwargs["trust_remote_code"] = True
-    if max_length is not None:
-        processor_kwargs["model_max_length"] = max_length
+    model_kwargs, processor_kwargs = loading_kwargs(model_kwargs, processor_kwargs, dtype=dtype,
+                                                    attn_implementation=attn_implementation,
+                                                    trust_remote_code=trust_remote_code, max_length=max_length)
 
     processor = AutoProcessor.from_pretrained(model_name_or_path, **processor_kwargs)
     tokenizer = getattr(processor, "tokenizer", processor)

@@ -24,6 +24,17 @@ from tests.hub_server import FakeHub, use_in_process
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_mmstFakeHubToken_Q7x2Lw9pK4"
 TEXTS = ["a red heart", "grinning face with big eyes"]
+# The start of a script for ``python -I -S`` that proves mm_st cannot be imported there (site-packages only).
+NO_MM_ST = f"""
+import sys
+sys.path.append({sysconfig.get_path("purelib")!r})
+try:
+    import mm_st
+except ImportError:
+    pass
+else:
+    raise SystemExit("mm_st is importable here")
+"""
 BASE_CARD = "---\nlicense: apache-2.0\n---\n\n# tiny base\n"
 
 
@@ -73,15 +84,7 @@ def _isolated_embed(repos: list[str], image: Path, out: Path) -> str:
     """A script for ``python -I -S`` (no site hooks: neither the editable mm_st finder nor mm_st's mteb hook; no
     current directory on sys.path) that proves ``import mm_st`` fails, then loads each repo by id and saves its
     embeddings of TEXTS and one image."""
-    return f"""
-import sys
-sys.path.append({sysconfig.get_path("purelib")!r})
-try:
-    import mm_st
-except ImportError:
-    pass
-else:
-    raise SystemExit("mm_st is importable here")
+    return NO_MM_ST + f"""
 import numpy as np
 from PIL import Image
 from sentence_transformers import SentenceTransformer
@@ -414,15 +417,7 @@ def test_a_latent_attention_model_pushes_with_its_code_file_and_loads_with_trust
     files = hub.files("org/mmembed-latent")
     assert files["latent_attention.py"] == (folder / "latent_attention.py").read_bytes()
     assert "trust_remote_code=True" in files["README.md"].decode("utf-8")
-    script = f"""
-import sys
-sys.path.append({sysconfig.get_path("purelib")!r})
-try:
-    import mm_st
-except ImportError:
-    pass
-else:
-    raise SystemExit("mm_st is importable here")
+    script = NO_MM_ST + f"""
 import numpy as np
 from sentence_transformers import SentenceTransformer
 try:
