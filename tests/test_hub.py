@@ -433,3 +433,20 @@ np.save({str(tmp_path / "emb.npy")!r}, model.encode({TEXTS!r}))
     assert "refused without trust_remote_code" in done.stdout
     local = SentenceTransformer(str(folder), trust_remote_code=True).encode(TEXTS)
     assert np.abs(np.load(tmp_path / "emb.npy") - local).max() <= 1e-6
+
+
+def test_mmembed_recipe_pushes_its_last_stage(hub, tmp_path, monkeypatch, capsys):
+    """MM-Embed's recipe with --push-to-hub pushes the last stage it ran (stage 1 here), with its card."""
+    from mm_st.training import MMEmbedConfig
+    from mm_st.training.cli import main
+
+    use_in_process(monkeypatch, hub, TOKEN)
+    monkeypatch.setattr("mm_st.hub.push_model", _with_endpoint(push_model, hub.url))
+    argv = ["--output-dir", str(tmp_path / "run"), "--stages", "1", "--no-evaluate", "--max-rows-per-dataset", "16",
+            "--max-steps", "1", "--global-batch-size", "8", "--push-to-hub", "org/mmembed-tiny"]
+    assert main(MMEmbedConfig, argv) == 0
+    files = hub.files("org/mmembed-tiny")
+    assert "model.safetensors" in files and "adapter_config.json" not in files  # full weights (embedded default)
+    card = files["README.md"].decode("utf-8")
+    assert "**MM-Embed** recipe" in card and "MM-Embed released no training code" in card
+    assert json.loads(files["recipe_config.json"])["stages"] == ["1"]
