@@ -1,0 +1,69 @@
+"""Evidence anyone can rerun: no machine's absolute path in the repository, reference scripts take their checkout."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# A machine's own folders; `/home/me/...` and `/tmp/...` appear on purpose in docstrings and usage examples.
+MACHINE_PATH = re.compile(r"(?<![\w.])(/work/|/root/|/Users/|/home/(?!me/)\w+/|[A-Z]:\\\\Users\\\\)")
+
+
+def tracked_files() -> list[Path]:
+    try:
+        names = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    return [ROOT / name for name in names.stdout.splitlines() if (ROOT / name).is_file()]
+
+
+def test_no_absolute_path_of_a_machine_in_the_repository():
+    found = []
+    for path in tracked_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # images, parquet
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if MACHINE_PATH.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}")
+    assert found == []
+
+
+def test_the_pattern_finds_what_it_should():
+    assert MACHINE_PATH.search("see /work/bench/run.log") and MACHINE_PATH.search("/home/alice/mmE5")
+    assert not MACHINE_PATH.search("/home/me/.cache/huggingface") and not MACHINE_PATH.search("../VLM2Vec/src")
+
+
+@pytest.fixture()
+def reference_common(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "reference"))
+    import common
+
+    return common
+
+
+@pytest.mark.parametrize("reference, marker", [("vlm2vec", "src/model/model.py"), ("mme5", "src/collator.py")])
+def test_reference_scripts_refuse_a_folder_that_is_not_the_checkout(reference_common, tmp_path, reference, marker):
+    with pytest.raises(SystemExit) as info:
+        reference_common.import_upstream(tmp_path, reference)
+    assert f"has no {marker}: pass the root of a" in str(info.value) and "benchmarks/reference/README.md" in str(info.value)
+    assert "src" not in sys.modules
+
+
+def test_reference_commit_comes_from_the_export_marker(reference_common, tmp_path):
+    assert reference_common.upstream_commit(tmp_path).startswith("unknown (not a git clone")
+    (tmp_path / "UPSTREAM_COMMIT").write_text(reference_common.PINNED["mme5"] + "\n", encoding="utf-8")
+    assert reference_common.upstream_commit(tmp_path) == reference_common.PINNED["mme5"]
+
+
+def test_pinned_commits_are_the_ones_the_readme_documents(reference_common):
+    readme = (ROOT / "benchmarks" / "reference" / "README.md").read_text(encoding="utf-8")
+    for reference, commit in reference_common.PINNED.items():
+        assert re.fullmatch(r"[0-9a-f]{40}", commit), reference
+        assert f"git -C ../{Path(reference_common.REPOSITORY[reference]).name} checkout {commit}" in readme
