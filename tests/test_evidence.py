@@ -25,6 +25,8 @@ def tracked_files() -> list[Path]:
 def test_no_absolute_path_of_a_machine_in_the_repository():
     found = []
     for path in tracked_files():
+        if path == Path(__file__).resolve():  # this file names the patterns
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:  # images, parquet
