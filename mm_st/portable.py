@@ -60,7 +60,7 @@ def is_local_path(value: Any) -> bool:
 def hub_id_of_cache_path(path: str | os.PathLike) -> tuple[str, str] | None:
     """``(repo_id, commit)`` of a Hugging Face cache snapshot directory (``.../models--org--name/snapshots/<sha>``).
 
-    >>> hub_id_of_cache_path("/home/me/.cache/huggingface/hub/models--llava-hf--llava-1.5-7b-hf/snapshots/" + "a" * 40)
+    >>> hub_id_of_cache_path("~/.cache/huggingface/hub/models--llava-hf--llava-1.5-7b-hf/snapshots/" + "a" * 40)
     ('llava-hf/llava-1.5-7b-hf', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa')
     >>> hub_id_of_cache_path("/data/llava") is None
     True
