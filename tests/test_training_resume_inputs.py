@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from mm_st.testing import tiny_model
-from mm_st.training import VLM2VecConfig
+from mm_st.training import MMEmbedConfig, VLM2VecConfig
 from mm_st.training.cli import main
 from mm_st.training.outputs import RunFolder, checkpoint_gaps, last_complete_checkpoint
-from tests.recipe_data import write_classification
+from tests.recipe_data import write_classification, write_user_mbeir
 
 QUICK = ["--global-batch-size", "8", "--no-evaluate", "--adapter", "none", "--logging-steps", "1"]
 
@@ -127,3 +127,118 @@ def test_checkpoints_carry_no_load_time_flags(finished):
         config = json.loads((finished / "checkpoints" / checkpoint / "tokenizer_config.json").read_text(encoding="utf-8"))
         assert "local_files_only" not in config and "is_local" not in config, checkpoint
         assert [f for f in local_state(finished / "checkpoints" / checkpoint) if "load-time" in f] == []
+
+
+# -- 8: a batch of one without negatives ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls, flags, reason", [
+    (VLM2VecConfig, [], "num_negatives 0"),
+    (MMEmbedConfig, [], "stages 1 and 3 train on in-batch negatives only"),
+    (MMEmbedConfig, ["--stages", "1,2"], "stage 1 trains on in-batch negatives only"),
+    (MMEmbedConfig, ["--stages", "3"], "stage 3 trains on in-batch negatives only"),
+])
+def test_a_batch_of_one_without_negatives_is_refused_in_the_dry_run(tmp_path, capsys, cls, flags, reason):
+    argv = ["--dry-run", "--global-batch-size", "1", "--output-dir", str(tmp_path / "run"), *flags]
+    assert main(cls, argv) == 2
+    assert f"global_batch_size 1 with no hard negatives ({reason}) gives each query no negative" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_of_one_with_mined_negatives_is_allowed():
+    MMEmbedConfig(stages=["2"], global_batch_size=1).check()  # stage 2's rows carry a mined negative
+
+
+# -- 15: stages, BOM, modality spelling ----------------------------------------------------------------------------
+
+
+def test_from_stage_outside_the_chosen_stages_is_an_error(tmp_path, capsys):
+    assert main(MMEmbedConfig, ["--dry-run", "--stages", "2", "--from-stage", "1", "--output-dir", str(tmp_path)]) == 2
+    assert "--from-stage 1 is not among --stages 2" in capsys.readouterr().err
+    assert MMEmbedConfig(from_stage=2).stage_numbers() == [2, 3]
+
+
+def test_a_text_pairs_csv_with_a_byte_order_mark_reads(tmp_path):
+    from mm_st.data import load_text_pairs
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes("query,positive\nwhat is a cat,a small animal\n".encode("utf-8-sig"))
+    assert load_text_pairs(str(path))[0]["anchor"]["text"] == "what is a cat"
+    path.with_suffix(".jsonl").write_bytes(json.dumps({"query": "q", "positive": "p"}).encode("utf-8-sig") + b"\n")
+    assert load_text_pairs(str(path.with_suffix(".jsonl")))[0]["anchor"]["text"] == "q"
+
+
+def _pool_file(data: Path) -> Path:
+    return data / "cand_pool" / "local" / "mbeir_user_train_cand_pool.jsonl"
+
+
+def _append(path: Path, *rows: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+@pytest.fixture
+def user_mbeir(tmp_path):
+    """The user's M-BEIR layout with every query image present."""
+    data = write_user_mbeir(tmp_path / "mbeir")
+    shutil.copy(data / "images" / "0.png", data / "images" / "5.png")
+    return data
+
+
+def test_a_pool_modality_spelled_text_image_reads_as_image_text(user_mbeir):
+    from mm_st.data import load_mbeir
+    from mm_st.data.converters import mbeir_modality
+
+    assert mbeir_modality("text, image", "x") == mbeir_modality("image,text", "x") == "image,text"
+    _append(_pool_file(user_mbeir), {"did": "7:300", "txt": "a caption", "img_path": "images/1.png", "modality": "text,image"})
+    _append(user_mbeir / "query" / "train" / "mbeir_user_task3_train.jsonl",
+            {"qid": "7:2000", "query_txt": None, "query_img_path": "images/0.png", "query_modality": "image",
+             "pos_cand_list": ["7:300"], "neg_cand_list": []})
+    with open(user_mbeir / "instructions" / "query_instructions.tsv", "a", encoding="utf-8") as handle:
+        handle.write("image\timage,text\tUser\t7\tFind the captioned picture.\n")
+    named = load_mbeir(user_mbeir, instructions="row")
+    assert len(named["FashionIQ_i2it"]) == 1
+    assert named["FashionIQ_i2it"][0]["anchor"]["instruction"] == "Find the captioned picture."
+
+
+# -- 9: a candidate id twice in the training pools ---------------------------------------------------------------
+
+
+def test_a_duplicate_candidate_id_names_both_files_and_rows(user_mbeir, tmp_path, capsys):
+    from mm_st.data import load_mbeir
+
+    union = user_mbeir / "cand_pool" / "global" / "mbeir_union_train_cand_pool.jsonl"
+    union.parent.mkdir()
+    shutil.copy(_pool_file(user_mbeir), union)  # the same candidates in M-BEIR's union pool: fine
+    assert len(load_mbeir(user_mbeir, instructions="row")["FashionIQ_i2t"]) == 12
+    _append(user_mbeir / "cand_pool" / "local" / "mbeir_extra_train_cand_pool.jsonl",
+            {"did": "7:3", "txt": "another candidate", "img_path": None, "modality": "text"})
+    message = ("candidate id '7:3' is in mbeir_union_train_cand_pool.jsonl row 6 and in mbeir_extra_train_cand_pool.jsonl "
+               "row 0 with other content")
+    with pytest.raises(ValueError, match=message):
+        load_mbeir(user_mbeir, instructions="row")
+    argv = ["--dry-run", "--model", tiny_model("llava_next", head=False), "--data", str(user_mbeir), "--stages", "1,2",
+            "--no-evaluate", "--output-dir", str(tmp_path / "run"), "--global-batch-size", "4", "--adapter", "none"]
+    assert main(MMEmbedConfig, argv) == 2
+    assert message in capsys.readouterr().err
+
+
+# -- 13: a missing image in the mining pool ------------------------------------------------------------------------
+
+
+def test_a_missing_pool_image_is_found_by_the_dry_run_and_skip_drops_it(user_mbeir, tmp_path, capsys):
+    from mm_st.data.converters import mbeir_candidate_pools
+
+    _append(_pool_file(user_mbeir), {"did": "7:200", "txt": None, "img_path": "images/gone.png", "modality": "image"})
+    argv = ["--dry-run", "--model", tiny_model("llava_next", head=False), "--data", str(user_mbeir), "--stages", "1,2",
+            "--no-evaluate", "--output-dir", str(tmp_path / "run"), "--global-batch-size", "4", "--adapter", "none"]
+    assert main(MMEmbedConfig, argv) == 2
+    err = capsys.readouterr().err
+    assert "M-BEIR candidate pool: 1 image reference(s) missing or unreadable" in err
+    assert "mbeir_user_train_cand_pool.jsonl row 18 (candidate 7:200): 'images/gone.png'" in err
+    assert main(MMEmbedConfig, argv + ["--on-missing", "skip"]) == 0
+    assert "mining pool: 1 candidate(s) with a missing or unreadable image dropped" in capsys.readouterr().out
+    pools, dropped = mbeir_candidate_pools(user_mbeir, "train", "skip")
+    assert dropped == 1 and len(pools["7"]) == 18 and "7:200" not in {e["did"] for e in pools["7"]}
+    assert all(e["image"] is None or Path(e["image"]).is_absolute() for e in pools["7"])

@@ -143,9 +143,24 @@ class MMEmbedConfig(RecipeConfig):
             numbers = []
         if not numbers or not set(numbers) <= {1, 2, 3}:
             raise ValueError(f"mmembed config: stages must be some of 1, 2, 3, got {self.stages}.")
+        if self.from_stage and self.from_stage not in numbers:
+            raise ValueError(f"mmembed config: --from-stage {self.from_stage} is not among --stages "
+                             f"{','.join(map(str, numbers))}; run again from one of the chosen stages, or choose "
+                             f"--stages {','.join(str(n) for n in (1, 2, 3) if n >= self.from_stage)}.")
         if self.from_stage:
             numbers = [n for n in (1, 2, 3) if n >= self.from_stage and (n in numbers or n > self.from_stage)]
         return numbers
+
+    def negatives_per_row(self) -> int:
+        """Stage 2's mined negatives; stages 1 and 3 train on in-batch negatives only (whatever num_negatives says)."""
+        numbers = [self.stage] if self.stage else self.stage_numbers()
+        return self.num_negatives if numbers == [2] else 0
+
+    def why_no_negatives(self) -> str:
+        numbers = [self.stage] if self.stage else self.stage_numbers()
+        others = [str(n) for n in numbers if n != 2]
+        return (f"stage{'s' if len(others) > 1 else ''} {' and '.join(others)} train{'' if len(others) > 1 else 's'} "
+                "on in-batch negatives only")
 
     def ranks(self) -> tuple[int, int]:
         try:
@@ -224,11 +239,22 @@ class ModalityAwareStage(RandomNegativesStage):
     def load_datasets(self, sources: Sources) -> dict[str, datasets.Dataset]:
         named = self.load_mbeir(sources, ids=True)
         check_not_empty(named, "mmembed")
+        self.candidate_pools()  # every pool image checked once, in the dry run too
         return named
+
+    def candidate_pools(self) -> dict[str, list[dict]]:
+        """The training split's candidate pools by dataset id, each image checked once (read once per stage)."""
+        if getattr(self, "_pools", None) is None:
+            from mm_st.data.converters import mbeir_candidate_pools
+
+            self._pools, self._pools_dropped = mbeir_candidate_pools(self.data, self.data_split, self.on_missing)
+        return self._pools
 
     def plan_notes(self, named: dict[str, datasets.Dataset]) -> list[str]:
         first, last = self.ranks()
-        return [f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
+        dropped = getattr(self, "_pools_dropped", 0)
+        skipped = [f"mining pool: {dropped} candidate(s) with a missing or unreadable image dropped (--on-missing skip)"]
+        return (skipped if dropped else []) + [f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
                 f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
                 f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused"]
 
@@ -287,22 +313,6 @@ STAGES: dict[int, type[MMEmbedConfig]] = {1: RandomNegativesStage, 2: ModalityAw
 
 
 # -- stage 2's mining -------------------------------------------------------------------------------------------
-
-
-def _candidate_pools(root: Path, split: str) -> dict[str, list[dict]]:
-    """The candidate pools of ``split`` by dataset id (the did prefix): files under ``cand_pool/`` named for the
-    split (``*_{split}_*``), else every pool file. Mining a training query never sees another split's pool."""
-    from mm_st.data.converters import _read_rows
-
-    files = sorted((root / "cand_pool").rglob("*.jsonl"))
-    named = [f for f in files if f"_{split}_" in f.name or f.name.endswith(f"_{split}.jsonl")]
-    pools: dict[str, list[dict]] = {}
-    for path in named or files:
-        for index, entry in enumerate(_read_rows(path)):
-            if not isinstance(entry.get("did"), str):
-                raise ValueError(f"{path.name} row {index}: candidate without a string 'did'.")
-            pools.setdefault(entry["did"].split(":")[0], []).append(entry)
-    return pools
 
 
 def _fingerprint(paths: list[Path]) -> str:
@@ -365,7 +375,7 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     record.unlink(missing_ok=True)
     miner = plan.load_model(stage.mining_model)
     root = Path(stage.data)
-    pools = _candidate_pools(root, stage.data_split)
+    pools = stage.candidate_pools()
     out, counts = {}, {}
     for name, ds in named.items():
         dataset_id = ds[0]["qid"].split(":")[0]
@@ -373,8 +383,7 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
         if not pool:
             raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
                              f"{str(root / 'cand_pool')!r}.")
-        corpus = [{"text": e.get("txt") or None, "image": str(root / e["img_path"]) if e.get("img_path") else None}
-                  for e in pool]
+        corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
         positive_modality = next(e.get("modality") for e in pool if e["did"] == ds[0]["positive_id"])
         ranks = _window(pool, positive_modality, stage.ranks())
         mined, report = mine_hard_negatives(
