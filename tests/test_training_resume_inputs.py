@@ -5,6 +5,8 @@ finished run are named, and bad training data is refused at load time and in the
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import pytest
 from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig, VLM2VecConfig
 from mm_st.training.cli import main
-from mm_st.training.outputs import RunFolder, checkpoint_gaps, last_complete_checkpoint
-from tests.recipe_data import write_classification, write_user_mbeir
+from mm_st.training.outputs import RunFolder
+from tests.recipe_data import tree_hashes, write_classification, write_user_mbeir
 
 QUICK = ["--global-batch-size", "8", "--no-evaluate", "--adapter", "none", "--logging-steps", "1"]
 
@@ -64,6 +66,8 @@ def _as_killed(finished: Path, tmp_path: Path) -> Path:
 
 
 def test_checkpoint_completeness_names_every_file_a_resume_needs(finished, tmp_path):
+    from mm_st.training.outputs import checkpoint_gaps, last_complete_checkpoint
+
     complete = finished / "checkpoints" / "checkpoint-4"
     assert checkpoint_gaps(complete) == []
     # a kill right after the folder's first config file
@@ -90,6 +94,8 @@ def test_checkpoint_completeness_names_every_file_a_resume_needs(finished, tmp_p
                                    "optimizer.pt", "scheduler.pt", "rng_state.pth")])
 def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(finished, tmp_path, backbone,
                                                                                       mmeb_data, capsys, keep):
+    from mm_st.training.outputs import checkpoint_gaps
+
     out = _as_killed(finished, tmp_path)
     newest = out / "checkpoints" / "checkpoint-4"
     for path in newest.iterdir():  # strip the newest checkpoint to what the kill left of it
@@ -242,3 +248,106 @@ def test_a_missing_pool_image_is_found_by_the_dry_run_and_skip_drops_it(user_mbe
     pools, dropped = mbeir_candidate_pools(user_mbeir, "train", "skip")
     assert dropped == 1 and len(pools["7"]) == 18 and "7:200" not in {e["did"] for e in pools["7"]}
     assert all(e["image"] is None or Path(e["image"]).is_absolute() for e in pools["7"])
+
+
+# -- 2, 3, 4, 15: MM-Embed's inputs: shared mined negatives, edited data, its own folders --------------------------
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, backbone):
+    """Stages 1 and 2 of MM-Embed on a user's M-BEIR copy, run from the folder holding it with a relative --data."""
+    home = tmp_path_factory.mktemp("first")
+    data = write_user_mbeir(home / "mbeir")
+    shutil.copy(data / "images" / "0.png", data / "images" / "5.png")
+    argv = ["--model", backbone, "--data", "mbeir", "--stages", "1,2", "--no-evaluate", "--output-dir",
+            str(home / "run"), "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none", "--max-length", "64",
+            "--mining-top-k", "10", "--logging-steps", "1"]
+    cwd = Path.cwd()
+    os.chdir(home)
+    try:
+        assert main(MMEmbedConfig, argv) == 0
+    finally:
+        os.chdir(cwd)
+    return home, argv
+
+
+def _reuse_argv(chain, out: Path, data: str, *extra: str) -> list[str]:
+    home, argv = chain
+    argv = list(argv)
+    for flag, value in (("--data", data), ("--stages", "2"), ("--output-dir", str(out))):
+        argv[argv.index(flag) + 1] = value
+    return argv + ["--mining-model", str(home / "run" / "stage1" / "model"), "--mined-negatives",
+                   str(home / "run" / "mined-negatives"), *extra]
+
+
+def test_shared_mined_negatives_are_reused_from_another_working_directory(chain, tmp_path, monkeypatch, caplog):
+    home, _ = chain
+    shared = home / "run" / "mined-negatives"
+    before = tree_hashes(shared)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(home / "mbeir", elsewhere / "copy-of-mbeir")  # the same data, another place
+    monkeypatch.chdir(elsewhere)
+    with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
+        assert main(MMEmbedConfig, _reuse_argv(chain, tmp_path / "run", "copy-of-mbeir")) == 0
+    assert "stage 2: reusing the mined negatives" in caplog.text
+    assert (tmp_path / "run" / "stage2" / "model" / "modules.json").is_file()
+    assert tree_hashes(shared) == before
+    # the saved paths are relative to the data root, never this machine's folders
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(next(shared.glob("*.parquet"))).to_pylist()
+    paths = [row[c]["image"]["path"] for row in table for c in row if isinstance(row[c], dict) and row[c].get("image")]
+    assert paths and all(p.startswith("images/") for p in paths), paths[:3]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_mined_negatives_of_other_settings_are_an_error_and_never_rewritten(chain, tmp_path, capsys, dry_run):
+    home, _ = chain
+    shared = home / "run" / "mined-negatives"
+    before = tree_hashes(shared)
+    argv = _reuse_argv(chain, tmp_path / "run", str(home / "mbeir"), "--mining-top-k", "5")
+    assert main(MMEmbedConfig, (["--dry-run"] if dry_run else []) + argv) == 2
+    err = capsys.readouterr().err
+    assert f"--mined-negatives {str(shared)!r} holds negatives mined with other settings (top_k: 10 in the folder, 5 for " \
+           "this run)" in err and "read, never rewritten" in err
+    assert tree_hashes(shared) == before
+
+
+def test_a_folder_of_other_files_is_no_set_of_mined_negatives(chain, tmp_path, capsys):
+    home, _ = chain
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine", encoding="utf-8")
+    argv = _reuse_argv(chain, tmp_path / "run", str(home / "mbeir"))
+    argv[argv.index("--mined-negatives") + 1] = str(tmp_path / "mine")
+    assert main(MMEmbedConfig, argv) == 2
+    assert "holds files but no mining.json" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_data_edited_after_a_finished_run_is_named(chain, capsys, monkeypatch):
+    home, argv = chain
+    monkeypatch.chdir(home)
+    pool = _pool_file(home / "mbeir")
+    original = pool.read_bytes()
+    try:
+        pool.write_bytes(original.replace(b"A long caption about", b"An edited caption about", 1))
+        assert main(MMEmbedConfig, argv) == 2
+        err = capsys.readouterr().err
+        assert f"mmembed: stage 1 in {str(home / 'run')!r} finished on other inputs: the M-BEIR data (--data mbeir) " \
+               "changed since it ran" in err and "--from-stage 1" in err
+        assert main(MMEmbedConfig, ["--dry-run", *argv]) == 2
+    finally:
+        pool.write_bytes(original)
+    assert main(MMEmbedConfig, argv) == 0
+    assert capsys.readouterr().out.count("holds this run, finished") == 2
+
+
+def test_a_users_own_mined_negatives_folder_is_refused_before_stage_1(tmp_path, backbone, user_mbeir, capsys):
+    out = tmp_path / "run"
+    (out / "mined-negatives").mkdir(parents=True)
+    argv = ["--model", backbone, "--data", str(user_mbeir), "--stages", "1,2", "--no-evaluate", "--output-dir", str(out),
+            "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none"]
+    for dry in (["--dry-run"], []):
+        assert main(MMEmbedConfig, dry + argv) == 2
+        assert f"{str(out / 'mined-negatives')!r} exists and was not written by an mm_st run" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == ["mined-negatives"]

@@ -85,13 +85,18 @@ class RunFolder:
         if not self.writer:
             return path  # the writing process of this node records and checks
         if name not in self._state["outputs"]:
-            if path.exists() or path.is_symlink():
-                raise FileExistsError(f"{str(path)!r} exists and was not written by an mm_st run in "
-                                      f"{str(self.root)!r}; mm_st does not write into or remove it. Use another "
-                                      "--output-dir (or move it away).")
+            self.check_claimable(name)
             self._state["outputs"].append(name)
             self._write()
         return path
+
+    def check_claimable(self, name: str) -> None:
+        """Refuse (before anything is written) a path of the run's that exists but no mm_st run wrote."""
+        path = self.root / name
+        if name not in self._state["outputs"] and (path.exists() or path.is_symlink()):
+            raise FileExistsError(f"{str(path)!r} exists and was not written by an mm_st run in "
+                                  f"{str(self.root)!r}; mm_st does not write into or remove it. Use another "
+                                  "--output-dir (or move it away).")
 
     # -- finished runs ---------------------------------------------------------------------------
 
