@@ -16,21 +16,10 @@ from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig, VLM2VecConfig
 from mm_st.training.cli import main
 from mm_st.training.outputs import RunFolder
-from tests.recipe_data import tree_hashes, write_classification, write_user_mbeir
+from tests.recipe_data import tree_hashes, write_user_mbeir
+from tests.test_training_hardening import backbone, mmeb_data  # noqa: F401  (its fixtures, shared)
 
 QUICK = ["--global-batch-size", "8", "--no-evaluate", "--adapter", "none", "--logging-steps", "1"]
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    return tiny_model("llava_next", head=False)
-
-
-@pytest.fixture(scope="module")
-def mmeb_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("user") / "data"
-    write_classification(root, "TenLabels", labels=10, rows=40)
-    return root
 
 
 def _argv(backbone, data, out, *extra):

@@ -254,10 +254,11 @@ class ModalityAwareStage(RandomNegativesStage):
         check_shared_negatives(self, mining_key(self, list(named), miner=False))  # in the plan, before stage 1 trains
         first, last = self.ranks()
         dropped = getattr(self, "_pools_dropped", 0)
-        skipped = [f"mining pool: {dropped} candidate(s) with a missing or unreadable image dropped (--on-missing skip)"]
-        return (skipped if dropped else []) + [f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
-                f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
-                f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused"]
+        lines = [f"mining pool: {dropped} candidate(s) with a missing or unreadable image dropped (--on-missing skip)"]
+        return lines[:1 if dropped else 0] + [
+            f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
+            f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
+            f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused"]
 
     def earlier_before_scores(self) -> list[Path]:
         return [Path(self.output_dir).parent / "stage1" / "eval-before.json"]  # stage 1 started from the same base
