@@ -610,7 +610,9 @@ def load_mbeir(
             candidate pools by id; drop them before training).
 
     The first positive of ``pos_cand_list`` is the positive. A row whose ``pos_cand_list`` names an
-    id absent from the pools is an error that names the query and the id.
+    id absent from the pools is an error that names the query and the id; a candidate id that two pool rows
+    give different content is an error naming both files and rows. Modalities are read as the evaluation
+    reads them (:func:`mbeir_modality`: ``text,image`` is ``image,text``).
     """
     _check_on_missing(on_missing)
     if instructions not in ("inline", "none", "row"):
