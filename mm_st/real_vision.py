@@ -29,7 +29,8 @@ from typing import Any
 
 from mm_st.cache import build_atomically, cache_root
 
-__all__ = ["ARCHITECTURE", "INSTALL_HINT", "LMS", "efficientnet_lite0_file", "fast_vlm_path", "pretrained_tower",
+__all__ = ["ARCHITECTURE", "INSTALL_HINT", "LMS", "efficientnet_lite0_file", "fast_vlm_path", "freeze_vision_tower",
+           "pretrained_tower",
            "timm_key", "timm_state_dict"]
 
 ARCHITECTURE = "tf_efficientnet_lite0"
@@ -238,3 +239,29 @@ def fast_vlm_path(lm: str = "tiny", path: str | os.PathLike | None = None, seed:
         return str(directory)
     directory = cache_root() / "real_vision" / f"fast_vlm-lite0-{lm}-seed{seed}-{_CACHE_VERSION}"
     return build_atomically(directory, _COMPLETE_MARKER, lambda tmp: _write(lm, seed, tmp))
+
+
+def vision_tower(model) -> Any:
+    """The image tower inside a built model (the first module named ``vision_tower``, ``visual`` or ``vision_model``)."""
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("vision_tower", "visual", "vision_model"):
+            return module
+    raise ValueError(f"{type(model).__name__} has no module named vision_tower, visual or vision_model")
+
+
+def freeze_vision_tower(model) -> Any:
+    """Keep a pretrained image tower as it is while the rest trains: no gradients, and always in eval mode.
+
+    Eval mode matters for a CNN: in train mode its BatchNorm layers would normalise with the batch's statistics and
+    overwrite the ImageNet running statistics. Returns the tower. (E5-V's LoRA leaves the vision tower out, as
+    ``mm_st.training.e5v.E5V_LM_ONLY`` does; VLM2Vec v1's LoRA suffixes reach into it.)
+    """
+    import types
+
+    import torch
+
+    tower = vision_tower(model)
+    tower.requires_grad_(False)
+    torch.nn.Module.train(tower, False)
+    tower.train = types.MethodType(lambda self, mode=True: torch.nn.Module.train(self, False), tower)
+    return tower

@@ -150,3 +150,22 @@ def test_smollm2_folder_keeps_smollm2s_text_embeddings(smollm2):
     assert got.shape == (2, 576) and np.abs(got - expected).max() <= 1e-5
     image = model.encode(_photos())
     assert np.isfinite(image).all() and np.abs(image[0] - image[1]).max() > 1e-3
+
+
+def test_frozen_tower_keeps_weights_and_imagenet_statistics_while_the_rest_trains(tiny_folder):
+    from mm_st import build_model
+
+    model = build_model(tiny_folder, recipe="vlm2vec")
+    tower = real_vision.freeze_vision_tower(model)
+    before = {k: v.clone() for k, v in tower.state_dict().items()}
+    model.train()
+    assert not tower.training and all(not m.training for m in tower.modules())
+    flower, temple = _photos()
+    features = model.preprocess([flower, temple])
+    model(features)["sentence_embedding"].sum().backward()
+    assert all(p.grad is None for p in tower.parameters())
+    assert any(p.grad is not None for n, p in model.named_parameters() if "multi_modal_projector" in n)
+    after = tower.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats included
+    with pytest.raises(ValueError, match="has no module named vision_tower"):
+        real_vision.vision_tower(torch.nn.Linear(2, 2))
