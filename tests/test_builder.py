@@ -29,6 +29,7 @@ LITERAL = {
     "qwen2_5_vl": (CHATML, QWEN_IMAGE),
     "qwen3_vl": (CHATML, QWEN_IMAGE),
     "idefics3": ("<|im_start|>User:{}<end_of_utterance>\nAssistant:", "<image>"),
+    "fast_vlm": (CHATML, "<image>"),
 }
 TEXT_PROMPT = "<sent>\nSummary above sentence in one word: "
 IMAGE_PROMPT = "<image>\nSummary above image in one word: "

@@ -47,6 +47,7 @@ FAMILIES = {
     "qwen2_5_vl": (*CHATML, QWEN_IMAGE),
     "qwen3_vl": (*CHATML, QWEN_IMAGE),
     "idefics3": ("<|im_start|>User:", "<end_of_utterance>\nAssistant:", "<image>"),
+    "fast_vlm": (*CHATML, "<image>"),
 }
 
 

@@ -111,6 +111,7 @@ EXPECTED_RENDER = {
     "qwen3_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe.<|im_end|>\n"
     "<|im_start|>assistant\n",
     "idefics3": "<|im_start|>User:<image>Describe.<end_of_utterance>\nAssistant:",
+    "fast_vlm": "<|im_start|>user\n<image>Describe.<|im_end|>\n<|im_start|>assistant\n",
 }
 
 
@@ -235,5 +236,5 @@ def test_unknown_family():
 
 
 def test_registry():
-    assert TINY_FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3")
+    assert TINY_FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "fast_vlm")
     assert set(SPECS) == set(TINY_FAMILIES)
