@@ -15,6 +15,7 @@ import torch
 
 from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, run_stage
 from mm_st.training.cli import main
+from tests.synthesis_support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -252,7 +253,7 @@ def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path)
     single = _trainer_losses(tmp_path / "one" / "checkpoints" / "checkpoint-2")
     for name, extra in (("two", []), ("two-gradcache", ["--mini-batch-size", "4"])):  # GradCache under DDP too
         two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                              "29533", script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
+                              str(free_port()), script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
                               str(tmp_path / name)], env=_env(), capture_output=True, text=True, timeout=900)
         assert two.returncode == 0, two.stderr[-3000:]
         assert "16 queries per step = 8 per process x 2 process(es)" in two.stdout
