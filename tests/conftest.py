@@ -12,8 +12,9 @@ own pytest session with one torch thread). So every test must be isolated from t
 
 Slow tests: mark a test that takes more than about 2 s on a quiet machine (a recipe run, a subprocess that imports
 torch, a server, a real LM) with ``@pytest.mark.slow`` (or ``pytestmark = pytest.mark.slow`` for a whole file).
-``bash scripts/test.sh -m "not slow"`` -- the quick tier for the development loop -- leaves it out; CI (``.ci/run``)
-runs everything. Find them with ``bash scripts/test.sh --durations=20 tests/test_x.py``.
+A test that uses the ``smollm2`` fixture (the real small LM, converted once per run) is marked slow here, by
+``pytest_collection_modifyitems``. ``bash scripts/test.sh -m "not slow"`` -- the quick tier for the development loop --
+leaves them out; CI (``.ci/run``) runs everything. Find them with ``bash scripts/test.sh --durations=20 tests/test_x.py``.
 
 Share expensive setup: build a trained run, a data layout or a saved model once in a ``scope="module"`` fixture (or
 ``scope="session"`` here, when several files need it) and treat it as read-only in the tests (copy it to ``tmp_path``
@@ -49,6 +50,13 @@ def smollm2():
     if missing:
         pytest.skip(f"SmolLM2 needs {missing} ({INSTALL_HINT})")
     return smollm2_path()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the real small LM (``smollm2``) are slow: its conversion alone takes most of a minute."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 # Scripts run as subprocesses by the tests; importing them (doctest collection) would run them.

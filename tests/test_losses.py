@@ -361,6 +361,7 @@ def dist_batch():
     return anchors, positives, negatives
 
 
+@pytest.mark.slow
 def test_gather_across_two_processes_matches_one_process(tmp_path):
     """torchrun --nproc_per_node=2 (gloo, CPU): loss and averaged gradients equal the single-process batch."""
     import os

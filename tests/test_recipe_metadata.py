@@ -50,6 +50,7 @@ def saved(tmp_path_factory, emoji_images):
     return root, expected, json.loads(run.stdout.split("RESULT", 1)[1])
 
 
+@pytest.mark.slow
 def test_saved_in_config_and_plain_sentence_transformers_loads_without_mm_st(saved):
     root, expected, plain = saved
     assert _config(root / "mm_st")["mm_st"] == E5V
