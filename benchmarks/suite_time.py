@@ -43,7 +43,8 @@ def main(argv: list[str]) -> int:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(run.stdout[-12000:], run.stderr[-3000:], sep="\n")
     summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", run.stdout, flags=re.M)
-    record = {"args": argv, "workers": os.environ.get("MM_ST_TEST_WORKERS", "2"), "returncode": run.returncode,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    record = {"commit": commit.strip(), "args": argv, "workers": os.environ.get("MM_ST_TEST_WORKERS", "2"), "returncode": run.returncode,
               "summary": summary[-1] if summary else None, "wall_s": round(wall, 1),
               "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "cores": os.cpu_count(),
               "load_avg_1min": {"start": samples[0], "mean": round(sum(samples) / len(samples), 2), "max": max(samples)}}
