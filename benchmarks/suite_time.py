@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     wall = time.monotonic() - start
     stop.set()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(run.stdout[-12000:], run.stderr[-3000:], sep="\n")
+    print(run.stdout, run.stderr[-3000:], sep="\n")
     summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", run.stdout, flags=re.M)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     record = {"commit": commit.strip(), "args": argv, "workers": os.environ.get("MM_ST_TEST_WORKERS", "2"), "returncode": run.returncode,
