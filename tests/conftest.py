@@ -12,8 +12,8 @@ own pytest session with one torch thread). So every test must be isolated from t
 
 Slow tests: mark a test that takes more than about 2 s on a quiet machine (a recipe run, a subprocess that imports
 torch, a server, a real LM) with ``@pytest.mark.slow`` (or ``pytestmark = pytest.mark.slow`` for a whole file).
-A test that uses the ``smollm2`` fixture (the real small LM, converted once per run) is marked slow here, by
-``pytest_collection_modifyitems``. ``bash scripts/test.sh -m "not slow"`` -- the quick tier for the development loop --
+A test that uses the ``smollm2`` fixture (the real small LM, converted once per run), and the doctests named in
+``SLOW_DOCTESTS``, are marked slow here, by ``pytest_collection_modifyitems``. ``bash scripts/test.sh -m "not slow"`` -- the quick tier for the development loop --
 leaves them out; CI (``.ci/run``) runs everything. Find them with ``bash scripts/test.sh --durations=20 tests/test_x.py``.
 
 Share expensive setup: build a trained run, a data layout or a saved model once in a ``scope="module"`` fixture (or
@@ -52,10 +52,14 @@ def smollm2():
     return smollm2_path()
 
 
+# Docstring examples that convert the real small LM themselves (no fixture to recognise them by).
+SLOW_DOCTESTS = {"mm_st/real_lm.py::mm_st.real_lm"}
+
+
 def pytest_collection_modifyitems(items):
     """Tests that use the real small LM (``smollm2``) are slow: its conversion alone takes most of a minute."""
     for item in items:
-        if "smollm2" in getattr(item, "fixturenames", ()):
+        if "smollm2" in getattr(item, "fixturenames", ()) or item.nodeid in SLOW_DOCTESTS:
             item.add_marker(pytest.mark.slow)
 
 

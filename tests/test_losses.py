@@ -271,6 +271,7 @@ def test_grouping_leaves_loss_gradients_and_minibatches_unchanged(emoji_images):
         model.group_modalities = True
 
 
+@pytest.mark.slow
 def test_short_training_run_learns(tmp_path):
     """50 steps on emoji image <-> name: loss falls and held-out Recall@10 rises well above chance."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments

@@ -84,6 +84,7 @@ def test_embedded_run_refuses_to_write_into_a_folder_it_did_not_create(tmp_path,
     assert listing(tmp_path) == ["data", "data/mine.csv"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--resume", "always"], "--resume always: no checkpoint in"),
     (["--eval-languages", "xx"], "The embedded evaluation has no language 'xx'"),
