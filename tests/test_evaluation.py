@@ -392,6 +392,7 @@ def _env(**extra):
     return env
 
 
+@pytest.mark.slow
 def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
     command = _mteb_command(tmp_path / "site")
     site = command[3] if len(command) > 1 else None
@@ -406,6 +407,7 @@ def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
     assert off.returncode != 0 and "MMEB-VOC2007" in off.stderr  # not registered: KeyError from mteb
 
 
+@pytest.mark.slow
 def test_mteb_command_runs_a_task_and_the_benchmark_and_results_read_back(data, saved_model, tmp_path):
     command, results = _mteb_command(tmp_path / "site"), tmp_path / "results"
     env = _env(MM_ST_MMEB_DATA=str(data["mmeb"]))

@@ -98,6 +98,7 @@ print("isolated ok", repr(type(model).__module__))
 """
 
 
+@pytest.mark.slow
 def test_recipe_push_round_trip_loads_anywhere_and_runs_in_mteb(hub, published, tmp_path, monkeypatch):
     from PIL import Image
     from sentence_transformers import SentenceTransformer
@@ -179,6 +180,7 @@ def _with_endpoint(function, endpoint):
     return lambda *args, **kwargs: function(*args, **{"endpoint": endpoint, **kwargs})
 
 
+@pytest.mark.slow
 def test_card_parses_and_holds_metadata_model_index_usage_and_sources(hub, published):
     card = ModelCard(hub.files("org/e5v-tiny")["README.md"].decode())
     data = card.data
@@ -214,6 +216,7 @@ def local_state_of_files(files: dict[str, bytes]) -> list[str]:
     return [p for name, data in files.items() if name.endswith(".json") for p in state_of(json.loads(data), name)]
 
 
+@pytest.mark.slow
 def test_saved_folder_keeps_no_load_time_state(published):
     """A stage's saved model: no load-time flag in any JSON file; its only local paths are the adapter's base (a
     local-only tiny backbone, so the folder still loads here; never pushed, see the merged push) and the run
@@ -327,6 +330,7 @@ def test_failed_push_changes_nothing_and_rerunning_completes_it_in_one_commit(hu
     assert not [r for r in hub.requests[start:] if r[0] == "PUT"]  # weights already on the Hub: not sent again
 
 
+@pytest.mark.slow
 def test_adapter_is_never_pushed_for_a_base_the_hub_does_not_have(hub, published, monkeypatch):
     use_in_process(monkeypatch, hub, TOKEN)
     with pytest.raises(PushError, match="The base model 'org/not-there' is not on http://127.0.0.1:.*push the base first"):
@@ -404,6 +408,7 @@ def test_merging_a_dora_adapter_on_mllama_gives_the_adapter_models_embeddings(tm
         assert np.abs(loaded.encode(inputs) - model.encode(inputs)).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_a_latent_attention_model_pushes_with_its_code_file_and_loads_with_trust_remote_code(hub, tmp_path, monkeypatch):
     """MM-Embed's architecture pushes like any model: the module's code file travels, the card says loading needs
     trust_remote_code=True, and a Python without mm_st loads it by id with that flag and gives the same embeddings."""
@@ -435,6 +440,7 @@ np.save({str(tmp_path / "emb.npy")!r}, model.encode({TEXTS!r}))
     assert np.abs(np.load(tmp_path / "emb.npy") - local).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_mmembed_recipe_pushes_its_last_stage(hub, tmp_path, monkeypatch, capsys):
     """MM-Embed's recipe with --push-to-hub pushes the last stage it ran (stage 1 here), with its card."""
     from mm_st.training import MMEmbedConfig

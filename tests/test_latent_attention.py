@@ -412,6 +412,7 @@ LOAD_WITHOUT_MM_ST = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_trust_remote_code_with_and_without_mm_st(tmp_path, emoji_images):
     model = build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention",
                         attention="bidirectional", pooling_kwargs=SMALL)

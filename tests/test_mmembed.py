@@ -73,6 +73,7 @@ def _manifest(out: Path) -> dict:
     return json.loads((out / "stages.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
     out = tmp_path / "run"
     argv = ["--output-dir", str(out), "--eval-data", str(heldout), *SMALL]
@@ -132,6 +133,7 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caplog, capsys):
     data = write_user_mbeir(tmp_path / "mbeir")
     argv = ["--model", tiny_model("llava_next", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
@@ -149,6 +151,7 @@ def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capl
 # -- resuming after a kill -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "recipes" / "train_mmembed.py"), "--output-dir", str(out), "--no-evaluate",
@@ -170,6 +173,7 @@ def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
     assert json.loads((out / "stage2" / "model" / "recipe_config.json").read_text())["max_steps"] == 6
 
 
+@pytest.mark.slow
 def test_latent_attention_bidirectional_chain(tmp_path):
     """MM-Embed's architecture through the three stages: stage 2 mines with, and stage 3 continues, a saved
     latent-attention model (its shipped code file is mm_st's own, so no trust_remote_code is needed)."""

@@ -179,6 +179,7 @@ def test_deterministic(family, built, tmp_path):
     assert not all(torch.equal(a[name], other_seed[name]) for name in a)
 
 
+@pytest.mark.slow
 def test_tokenizer_training_is_deterministic_across_processes():
     here = hashlib.sha256(testing._base_tokenizer_json().encode()).hexdigest()
     # Load the module file alone (not the heavy mm_st package): it only needs `tokenizers` for this.
