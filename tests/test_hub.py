@@ -428,12 +428,23 @@ except Exception as exc:
 model = SentenceTransformer("org/mmembed-latent", trust_remote_code=True)
 np.save({str(tmp_path / "emb.npy")!r}, model.encode({TEXTS!r}))
 """
+    # with mm_st, mteb loads it by id (what `mteb run -m org/mmembed-latent` does): the shipped file is mm_st's own
+    in_mteb = f"""
+import mteb, numpy as np
+encoder = mteb.get_model("org/mmembed-latent")
+np.save({str(tmp_path / "mteb.npy")!r}, encoder.model.encode({TEXTS!r}))
+"""
+    with_mteb = _start([sys.executable, "-c", in_mteb], tmp_path / "mteb.log", cwd=tmp_path,
+                       env=client_env(hub, tmp_path / "home-mteb", token=None))
     done = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env=client_env(hub, tmp_path / "home", token=None))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "refused without trust_remote_code" in done.stdout
     local = SentenceTransformer(str(folder), trust_remote_code=True).encode(TEXTS)
     assert np.abs(np.load(tmp_path / "emb.npy") - local).max() <= 1e-6
+    mteb_out = _finish(with_mteb, tmp_path / "mteb.log")
+    assert with_mteb.returncode == 0, mteb_out[-3000:]
+    assert np.abs(np.load(tmp_path / "mteb.npy") - local).max() <= 1e-6
 
 
 def test_mmembed_recipe_pushes_its_last_stage(hub, tmp_path, monkeypatch, capsys):
