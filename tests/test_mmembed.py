@@ -132,6 +132,7 @@ def _check_the_card_describes_the_run(model_dir: Path, stages: dict, tmp_path: P
     assert sorted(entry["dataset"]["config"] for entry in index["results"]) == [f"MMST-MBEIR-{t}" for t in tasks]
     assert {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results} == \
         {(f"MMST-MBEIR-{t}", "recall_at_1"): after[f"mbeir/{t}/recall_at_1"] for t in tasks}
+    assert f"mteb run -m org/mmembed-3 -t MMST-MBEIR-{tasks[0]}`" in card.text
     evaluation = card.text.split("## Evaluation")[1].split("## Training")[0]
     assert "XTDT2IRetrieval" not in evaluation and all(f"`MMST-MBEIR-{t}`" in evaluation for t in tasks)
     lines = [line for line in evaluation.splitlines() if line.startswith("| ")]
