@@ -201,6 +201,12 @@ def test_card_parses_and_holds_metadata_model_index_usage_and_sources(hub, publi
     assert "max_steps = 2   (set for this run)" in text and "temperature = 0.05   (kongds/E5-V" in text
     assert "author={Jiang, Ting and Song, Minghui" in text and "@inproceedings{reimers-2019-sentence-bert" in text
     assert "no instruction slot" in text and "## Limitations" in text
+    scores = json.loads((published["model_dir"] / "eval_results.json").read_text())
+    assert "`XTDT2IRetrieval` on unseen emoji of mm_st's bundled data (test split), in the XTD layout" in text
+    assert "| task | metric | before training | after training |" in text
+    for key in ("xtd_recall_at_1", "xtd_recall_at_10"):
+        assert (f"| XTDT2IRetrieval (mean over languages) | {key[4:]} | {scores['before'][key]:.4f} | "
+                f"{scores['after'][key]:.4f} |") in text
     # sentence-transformers' own content that still holds appears once; its placeholders and wrong parts do not
     assert text.count("### Full Model Architecture") == 1 and text.count("#### Framework Versions") == 1
     assert "sentence_transformers_model_id" not in text and "[Unknown]" not in text
