@@ -679,7 +679,8 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool | No
         dry_run: write the files that would be pushed into this folder and upload nothing.
     """
     check_repo_id(repo_id)
-    token = None if dry_run is not None else check_hub_access(repo_id, token, endpoint)  # before merging
+    check_publishable(model_dir)  # offline refusals first, then the token, then the merge (which loads the model)
+    token = None if dry_run is not None else check_hub_access(repo_id, token, endpoint)
     with tempfile.TemporaryDirectory(prefix="mm_st-push-") as workdir:
         plan = plan_model_push(model_dir, repo_id, merge_adapter=merge_adapter, base_model_id=base_model_id,
                                workdir=workdir, license=license, languages=languages)
