@@ -22,7 +22,7 @@ from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig
 from mm_st.training.cli import main
 from mm_st.training.embedded import write_mbeir
-from tests.recipe_data import tree_hashes
+from tests.recipe_data import tree_hashes, write_user_mbeir
 
 ROOT = Path(__file__).resolve().parents[1]
 # a CPU-sized chain: tiny pools, a few steps per stage, evaluation on a small held-out split
@@ -172,35 +172,8 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
 
 
-def _user_mbeir(root: Path) -> Path:
-    """A user's M-BEIR layout: 12 image->text queries over a pool of 12 long captions and 6 images (smaller than the
-    type-2 window), one query image missing."""
-    from mm_st.data import load_emoji
-
-    ds = load_emoji("train").select(range(12))
-    (root / "images").mkdir(parents=True)
-    pool, queries = [], []
-    for i, (image, name) in enumerate(zip(ds["image"], ds["name_en"])):
-        if i != 5:
-            image.convert("RGB").save(root / "images" / f"{i}.png")
-        pool.append({"did": f"7:{i}", "txt": f"A long caption about {name}. " * 20, "img_path": None, "modality": "text"})
-        if i < 6:
-            pool.append({"did": f"7:{100 + i}", "txt": None, "img_path": f"images/{i + 6}.png", "modality": "image"})
-        queries.append({"qid": f"7:{1000 + i}", "query_txt": None, "query_img_path": f"images/{i}.png",
-                        "query_modality": "image", "pos_cand_list": [f"7:{i}"], "neg_cand_list": [], "task_id": 3})
-    for folder, name, rows in (("query/train", "mbeir_user_task3_train.jsonl", queries),
-                               ("cand_pool/local", "mbeir_user_train_cand_pool.jsonl", pool)):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        (root / folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    (root / "instructions").mkdir()
-    (root / "instructions" / "query_instructions.tsv").write_text(
-        "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\nimage\ttext\tUser\t7\tCaption this picture.\n",
-        encoding="utf-8")
-    return root
-
-
 def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caplog, capsys):
-    data = _user_mbeir(tmp_path / "mbeir")
+    data = write_user_mbeir(tmp_path / "mbeir")
     argv = ["--model", tiny_model("llava_next", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
             "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none",
             "--max-length", "64", "--mining-top-k", "10"]
