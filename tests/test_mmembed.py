@@ -92,6 +92,7 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
     assert stages["3"]["data"]["text_pairs"]
     for n in ("1", "2", "3"):
         assert {"mbeir/Emoji_t2i/recall_at_1", "mbeir/Emoji_t2i/wrong_modality_at_1"} <= set(stages[n]["after"])
+    _check_the_card_describes_the_run(out / "stage3" / "model", stages, tmp_path)
     # the summary: each stage next to the untrained model and chance
     summary = printed.split("MM-Embed stages on the held-out M-BEIR tasks")[1]
     assert "untrained" in summary and "stage 3" in summary and "chance" in summary and "wrong_modality_at_1" in summary
@@ -113,6 +114,45 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
         assert main(MMEmbedConfig, argv + ["--from-stage", "2"]) == 0
     assert "stage 2: reusing the mined negatives" in caplog.text
     assert tree_hashes(out / "stage1" / "model") == models[1]
+
+
+def _check_the_card_describes_the_run(model_dir: Path, stages: dict, tmp_path: Path) -> None:
+    """The model card of the 3-stage run (what `--push-to-hub` pushes), parsed: every evaluated task and metric,
+    the stages with their steps, before = the untrained model (issue 27, item 6)."""
+    from huggingface_hub import ModelCard
+
+    from mm_st.hub import plan_model_push
+
+    plan = plan_model_push(model_dir, "org/mmembed-3", workdir=tmp_path / "card")
+    card = ModelCard(plan.files["README.md"].decode("utf-8"))
+    after = stages["3"]["after"]
+    tasks = sorted(key.split("/")[1] for key in after if key.startswith("mbeir/") and key.endswith("/recall_at_1"))
+    assert len(tasks) == 5
+    # model-index: one entry per task, each with this model's (stage 3's) main score
+    (index,) = card.data.to_dict()["model-index"]
+    assert sorted(entry["dataset"]["config"] for entry in index["results"]) == [f"MMST-MBEIR-{t}" for t in tasks]
+    assert {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results} == \
+        {(f"MMST-MBEIR-{t}", "recall_at_1"): after[f"mbeir/{t}/recall_at_1"] for t in tasks}
+    assert f"mteb run -m org/mmembed-3 -t MMST-MBEIR-{tasks[0]}`" in card.text
+    evaluation = card.text.split("## Evaluation")[1].split("## Training")[0]
+    assert "XTDT2IRetrieval" not in evaluation and all(f"`MMST-MBEIR-{t}`" in evaluation for t in tasks)
+    lines = [line for line in evaluation.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| task | metric | untrained | after stage 1 | after stage 2 | after stage 3 |"
+    table, task = {}, None
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        task = cells[0] or task
+        table[task, cells[1]] = cells[2:]
+    columns = [stages["1"]["before"], stages["1"]["after"], stages["2"]["after"], after]
+    for key in after:  # every task and metric of the run, each column from what ran
+        task, metric = key.split("/")[1:] if key.startswith("mbeir/") else ("mean over the tasks", key[len("mbeir_"):])
+        assert table[task, metric] == [f"{c[key]:.4f}" if key in c else "-" for c in columns], key
+    assert stages["1"]["before"] != stages["2"]["after"]
+    training = card.text.split("## Training")[1].split("## Limitations")[0]
+    for n in ("1", "2", "3"):
+        assert f"stage {n} ({stages[n]['title']}): {stages[n]['steps']} steps" in training
+    assert "**Steps:**" not in training and "configuration below" not in card.text
+    assert "(see the recipe configuration under Training above)" in card.text.split("## Limitations")[1]
 
 
 def test_stage_3_alone_needs_stage_2(tmp_path, heldout, capsys):

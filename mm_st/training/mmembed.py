@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import datasets
 
 from mm_st.data.converters import MBEIR_REPO
+from mm_st.hub import CARD_STAGES
 from mm_st.training import embedded
 from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, Range, RecipeConfig, _f
 from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
@@ -567,9 +568,7 @@ class MMEmbedRun:
                           max_steps=c.text_steps)
         if c.from_stage and n >= c.from_stage:
             values["resume"] = "never"
-        if n != max(c.stage_numbers()):
-            values["push_to_hub"] = None  # the recipe's last stage pushes its model
-        values.update(from_stage=0)
+        values.update(from_stage=0, push_to_hub=None)  # the recipe pushes its last stage's model (run)
         return STAGES[n](**values)
 
     def _needs(self, n: int) -> Path | None:
@@ -609,6 +608,10 @@ class MMEmbedRun:
                 raise FileNotFoundError(f"mmembed stage {n} needs {str(missing)!r} (stage {n - 1}'s model); run "
                                         f"--stages {n - 1},{n} (or --from-stage {n - 1}).")
         self.check_own_folders()
+        if self.config.push_to_hub and is_main_process():
+            from mm_st.hub import check_hub_access
+
+            check_hub_access(self.config.push_to_hub)  # a wrong or read-only token fails now, not after training
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
         results = {}
@@ -621,9 +624,16 @@ class MMEmbedRun:
             results[n] = run_stage(stage)
             if is_main_process():
                 self.record(n, stage, results[n])
+        last = max(results)
         if is_main_process():
             print("\n".join(self.summary()), flush=True)
-        return results[max(results)]
+            self.write_card_stages(last, results[last].model_dir)
+            if self.config.push_to_hub:
+                from mm_st.hub import push_trained_model
+
+                push_trained_model(self.config, results[last].model_dir,
+                                   RunFolder(self.stage_dir(last), _is_local_main()))
+        return results[last]
 
     # -- stages.json -------------------------------------------------------------------------------------------
 
@@ -649,6 +659,17 @@ class MMEmbedRun:
         }
         RunFolder(self.root).claim("stages.json")
         self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def write_card_stages(self, last: int, model_dir: Path) -> None:
+        """``<model_dir>/training_stages.json``: what the model card reports of the run (no local paths): the
+        untrained model's held-out scores and, for each stage up to ``last``, its title, steps, learning rate
+        and scores. Written the same way on every re-run (a finished re-run leaves the folder byte-identical)."""
+        stages = self.manifest()["stages"]
+        record = {"untrained": next((stages[n]["before"] for n in ("1", "2") if n in stages and stages[n]["before"]), {}),
+                  "stages": [{"stage": int(n), "title": stages[n]["title"], "steps": stages[n]["steps"],
+                              "learning_rate": stages[n]["config"]["learning_rate"], "after": stages[n]["after"]}
+                             for n in sorted(stages) if int(n) <= last]}
+        (Path(model_dir) / CARD_STAGES).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def fingerprints(self, n: int, stage: MMEmbedConfig) -> dict[str, str]:
         """What the inputs a stage reads hold now (``stages.json``'s ``data``, less the mined negatives it derives)."""

@@ -550,7 +550,15 @@ def run_stage(config: RecipeConfig) -> StageResult:
             if is_main_process():
                 print(f"{str(output_dir)!r} holds this run, finished ({finished.steps} steps): the model is "
                       f"{str(finished.model_dir)!r}; nothing to do (--resume never trains it again).", flush=True)
+                if getattr(config, "push_to_hub", None):  # a push that did not complete is finished now
+                    from mm_st.hub import push_trained_model
+
+                    push_trained_model(config, finished.model_dir, RunFolder(output_dir, _is_local_main()))
             return finished
+    if getattr(config, "push_to_hub", None) and is_main_process():
+        from mm_st.hub import check_hub_access
+
+        check_hub_access(config.push_to_hub)  # a wrong or read-only token fails now, not after training
     _check_output_dir(output_dir)
     folder = RunFolder(output_dir, _is_local_main())
     if config.resume == "never":
@@ -615,5 +623,5 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
         if getattr(config, "push_to_hub", None):
             from mm_st.hub import push_trained_model
 
-            push_trained_model(config, model_dir)
+            push_trained_model(config, model_dir, plan.folder)
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
