@@ -224,3 +224,73 @@ def test_a_saved_module_file_that_is_not_mm_st_s_is_refused(tmp_path):
     code.write_text(code.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
     with pytest.raises(ValueError, match="latent_attention.py' \\(module LatentAttentionPooling\\) is not mm_st's own code"):
         build_model(str(tmp_path / "m"), recipe="mmembed")
+
+
+# -- under torchrun ------------------------------------------------------------------------------------------------
+
+# float64 and no dropout: 2 processes reproduce 1 process up to the order of the sums
+DIST = ["--dtype", "float64", "--lora-dropout", "0", "--threads", "1", "--seed", "3"]
+
+
+def _stage_losses(out: Path, n: int) -> dict[int, float]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    state = Path(get_last_checkpoint(str(out / f"stage{n}" / "checkpoints"))) / "trainer_state.json"
+    return {e["step"]: e["loss"] for e in json.loads(state.read_text(encoding="utf-8"))["log_history"] if "loss" in e}
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {f"{p.name}/{k}": v for p in sorted(model_dir.rglob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                           str(ROOT / "recipes" / "train_mmembed.py"), *argv], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _same_stages(one: Path, two: Path, stages: tuple[int, ...]) -> None:
+    """Each stage's logged losses and saved weights, and stage 2's mined negatives, are those of one process."""
+    for n in stages:
+        single, double = _stage_losses(one, n), _stage_losses(two, n)
+        assert sorted(single) == sorted(double) and single, (n, single, double)
+        assert double == {step: pytest.approx(loss, rel=1e-6) for step, loss in single.items()}, (n, single, double)
+        a, b = _weights(one / f"stage{n}" / "model"), _weights(two / f"stage{n}" / "model")
+        assert a.keys() == b.keys() and a
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-9, msg=f"stage {n} {name}")
+    if 2 in stages:
+        import datasets
+
+        for path in sorted((one / "mined-negatives").glob("*.parquet")):
+            assert datasets.Dataset.from_parquet(str(path)).to_list() == \
+                datasets.Dataset.from_parquet(str(two / "mined-negatives" / path.name)).to_list(), path.name
+
+
+@pytest.mark.parametrize("case", ["embedded", "user-qwen2_vl"])
+def test_two_processes_run_the_stages_of_one_process(tmp_path, heldout, case):
+    """torchrun, 2 CPU processes (gloo) at the same global batch: every stage boundary, the embedded default's files and
+    stage 2's mining wait for the process that writes them; the losses, mined negatives and saved models are those of
+    1 process. The user case mixes image and text columns on a LoRA model (DDP once failed there: a vision-tower
+    parameter 'marked as ready twice')."""
+    if case == "embedded":  # the three stages, evaluated after each (rank 0 evaluates while the other waits)
+        argv, stages = [*SMALL, "--eval-data", str(heldout), *DIST], (1, 2, 3)
+    else:
+        data = write_mbeir(tmp_path / "mbeir", split="train", limit=24)
+        argv = ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
+                "--max-steps", "2", "--global-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
+                "--mining-top-k", "10", "--mining-ranks", "6,8", *DIST]
+        stages = (1, 2)
+    assert main(MMEmbedConfig, [*argv, "--output-dir", str(tmp_path / "one")]) == 0
+    two = _torchrun([*argv, "--output-dir", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "8 queries per step = 4 per process x 2 process(es)" in two.stdout
+    assert two.stdout.count("=== MM-Embed stage") == len(stages)  # printed once, by the main process
+    _same_stages(tmp_path / "one", tmp_path / "two", stages)
+    if case == "embedded":
+        single, double = _manifest(tmp_path / "one")["stages"], _manifest(tmp_path / "two")["stages"]
+        for n in ("1", "2", "3"):
+            assert single[n]["after"] and double[n]["after"] == pytest.approx(single[n]["after"]), n

@@ -42,23 +42,12 @@ from transformers import TrainerCallback
 from mm_st import templates
 from mm_st.training.config import RecipeConfig, describe
 from mm_st.training.data import Sources, training_dataset
+from mm_st.training.distributed import (barrier, every_parameter_used, is_local_main, is_main_process,
+                                        main_process_first, world_size)
 from mm_st.training.evaluators import XTDEvaluator  # noqa: F401  (re-exported: mm_st.training.stage.XTDEvaluator)
 from mm_st.training.outputs import RunFolder
 
 logger = logging.getLogger(__name__)
-
-
-def world_size() -> int:
-    """Processes in this run (torchrun / accelerate set ``WORLD_SIZE``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _is_local_main() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 class TrainingDiverged(RuntimeError):
@@ -241,7 +230,7 @@ def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
     _check_output_dir(output_dir)
     # One process per node writes the embedded default's files; the others wait until it has, for this config and
     # this launch (ranks started by one torchrun / accelerate launch share their parent process).
-    writer = _is_local_main()
+    writer = is_local_main()
     folder = RunFolder(output_dir, writer)
     if config.resume != "never":
         _resume_checkpoint(config, output_dir)  # --resume always without a checkpoint: an error before anything is written
@@ -281,7 +270,7 @@ def dry_run(config: RecipeConfig) -> Plan:
     """:func:`plan_stage` for ``--dry-run``: the checked plan; when a check fails, the folder is left as it was."""
     output_dir = output_dir_of(config)
     _check_output_dir(output_dir)
-    folder = RunFolder(output_dir, _is_local_main())
+    folder = RunFolder(output_dir, is_local_main())
     try:
         return plan_stage(config)[0]
     except BaseException:
@@ -375,7 +364,7 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         dataloader_num_workers=c.dataloader_num_workers,
         use_cpu=not cuda,
         ddp_backend="gloo" if plan.world_size > 1 and not cuda else None,
-        ddp_find_unused_parameters=True,  # text-only batches leave the vision tower's adapters unused
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step (RecipeTrainer.train)
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
         router_mapping=c.column_tasks(),
     )
@@ -415,7 +404,14 @@ class FiniteGuard(TrainerCallback):
 
 class RecipeTrainer(SentenceTransformerTrainer):
     """sentence-transformers' trainer that stops at the first non-finite loss (naming the step) instead of
-    averaging it away, and counts this run's optimizer steps."""
+    averaging it away, and counts this run's optimizer steps. Under DDP every trainable parameter takes part in
+    every step (:func:`~mm_st.training.distributed.every_parameter_used`), whatever the modalities of its columns."""
+
+    def train(self, *args, **kwargs):
+        if self.args.world_size == 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super().train(*args, **kwargs)
+        with every_parameter_used(self.model):
+            return super().train(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -527,10 +523,11 @@ def run_stage(config: RecipeConfig) -> StageResult:
                       f"{str(finished.model_dir)!r}; nothing to do (--resume never trains it again).", flush=True)
             return finished
     _check_output_dir(output_dir)
-    folder = RunFolder(output_dir, _is_local_main())
+    folder = RunFolder(output_dir, is_local_main())
     if config.resume == "never":
         folder.start_over(config.inputs())
-    folder = RunFolder(output_dir, _is_local_main())  # what exists now is what a failure must leave
+        barrier()  # the others read the folder once the writer has emptied it
+    folder = RunFolder(output_dir, is_local_main())  # what exists now is what a failure must leave
     counter = _StepCounter()
     try:
         return _run(config, counter)
@@ -547,7 +544,8 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     if is_main_process():
         print("\n".join(plan.lines()), flush=True)
     checkpoint = _resume_checkpoint(config, plan.output_dir)
-    _check_same_run(plan)
+    with main_process_first():  # it writes recipe_config.json, which the others compare with theirs
+        _check_same_run(plan)
     plan.folder.mark_unfinished()
     from transformers import set_seed
 
@@ -558,6 +556,7 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     model_dir = plan.work_dir("model")  # the evaluation's mteb results go to model/eval/
     evaluator = config.evaluator(plan.sources, model_dir / "eval") if config.evaluate else None
     before = _before_scores(evaluator, model, plan)
+    barrier()  # the main process evaluated the untrained model (a long wait: outside the trainer's collectives)
     plan.work_dir("checkpoints")
     trainer = RecipeTrainer(
         model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
@@ -590,4 +589,5 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
             from mm_st.hub import push_trained_model
 
             push_trained_model(config, model_dir)
+    barrier()  # the main process has saved (and evaluated) the model that a later stage reads
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
