@@ -261,13 +261,19 @@ def _same_stages(one: Path, two: Path, stages: tuple[int, ...]) -> None:
         a, b = _weights(one / f"stage{n}" / "model"), _weights(two / f"stage{n}" / "model")
         assert a.keys() == b.keys() and a
         for name in a:
-            torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-9, msg=f"stage {n} {name}")
+            # Adam turns last-bit differences of near-zero gradients into weight differences up to ~1e-7 (measured
+            # 7.6e-8 on weights ~0.08); a step moves weights by up to lr = 5e-4
+            torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=f"stage {n} {name}")
     if 2 in stages:
         import datasets
 
-        for path in sorted((one / "mined-negatives").glob("*.parquet")):
-            assert datasets.Dataset.from_parquet(str(path)).to_list() == \
-                datasets.Dataset.from_parquet(str(two / "mined-negatives" / path.name)).to_list(), path.name
+        def rows(out: Path, name: str) -> str:  # the embedded default's image paths lie under each output folder
+            return json.dumps(datasets.Dataset.from_parquet(str(out / "mined-negatives" / name)).to_list()).replace(str(out), "")
+
+        names = sorted(p.name for p in (one / "mined-negatives").glob("*.parquet"))
+        assert names and names == sorted(p.name for p in (two / "mined-negatives").glob("*.parquet"))
+        for name in names:
+            assert rows(one, name) == rows(two, name), name
 
 
 @pytest.mark.parametrize("case", ["embedded", "user-qwen2_vl"])
@@ -275,12 +281,13 @@ def test_two_processes_run_the_stages_of_one_process(tmp_path, heldout, case):
     """torchrun, 2 CPU processes (gloo) at the same global batch: every stage boundary, the embedded default's files and
     stage 2's mining wait for the process that writes them; the losses, mined negatives and saved models are those of
     1 process. The user case mixes image and text columns on a LoRA model (DDP once failed there: a vision-tower
-    parameter 'marked as ready twice')."""
-    if case == "embedded":  # the three stages, evaluated after each (rank 0 evaluates while the other waits)
-        argv, stages = [*SMALL, "--eval-data", str(heldout), *DIST], (1, 2, 3)
+    parameter 'marked as ready twice') and is evaluated after each stage (rank 0 evaluates while the other waits)."""
+    if case == "embedded":  # its three stages: the backbone and data are written by rank 0 and read by both
+        argv, stages = [*SMALL, "--no-evaluate", *DIST], (1, 2, 3)
     else:
         data = write_mbeir(tmp_path / "mbeir", split="train", limit=24)
-        argv = ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
+        argv = ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2",
+                "--eval-data", str(heldout),
                 "--max-steps", "2", "--global-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
                 "--mining-top-k", "10", "--mining-ranks", "6,8", *DIST]
         stages = (1, 2)
@@ -290,7 +297,7 @@ def test_two_processes_run_the_stages_of_one_process(tmp_path, heldout, case):
     assert "8 queries per step = 4 per process x 2 process(es)" in two.stdout
     assert two.stdout.count("=== MM-Embed stage") == len(stages)  # printed once, by the main process
     _same_stages(tmp_path / "one", tmp_path / "two", stages)
-    if case == "embedded":
-        single, double = _manifest(tmp_path / "one")["stages"], _manifest(tmp_path / "two")["stages"]
-        for n in ("1", "2", "3"):
-            assert single[n]["after"] and double[n]["after"] == pytest.approx(single[n]["after"]), n
+    single, double = _manifest(tmp_path / "one")["stages"], _manifest(tmp_path / "two")["stages"]
+    for n in map(str, stages):
+        assert double[n]["after"] == pytest.approx(single[n]["after"]), n
+    assert bool(single["1"]["after"]) == (case != "embedded")

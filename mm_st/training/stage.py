@@ -21,7 +21,8 @@ previous stage saved (``model=runs/x/model``, adapter-only or full; see :func:`m
 It runs unchanged under ``torchrun --nproc_per_node N`` or ``accelerate launch`` (DDP through the
 trainer; the loss gathers candidates across processes, so the global batch is every query's set of
 in-batch negatives). Gradient accumulation is never used: it would not add in-batch negatives;
-GradCache (``mini_batch_size``) sets the memory instead.
+GradCache (``mini_batch_size``) sets the memory instead. The processes wait for the files one of them writes
+(the embedded default, the saved model at the end of a stage: :mod:`mm_st.training.distributed`).
 """
 
 from __future__ import annotations
