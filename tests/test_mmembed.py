@@ -241,3 +241,80 @@ def test_a_saved_module_file_that_is_not_mm_st_s_is_refused(tmp_path):
     code.write_text(code.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
     with pytest.raises(ValueError, match="latent_attention.py' \\(module LatentAttentionPooling\\) is not mm_st's own code"):
         build_model(str(tmp_path / "m"), recipe="mmembed")
+
+
+# -- under torchrun ------------------------------------------------------------------------------------------------
+
+# float64 and no dropout: 2 processes reproduce 1 process up to the order of the sums
+DIST = ["--dtype", "float64", "--lora-dropout", "0", "--threads", "1", "--seed", "3"]
+
+
+def _stage_losses(out: Path, n: int) -> dict[int, float]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    state = Path(get_last_checkpoint(str(out / f"stage{n}" / "checkpoints"))) / "trainer_state.json"
+    return {e["step"]: e["loss"] for e in json.loads(state.read_text(encoding="utf-8"))["log_history"] if "loss" in e}
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {f"{p.name}/{k}": v for p in sorted(model_dir.rglob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                           str(ROOT / "recipes" / "train_mmembed.py"), *argv], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _same_stages(one: Path, two: Path, stages: tuple[int, ...]) -> None:
+    """Each stage's logged losses and saved weights, and stage 2's mined negatives, are those of one process."""
+    for n in stages:
+        single, double = _stage_losses(one, n), _stage_losses(two, n)
+        assert sorted(single) == sorted(double) and single, (n, single, double)
+        assert double == {step: pytest.approx(loss, rel=1e-6) for step, loss in single.items()}, (n, single, double)
+        a, b = _weights(one / f"stage{n}" / "model"), _weights(two / f"stage{n}" / "model")
+        assert a.keys() == b.keys() and a
+        for name in a:
+            # Adam turns last-bit differences of near-zero gradients into weight differences up to ~1e-7 (measured
+            # 7.6e-8 on weights ~0.08); a step moves weights by up to lr = 5e-4
+            torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=f"stage {n} {name}")
+    if 2 in stages:
+        import datasets
+
+        def rows(out: Path, name: str) -> str:  # the embedded default's image paths lie under each output folder
+            return json.dumps(datasets.Dataset.from_parquet(str(out / "mined-negatives" / name)).to_list()).replace(str(out), "")
+
+        names = sorted(p.name for p in (one / "mined-negatives").glob("*.parquet"))
+        assert names and names == sorted(p.name for p in (two / "mined-negatives").glob("*.parquet"))
+        for name in names:
+            assert rows(one, name) == rows(two, name), name
+
+
+@pytest.mark.parametrize("case", ["embedded", "user-qwen2_vl"])
+def test_two_processes_run_the_stages_of_one_process(tmp_path, heldout, case):
+    """torchrun, 2 CPU processes (gloo) at the same global batch: every stage boundary, the embedded default's files and
+    stage 2's mining wait for the process that writes them; the losses, mined negatives and saved models are those of
+    1 process. The user case mixes image and text columns on a LoRA model (DDP once failed there: a vision-tower
+    parameter 'marked as ready twice') and is evaluated after each stage (rank 0 evaluates while the other waits)."""
+    if case == "embedded":  # its three stages: the backbone and data are written by rank 0 and read by both
+        argv, stages = [*SMALL, "--no-evaluate", *DIST], (1, 2, 3)
+    else:
+        data = write_mbeir(tmp_path / "mbeir", split="train", limit=24)
+        argv = ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2",
+                "--eval-data", str(heldout),
+                "--max-steps", "2", "--global-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
+                "--mining-top-k", "10", "--mining-ranks", "6,8", *DIST]
+        stages = (1, 2)
+    assert main(MMEmbedConfig, [*argv, "--output-dir", str(tmp_path / "one")]) == 0
+    two = _torchrun([*argv, "--output-dir", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "8 queries per step = 4 per process x 2 process(es)" in two.stdout
+    assert two.stdout.count("=== MM-Embed stage") == len(stages)  # printed once, by the main process
+    _same_stages(tmp_path / "one", tmp_path / "two", stages)
+    single, double = _manifest(tmp_path / "one")["stages"], _manifest(tmp_path / "two")["stages"]
+    for n in map(str, stages):
+        assert double[n]["after"] == pytest.approx(single[n]["after"]), n
+    assert bool(single["1"]["after"]) == (case != "embedded")

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -265,7 +266,10 @@ class ModalityAwareStage(RandomNegativesStage):
         return [Path(self.output_dir).parent / "stage1" / "eval-before.json"]  # stage 1 started from the same base
 
     def prepare(self, model: Any, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
-        named = mined_negatives(self, named, plan)
+        from mm_st.training.distributed import main_process_first
+
+        with main_process_first():  # the main process mines and saves; the others read what it saved
+            named = mined_negatives(self, named, plan)
         check_not_empty(named, "mmembed")
         return super().prepare(model, named, plan)
 
@@ -456,7 +460,7 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     (``--mined-negatives DIR``) is read when it matches, mined into when it is new or empty, never rewritten."""
     from mm_st.data.converters import _mbeir_root
     from mm_st.mining import mine_hard_negatives
-    from mm_st.training.stage import is_main_process
+    from mm_st.training.distributed import is_main_process
 
     folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
     root = _mbeir_root(stage.data)  # a local root, or the Hub snapshot
@@ -468,6 +472,9 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     check_shared_negatives(stage, key)
     if shared_negatives(stage) is not None and is_main_process():
         print(f"stage 2: mining into {str(folder)!r} (--mined-negatives: a new folder, shared from now on)", flush=True)
+    if not is_main_process():
+        raise RuntimeError(f"rank {os.environ.get('RANK')}: the main process did not save the mined negatives of this "
+                           f"run in {str(folder)!r} ({record.name} is missing or records other inputs).")
     folder.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     miner = plan.load_model(stage.mining_model)
@@ -526,22 +533,23 @@ class MMEmbedRun:
         if not c.embedded:
             return RecipeInputs(c.model, c.data, c.eval_data, c.text_data)
         from mm_st.testing import tiny_model
+        from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.outputs import RunFolder
-        from mm_st.training.stage import _is_local_main
 
-        folder = RunFolder(self.root, _is_local_main() and write)
+        folder = RunFolder(self.root, is_local_main() and write)
         family = c.family or c.tiny_family
         base = self.root / "base-model" / f"{family}-seed{c.seed}"
         data = embedded_dir(c, self.root / "data", "mbeir")
         text = embedded_dir(c, self.root / "data", "text-pairs")
-        if folder.writer:
-            folder.claim("base-model")
-            if not (base / "config.json").is_file():
-                tiny_model(family, base, seed=c.seed, head=False)
-            folder.claim("data")
-            embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
-            embedded.write_mbeir(data, split="test", seed=c.seed)
-            embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
+        with main_process_first(local=True) if write else nullcontext():  # the others read what this node's first wrote
+            if folder.writer:
+                folder.claim("base-model")
+                if not (base / "config.json").is_file():
+                    tiny_model(family, base, seed=c.seed, head=False)
+                folder.claim("data")
+                embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
+                embedded.write_mbeir(data, split="test", seed=c.seed)
+                embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
         return RecipeInputs(str(base), str(data), str(data), str(text / "text-pairs.jsonl"))
 
     def check_own_folders(self) -> None:
@@ -599,7 +607,8 @@ class MMEmbedRun:
 
     def run(self) -> Any:
         from mm_st.training.outputs import RunFolder
-        from mm_st.training.stage import _is_local_main, is_main_process, run_stage
+        from mm_st.training.distributed import is_local_main, is_main_process
+        from mm_st.training.stage import run_stage
 
         numbers = self.config.stage_numbers()
         for n in numbers:  # before anything is written
@@ -617,7 +626,7 @@ class MMEmbedRun:
         results = {}
         for n in numbers:
             stage = self.stage_config(n, inputs)
-            if n == 2 and not self.config.mined_negatives and _is_local_main():
+            if n == 2 and not self.config.mined_negatives and is_local_main():
                 RunFolder(self.root).claim("mined-negatives")
             if is_main_process():
                 print(f"\n=== MM-Embed stage {n}: {STAGE_TITLES[n]} ===", flush=True)
@@ -632,7 +641,7 @@ class MMEmbedRun:
                 from mm_st.hub import push_trained_model
 
                 push_trained_model(self.config, results[last].model_dir,
-                                   RunFolder(self.stage_dir(last), _is_local_main()))
+                                   RunFolder(self.stage_dir(last), is_local_main()))
         return results[last]
 
     # -- stages.json -------------------------------------------------------------------------------------------

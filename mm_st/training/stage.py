@@ -21,7 +21,8 @@ previous stage saved (``model=runs/x/model``, adapter-only or full; see :func:`m
 It runs unchanged under ``torchrun --nproc_per_node N`` or ``accelerate launch`` (DDP through the
 trainer; the loss gathers candidates across processes, so the global batch is every query's set of
 in-batch negatives). Gradient accumulation is never used: it would not add in-batch negatives;
-GradCache (``mini_batch_size``) sets the memory instead.
+GradCache (``mini_batch_size``) sets the memory instead. The processes wait for the files one of them writes
+(the embedded default, the saved model at the end of a stage: :mod:`mm_st.training.distributed`).
 """
 
 from __future__ import annotations
@@ -43,23 +44,12 @@ from transformers import TrainerCallback
 from mm_st import templates
 from mm_st.training.config import RecipeConfig, describe
 from mm_st.training.data import Sources, training_dataset
+from mm_st.training.distributed import (barrier, every_parameter_used, is_local_main, is_main_process,
+                                        main_process_first, world_size)
 from mm_st.training.evaluators import XTDEvaluator  # noqa: F401  (re-exported: mm_st.training.stage.XTDEvaluator)
 from mm_st.training.outputs import RunFolder, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
-
-
-def world_size() -> int:
-    """Processes in this run (torchrun / accelerate set ``WORLD_SIZE``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _is_local_main() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 class TrainingDiverged(RuntimeError):
@@ -260,7 +250,7 @@ def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
     _check_output_dir(output_dir)
     # One process per node writes the embedded default's files; the others wait until it has, for this config and
     # this launch (ranks started by one torchrun / accelerate launch share their parent process).
-    writer = _is_local_main()
+    writer = is_local_main()
     folder = RunFolder(output_dir, writer)
     if config.resume != "never":
         _resume_checkpoint(config, output_dir)  # --resume always without a checkpoint: an error before anything is written
@@ -300,7 +290,7 @@ def dry_run(config: RecipeConfig) -> Plan:
     """:func:`plan_stage` for ``--dry-run``: the checked plan; when a check fails, the folder is left as it was."""
     output_dir = output_dir_of(config)
     _check_output_dir(output_dir)
-    folder = RunFolder(output_dir, _is_local_main())
+    folder = RunFolder(output_dir, is_local_main())
     try:
         return plan_stage(config)[0]
     except BaseException:
@@ -394,7 +384,7 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         dataloader_num_workers=c.dataloader_num_workers,
         use_cpu=not cuda,
         ddp_backend="gloo" if plan.world_size > 1 and not cuda else None,
-        ddp_find_unused_parameters=True,  # text-only batches leave the vision tower's adapters unused
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step (RecipeTrainer.train)
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
         router_mapping=c.column_tasks(),
     )
@@ -434,13 +424,21 @@ class FiniteGuard(TrainerCallback):
 
 class RecipeTrainer(SentenceTransformerTrainer):
     """sentence-transformers' trainer that stops at the first non-finite loss (naming the step) instead of
-    averaging it away; its checkpoints carry no load-time state of this machine, like ``model/``."""
+    averaging it away, and counts this run's optimizer steps; its checkpoints carry no load-time state of this
+    machine, like ``model/``. Under DDP every trainable parameter takes part in every step
+    (:func:`~mm_st.training.distributed.every_parameter_used`), whatever the modalities of its columns."""
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         from mm_st.portable import scrub_saved_model
 
         super()._save(output_dir, state_dict)  # also saves the processor again, with its load-time flags
         scrub_saved_model(output_dir if output_dir is not None else self.args.output_dir)
+
+    def train(self, *args, **kwargs):
+        if self.args.world_size == 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super().train(*args, **kwargs)
+        with every_parameter_used(self.model):
+            return super().train(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -553,17 +551,18 @@ def run_stage(config: RecipeConfig) -> StageResult:
                 if getattr(config, "push_to_hub", None):  # a push that did not complete is finished now
                     from mm_st.hub import push_trained_model
 
-                    push_trained_model(config, finished.model_dir, RunFolder(output_dir, _is_local_main()))
+                    push_trained_model(config, finished.model_dir, RunFolder(output_dir, is_local_main()))
             return finished
     if getattr(config, "push_to_hub", None) and is_main_process():
         from mm_st.hub import check_hub_access
 
         check_hub_access(config.push_to_hub)  # a wrong or read-only token fails now, not after training
     _check_output_dir(output_dir)
-    folder = RunFolder(output_dir, _is_local_main())
+    folder = RunFolder(output_dir, is_local_main())
     if config.resume == "never":
         folder.start_over(config.inputs())
-    folder = RunFolder(output_dir, _is_local_main())  # what exists now is what a failure must leave
+        barrier()  # the others read the folder once the writer has emptied it
+    folder = RunFolder(output_dir, is_local_main())  # what exists now is what a failure must leave
     counter = _StepCounter()
     try:
         return _run(config, counter)
@@ -580,7 +579,8 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     if is_main_process():
         print("\n".join(plan.lines()), flush=True)
     checkpoint, skipped = _resume_choice(config, plan.output_dir)
-    _check_same_run(plan)
+    with main_process_first():  # it writes recipe_config.json, which the others compare with theirs
+        _check_same_run(plan)
     _drop_incomplete_checkpoints(plan, checkpoint, skipped)
     plan.folder.mark_unfinished()
     from transformers import set_seed
@@ -592,6 +592,7 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     model_dir = plan.work_dir("model")  # the evaluation's mteb results go to model/eval/
     evaluator = config.evaluator(plan.sources, model_dir / "eval") if config.evaluate else None
     before = _before_scores(evaluator, model, plan)
+    barrier()  # the main process evaluated the untrained model (a long wait: outside the trainer's collectives)
     plan.work_dir("checkpoints")
     trainer = RecipeTrainer(
         model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
@@ -624,4 +625,5 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
             from mm_st.hub import push_trained_model
 
             push_trained_model(config, model_dir, plan.folder)
+    barrier()  # the main process has saved (and evaluated) the model that a later stage reads
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
