@@ -106,3 +106,13 @@ def test_every_table_lists_the_tasks_in_one_order():
     second = mbeir_table({"untrained": alphabetical, "after": scores}, metrics=("recall_at_1",)).splitlines()
     order = ["Emoji_t2i", "Emoji_i2t", "Emoji_i2i"]  # the registry's (M-BEIR's task ids)
     assert [line.split()[0] for line in first[1:]] == [line.split()[0] for line in second[1:]] == order
+
+
+def test_data_file_bars_show_only_with_verbose():
+    from mm_st.data import converters
+
+    rows = range(converters.PROGRESS_MIN_ROWS)  # large enough for a bar of its own
+    console.configure(verbose=False)
+    assert converters._quiet(rows)  # "Converting <file>" bars: one per data file and stage before issue 27
+    console.configure(verbose=True)
+    assert not converters._quiet(rows) and converters._quiet(range(3))
