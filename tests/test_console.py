@@ -116,3 +116,19 @@ def test_data_file_bars_show_only_with_verbose():
     assert converters._quiet(rows)  # "Converting <file>" bars: one per data file and stage before issue 27
     console.configure(verbose=True)
     assert not converters._quiet(rows) and converters._quiet(range(3))
+
+
+def test_an_error_while_any_bar_is_open_starts_its_own_line(tmp_path, capfd, monkeypatch):
+    from tqdm import tqdm
+
+    bars = []
+
+    def run(self):  # a step inside the run (mining, evaluation) fails while its bar is drawn
+        bars.append(tqdm(total=10, desc="Encoding corpus", mininterval=0))
+        bars[0].update(3)
+        raise ValueError("corpus[60]: cannot read image file")
+
+    monkeypatch.setattr(VLM2VecConfig, "run", run)
+    assert main(VLM2VecConfig, ["--output-dir", str(tmp_path / "run")]) == 2
+    err = capfd.readouterr().err
+    assert "Encoding corpus" in err and "\nerror: corpus[60]: cannot read image file" in err
