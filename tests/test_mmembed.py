@@ -19,7 +19,7 @@ import torch
 from mm_st import build_model
 from mm_st.inputs import content_key, normalize_input
 from mm_st.testing import tiny_model
-from mm_st.training import MMEmbedConfig
+from mm_st.training import MMEmbedConfig, console
 from mm_st.training.cli import main
 from mm_st.training.embedded import write_mbeir
 from tests.recipe_data import tree_hashes, write_user_mbeir
@@ -74,12 +74,14 @@ def _manifest(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
+def test_three_stages_chain_and_rerun(tmp_path, heldout, capfd, caplog):
     out = tmp_path / "run"
     argv = ["--output-dir", str(out), "--eval-data", str(heldout), *SMALL]
     with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
         assert main(MMEmbedConfig, argv) == 0
-    printed = capsys.readouterr().out
+    captured = capfd.readouterr()
+    printed = captured.out
+    _check_console(console.screen_lines(captured.out + captured.err), out)
     for n in (1, 2, 3):
         assert f"=== MM-Embed stage {n}:" in printed
         assert (out / f"stage{n}" / "model" / "modules.json").is_file()
@@ -106,7 +108,7 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
     # re-running the finished command changes nothing
     models = {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)}
     assert main(MMEmbedConfig, argv) == 0
-    assert printed.count("holds this run") == 0 and capsys.readouterr().out.count("holds this run, finished") == 3
+    assert printed.count("holds this run") == 0 and capfd.readouterr().out.count("holds this run, finished") == 3
     assert {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)} == models
     # --from-stage 2: stages 2 and 3 again (the mined negatives reused: same stage-1 model and data), stage 1 kept
     caplog.clear()
@@ -153,6 +155,22 @@ def _check_the_card_describes_the_run(model_dir: Path, stages: dict, tmp_path: P
         assert f"stage {n} ({stages[n]['title']}): {stages[n]['steps']} steps" in training
     assert "**Steps:**" not in training and "configuration below" not in card.text
     assert "(see the recipe configuration under Training above)" in card.text.split("## Limitations")[1]
+
+
+def _check_console(lines: list[str], out: Path) -> None:
+    """The default console of the three stages (issue 27): short plans, one bar and one summary line per stage, the
+    held-out table once; no library log line, no load report, no warning twice, no config dump."""
+    text = "\n".join(lines)
+    assert len(lines) <= 75, text
+    for noise in ("LOAD REPORT", " INFO ", "Writing model shards", "Encoding", "Searching", "config (source", "{'loss'"):
+        assert noise not in text, noise
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == len(set(warnings)), warnings
+    assert [line.split(" steps in ")[0] for line in lines if line.startswith("done: ")] == ["done: 3", "done: 3", "done: 2"]
+    assert sum(line.startswith("mined negatives: ") for line in lines) == 1
+    assert text.count("task ") == 1  # the held-out table, once, at the end
+    for n in (1, 2, 3):
+        assert "config (source of each value):" in (out / f"stage{n}" / "plan.txt").read_text(encoding="utf-8")
 
 
 def test_stage_3_alone_needs_stage_2(tmp_path, heldout, capsys):

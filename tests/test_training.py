@@ -260,8 +260,9 @@ def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path)
                               str(free_port()), script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
                               str(tmp_path / name)], env=_env(), capture_output=True, text=True, timeout=900)
         assert two.returncode == 0, two.stderr[-3000:]
-        assert "16 queries per step = 8 per process x 2 process(es)" in two.stdout
-        assert ("CachedMultimodalInfoNCELoss" in two.stdout) == bool(extra)
+        plan = (tmp_path / name / "plan.txt").read_text(encoding="utf-8")  # the full plan (the console's is short)
+        assert "16 queries per step = 8 per process x 2 process(es)" in plan
+        assert ("CachedMultimodalInfoNCELoss" in plan) == ("CachedMultimodalInfoNCELoss" in two.stdout) == bool(extra)
         double = _trainer_losses(tmp_path / name / "checkpoints" / "checkpoint-2")
         assert sorted(single) == sorted(double) == [1, 2]
         for step in single:

@@ -43,7 +43,7 @@ import datasets
 
 from mm_st.data.converters import MBEIR_REPO
 from mm_st.hub import CARD_STAGES
-from mm_st.training import embedded
+from mm_st.training import console, embedded
 from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, Range, RecipeConfig, _f
 from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
 
@@ -72,6 +72,7 @@ class MMEmbedConfig(RecipeConfig):
     }
     data_fields: ClassVar[tuple[str, ...]] = ("data", "text_data")
     stage: ClassVar[int] = 0  # the stages' own classes set 1, 2, 3; 0 = the whole recipe
+    stage_table: ClassVar[bool] = False  # each stage prints one line; the end prints every stage's table
 
     model: str | None = _f(None, MMEMBED + ": LLaVA-NeXT's vision side on NV-Embed-v1 (nvidia/MM-Embed, remote code "
                            "only); any MLLM of mm_st's families here")
@@ -493,7 +494,7 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
             miner, list(ds["anchor"]), corpus, list(ds["positive_id"]), corpus_ids=[e["did"] for e in pool],
             strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k, num_negatives=stage.num_negatives,
             cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
-            show_progress_bar=os.environ.get("RANK", "0") == "0")
+            show_progress_bar=console.library_bars())
         kinds = [kind for row in report.negative_type for kind in row]
         counts[name] = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
                         "dropped": len(report.dropped_queries), "type2_ranks": list(ranks)}
@@ -504,6 +505,14 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
         out[name] = read_mined(folder / f"{name}.parquet", root)
     record.write_text(json.dumps({"key": key, "counts": counts}, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def mining_line(folder: Path) -> str:
+    """One line on stage 2's mined negatives (``mining.json``'s counts, summed over tasks)."""
+    counts = json.loads((folder / "mining.json").read_text(encoding="utf-8"))["counts"].values()
+    total = {key: sum(c[key] for c in counts) for key in ("rows", "of", "type1", "type2")}
+    return (f"mined negatives: {total['rows']:,} of {total['of']:,} queries have a mined negative ({total['type1']:,} type-1, "
+            f"{total['type2']:,} type-2), saved in {folder}")
 
 
 # -- the whole recipe ----------------------------------------------------------------------------------------------
@@ -633,6 +642,8 @@ class MMEmbedRun:
             results[n] = run_stage(stage)
             if is_main_process():
                 self.record(n, stage, results[n])
+                if n == 2 and not results[n].already_finished:
+                    print(mining_line(Path(stage.mined_negatives)), flush=True)
         last = max(results)
         if is_main_process():
             print("\n".join(self.summary()), flush=True)

@@ -40,8 +40,10 @@ import datasets
 import torch
 from sentence_transformers import SentenceTransformerTrainer
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from mm_st import templates
+from mm_st.training import console
 from mm_st.training.config import RecipeConfig, describe
 from mm_st.training.data import Sources, training_dataset
 from mm_st.training.distributed import (barrier, every_parameter_used, is_local_main, is_main_process,
@@ -86,32 +88,45 @@ class Plan:
         return build_model(path, recipe=c.recipe, prompt_format=c.prompt_format, max_length=c.max_length,
                            dtype=_dtype(c.dtype))
 
-    def lines(self) -> list[str]:
+    def lines(self, full: bool = True) -> list[str]:
+        """The plan: ``full`` (``--dry-run``, ``--verbose``, ``plan.txt``) with every config value and its source,
+        else the console's short form (model, data, training, output)."""
         c = self.config
+        adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
+        if self.continues:
+            adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
+        model = f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})"
+        data = ("data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
+                + f" = {sum(self.rows.values()):,} rows; batches "
+                + ("mixed across datasets" if c.batch_mixing == "mixed" else "one dataset each"))
+        evaluation = f"evaluation: {self.sources.eval_data if c.evaluate and self.sources.eval_data else 'none'}"
+        if not full:
+            return [model, *c.source_lines(self.sources), data,
+                    f"training: {self.steps} steps x {c.global_batch_size} queries, lr {c.learning_rate:g}, "
+                    f"{self.loss.split('(')[0]}; {evaluation}",
+                    f"output: {self.output_dir} (the full plan and config: {PLAN_FILE})", *self.notes]
         batch = (f"{c.global_batch_size} queries per step = {self.per_device_batch} per process x {self.world_size} "
                  f"process(es), gradient accumulation 1 (accumulation adds no in-batch negatives)")
         if c.mini_batch_size and c.mini_batch_size < self.per_device_batch:
             batch += f"; GradCache mini-batches of {c.mini_batch_size}"
-        adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
-        if self.continues:
-            adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
-        out = [
+        return [
             f"mm_st {c.recipe} recipe{' (embedded default: offline, CPU)' if c.embedded else ''}",
-            f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})",
+            model,
             *c.source_lines(self.sources),
-            "data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
-            + f" = {sum(self.rows.values()):,} rows; batches {'mixed across datasets' if c.batch_mixing == 'mixed' else 'one dataset each'}",
+            data,
             f"loss: {self.loss}",
             f"batch: {batch}",
             f"steps: {self.steps} optimizer steps" + ("" if c.max_steps > 0 else f" ({c.num_train_epochs:g} epochs)")
             + f", lr {c.learning_rate:g}, checkpoint every {c.save_steps}",
-            f"evaluation: {self.sources.eval_data if c.evaluate and self.sources.eval_data else 'none'}",
+            evaluation,
             f"output: {self.output_dir}",
             *self.notes,
             "config (source of each value):",
             *describe(c),
         ]
-        return out
+
+
+PLAN_FILE = "plan.txt"  # in the output folder: the full plan of the run, every config value with its source
 
 
 def output_dir_of(config: RecipeConfig) -> Path:
@@ -572,16 +587,26 @@ def run_stage(config: RecipeConfig) -> StageResult:
         raise
 
 
+def _score_change(evaluator: Any, before: dict[str, float], after: dict[str, float]) -> str:
+    """``, mbeir_recall_at_1 0.0120 -> 0.0450`` (the evaluator's primary metric), or nothing."""
+    key = getattr(evaluator, "primary_metric", None)
+    if key not in after:
+        return ""
+    return f", {key} {before[key]:.4f} -> {after[key]:.4f}" if key in before else f", {key} {after[key]:.4f}"
+
+
 def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     from mm_st.training.curve import save_training_curve
 
     plan, named = plan_stage(config)
     if is_main_process():
-        print("\n".join(plan.lines()), flush=True)
+        print("\n".join(plan.lines(full=console.verbose())), flush=True)
     checkpoint, skipped = _resume_choice(config, plan.output_dir)
     with main_process_first():  # it writes recipe_config.json, which the others compare with theirs
         _check_same_run(plan)
     _drop_incomplete_checkpoints(plan, checkpoint, skipped)
+    if is_main_process():
+        plan.work_dir(PLAN_FILE).write_text("\n".join(plan.lines()) + "\n", encoding="utf-8")
     plan.folder.mark_unfinished()
     from transformers import set_seed
 
@@ -594,14 +619,23 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     before = _before_scores(evaluator, model, plan)
     barrier()  # the main process evaluated the untrained model (a long wait: outside the trainer's collectives)
     plan.work_dir("checkpoints")
-    trainer = RecipeTrainer(
-        model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
-        loss=build_loss(plan, model), evaluator=evaluator if config.eval_steps else None,
-        callbacks=[FiniteGuard(model), counter],
-    )
+    with console.library_stderr():
+        trainer = RecipeTrainer(
+            model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
+            loss=build_loss(plan, model), evaluator=evaluator if config.eval_steps else None,
+            callbacks=[FiniteGuard(model), counter],
+        )
+    progress = console.StageProgress("training")
+    if not console.verbose():  # one bar for the stage instead of the trainer's bar and its printed log lines
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(progress)
     if checkpoint and is_main_process():
         print(f"resuming from {checkpoint}", flush=True)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        progress.close()  # an error printed next starts its own line
     after: dict[str, float] = {}
     if trainer.is_world_process_zero():
         name = first_non_finite(model.named_parameters())
@@ -617,10 +651,11 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
                                                       encoding="utf-8")
         (model_dir / "eval_results.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n",
                                                      encoding="utf-8")
-        if evaluator:
+        if evaluator and (config.stage_table or console.verbose()):
             print("\n".join(evaluator.table(before, after)), flush=True)
         plan.folder.mark_finished(_run_record(config), trainer.state.global_step, model_dir)
-        print(f"model saved to {model_dir}", flush=True)
+        print(f"done: {progress.summary()}{_score_change(evaluator, before, after)}; model saved to {model_dir}",
+              flush=True)
         if getattr(config, "push_to_hub", None):
             from mm_st.hub import push_trained_model
 
