@@ -25,6 +25,7 @@ def smoke(gpu_run, tmp_path_factory):
     return gpu_run.main(["--smoke", "--out", str(out)]), out
 
 
+@pytest.mark.slow
 def test_smoke_measures_every_part(smoke, gpu_run):
     report, out = smoke
     assert report["errors"] == {} and report["skipped"] == {}
