@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import torch
 
 from mm_st.mining.identity import Identities, identify
 from mm_st.mining.output import OUTPUT_FORMATS, build_dataset, log_summary, make_report
-from mm_st.mining.search import make_search, normalized, pair_scores, require_faiss, search
+from mm_st.mining.search import ScoreCap, make_search, normalized, pair_scores, require_faiss, search
 from mm_st.mining.selection import SelectionOptions, check_positive_ints, select, target_modality_bits
 from mm_st.mining.store import Embeddings, as_matrix, encode_chunked, model_fingerprint
 
@@ -33,6 +34,9 @@ def mine_hard_negatives(
     strategy: Literal["window", "top_k", "modality_aware"] = "window",
     ranks: int | tuple[int, int] = (46, 50),
     num_negatives: int = 1,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    max_score: float | None = None,
     margin: float | None = None,
     target_modality: str | Sequence[str | None] | None = None,
     top_k: int = 50,
@@ -80,10 +84,19 @@ def mine_hard_negatives(
     collapsed: only the first is ranked and returned.
 
     **Ranks.** For each query, candidates are sorted by score (descending) after removing the excluded
-    items and the collapsed duplicates; rank r is the 1-based position in that list (the same count as
-    sentence-transformers' ``range_min`` / ``range_max`` without a margin). The margin and the modality
-    filters do not re-rank: they only remove candidates at the ranks considered. ``ranks=(46, 50)`` is
-    inclusive; ``ranks=70`` means ``(70, 70)``.
+    items, the collapsed duplicates and the likely false negatives (below); rank r is the 1-based
+    position in that list (the same count as sentence-transformers' ``range_min`` / ``range_max``).
+    The modality filter does not re-rank: it only picks among the candidates at the ranks considered.
+    ``ranks=(46, 50)`` is inclusive; ``ranks=70`` means ``(70, 70)``.
+
+    **Likely false negatives** (sentence-transformers' names and semantics; NV-Retriever, arXiv
+    2407.15831): a candidate scoring above ``positive - absolute_margin`` (TopK-MarginPos), above
+    ``positive - |positive| * relative_margin`` (TopK-PercPos; ``0.05`` = above 95% of the positive's
+    score, the paper's best setting) or above ``max_score`` is removed before ranking ("positive" = the
+    query's lowest positive score when it has several). In ``"modality_aware"`` mode this applies to
+    candidates of the target modality only (type-1 candidates are wrong-modality by definition and rank
+    above the positive). The report counts the removed candidates per query (``filtered``).
+    ``margin`` is the deprecated name of ``absolute_margin``.
 
     **Strategies.**
 
@@ -92,17 +105,16 @@ def mine_hard_negatives(
       (a pool smaller than the window's ranks) takes the candidates ranked closest above it instead,
       nearest first (so ``ranks=70`` on a pool of 10 gives rank 9); the report lists those queries in
       ``fallback_queries`` and their negatives have type ``"fallback"``.
-    - ``"top_k"``: candidates at ranks 1 to ``top_k``; with ``margin`` this is NV-Retriever's
-      TopK-MarginPos.
+    - ``"top_k"``: candidates at ranks 1 to ``top_k``; with ``absolute_margin`` this is NV-Retriever's
+      TopK-MarginPos, with ``relative_margin`` its TopK-PercPos.
     - ``"modality_aware"`` (MM-Embed): type-1 = candidates whose modality is NOT the target modality,
       ranked within ``top_k`` and scoring above the positive (the lowest-scoring positive if several);
       type-2 = candidates of the target modality at ranks ``ranks``. The target modality of a query is
       ``target_modality`` (one for all, or a list with None = derive) or, by default, the modality of its
-      positive(s). ``"text"``, ``"image"`` and ``"image+text"`` are distinct modalities.
-
-    ``margin`` removes candidates scoring above ``positive_score - margin`` (likely false negatives;
-    the lowest positive score when a query has several). In ``"modality_aware"`` mode it applies to
-    type-2 only (type-1 candidates are wrong-modality by definition and rank above the positive).
+      positive(s). ``"text"``, ``"image"`` and ``"image+text"`` are distinct modalities. With
+      ``fallback="nearest"`` a query short of type-1 / type-2 candidates takes the other ranked
+      candidates nearest the window (above it first): right-modality ones that passed the filter,
+      or wrong-modality ones scoring below the positive (type ``"fallback"``).
 
     **Selection and shortfall.** ``sampling="top"`` takes the ``num_negatives`` highest-ranked
     candidates (modality-aware: type-1 first, then type-2, at most ``max_wrong_modality`` type-1);
@@ -140,12 +152,13 @@ def mine_hard_negatives(
         strategy: ``"window"``, ``"top_k"`` or ``"modality_aware"``.
         ranks: rank window ``(first, last)``, 1-based inclusive, or one rank.
         num_negatives: negatives per row (>= 1).
-        margin: see above; None = no margin.
+        absolute_margin, relative_margin, max_score: see "Likely false negatives"; None = off.
+        margin: deprecated name of ``absolute_margin``.
         target_modality: modality-aware mode only (see above).
         top_k: search depth of ``"top_k"`` and of type-1 negatives.
         max_wrong_modality: at most this many type-1 negatives per row (None = no cap).
         sampling: ``"top"`` or ``"random"``; ``seed`` seeds ``"random"``.
-        fallback: ``"none"`` or ``"nearest"`` (``"window"`` only; see above).
+        fallback: ``"none"`` or ``"nearest"`` (``"window"`` and ``"modality_aware"``; see above).
         output_format: ``"n-tuple"`` or ``"triplet"``.
         chunk_size: corpus (and query) inputs per encoding / cache / search chunk.
         query_chunk_size: queries scored at once in the search.
@@ -161,7 +174,9 @@ def mine_hard_negatives(
     Returns:
         ``datasets.Dataset``, or ``(Dataset, MiningReport)`` with ``return_report=True``.
     """
-    options = SelectionOptions(strategy=strategy, ranks=ranks, num_negatives=num_negatives, margin=margin,
+    absolute_margin = _deprecated_margin(margin, absolute_margin)
+    options = SelectionOptions(strategy=strategy, ranks=ranks, num_negatives=num_negatives,
+                               absolute_margin=absolute_margin, relative_margin=relative_margin, max_score=max_score,
                                top_k=top_k, max_wrong_modality=max_wrong_modality, sampling=sampling, seed=seed,
                                fallback=fallback)
     _check_arguments(model, positives, query_embeddings, corpus_embeddings, strategy, target_modality,
@@ -195,15 +210,17 @@ def mine_hard_negatives(
     ref, pair_lookup = _positive_scores(Q, store, ids.all_positives)
 
     # search, selection, output
+    modality_t = torch.from_numpy(ids.modality).to(device)
+    bits_t = torch.from_numpy(target_bits).to(device) if target_bits is not None else None
+    cap = _score_cap(options, ref, modality_t, bits_t)
     vals, idx = search(Q, store, options.depth, ids.group, ids.group != np.arange(ids.num_corpus), ids.excluded,
                        query_chunk_size, show_progress_bar=show_progress_bar,  # the searcher's buffer is freed here
                        searcher=make_search(use_faiss, min(query_chunk_size, num_queries), min(chunk_size, len(store)),
-                                            device))
-    chosen, kinds, margin_removed = select(
-        vals, idx, ref, options, torch.from_numpy(ids.modality).to(device),
-        torch.from_numpy(target_bits).to(device) if target_bits is not None else None)
+                                            device), cap=cap)
+    chosen, kinds = select(vals, idx, ref, options, modality_t, bits_t)
+    filtered = cap.removed.cpu().tolist() if cap is not None else [0] * num_queries
     report = make_report(chosen, kinds, vals, idx, ids.own_positives, pair_lookup, strategy, output_format,
-                         num_negatives, margin_removed, ids.appended)
+                         num_negatives, filtered, ids.appended)
     dataset = build_dataset(report, output_format, num_negatives, queries, query_ids,
                             ids.items if ids.has_content else None, corpus_ids)
     log_summary(report, num_queries, num_negatives, output_format, len(dataset))
@@ -213,6 +230,26 @@ def mine_hard_negatives(
 # ------------------------------------------------------------------------------------------------
 # helpers of mine_hard_negatives
 # ------------------------------------------------------------------------------------------------
+
+
+def _deprecated_margin(margin: float | None, absolute_margin: float | None) -> float | None:
+    """``margin`` is the old name of ``absolute_margin`` (as in sentence-transformers)."""
+    if margin is None:
+        return absolute_margin
+    if absolute_margin is not None:
+        raise ValueError("Give absolute_margin only (margin is its deprecated name), not both.")
+    warnings.warn("mine_hard_negatives: `margin` is deprecated; use `absolute_margin` (same meaning).",
+                  DeprecationWarning, stacklevel=3)
+    return margin
+
+
+def _score_cap(options: SelectionOptions, ref: torch.Tensor, modality: torch.Tensor,
+               target_bits: torch.Tensor | None) -> ScoreCap | None:
+    """The per-query score limit of the margins / ``max_score`` (target modality only in the modality-aware mode)."""
+    if not options.filters:
+        return None
+    return ScoreCap(options.score_limit(ref), torch.zeros_like(ref, dtype=torch.long), target_bits,
+                    modality if target_bits is not None else None)
 
 
 def _check_arguments(model: Any, positives: Any, query_embeddings: Any, corpus_embeddings: Any, strategy: str,
