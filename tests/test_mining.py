@@ -271,6 +271,21 @@ def test_never_positive_duplicate_or_query_and_identical_queries_share_positives
         assert len(keys) == len(negs)  # no repeated content in one query's negatives
 
 
+def test_other_positives_are_never_negatives_and_give_no_rows():
+    """M-BEIR's pos_cand_list: every listed positive is excluded, the first alone gives the row."""
+    ids = [f"d{i}" for i in range(10)]
+    kwargs = dict(query_ids=["q"], corpus_ids=ids, query_embeddings=QUERY, corpus_embeddings=ring(WINDOW_ANGLES),
+                  positives=["d3"], ranks=(1, 2), num_negatives=2)
+    _, report = mine(**kwargs)
+    assert report.negative_index == [[1, 4]]  # d1 (another listed positive) was mined as a negative
+    _, report = mine(**kwargs, other_positives=[["d1", "d3"]])
+    assert report.negative_index == [[4, 6]] and report.positive_index == [3]  # one row, d1 never a negative
+    with pytest.raises(KeyError, match=r"other_positives\[0\].*'d99'"):
+        mine(**kwargs, other_positives=[["d99"]])
+    with pytest.raises(ValueError, match="other_positives has 2 rows"):
+        mine(**kwargs, other_positives=[[], []])
+
+
 def test_positive_ids_lists_and_random_sampling():
     ids = [f"d{i}" for i in range(10)]
     kwargs = dict(query_ids=["q"], corpus_ids=ids, query_embeddings=QUERY, corpus_embeddings=ring(WINDOW_ANGLES))

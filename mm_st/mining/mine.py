@@ -26,6 +26,7 @@ def mine_hard_negatives(
     corpus: Sequence[Any] | None = None,
     positives: Sequence[Any] | None = None,
     *,
+    other_positives: Sequence[Any] | None = None,
     query_ids: Sequence[str] | None = None,
     corpus_ids: Sequence[str] | None = None,
     query_embeddings: Any = None,
@@ -75,7 +76,9 @@ def mine_hard_negatives(
       With ``corpus=None`` the corpus is the distinct positives (as in sentence-transformers).
 
     Queries with identical content (or identical ``query_ids``) share their positives: no query gets
-    a negative that is a positive of an identical query.
+    a negative that is a positive of an identical query. ``other_positives[i]`` (same forms, content
+    must be in the corpus) lists further relevant items of query i (e.g. the rest of M-BEIR's
+    ``pos_cand_list``): never its negatives, counted in its lowest positive score, but no rows of their own.
 
     **Identity and exclusions.** Items are identified by content hash when content is given, else by
     id (``query_ids`` / ``corpus_ids``; a corpus item whose id equals the query's id is the query), else
@@ -144,6 +147,7 @@ def mine_hard_negatives(
         queries: query inputs (or None with ``query_ids``).
         corpus: candidate inputs (or None with ``corpus_ids``, or None to use the positives).
         positives: per query, the positive(s) (see above). Required.
+        other_positives: per query, further relevant items that are never negatives (see above).
         query_ids, corpus_ids: str ids (corpus ids unique).
         query_embeddings, corpus_embeddings: precomputed ``(rows, dim)`` embeddings.
         corpus_modalities: ``"text"`` / ``"image"`` / ``"image+text"`` per corpus item; needed by the
@@ -187,12 +191,12 @@ def mine_hard_negatives(
     query_ids = _check_ids(query_ids, "query_ids", unique=False) if query_ids is not None else None
     corpus_ids = _check_ids(corpus_ids, "corpus_ids", unique=True) if corpus_ids is not None else None
     num_queries, num_base = _sizes(queries, query_ids, query_embeddings, corpus, corpus_ids, corpus_embeddings,
-                                   corpus_modalities, positives, target_modality)
+                                   corpus_modalities, positives, target_modality, other_positives)
 
     # identity and exclusions; target modalities
     can_append = (corpus is not None or num_base == 0) and model is not None and corpus_embeddings is None
     ids = identify(queries, query_ids, corpus, corpus_ids, corpus_modalities, positives, num_base, can_append,
-                   show_progress_bar)
+                   show_progress_bar, other_positives)
     target_bits = (target_modality_bits(target_modality, ids.all_positives, ids.modality)
                    if strategy == "modality_aware" else None)
 
@@ -270,11 +274,12 @@ def _check_arguments(model: Any, positives: Any, query_embeddings: Any, corpus_e
 
 
 def _sizes(queries: Any, query_ids: Any, query_embeddings: Any, corpus: Any, corpus_ids: Any, corpus_embeddings: Any,
-           corpus_modalities: Any, positives: Sequence[Any], target_modality: Any) -> tuple[int, int]:
+           corpus_modalities: Any, positives: Sequence[Any], target_modality: Any,
+           other_positives: Any = None) -> tuple[int, int]:
     """(number of queries, number of corpus items as given), checking that every argument agrees."""
     num_queries = _common_length("queries", [
         ("positives", len(positives)), ("queries", _len(queries)), ("query_ids", _len(query_ids)),
-        ("query_embeddings", _len(query_embeddings)),
+        ("query_embeddings", _len(query_embeddings)), ("other_positives", _len(other_positives)),
         ("target_modality", len(target_modality) if isinstance(target_modality, (list, tuple)) else None),
     ])
     if num_queries == 0:
