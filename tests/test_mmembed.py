@@ -127,9 +127,15 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
     assert main(MMEmbedConfig, ["--dry-run", "--output-dir", str(tmp_path / "run"), *SMALL]) == 0
     printed = capsys.readouterr().out
     for title in ("stage 1: random in-batch negatives", "stage 2: modality-aware hard negatives",
-                  "stage 3: continual text-to-text fine-tuning", "negatives: 1 per query, mined by"):
+                  "stage 3: continual text-to-text fine-tuning", "negatives: 1 per query, mined by",
+                  "false-negative filter: relative_margin 0.05 (right-modality candidates above 95% of the positive's",
+                  "held-out comparison: after each stage, each task of"):
         assert title in printed
     assert "dry run: plan checked" in printed
+    assert main(MMEmbedConfig, ["--dry-run", "--output-dir", str(tmp_path / "run"), *SMALL, "--no-evaluate",
+                                "--mining-relative-margin", "none", "--mining-max-score", "0.9"]) == 0
+    printed = capsys.readouterr().out
+    assert "false-negative filter: max_score 0.9;" in printed and "held-out comparison: none" in printed
 
 
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------

@@ -594,7 +594,8 @@ class MMEmbedRun:
 
         inputs = self.inputs()
         lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
-                 f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}"]
+                 f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}",
+                 self.comparison_line(inputs)]
         for n in self.config.stage_numbers():
             stage = self.stage_config(n, inputs)
             missing = self._needs(n)
@@ -605,6 +606,15 @@ class MMEmbedRun:
                 lines.append(f"note: stage {n} starts from / mines with {missing}, written by stage {n - 1} (not there "
                              "yet); the plan above used the base model")
         return lines
+
+    def comparison_line(self, inputs: RecipeInputs) -> str:
+        """What the plan says about comparing the stages on held-out data."""
+        c = self.config
+        if not (c.evaluate and inputs.eval_data):
+            return ("held-out comparison: none (no --eval-data, or --no-evaluate): a stage that lowers a task's score "
+                    "is not detected")
+        return (f"held-out comparison: after each stage, each task of {inputs.eval_data} against the model the stage "
+                f"started from and the earlier stages; a top-1 drop above {c.max_score_drop:g} is a warning")
 
     def run(self) -> Any:
         from mm_st.training.outputs import RunFolder
