@@ -179,7 +179,7 @@ def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capl
     data = _user_mbeir(tmp_path / "mbeir")
     argv = ["--model", tiny_model("llava_next", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
             "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none",
-            "--max-length", "64", "--mining-top-k", "10", "--num-negatives", "3"]
+            "--max-length", "64", "--mining-top-k", "1", "--num-negatives", "3"]  # at most 1 type-1
     assert main(MMEmbedConfig, argv) == 2
     assert "1 image reference(s) missing or unreadable" in capsys.readouterr().err
     assert main(MMEmbedConfig, argv + ["--on-missing", "skip"]) == 0
@@ -188,7 +188,9 @@ def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capl
     assert "type-2 at ranks 7-11" in printed
     assert (tmp_path / "run" / "stage2" / "model" / "modules.json").is_file()
     # query 7:1000 lists every caption as a positive: none is its negative (issue 27.10), only images are left
-    # (taken by the fallback where they do not rank above the positive); no row is dropped
+    # (one type-1 at most with --mining-top-k 1, the others by the fallback; without the exclusion the type-2 window
+    # holds captions);
+    # no row is dropped
     folder = tmp_path / "run" / "mined-negatives"
     record = json.loads((folder / "mining.json").read_text(encoding="utf-8"))
     (task,) = record["counts"]
