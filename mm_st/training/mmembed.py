@@ -107,7 +107,8 @@ class MMEmbedConfig(RecipeConfig):
     max_unmined_share: float = _f(0.05, "mm_st", "warn (console, stages.json) when stage-2 mining finds no negative "
                                   "for more than this share of a task's rows", SHARE)
     max_score_drop: float = _f(0.05, "mm_st", "warn (console, stages.json) when a stage lowers a held-out task's "
-                               "Recall@1 by more than this against the previous stage (stage 2: also stage 1)",
+                               "top-1 score (hit_rate_at_1: the top-1 candidate is relevant) by more than this against "
+                               "the model it started from and the earlier stages",
                                NON_NEGATIVE)
     modality_weight: float = _f(0.0, "mm_st option (MM-Embed's mechanism is the mined negatives)",
                                 "weight of the modality term of the loss (mm_st.losses)", NON_NEGATIVE)
