@@ -23,7 +23,7 @@ from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig
 from mm_st.training.cli import main
 from mm_st.training.embedded import write_mbeir
-from tests.recipe_data import tree_hashes
+from tests.recipe_data import tree_hashes, write_user_mbeir
 
 ROOT = Path(__file__).resolve().parents[1]
 # a CPU-sized chain: tiny pools, a few steps per stage, evaluation on a small held-out split
@@ -141,42 +141,10 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
 
 
-def _user_mbeir(root: Path) -> Path:
-    """A user's M-BEIR layout: 12 image->text queries over a pool of 12 long captions and 6 images (smaller than the
-    type-2 window), one query image missing."""
-    from mm_st.data import load_emoji
+def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capsys):
+    from mm_st.training.mmembed import read_mined
 
-    ds = load_emoji("train").select(range(12))
-    (root / "images").mkdir(parents=True)
-    pool, queries = [], []
-    for i, (image, name) in enumerate(zip(ds["image"], ds["name_en"])):
-        if i != 5:
-            image.convert("RGB").save(root / "images" / f"{i}.png")
-        pool.append({"did": f"7:{i}", "txt": f"A long caption about {name}. " * 20, "img_path": None, "modality": "text"})
-        if i < 6:
-            pool.append({"did": f"7:{100 + i}", "txt": None, "img_path": f"images/{i + 6}.png", "modality": "image"})
-        listed = [f"7:{j}" for j in range(12)] if i == 0 else [f"7:{i}"]  # query 0 lists every caption
-        queries.append({"qid": f"7:{1000 + i}", "query_txt": None, "query_img_path": f"images/{i}.png",
-                        "query_modality": "image", "pos_cand_list": listed, "neg_cand_list": [], "task_id": 3})
-    for folder, name, rows in (("query/train", "mbeir_user_task3_train.jsonl", queries),
-                               ("cand_pool/local", "mbeir_user_train_cand_pool.jsonl", pool)):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        (root / folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    (root / "instructions").mkdir()
-    (root / "instructions" / "query_instructions.tsv").write_text(
-        "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\nimage\ttext\tUser\t7\tCaption this picture.\n",
-        encoding="utf-8")
-    return root
-
-
-def _mined_rows(path: Path) -> list[dict]:
-    import datasets
-
-    return list(datasets.Dataset.from_parquet(str(path)))
-
-
-def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caplog, capsys):
-    data = _user_mbeir(tmp_path / "mbeir")
+    data = write_user_mbeir(tmp_path / "mbeir")
     argv = ["--model", tiny_model("llava_next", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
             "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none",
             "--max-length", "64", "--mining-top-k", "1", "--num-negatives", "3"]  # at most 1 type-1
@@ -195,7 +163,7 @@ def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capl
     record = json.loads((folder / "mining.json").read_text(encoding="utf-8"))
     (task,) = record["counts"]
     assert record["counts"][task]["rows"] == record["counts"][task]["of"] == 11
-    first = [row for row in _mined_rows(folder / f"{task}.parquet") if row["positive"]["text"].startswith(
+    first = [row for row in read_mined(folder / f"{task}.parquet", data) if row["positive"]["text"].startswith(
         "A long caption about " + load_emoji("train")[0]["name_en"] + ".")]
     assert len(first) == 1
     negatives = [first[0][f"negative_{k}"] for k in (1, 2, 3)]
@@ -260,16 +228,19 @@ def test_a_saved_module_file_that_is_not_mm_st_s_is_refused(tmp_path):
 
 @pytest.mark.parametrize("escape", ["absolute", "dotdot", "symlink"])
 def test_mining_pool_paths_stay_inside_the_data_root(tmp_path, escape):
-    """A pool candidate that no query names (only stage 2's mining reads it) may not leave the data root (27.11)."""
+    """A pool candidate that no query names (only stage 2's mining reads it) may not leave the data root (27.11),
+    not even with ``--on-missing skip`` (a path outside the root is no missing image)."""
+    from PIL import Image
+
+    from mm_st.data.converters import mbeir_candidate_pools
     from mm_st.io import PathOutsideRoot
-    from mm_st.training.mmembed import _candidate_pools
 
     root = tmp_path / "mbeir"
     (root / "cand_pool" / "local").mkdir(parents=True)
-    outside = tmp_path / "outside.png"
-    outside.write_bytes(b"not inside")
     (root / "images").mkdir()
-    (root / "images" / "ok.png").write_bytes(b"inside")
+    outside = tmp_path / "outside.png"
+    for image in (outside, root / "images" / "ok.png"):
+        Image.new("RGB", (4, 4)).save(image)
     path = {"absolute": str(outside), "dotdot": "../outside.png", "symlink": "images/link.png"}[escape]
     if escape == "symlink":
         (root / "images" / "link.png").symlink_to(outside)
@@ -278,12 +249,14 @@ def test_mining_pool_paths_stay_inside_the_data_root(tmp_path, escape):
             {"did": "7:3", "txt": None, "img_path": path, "modality": "image"}]
     pool_file = root / "cand_pool" / "local" / "mbeir_user_train_cand_pool.jsonl"
     pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(PathOutsideRoot, match=r"cand_pool/local/mbeir_user_train_cand_pool.jsonl row 2 \(did 7:3\)"):
-        _candidate_pools(root, "train")
+    for on_missing in ("error", "skip"):
+        with pytest.raises(PathOutsideRoot, match=r"mbeir_user_train_cand_pool.jsonl row 2 \(candidate 7:3\)"):
+            mbeir_candidate_pools(root, "train", on_missing)
     rows[2]["img_path"] = "images/ok.png"
     pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    pool = _candidate_pools(root, "train")["7"]
-    assert pool[0]["img_path"] == str((root / "images" / "ok.png").resolve()) and pool[1]["img_path"] is None
+    pools, dropped = mbeir_candidate_pools(root, "train")
+    assert dropped == 0 and [e["image"] for e in pools["7"]] == [str((root / "images" / "ok.png").resolve()), None,
+                                                                 str((root / "images" / "ok.png").resolve())]
 
 
 def test_a_stage_that_lowers_a_held_out_score_is_a_warning():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,7 +265,11 @@ def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path)
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path):
-    """SIGKILL after a checkpoint; the same command continues and logs the losses of an uninterrupted run."""
+    """SIGKILL after a complete checkpoint, the newest checkpoint then stripped to what a kill right after its
+    creation leaves (whatever the kill's moment, the window is hit on purpose); the same command skips it and
+    logs the losses of an uninterrupted run."""
+    from mm_st.training.outputs import checkpoint_gaps, checkpoints_newest_first
+
     script = str(ROOT / "recipes" / "train_vlm2vec.py")
     args = ["--max-steps", "8", "--save-steps", "2", "--no-evaluate", "--max-rows-per-dataset", "96",
             "--global-batch-size", "8", "--logging-steps", "1"]
@@ -273,15 +278,21 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert full.returncode == 0, full.stderr[-3000:]
     command = [sys.executable, script, *args, "--output-dir", str(tmp_path / "killed")]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 600
-    while not (tmp_path / "killed" / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file():
+    while not (checkpoints / "checkpoint-4").is_dir() or checkpoint_gaps(checkpoints / "checkpoint-4"):
         assert process.poll() is None and time.time() < deadline, "run ended before its checkpoint"
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "model").exists()
+    newest = checkpoints_newest_first(checkpoints)[0]
+    for path in newest.iterdir():  # a kill right after the trainer created it: its first config file only
+        if path.name != "config_sentence_transformers.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"{newest.name} is incomplete (lacks modules.json" in resumed.stdout
     assert "resuming from " in resumed.stdout and "checkpoint-" in resumed.stdout
     expected = _trainer_losses(tmp_path / "full" / "checkpoints" / "checkpoint-8")
     got = _trainer_losses(tmp_path / "killed" / "checkpoints" / "checkpoint-8")

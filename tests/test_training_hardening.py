@@ -83,7 +83,7 @@ def test_embedded_run_refuses_to_write_into_a_folder_it_did_not_create(tmp_path,
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--resume", "always"], "--resume always: no checkpoint in"),
+    (["--resume", "always"], "--resume always: no complete checkpoint in"),
     (["--eval-languages", "xx"], "The embedded evaluation has no language 'xx'"),
 ])
 def test_a_run_failing_before_its_first_step_leaves_the_folder_as_it_was(tmp_path, capsys, flags, message):

@@ -169,7 +169,7 @@ def _raise_or_report(name: str, problems: list[str], bad_rows: set[int], on_miss
 
 def _decode(path: Path, data: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (spreadsheet exports) is not part of the first column
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ValueError(f"{str(path)!r} line {line}: not valid UTF-8 ({exc.reason} at byte {exc.start}).") from exc
@@ -180,7 +180,7 @@ def _jsonl_rows(path: Path) -> list[Any]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise ValueError(f"{str(path)!r} line {number}: not valid UTF-8 ({exc.reason}).") from exc
             if not line.strip():
@@ -538,7 +538,9 @@ def _read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
         parts = line.rstrip("\n").split("\t")
         if len(parts) < 5:
             raise ValueError(f"{str(path)!r} line {number}: expected at least 5 tab-separated fields, got {len(parts)}.")
-        table[(parts[3].strip(), parts[0].strip(), parts[1].strip())] = [p.strip() for p in parts[4:] if p.strip()]
+        where = f"{str(path)!r} line {number}"
+        key = (parts[3].strip(), mbeir_modality(parts[0], where), mbeir_modality(parts[1], where))
+        table[key] = [p.strip() for p in parts[4:] if p.strip()]
     return table
 
 
@@ -552,6 +554,19 @@ def _mbeir_input(entry_text: Any, entry_image: Any, checker: _ImageChecker, wher
     if text is None and image is None:
         raise ValueError(f"{where}: neither text nor image.")
     return make_input(text, image)
+
+
+def mbeir_modality(value: Any, where: str) -> str:
+    """An M-BEIR modality as M-BEIR's code spells it: ``text``, ``image`` or ``image,text`` (``"text,image"`` and
+    spaces read the same); anything else is an error naming ``where``. Training and evaluation read it alike."""
+    parts = {part.strip() for part in value.split(",")} if isinstance(value, str) else set()
+    if not parts or not parts <= {TEXT, IMAGE}:
+        raise ValueError(f"{where} has modality {value!r}; expected one of 'text', 'image', 'image,text'.")
+    return ",".join(sorted(parts))
+
+
+def _modality_or_none(value: Any, where: str) -> Any:
+    return None if value is None or value == "" else mbeir_modality(value, where)
 
 
 def mbeir_task_name(dataset_id: str, query_modality: str, candidate_modality: str) -> str:
@@ -595,7 +610,9 @@ def load_mbeir(
             candidate pools by id; drop them before training).
 
     The first positive of ``pos_cand_list`` is the positive. A row whose ``pos_cand_list`` names an
-    id absent from the pools is an error that names the query and the id.
+    id absent from the pools is an error that names the query and the id; a candidate id that two pool rows
+    give different content is an error naming both files and rows. Modalities are read as the evaluation
+    reads them (:func:`mbeir_modality`: ``text,image`` is ``image,text``).
     """
     _check_on_missing(on_missing)
     if instructions not in ("inline", "none", "row"):
@@ -636,7 +653,8 @@ def load_mbeir(
                     raise KeyError(f"{where}: candidate id {did!r} is in no candidate pool ({len(pool_paths)} files read).")
             positive_entry = pool[positives[0]]
             dataset_id = str(entry["qid"]).split(":")[0]
-            key = (dataset_id, entry.get("query_modality", ""), positive_entry.get("modality", ""))
+            query_modality = _modality_or_none(entry.get("query_modality"), f"{where} query") or ""
+            key = (dataset_id, query_modality, positive_entry.get("modality") or "")
             query_text = _text_field(entry.get("query_txt"), f"{where} query_txt") or ""
             if instructions in ("inline", "row") and key not in table:
                 raise KeyError(f"{where}: no instruction for (dataset id, query modality, candidate modality) {key}.")
@@ -674,14 +692,57 @@ def _id_list(value: Any, where: str) -> list[str]:
 
 
 def _read_pool(paths: Sequence[Path]) -> dict[str, dict]:
-    """``{did: entry}`` of the candidate pool files; an entry without a string ``did`` names its file and row."""
-    pool = {}
+    """``{did: entry}`` of the candidate pool files (see :func:`_pool_rows`)."""
+    return {entry["did"]: entry for _, _, entry in _pool_rows(paths)}
+
+
+def _pool_rows(paths: Sequence[Path]):
+    """``(file, row, entry)`` of every candidate of the pool files, its modality normalised; an entry without a string
+    ``did``, or an id that two rows give different content, names the file(s) and row(s). The same candidate in
+    two files (M-BEIR's union pool and a dataset's local pool) is yielded once."""
+    seen: dict[str, tuple[dict, str]] = {}
     for path in paths:
         for index, entry in enumerate(_read_rows(path)):
-            if not isinstance(entry.get("did"), str) or not entry["did"]:
+            did = entry.get("did")
+            if not isinstance(did, str) or not did:
                 raise ValueError(f"{path.name} row {index}: candidate without a string 'did' ({entry!r:.80}).")
-            pool[entry["did"]] = entry
-    return pool
+            entry = {**entry, "modality": _modality_or_none(entry.get("modality"), f"{path.name} row {index} (candidate {did})")}
+            if did in seen:
+                if seen[did][0] != entry:
+                    raise ValueError(f"candidate id {did!r} is in {seen[did][1]} and in {path.name} row {index} with other "
+                                     "content; a candidate id names one candidate in every pool file (fix or drop one).")
+                continue
+            seen[did] = (entry, f"{path.name} row {index}")
+            yield path, index, entry
+
+
+def mbeir_candidate_pools(source: str | os.PathLike, split: str, on_missing: str = "error",
+                          verify_images: bool = True) -> tuple[dict[str, list[dict]], int]:
+    """(the candidate pools of ``split`` by dataset id (the did prefix), candidates dropped for a missing image).
+
+    Pool files under ``cand_pool/`` named for the split (``*_{split}_*``), else every pool file: mining a training
+    query never sees another split's pool. Every candidate's image is resolved inside the root and checked once
+    (``entry["image"]``: its absolute path, None for a text): a missing or unreadable one is an error naming the
+    pool file, row and id, or with ``on_missing="skip"`` the candidate is dropped and counted.
+    """
+    _check_on_missing(on_missing)
+    root = _mbeir_root(source)
+    files = sorted((root / "cand_pool").rglob("*.jsonl"))
+    named = [f for f in files if f"_{split}_" in f.name or f.name.endswith(f"_{split}.jsonl")]
+    checker = _ImageChecker([root.resolve()], verify_images)
+    pools: dict[str, list[dict]] = {}
+    bad, total = set(), 0
+    for path, index, entry in _pool_rows(named or files):
+        total += 1
+        image = None
+        if _text_field(entry.get("img_path"), f"{path.name} row {index} img_path"):
+            image = checker.resolve(str(entry["img_path"]), f"{path.name} row {index} (candidate {entry['did']})")
+            if image is None:
+                bad.add((path.name, index))
+                continue
+        pools.setdefault(entry["did"].split(":")[0], []).append({**entry, "image": image})
+    _raise_or_report("M-BEIR candidate pool", checker.problems, bad, on_missing, total)
+    return pools, len(bad)
 
 
 def _mbeir_root(source: str | os.PathLike) -> Path:

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from mm_st.data.converters import mbeir_instructions, mbeir_task_name
+from mm_st.data.converters import mbeir_instructions, mbeir_modality, mbeir_task_name
 from mm_st.data.emoji import EMOJI_MBEIR_DATASET, EMOJI_MBEIR_POOL_FILE, EMOJI_MBEIR_QUERY_FILE, EMOJI_MBEIR_TASKS
 from mm_st.evaluation import data as eval_data
 from mm_st.evaluation.tasks import MMSTRetrievalTask, _split, check_declared_modalities
@@ -214,10 +214,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
 
     def _modality(self, value: Any, what: str) -> str:
         """The row's modality, spelled as M-BEIR's code does (``"text,image"`` -> ``"image,text"``)."""
-        parts = _parts(value) if isinstance(value, str) else set()
-        if not parts or not parts <= {"image", "text"}:
-            raise ValueError(f"{self.metadata.name}: {what} has modality {value!r}; expected one of {MODALITIES}.")
-        return ",".join(sorted(parts))
+        return mbeir_modality(value, f"{self.metadata.name}: {what}")  # as training reads it
 
     def _pool(self, rows: list[dict], images: Path) -> tuple[Any, dict[str, str]]:
         where = f"{self.files.pool_file} row"

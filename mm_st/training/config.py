@@ -217,9 +217,9 @@ class RecipeConfig:
                 raise ValueError(f"{self.recipe} config: {f.name} must be {valid}, got {value!r}.")
         if self.max_steps == 0:
             raise ValueError(f"{self.recipe} config: max_steps must be -1 (from num_train_epochs) or >= 1, got 0.")
-        if self.global_batch_size < 2 and self.num_negatives == 0:
-            raise ValueError(f"{self.recipe} config: global_batch_size 1 with no hard negatives (num_negatives 0) gives "
-                             "each query no negative at all (loss 0, nothing learnt); use a batch of >= 2.")
+        if self.global_batch_size < 2 and self.negatives_per_row() == 0:
+            raise ValueError(f"{self.recipe} config: global_batch_size 1 with no hard negatives ({self.why_no_negatives()}) "
+                             "gives each query no negative at all (loss 0, nothing learnt); use a batch of >= 2.")
         if self.warmup >= 1 and not float(self.warmup).is_integer():
             raise ValueError(f"{self.recipe} config: warmup must be a share < 1 or a whole number of steps, got {self.warmup!r}.")
         if self.push_to_hub or self.hub_base_model:
@@ -237,6 +237,14 @@ class RecipeConfig:
             raise ValueError(f"{self.recipe} config: --{given[0].replace('_', '-')} is set but --model is not; give the "
                              "backbone to train (a Hub id or local directory). The embedded tiny random backbone is only "
                              "used when neither a model nor training data is given.")
+
+    def negatives_per_row(self) -> int:
+        """Hard negatives each training row carries (0: the batch's other rows are the only negatives)."""
+        return self.num_negatives
+
+    def why_no_negatives(self) -> str:
+        """Why :meth:`negatives_per_row` is 0, for the error that refuses a batch of 1 without negatives."""
+        return "num_negatives 0"
 
     # -- what differs between recipes: data, preparation, plan ----------------------------------
 

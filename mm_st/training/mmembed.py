@@ -101,9 +101,11 @@ class MMEmbedConfig(RecipeConfig):
         "candidates left (none = off)", NON_NEGATIVE)
     mining_absolute_margin: float | None = _f(
         None, "NV-Retriever's TopK-MarginPos (off: the relative form was its best); sentence-transformers' "
-        "absolute_margin", "stage-2 mining: candidates scoring above positive - this are never negatives (none = off)")
+        "absolute_margin", "stage-2 mining: candidates scoring above positive - this are never negatives (none = off)",
+        NON_NEGATIVE)
     mining_max_score: float | None = _f(None, "sentence-transformers' mine_hard_negatives max_score",
-                                        "stage-2 mining: candidates scoring above this are never negatives (none = off)")
+                                        "stage-2 mining: candidates scoring above this are never negatives (none = off)",
+                                        Range())
     max_unmined_share: float = _f(0.05, "mm_st", "warn (console, stages.json) when stage-2 mining finds no negative "
                                   "for more than this share of a task's rows", SHARE)
     max_score_drop: float = _f(0.05, "mm_st", "warn (console, stages.json) when a stage lowers a held-out task's "
@@ -160,9 +162,24 @@ class MMEmbedConfig(RecipeConfig):
             numbers = []
         if not numbers or not set(numbers) <= {1, 2, 3}:
             raise ValueError(f"mmembed config: stages must be some of 1, 2, 3, got {self.stages}.")
+        if self.from_stage and self.from_stage not in numbers:
+            raise ValueError(f"mmembed config: --from-stage {self.from_stage} is not among --stages "
+                             f"{','.join(map(str, numbers))}; run again from one of the chosen stages, or choose "
+                             f"--stages {','.join(str(n) for n in (1, 2, 3) if n >= self.from_stage)}.")
         if self.from_stage:
             numbers = [n for n in (1, 2, 3) if n >= self.from_stage and (n in numbers or n > self.from_stage)]
         return numbers
+
+    def negatives_per_row(self) -> int:
+        """Stage 2's mined negatives; stages 1 and 3 train on in-batch negatives only (whatever num_negatives says)."""
+        numbers = [self.stage] if self.stage else self.stage_numbers()
+        return self.num_negatives if numbers == [2] else 0
+
+    def why_no_negatives(self) -> str:
+        numbers = [self.stage] if self.stage else self.stage_numbers()
+        others = [str(n) for n in numbers if n != 2]
+        return (f"stage{'s' if len(others) > 1 else ''} {' and '.join(others)} train{'' if len(others) > 1 else 's'} "
+                "on in-batch negatives only")
 
     def ranks(self) -> tuple[int, int]:
         try:
@@ -241,16 +258,29 @@ class ModalityAwareStage(RandomNegativesStage):
     def load_datasets(self, sources: Sources) -> dict[str, datasets.Dataset]:
         named = self.load_mbeir(sources, ids=True)
         check_not_empty(named, "mmembed")
+        self.candidate_pools()  # every pool image checked once, in the dry run too
         return named
 
+    def candidate_pools(self) -> dict[str, list[dict]]:
+        """The training split's candidate pools by dataset id, each image checked once (read once per stage)."""
+        if getattr(self, "_pools", None) is None:
+            from mm_st.data.converters import mbeir_candidate_pools
+
+            self._pools, self._pools_dropped = mbeir_candidate_pools(self.data, self.data_split, self.on_missing)
+        return self._pools
+
     def plan_notes(self, named: dict[str, datasets.Dataset]) -> list[str]:
+        check_shared_negatives(self, mining_key(self, list(named), miner=False))  # in the plan, before stage 1 trains
         first, last = self.ranks()
-        return [f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
-                f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
-                f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused",
-                f"false-negative filter: {self.filter_line()}; every listed positive (pos_cand_list) and content "
-                "duplicates of the positive are excluded; a query short of negatives takes the candidate nearest the "
-                "window (rows are never dropped silently)"]
+        dropped = getattr(self, "_pools_dropped", 0)
+        lines = [f"mining pool: {dropped} candidate(s) with a missing or unreadable image dropped (--on-missing skip)"]
+        return lines[:1 if dropped else 0] + [
+            f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
+            f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
+            f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused",
+            f"false-negative filter: {self.filter_line()}; every listed positive (pos_cand_list) and content "
+            "duplicates of the positive are excluded; a query short of negatives takes the candidate nearest the "
+            "window (rows are never dropped silently)"]
 
     def filter_line(self) -> str:
         parts = [f"relative_margin {self.mining_relative_margin:g} (right-modality candidates above "
@@ -322,28 +352,6 @@ STAGES: dict[int, type[MMEmbedConfig]] = {1: RandomNegativesStage, 2: ModalityAw
 # -- stage 2's mining -------------------------------------------------------------------------------------------
 
 
-def _candidate_pools(root: Path, split: str) -> dict[str, list[dict]]:
-    """The candidate pools of ``split`` by dataset id (the did prefix): files under ``cand_pool/`` named for the
-    split (``*_{split}_*``), else every pool file. Mining a training query never sees another split's pool.
-    Each candidate's image path is confined to ``root`` (:func:`mm_st.io.resolve_inside`): a path leaving it
-    (absolute, ``..``, a symlink) is an error naming the pool file, row and id."""
-    from mm_st.data.converters import _read_rows
-    from mm_st.io import resolve_inside
-
-    files = sorted((root / "cand_pool").rglob("*.jsonl"))
-    named = [f for f in files if f"_{split}_" in f.name or f.name.endswith(f"_{split}.jsonl")]
-    pools: dict[str, list[dict]] = {}
-    for path in named or files:
-        for index, entry in enumerate(_read_rows(path)):
-            where = f"{path.relative_to(root)} row {index}"
-            if not isinstance(entry.get("did"), str):
-                raise ValueError(f"{where}: candidate without a string 'did'.")
-            image = entry.get("img_path")
-            resolved = str(resolve_inside(root, image, where=f"{where} (did {entry['did']})")) if image else None
-            pools.setdefault(entry["did"].split(":")[0], []).append({**entry, "img_path": resolved})
-    return pools
-
-
 def _listed_positives(root: Path, split: str) -> dict[str, list[str]]:
     """Each training query's ``pos_cand_list`` by qid (every listed positive is excluded from its negatives)."""
     from mm_st.data.converters import _read_rows
@@ -398,35 +406,128 @@ def _window(pool: list[dict], positive_modality: str, ranks: tuple[int, int]) ->
     return max(1, available - width), max(1, available)
 
 
+MINED_FORMAT = 2  # image paths relative to the M-BEIR root (format 1: absolute or working-directory-relative paths)
+KEY_NAMES = {"miner": "the mining model's weights", "data": "the M-BEIR data"}
+
+
+def mining_key(stage: ModalityAwareStage, tasks: list[str], miner: bool = True) -> dict[str, Any]:
+    """What a set of mined negatives depends on (``mining.json``'s ``key``); ``miner=False`` leaves out the
+    mining model (in the plan, before stage 1 has written it)."""
+    key = {"format": MINED_FORMAT, "data": mbeir_fingerprint(stage.data, stage.data_split), "ranks": list(stage.ranks()),
+           "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives, "tasks": sorted(tasks),
+           "max_rows_per_dataset": stage.max_rows_per_dataset, **stage.mining_filters(), "fallback": "nearest",
+           "excludes": "pos_cand_list"}
+    return {"miner": model_fingerprint(stage.mining_model), **key} if miner else key
+
+
+def shared_negatives(stage: ModalityAwareStage) -> Path | None:
+    """The folder ``--mined-negatives`` points at (read, never rewritten), None for the recipe's own folder."""
+    if not stage.mined_negatives:
+        return None
+    folder = Path(stage.mined_negatives)
+    own = Path(stage.output_dir).parent / "mined-negatives"
+    return None if folder.resolve() == own.resolve() else folder
+
+
+def check_shared_negatives(stage: ModalityAwareStage, key: dict[str, Any]) -> None:
+    """A ``--mined-negatives`` folder holding a set mined with other settings (those in ``key``), or files that are
+    no such set, is an error naming what differs; nothing in it is changed."""
+    folder = shared_negatives(stage)
+    if folder is None:
+        return
+    record = folder / "mining.json"
+    advice = ("a folder --mined-negatives points at is read, never rewritten: leave --mined-negatives out to mine into "
+              "this run's own folder, or point it at a set mined with these settings")
+    if record.is_file():
+        saved = json.loads(record.read_text(encoding="utf-8")).get("key", {})
+        differing = {k: (saved.get(k), v) for k, v in key.items() if saved.get(k) != v}
+        if differing:
+            details = "; ".join(f"{KEY_NAMES.get(k, k)}: {a!r} in the folder, {b!r} for this run"
+                                for k, (a, b) in differing.items())
+            raise ValueError(f"mmembed stage 2: --mined-negatives {str(folder)!r} holds negatives mined with other "
+                             f"settings ({details}); {advice}.")
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"mmembed stage 2: --mined-negatives {str(folder)!r} holds files but no mining.json (not a set "
+                         f"of mined negatives, or one whose mining was stopped); {advice}, or an empty or new folder.")
+
+
+def _change_images(table: Any, change: Any) -> Any:
+    """``table`` (pyarrow) with ``change(path)`` applied to the image path of every input column (the ``image``
+    field, a path or datasets' ``{bytes, path}`` image struct)."""
+    import pyarrow as pa
+
+    def changed(values: Any) -> Any:
+        kind = values.type
+        if pa.types.is_struct(kind):
+            fields = [changed(values.field(i)) if kind.field(i).name == "path" else values.field(i)
+                      for i in range(kind.num_fields)]
+            return pa.StructArray.from_arrays(fields, fields=list(kind), mask=values.is_null())
+        return pa.array([change(path) if path else path for path in values.to_pylist()], type=kind)
+
+    for index, column in enumerate(table.column_names):
+        kind = table.schema.field(column).type
+        if not (pa.types.is_struct(kind) and kind.get_field_index("image") >= 0):
+            continue
+        values = table.column(column).combine_chunks()
+        fields = [changed(values.field(i)) if kind.field(i).name == "image" else values.field(i)
+                  for i in range(kind.num_fields)]
+        rebuilt = pa.StructArray.from_arrays(fields, fields=list(kind), mask=values.is_null())
+        table = table.set_column(index, table.schema.field(column), rebuilt)
+    return table
+
+
+def save_mined(ds: datasets.Dataset, path: Path, root: Path) -> None:
+    """Mined rows as parquet, image paths relative to the M-BEIR root (a set shared with another run, folder or
+    machine reads its images from that run's own copy of the data, which ``mining.json``'s fingerprint matches)."""
+    import pyarrow.parquet as pq
+
+    base = root.resolve()
+    pq.write_table(_change_images(ds.flatten_indices().data.table, lambda p: Path(p).relative_to(base).as_posix()),
+                   str(path))
+
+
+def read_mined(path: Path, root: Path) -> datasets.Dataset:
+    """Mined rows saved by :func:`save_mined`, each image path resolved inside this run's M-BEIR root."""
+    import pyarrow.parquet as pq
+
+    from mm_st.io import resolve_inside
+
+    where = f"{str(path)!r}"
+    return datasets.Dataset(_change_images(pq.read_table(str(path)), lambda p: str(resolve_inside(root, p, where))))
+
+
 def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
     """Each task's rows with ``num_negatives`` modality-aware negatives mined by ``stage.mining_model``, saved as
     parquet in ``stage.mined_negatives`` (the recipe's ``<output_dir>/mined-negatives/``, outside the stage's own
     folder, so that starting stage 2 over keeps them) with ``mining.json`` (what they were mined from and, per task,
     the counts: negatives by type, candidates filtered as likely false negatives, rows without a negative): a
-    re-run with the same miner, data and settings reads them instead of mining again."""
+    re-run with the same miner, data and settings reads them instead of mining again. A folder the user points at
+    (``--mined-negatives DIR``) is read when it matches, mined into when it is new or empty, never rewritten."""
+    from mm_st.data.converters import _mbeir_root
+    from mm_st.training.stage import is_main_process
+
     folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
-    key = {"miner": model_fingerprint(stage.mining_model), "data": mbeir_fingerprint(stage.data, stage.data_split),
-           "ranks": list(stage.ranks()), "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives,
-           "tasks": sorted(named), "max_rows_per_dataset": stage.max_rows_per_dataset, **stage.mining_filters(),
-           "fallback": "nearest", "excludes": "pos_cand_list"}
+    root = _mbeir_root(stage.data)  # a local root, or the Hub snapshot
+    key = mining_key(stage, list(named))
     record = folder / "mining.json"
-    if record.is_file():
-        saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved.get("key") == key:
-            logger.info("stage 2: reusing the mined negatives in %s", folder)
-            report_mining(stage, saved["counts"])
-            return {name: datasets.Dataset.from_parquet(str(folder / f"{name}.parquet")) for name in sorted(named)}
+    saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    if saved.get("key") == key:
+        logger.info("stage 2: reusing the mined negatives in %s", folder)
+        report_mining(stage, saved["counts"])
+        return {name: read_mined(folder / f"{name}.parquet", root) for name in sorted(named)}
+    check_shared_negatives(stage, key)
+    if shared_negatives(stage) is not None and is_main_process():
+        print(f"stage 2: mining into {str(folder)!r} (--mined-negatives: a new folder, shared from now on)", flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     miner = plan.load_model(stage.mining_model)
-    root = Path(stage.data)
-    pools = _candidate_pools(root, stage.data_split)
+    pools = stage.candidate_pools()
     listed = _listed_positives(root, stage.data_split)
     out, counts = {}, {}
     for name, ds in named.items():
         mined, counts[name] = _mine_task(stage, name, ds, pools, listed, miner, plan)
-        mined.to_parquet(str(folder / f"{name}.parquet"))  # image bytes embedded: the folder can be shared
-        out[name] = datasets.Dataset.from_parquet(str(folder / f"{name}.parquet"))
+        save_mined(mined, folder / f"{name}.parquet", root)
+        out[name] = read_mined(folder / f"{name}.parquet", root)
     record.write_text(json.dumps({"key": key, "counts": counts}, indent=2) + "\n", encoding="utf-8")
     report_mining(stage, counts)
     return out
@@ -440,9 +541,11 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
     dataset_id = ds[0]["qid"].split(":")[0]
     pool = pools.get(dataset_id)
     if not pool:
+        from mm_st.data.converters import _mbeir_root
+
         raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
-                         f"{str(Path(stage.data) / 'cand_pool')!r}.")
-    corpus = [{"text": e.get("txt") or None, "image": e["img_path"]} for e in pool]
+                         f"{str(_mbeir_root(stage.data) / 'cand_pool')!r}.")
+    corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
     pool_ids = {e["did"] for e in pool}
     others = [[d for d in listed.get(qid, []) if d in pool_ids and d != first]
               for qid, first in zip(ds["qid"], ds["positive_id"])]
@@ -562,6 +665,14 @@ class MMEmbedRun:
             embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
         return RecipeInputs(str(base), str(data), str(data), str(text / "text-pairs.jsonl"))
 
+    def check_own_folders(self) -> None:
+        """The recipe's own folders that a later stage writes (``mined-negatives/``) must not be a user's: refused in
+        the plan, before stage 1 trains."""
+        from mm_st.training.outputs import RunFolder
+
+        if 2 in self.config.stage_numbers() and not self.config.mined_negatives:
+            RunFolder(self.root, writer=False).check_claimable("mined-negatives")
+
     def stage_dir(self, n: int) -> Path:
         return self.root / f"stage{n}"
 
@@ -593,7 +704,9 @@ class MMEmbedRun:
     def plan_lines(self) -> list[str]:
         from mm_st.training.stage import dry_run
 
+        self.check_own_folders()
         inputs = self.inputs()
+        self.check_inputs_unchanged(inputs)
         lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
                  f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}",
                  self.comparison_line(inputs)]
@@ -627,7 +740,9 @@ class MMEmbedRun:
             if missing is not None and n - 1 not in numbers:
                 raise FileNotFoundError(f"mmembed stage {n} needs {str(missing)!r} (stage {n - 1}'s model); run "
                                         f"--stages {n - 1},{n} (or --from-stage {n - 1}).")
+        self.check_own_folders()
         inputs = self.inputs()
+        self.check_inputs_unchanged(inputs)
         results = {}
         for n in numbers:
             stage = self.stage_config(n, inputs)
@@ -654,11 +769,7 @@ class MMEmbedRun:
     def record(self, n: int, stage: MMEmbedConfig, result: Any) -> None:
         from mm_st.training.outputs import RunFolder
 
-        data = {"mbeir": mbeir_fingerprint(stage.data, stage.data_split)}
-        if n == 3 and stage.text_data:
-            from mm_st.io import is_local
-
-            data["text_pairs"] = _fingerprint([Path(stage.text_data)]) if is_local(stage.text_data) else f"hub:{stage.text_data}"
+        data = self.fingerprints(n, stage)
         warnings: list[str] = []
         mining = None
         if n == 2:
@@ -680,6 +791,38 @@ class MMEmbedRun:
         }
         RunFolder(self.root).claim("stages.json")
         self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def fingerprints(self, n: int, stage: MMEmbedConfig) -> dict[str, str]:
+        """What the inputs a stage reads hold now (``stages.json``'s ``data``, less the mined negatives it derives)."""
+        data = {"mbeir": mbeir_fingerprint(stage.data, stage.data_split)}
+        if n == 3 and stage.text_data:
+            from mm_st.io import is_local
+
+            data["text_pairs"] = _fingerprint([Path(stage.text_data)]) if is_local(stage.text_data) else f"hub:{stage.text_data}"
+        return data
+
+    def check_inputs_unchanged(self, inputs: RecipeInputs) -> None:
+        """A finished stage that would be kept (not run again) whose inputs changed since it ran is an error naming
+        the input and how to start over: its model no longer matches the data."""
+        from mm_st.training.outputs import RunFolder
+
+        recorded = self.manifest()["stages"]
+        flags = {"mbeir": ("the M-BEIR data", "--data"), "text_pairs": ("the text pairs", "--text-data")}
+        for n in self.config.stage_numbers():
+            if str(n) not in recorded or (self.config.from_stage and n >= self.config.from_stage):
+                continue
+            if not RunFolder(self.stage_dir(n), writer=False).finished():
+                continue
+            stage = self.stage_config(n, inputs)
+            before = recorded[str(n)].get("data", {})
+            changed = [(name, before[name], now) for name, now in self.fingerprints(n, stage).items()
+                       if name in before and before[name] != now]
+            if changed:
+                what = "; ".join(f"{flags[name][0]} ({flags[name][1]} {getattr(stage, flags[name][1][2:].replace('-', '_'))}) "
+                                 f"changed since it ran (fingerprint {old} then, {new} now)" for name, old, new in changed)
+                raise ValueError(f"mmembed: stage {n} in {str(self.root)!r} finished on other inputs: {what}. Its model "
+                                 f"does not match them; train again on them with --from-stage {n} (stage {n} and the "
+                                 "later ones start over), or use another --output-dir.")
 
     def summary(self) -> list[str]:
         """Every stage's held-out scores next to the untrained model and chance."""

@@ -85,13 +85,18 @@ class RunFolder:
         if not self.writer:
             return path  # the writing process of this node records and checks
         if name not in self._state["outputs"]:
-            if path.exists() or path.is_symlink():
-                raise FileExistsError(f"{str(path)!r} exists and was not written by an mm_st run in "
-                                      f"{str(self.root)!r}; mm_st does not write into or remove it. Use another "
-                                      "--output-dir (or move it away).")
+            self.check_claimable(name)
             self._state["outputs"].append(name)
             self._write()
         return path
+
+    def check_claimable(self, name: str) -> None:
+        """Refuse (before anything is written) a path of the run's that exists but no mm_st run wrote."""
+        path = self.root / name
+        if name not in self._state["outputs"] and (path.exists() or path.is_symlink()):
+            raise FileExistsError(f"{str(path)!r} exists and was not written by an mm_st run in "
+                                  f"{str(self.root)!r}; mm_st does not write into or remove it. Use another "
+                                  "--output-dir (or move it away).")
 
     # -- finished runs ---------------------------------------------------------------------------
 
@@ -169,3 +174,62 @@ def _remove(path: Path) -> None:
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+# What the trainer writes into checkpoint-N, in this order (transformers' Trainer._save_checkpoint with
+# sentence-transformers' _save): config_sentence_transformers.json, each module (config, weights, tokenizer),
+# modules.json, training_args.bin, optimizer.pt, scheduler.pt, rng_state*.pth, trainer_state.json. A kill can
+# stop it after any of them; a resume needs all of them.
+CHECKPOINT_FILES = ("config_sentence_transformers.json", "modules.json", "optimizer.pt", "scheduler.pt",
+                    "trainer_state.json")
+CHECKPOINT_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def checkpoint_gaps(path: Path) -> list[str]:
+    """What a checkpoint folder lacks for a resume ([] when it is complete): its files, each module's folder,
+    the weights, the RNG state, and a ``trainer_state.json`` that reads as JSON and names the folder's step."""
+    path = Path(path)
+    gaps = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if not any((path / name).is_file() for name in CHECKPOINT_WEIGHTS):
+        gaps.append(" or ".join(CHECKPOINT_WEIGHTS))
+    if not any(path.glob("rng_state*.pth")):
+        gaps.append("rng_state.pth")
+    if (path / "modules.json").is_file():
+        try:
+            modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+            gaps += [f"{m['path']}/" for m in modules if m.get("path") and not (path / m["path"]).is_dir()]
+        except (ValueError, TypeError, KeyError):
+            gaps.append("a readable modules.json")
+    if (path / "trainer_state.json").is_file():
+        try:
+            step = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+        except (ValueError, TypeError, KeyError):
+            step = None
+        if f"checkpoint-{step}" != path.name:
+            gaps.append(f"a trainer_state.json of step {path.name.rsplit('-', 1)[-1]}")
+    return gaps
+
+
+def checkpoints_newest_first(folder: Path) -> list[Path]:
+    """The ``checkpoint-<step>`` folders under ``folder``, the highest step first."""
+    if not Path(folder).is_dir():
+        return []
+    found = [p for p in Path(folder).iterdir()
+             if p.is_dir() and p.name.startswith("checkpoint-") and p.name[len("checkpoint-"):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len("checkpoint-"):]), reverse=True)
+
+
+def last_complete_checkpoint(folder: Path) -> tuple[Path | None, dict[str, list[str]]]:
+    """(the newest complete checkpoint under ``folder`` or None, the newer incomplete ones: name -> what each lacks).
+
+    A run killed while the trainer wrote a checkpoint leaves that folder incomplete; resuming from it fails,
+    resuming from the one before continues the run exactly."""
+    skipped: dict[str, list[str]] = {}
+    for path in checkpoints_newest_first(folder):
+        gaps = checkpoint_gaps(path)
+        if not gaps:
+            return path, skipped
+        skipped[path.name] = gaps
+    return None, skipped

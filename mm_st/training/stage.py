@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from mm_st import templates
 from mm_st.training.config import RecipeConfig, describe
 from mm_st.training.data import Sources, training_dataset
 from mm_st.training.evaluators import XTDEvaluator  # noqa: F401  (re-exported: mm_st.training.stage.XTDEvaluator)
-from mm_st.training.outputs import RunFolder
+from mm_st.training.outputs import RunFolder, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -223,15 +224,33 @@ def _check_modalities(named: dict[str, datasets.Dataset], model: str, family: st
 
 
 def _resume_checkpoint(config: RecipeConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from (``--resume auto|always``), None to start fresh."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from (``--resume auto|always``): the newest COMPLETE one, None to start fresh."""
+    return _resume_choice(config, output_dir)[0]
 
+
+def _resume_choice(config: RecipeConfig, output_dir: Path) -> tuple[str | None, dict[str, list[str]]]:
+    """(the checkpoint to resume from or None, the newer incomplete checkpoints skipped: name -> what each lacks)."""
     folder = output_dir / "checkpoints"
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    last, skipped = last_complete_checkpoint(folder)
     if config.resume == "always" and last is None:
-        raise FileNotFoundError(f"--resume always: no checkpoint in {str(folder)!r} to resume from (use --resume auto "
-                                "to start a new run there).")
-    return None if config.resume == "never" else last
+        lacking = "".join(f"; {name} is incomplete (lacks {', '.join(gaps)})" for name, gaps in skipped.items())
+        raise FileNotFoundError(f"--resume always: no complete checkpoint in {str(folder)!r} to resume from{lacking} "
+                                "(use --resume auto to start a new run there).")
+    if config.resume == "never":
+        return None, {}
+    return (str(last) if last is not None else None), skipped
+
+
+def _drop_incomplete_checkpoints(plan: Plan, checkpoint: str | None, skipped: dict[str, list[str]]) -> None:
+    """Say which incomplete checkpoints (a kill while the trainer wrote them) the resume skips, and remove them:
+    the run wrote them, and the trainer writes those steps again."""
+    for name, gaps in skipped.items():
+        if is_main_process():
+            print(f"{name} is incomplete (lacks {', '.join(gaps)}: the run was stopped while it was written); skipped "
+                  f"and removed, {'resuming from ' + Path(checkpoint).name if checkpoint else 'starting from step 0'}",
+                  flush=True)
+        if plan.folder is not None and plan.folder.writer:
+            shutil.rmtree(plan.output_dir / "checkpoints" / name, ignore_errors=True)
 
 
 def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
@@ -415,7 +434,13 @@ class FiniteGuard(TrainerCallback):
 
 class RecipeTrainer(SentenceTransformerTrainer):
     """sentence-transformers' trainer that stops at the first non-finite loss (naming the step) instead of
-    averaging it away, and counts this run's optimizer steps."""
+    averaging it away; its checkpoints carry no load-time state of this machine, like ``model/``."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        from mm_st.portable import scrub_saved_model
+
+        super()._save(output_dir, state_dict)  # also saves the processor again, with its load-time flags
+        scrub_saved_model(output_dir if output_dir is not None else self.args.output_dir)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -546,8 +571,9 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     plan, named = plan_stage(config)
     if is_main_process():
         print("\n".join(plan.lines()), flush=True)
-    checkpoint = _resume_checkpoint(config, plan.output_dir)
+    checkpoint, skipped = _resume_choice(config, plan.output_dir)
     _check_same_run(plan)
+    _drop_incomplete_checkpoints(plan, checkpoint, skipped)
     plan.folder.mark_unfinished()
     from transformers import set_seed
 
