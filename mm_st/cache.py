@@ -2,7 +2,9 @@
 
 The cache root is ``$MM_ST_CACHE`` (default ``~/.cache/mm_st``). A cached directory is complete
 when it holds its marker file; it is written to a temporary sibling and renamed into place, so an
-interrupted build never leaves a partial directory, and concurrent builders keep the first copy.
+interrupted build never leaves a partial directory. Concurrent builders of one directory (processes or threads)
+take turns (a lock file per directory in the temporary folder, POSIX): one builds, the others wait and reuse its
+copy.
 
 Example:
     >>> import tempfile, pathlib
@@ -16,11 +18,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; concurrent builders both build and the first rename wins
+    fcntl = None
 
 
 def cache_root() -> Path:
@@ -35,18 +44,41 @@ def build_atomically(directory: Path, marker: str, write: Callable[[Path], None]
     if (directory / marker).is_file():
         return str(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():
-        shutil.rmtree(directory, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        write(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it 0o700
+    with _exclusive(directory):
+        if (directory / marker).is_file():  # built by whoever held the lock before us
+            return str(directory)
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
         try:
-            os.rename(tmp, directory)
-        except OSError:
-            # Another process finished first: keep its copy if complete.
-            if not (directory / marker).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            write(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it 0o700
+            try:
+                os.rename(tmp, directory)
+            except OSError:
+                # Another builder (without the lock: no fcntl) finished first: keep its copy if complete.
+                if not (directory / marker).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(directory)
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold the exclusive build lock of ``directory`` while the block runs; waits for other holders.
+
+    The lock file lies in the temporary folder (named by a hash of the absolute path), so the cache holds only
+    complete directories."""
+    if fcntl is None:
+        yield
+        return
+    locks = Path(tempfile.gettempdir()) / f"mm_st-locks-{os.getuid()}"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    name = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:32]
+    with open(locks / f"{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

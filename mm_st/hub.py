@@ -64,6 +64,7 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetens
 # Written by a training stage next to the model; pushed (the card links them) except eval/ (mteb result files:
 # the scores go to the card's model-index) and the trainer's checkpoints.
 NOT_PUSHED = ("README.md", "eval", "checkpoints")
+CARD_STAGES = "training_stages.json"  # a multi-stage recipe's stages and their scores, for the card (no local paths)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # safetensors only
 LOCAL_VALUE = "<local path, not published>"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
@@ -103,9 +104,26 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def check_push_target(repo_id: str) -> None:
-    """What a recipe checks before training when it will push: the repo id and that a token is available."""
+    """What a recipe config checks (offline) when it will push: the repo id and that a token is available."""
     check_repo_id(repo_id)
     hub_token()
+
+
+def check_hub_access(repo_id: str, token: str | None = None, endpoint: str | None = None) -> str:
+    """The token, once the Hub at ``endpoint`` (default ``HF_ENDPOINT``) accepted it (``whoami``) as one that may
+    write; what a recipe asks before training and ``mm_st push`` before merging, so that a wrong or read-only
+    token fails at once, not after hours. Raises a redacted :class:`PushError`."""
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    token = hub_token(token)
+    api = HfApi(endpoint=endpoint, token=token)
+    who = _hub_call(f"Checking the token on {api.endpoint}", token, api.whoami, token)
+    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise PushError(f"The token (HF_TOKEN or `hf auth login`) is read-only on {api.endpoint}; pushing to "
+                        f"{repo_id} needs a token that may write.")
+    return token
 
 
 def _hub_call(what: str, token: str | None, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -122,10 +140,12 @@ def _hub_call(what: str, token: str | None, function: Any, *args: Any, **kwargs:
         raise
     except Exception as exc:  # the client's HTTP errors, dropped connections, malformed answers, ...
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        message = redact(f"{what} failed ({type(exc).__name__}): {detail}", token)
         status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is not None and str(status) not in detail:
+            detail = f"{status}: {detail}"
+        message = redact(f"{what} failed ({type(exc).__name__}): {detail}", token)
     if status in (401, 403):
-        hint = " Check that the token (HF_TOKEN or `hf auth login`) may write to this repo's namespace."
+        hint = " Check that the token (HF_TOKEN or `hf auth login`) is valid here and may write to this repo's namespace."
     else:
         hint = (" A Hub commit is all or nothing: re-run the same push to complete it (files already on the Hub are "
                 "not sent again).")
@@ -290,10 +310,10 @@ def merge_adapter_weights(model_dir: str | os.PathLike, out_dir: str | os.PathLi
     safetensors weights that load without peft. Needs the base model (its path or id in ``adapter_config.json``)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from mm_st.builder import load_model
+    from mm_st.builder import load_model, own_module_code
 
-    try:
-        model = load_model(str(model_dir), device="cpu")
+    try:  # a shipped module file (latent attention) runs only when it is mm_st's own code
+        model = load_model(str(model_dir), device="cpu", trust_remote_code=own_module_code(Path(model_dir)))
     except Exception as exc:
         raise PushError(f"Could not load {str(model_dir)!r} with its base model to merge the adapter "
                         f"({type(exc).__name__}: {exc}).") from None
@@ -381,12 +401,8 @@ def _shift(section: str, levels: int) -> str:
     return "\n".join(out)
 
 
-def _mteb_eval_results(model_dir: Path, repo_id: str, embedded: bool) -> list[Any]:
-    """huggingface_hub ``EvalResult`` objects of the last evaluation in ``model_dir/eval`` (mteb's own conversion)."""
-    import mteb
-
-    import mm_st.evaluation  # noqa: F401  (registers mm_st's tasks, which mteb's conversion looks up)
-
+def _latest_mteb_results(model_dir: Path) -> list[Path]:
+    """The mteb result file of each task's last evaluation in ``model_dir/eval`` (``step-N`` revisions)."""
     latest: dict[str, tuple[int, Path]] = {}
     for path in sorted((model_dir / "eval").rglob("*.json")):
         match = re.fullmatch(r"step-(\d+)", path.parent.name)
@@ -395,8 +411,19 @@ def _mteb_eval_results(model_dir: Path, repo_id: str, embedded: bool) -> list[An
         step = int(match[1])
         if step >= latest.get(path.stem, (-1, path))[0]:
             latest[path.stem] = (step, path)
+    return [path for _, path in sorted(latest.values())]
+
+
+def _mteb_eval_results(model_dir: Path, repo_id: str, embedded: bool) -> list[Any]:
+    """huggingface_hub ``EvalResult`` objects of the last evaluation in ``model_dir/eval`` (mteb's own conversion),
+    one model-index entry per task and subset: a task without subsets is told apart by its name as the dataset
+    config (tasks of one layout share their dataset's path)."""
+    import mteb
+
+    import mm_st.evaluation  # noqa: F401  (registers mm_st's tasks, which mteb's conversion looks up)
+
     results = []
-    for _, path in sorted(latest.values()):
+    for path in _latest_mteb_results(model_dir):
         try:
             task_result = mteb.TaskResult.from_disk(path)
             with warnings.catch_warnings():
@@ -406,11 +433,43 @@ def _mteb_eval_results(model_dir: Path, repo_id: str, embedded: bool) -> list[An
             logger.warning("Evaluation results %s not in the model card: %s", path.name, exc)
             continue
         for result in converted:
-            if embedded:  # the embedded default evaluates on held-out bundled emoji in the XTD layout, not on XTD
+            if result.dataset_config == "default":
+                result.dataset_config = task_result.task_name
+            if embedded and not result.dataset_type.startswith("mm_st/"):
+                # the embedded default evaluates on held-out bundled emoji in a benchmark's layout, not on it
                 result.dataset_type = "mm_st/emoji-heldout"
                 result.dataset_name = result.dataset_name.replace(task_result.task_name, "held-out emoji (XTD layout)")
             results.append(result)
     return results
+
+
+# A flattened score key of the training evaluators (mm_st.training.evaluators) -> (task, metric) in the card's table.
+_SCORE_KEYS = ((re.compile(r"mbeir/(?P<task>[^/]+)/(?P<metric>.+)"), None),
+               (re.compile(r"mbeir_(?P<metric>.+)"), "mean over the tasks"),
+               (re.compile(r"xtd_(?P<metric>.+)"), "XTDT2IRetrieval (mean over languages)"))
+
+
+def _score_row(key: str) -> tuple[str, str]:
+    for pattern, task in _SCORE_KEYS:
+        if match := pattern.fullmatch(key):
+            return task or match["task"], match["metric"]
+    return "", key
+
+
+def score_table(model_dir: Path) -> dict[str, Any]:
+    """What the card's evaluation table shows for a saved model: ``columns`` (label -> flattened scores: the
+    untrained model, then the model after training, or after each stage for a multi-stage recipe, read from the
+    stages file it wrote) and ``rows`` ((task, metric, key), every key any column holds, grouped by task)."""
+    scores = _read_json(model_dir / "eval_results.json")
+    stages = _read_json(model_dir / CARD_STAGES)
+    if stages.get("stages"):
+        columns = {"untrained": stages.get("untrained") or {},
+                   **{f"after stage {s['stage']}": s["after"] for s in stages["stages"]}}
+    else:
+        columns = {"before training": scores.get("before") or {}, "after training": scores.get("after") or {}}
+    keys = list(dict.fromkeys(k for column in columns.values() for k in column))
+    rows = sorted(((*_score_row(k), k) for k in keys), key=lambda row: (row[0].startswith(("mean", "XTD")), row))
+    return {"columns": columns if rows else {}, "rows": rows, "stages": stages.get("stages") or []}
 
 
 def _license_of(base_card: Any, local_base: str | None) -> str | None:
@@ -475,8 +534,8 @@ def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, 
     embedded = bool(recipe_config) and recipe_config.get("model") is None and recipe_config.get("data") is None
     modalities = list(_read_json(model_dir / "sentence_bert_config.json").get("modality_config") or {"text": {}})
     st_data, st_sections = _st_card(model_dir)
-    scores = _read_json(model_dir / "eval_results.json")
     eval_results = _mteb_eval_results(model_dir, repo_id, embedded) if (model_dir / "eval").is_dir() else []
+    eval_tasks = [path.stem for path in _latest_mteb_results(model_dir)] if (model_dir / "eval").is_dir() else []
     local_base = _base_of(model_dir, recipe_config, base_model)[1]
     if languages is None and embedded:
         from mm_st.training.embedded import LANGUAGES
@@ -511,7 +570,8 @@ def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, 
         remote_code=remote_code_note(shipped), latent_attention="LatentAttentionPooling" in shipped,
         recipe=recipe, family=meta.get("family"), prompt_format=meta.get("prompt_format"), embedded=embedded,
         modalities=modalities, uses_instruction=bool(recipe_spec and recipe_spec.uses_instruction),
-        description=description, scores=scores, eval_results=eval_results, languages=languages or [],
+        description=description, table=score_table(model_dir), eval_tasks=eval_tasks, eval_results=eval_results,
+        languages=languages or [],
         eval_languages=recipe_config.get("eval_languages") or [],
         recipe_config=recipe_config, config_lines=_config_lines(_redact_paths(recipe_config)) if recipe_config else [],
         datasets=datasets, local_value=LOCAL_VALUE, license=data.license,
@@ -619,7 +679,8 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool | No
         dry_run: write the files that would be pushed into this folder and upload nothing.
     """
     check_repo_id(repo_id)
-    token = None if dry_run is not None else hub_token(token)
+    check_publishable(model_dir)  # offline refusals first, then the token, then the merge (which loads the model)
+    token = None if dry_run is not None else check_hub_access(repo_id, token, endpoint)
     with tempfile.TemporaryDirectory(prefix="mm_st-push-") as workdir:
         plan = plan_model_push(model_dir, repo_id, merge_adapter=merge_adapter, base_model_id=base_model_id,
                                workdir=workdir, license=license, languages=languages)
@@ -646,16 +707,27 @@ def push_model(model_dir: str | os.PathLike, repo_id: str, *, private: bool | No
     return PushResult(url, commit, plan.kind, plan.base_model, sorted(plan.files), plan.notes)
 
 
-def push_trained_model(config: Any, model_dir: str | os.PathLike) -> PushResult:
-    """What a recipe does after training when ``config.push_to_hub`` is set: push ``model_dir`` and print the result.
-    A failed push is a :class:`PushError` that says how to push the saved model again."""
+def push_trained_model(config: Any, model_dir: str | os.PathLike, folder: Any = None) -> PushResult | None:
+    """What a recipe does when ``config.push_to_hub`` is set and its model is trained: push ``model_dir`` and print
+    the result. ``folder`` (the run's :class:`~mm_st.training.outputs.RunFolder`) records the push: a re-run of a
+    finished run pushes only when no push of the same settings completed (None then). A failed push is a
+    :class:`PushError` that says how to finish it."""
+    target = {"repo_id": config.push_to_hub, "merge_adapter": bool(getattr(config, "merge_adapter", False)),
+              "base_model": getattr(config, "hub_base_model", None)}
+    done = folder.pushed() if folder is not None else None
+    if done is not None and done["target"] == target:
+        print(f"{model_dir} is already pushed to {config.push_to_hub} (commit {done['commit']}); nothing to push.",
+              flush=True)
+        return None
     try:
         result = push_model(model_dir, config.push_to_hub, private=getattr(config, "private", False) or None,
-                            merge_adapter=getattr(config, "merge_adapter", False),
-                            base_model_id=getattr(config, "hub_base_model", None))
+                            merge_adapter=target["merge_adapter"], base_model_id=target["base_model"])
     except PushError as exc:
-        message = f"{exc} The trained model is saved in {model_dir}: `python -m mm_st push {model_dir} {config.push_to_hub}`."
+        message = (f"{exc} The trained model is saved in {model_dir}: re-run the same command, or "
+                   f"`python -m mm_st push {model_dir} {config.push_to_hub}`, to push it.")
     else:
+        if folder is not None:
+            folder.mark_pushed(target, result.commit)
         print("\n".join([*result.notes, f"pushed {result.kind} to {result.repo_url} (commit {result.commit})"]), flush=True)
         return result
     raise PushError(message)

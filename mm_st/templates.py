@@ -147,6 +147,9 @@ FAMILIES: dict[str, Family] = {
         Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_IMAGE, "chatml"),
         Family("qwen3_vl", ("qwen3_vl",), _QWEN_IMAGE, "chatml"),
         Family("idefics3", ("idefics3", "smolvlm"), "<image>", "idefics3"),
+        # FastVLM (transformers FastVlmForConditionalGeneration: a timm tower through TimmWrapper, LlavaProcessor's
+        # '<image>'); Apple's checkpoints and mm_st.real_vision speak ChatML (Qwen2 / SmolLM2).
+        Family("fast_vlm", ("fast_vlm",), "<image>", "chatml"),
         # Phi-3-V (remote code only): E5-V's phi3 image token.
         Family("phi3_v", ("phi3_v",), "<|image_1|>", "phi3"),
         # Text-only causal language models (E5-V's text prompt, last token).

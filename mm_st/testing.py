@@ -229,8 +229,8 @@ def _llama3_template(image: str) -> str:
     )
 
 
-def _chatml_template(default_system: str | None) -> str:
-    """Qwen ChatML: ``<|im_start|>role\\n...<|im_end|>\\n`` with vision start/end around the pads."""
+def _chatml_template(default_system: str | None, image: str = "<|vision_start|><|image_pad|><|vision_end|>") -> str:
+    """ChatML: ``<|im_start|>role\\n...<|im_end|>\\n``; Qwen's image is the pad between vision start/end."""
     system = (
         "{%- if loop.first and message['role'] != 'system' -%}"
         "{{- '<|im_start|>system\\n" + default_system + "<|im_end|>\\n' -}}{%- endif -%}"
@@ -241,10 +241,7 @@ def _chatml_template(default_system: str | None) -> str:
         "{%- for message in messages -%}"
         + system
         + "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-        + _content(
-            "<|vision_start|><|image_pad|><|vision_end|>",
-            "<|vision_start|><|video_pad|><|vision_end|>",
-        )
+        + _content(image, "<|vision_start|><|video_pad|><|vision_end|>")
         + "{{- '<|im_end|>\\n' -}}{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
     )
@@ -471,6 +468,21 @@ def _qwen3_vl_config(ids: dict[str, int], vocab_size: int):
     )
 
 
+# FastVLM: timm's tiny test EfficientNet (GroupNorm: no batch statistics, so a row's embedding never depends on its
+# batch), stride 32, 256 features; 128 px -> a 4 x 4 map = 16 image tokens. The LM is Qwen2, as in Apple's FastVLM.
+_FAST_VLM_TOKENS = SpecialTokens(eos="<|im_end|>", pad="<|endoftext|>", extra=("<|im_start|>", "<|im_end|>", "<image>"))
+_FAST_VLM_IMAGE = 128
+
+
+def _fast_vlm_config(ids: dict[str, int], vocab_size: int):
+    return _cls("FastVlmConfig")(
+        vision_config=_cls("TimmWrapperConfig")(architecture="test_efficientnet_gn", do_pooling=False, hidden_size=256),
+        text_config=dict(_qwen_text(ids, vocab_size, _FAST_VLM_TOKENS), model_type="qwen2"),
+        image_token_index=ids["<image>"],
+        image_seq_length=(_FAST_VLM_IMAGE // 32) ** 2,
+    )
+
+
 def _idefics3_config(ids: dict[str, int], vocab_size: int):
     return _cls("Idefics3Config")(
         vision_config=dict(
@@ -600,6 +612,22 @@ SPECS: dict[str, FamilySpec] = {
             processor_kwargs=dict(image_seq_len=16),
             tokens=_IDEFICS3_TOKENS,
             chat_template=_idefics3_template(),
+            image_token="<image>",
+        ),
+        FamilySpec(
+            name="fast_vlm",
+            build_config=_fast_vlm_config,
+            processor_class="LlavaProcessor",  # what Apple's FastVLM checkpoints name too
+            components={
+                "image_processor": (
+                    "CLIPImageProcessor",
+                    dict(size={"shortest_edge": _FAST_VLM_IMAGE},
+                         crop_size={"height": _FAST_VLM_IMAGE, "width": _FAST_VLM_IMAGE}),
+                )
+            },
+            processor_kwargs=dict(patch_size=32, vision_feature_select_strategy="full", num_additional_image_tokens=0),
+            tokens=_FAST_VLM_TOKENS,
+            chat_template=_chatml_template(None, image="<image>"),
             image_token="<image>",
         ),
     )

@@ -1,3 +1,28 @@
+"""Fixtures shared by the test files, and how to keep the suite fast (issue 30).
+
+The suite runs on 2 pytest-xdist worker processes (``bash scripts/test.sh``, ``--dist worksteal``; each worker is its
+own pytest session with one torch thread). So every test must be isolated from the others:
+
+- files: ``tmp_path`` / ``tmp_path_factory`` only (never the checkout, never a fixed /tmp path);
+- environment and working directory: ``monkeypatch.setenv`` / ``monkeypatch.chdir`` (never a bare ``os.environ[...] =``);
+- ports: ``tests.synthesis_support.free_port()`` for servers and ``torchrun --master_port`` (never a fixed port:
+  the other worker, or another checkout's suite, may hold it);
+- subprocesses inherit ``OMP_NUM_THREADS=1`` and ``MM_ST_CACHE`` from conftest.py (the run's shared cache of tiny
+  models and the SmolLM2 conversion; ``mm_st.cache`` builds each entry once even when both workers ask for it).
+
+Slow tests: mark a test that takes more than about 2 s on a quiet machine (a recipe run, a subprocess that imports
+torch, a server, a real LM) with ``@pytest.mark.slow`` (or ``pytestmark = pytest.mark.slow`` for a whole file).
+A test that uses the ``smollm2`` fixture (the real small LM, converted once per run), and the doctests named in
+``SLOW_DOCTESTS``, are marked slow here, by ``pytest_collection_modifyitems``. ``bash scripts/test.sh -m "not slow"`` -- the quick tier for the development loop --
+leaves them out; CI (``.ci/run``) runs everything. Find them with ``bash scripts/test.sh --durations=20 tests/test_x.py``.
+
+Share expensive setup: build a trained run, a data layout or a saved model once in a ``scope="module"`` fixture (or
+``scope="session"`` here, when several files need it) and treat it as read-only in the tests (copy it to ``tmp_path``
+before changing it). Prefer the in-process entry points (``mm_st.training.cli.main(Config, argv)``) to a
+``python recipes/...`` subprocess unless the test is about the process (kill/resume, torchrun, launchers): each
+subprocess pays the start-up of torch and transformers again.
+"""
+
 import importlib.util
 
 import pytest
@@ -25,6 +50,17 @@ def smollm2():
     if missing:
         pytest.skip(f"SmolLM2 needs {missing} ({INSTALL_HINT})")
     return smollm2_path()
+
+
+# Docstring examples that convert the real small LM themselves (no fixture to recognise them by).
+SLOW_DOCTESTS = {"mm_st/real_lm.py::mm_st.real_lm"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the real small LM (``smollm2``) are slow: its conversion alone takes most of a minute."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()) or item.nodeid in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 # Scripts run as subprocesses by the tests; importing them (doctest collection) would run them.

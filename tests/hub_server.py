@@ -4,6 +4,7 @@
 Endpoints (what the client sends, read from ``huggingface_hub/hf_api.py``, ``_commit_api.py``, ``lfs.py`` and
 ``file_download.py``):
 
+- ``GET /api/whoami-v2`` (401 for a wrong token; the token's ``role`` is the hub's ``role=``, default ``write``);
 - ``POST /api/repos/create`` (409 when the repo exists, as the Hub), ``GET /api/{models,datasets}/{id}`` and
   ``.../revision/{rev}`` (repo info with ``siblings``, LFS sha256 with ``?blobs=true``), ``GET .../tree/{rev}``;
 - ``POST /api/validate-yaml`` (the card's YAML header is parsed, bad YAML is a 400);
@@ -83,8 +84,8 @@ class Repo:
 class FakeHub:
     """The server (see the module docstring). ``lfs=False`` makes every file a regular (base64) upload."""
 
-    def __init__(self, token: str | None = None, lfs: bool = True) -> None:
-        self.token, self.lfs = token, lfs
+    def __init__(self, token: str | None = None, lfs: bool = True, role: str = "write") -> None:
+        self.token, self.lfs, self.role = token, lfs, role  # role: what whoami says the token may do
         self.repos: dict[tuple[str, str], Repo] = {}
         self.blobs: dict[str, bytes] = {}  # git sha1 -> content (regular files) and sha256 -> content (LFS)
         self.requests: list[tuple[str, str, int]] = []
@@ -278,6 +279,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return commit
         self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound", head=head)
         return None
+
+    def whoami(self, match, query, body) -> None:
+        if self.hub.token is None or not self._authorized():
+            return self._error(401, "Invalid credentials in Authorization header")
+        self._send(200, {"type": "user", "name": "org", "orgs": [],
+                         "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": self.hub.role}}})
 
     def create_repo(self, match, query, body) -> None:
         if not self._authorized():
@@ -484,6 +491,7 @@ def _front_matter(content: bytes) -> dict | None:
 
 API = r"/api/(?P<type>models|datasets|spaces)/" + REPO
 ROUTES = [
+    ("GET", r"/api/whoami-v2", _Handler.whoami),
     ("POST", r"/api/repos/create", _Handler.create_repo),
     ("POST", r"/api/validate-yaml", _Handler.validate_yaml),
     ("GET", API + r"(?:/revision/(?P<rev>[^/]+))?", _Handler.repo_info),
@@ -501,11 +509,12 @@ ROUTES = [
 def use_in_process(monkeypatch, hub: FakeHub, token: str | None) -> None:
     """Let this (test) process's ``huggingface_hub`` reach ``hub``: the suite runs with ``HF_HUB_OFFLINE=1``, read at
     import, so the offline flag is switched off for the test; Xet is off (the hub has no Xet storage); ``HF_TOKEN``
-    is set. ``HF_ENDPOINT`` is also read at import: pass ``endpoint=hub.url`` to the calls (subprocesses get
-    ``HF_ENDPOINT`` in their environment instead)."""
+    is set. ``HF_ENDPOINT`` is also read at import: its constant is pointed at ``hub``, and calls that take
+    an endpoint get ``endpoint=hub.url`` (subprocesses get ``HF_ENDPOINT`` in their environment instead)."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # calls that name no endpoint (HfApi()) go to the local Hub
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     if token is None:
         monkeypatch.delenv("HF_TOKEN", raising=False)

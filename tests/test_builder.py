@@ -29,6 +29,7 @@ LITERAL = {
     "qwen2_5_vl": (CHATML, QWEN_IMAGE),
     "qwen3_vl": (CHATML, QWEN_IMAGE),
     "idefics3": ("<|im_start|>User:{}<end_of_utterance>\nAssistant:", "<image>"),
+    "fast_vlm": (CHATML, "<image>"),
 }
 TEXT_PROMPT = "<sent>\nSummary above sentence in one word: "
 IMAGE_PROMPT = "<image>\nSummary above image in one word: "
@@ -133,6 +134,7 @@ def test_mixed_column_equals_each_modality_group_alone(family_model, emoji_image
     assert np.abs(model.encode(column, batch_size=len(column)) - expected.numpy()).max() <= 1e-5, family
 
 
+@pytest.mark.slow
 def test_mixed_mllama_column_trains(tmp_path, emoji_images):
     """sentence-transformers' trainer on Mllama with text, image and image+text rows in one column."""
     from datasets import Dataset, Features, Image, Value
@@ -221,6 +223,7 @@ EXPORT_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
     image_path = tmp_path / "emoji.png"
     emoji_images[0].save(image_path)

@@ -392,6 +392,7 @@ def _env(**extra):
     return env
 
 
+@pytest.mark.slow
 def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
     command = _mteb_command(tmp_path / "site")
     site = command[3] if len(command) > 1 else None
@@ -406,6 +407,7 @@ def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
     assert off.returncode != 0 and "MMEB-VOC2007" in off.stderr  # not registered: KeyError from mteb
 
 
+@pytest.mark.slow
 def test_mteb_command_runs_a_task_and_the_benchmark_and_results_read_back(data, saved_model, tmp_path):
     command, results = _mteb_command(tmp_path / "site"), tmp_path / "results"
     env = _env(MM_ST_MMEB_DATA=str(data["mmeb"]))
@@ -438,6 +440,58 @@ def test_mteb_command_runs_a_task_and_the_benchmark_and_results_read_back(data, 
     here = mteb.evaluate(mteb.get_model(str(saved_model)), E.mmeb_tasks(["VOC2007"], data=data["mmeb"]), cache=None,
                          show_progress_bar=False, encode_kwargs={"batch_size": 8})
     assert here.task_results[0].get_score() == pytest.approx(voc.get_score(), abs=1e-6)
+
+
+def _latent_attention_model(folder: Path) -> Path:
+    build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention", attention="bidirectional",
+                pooling_kwargs={"num_latents": 8}).save(str(folder))
+    return folder
+
+
+def test_mteb_command_loads_a_latent_attention_model_and_prints_a_data_error_without_traceback(data, saved_model,
+                                                                                               tmp_path):
+    """`mteb run -m <latent-attention model>` runs (its module file is mm_st's own code, so no trust_remote_code is
+    needed); a data error (variable unset) ends the command with the error alone, as mteb's last traceback line."""
+    command, results = _mteb_command(tmp_path / "site"), tmp_path / "results"
+    latent = _latent_attention_model(tmp_path / "latent")
+    common = ["-t", "XTDT2IRetrieval", "-l", "eng", "--output-folder", str(results), "--no-co2-tracker", "-v", "1"]
+    env = _env(MM_ST_XTD_DATA=str(data["xtd"]))
+    unset = {k: v for k, v in env.items() if k != "MM_ST_XTD_DATA"}
+    runs = [subprocess.Popen(command + ["run", "-m", str(model), *common], env=environ, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for model, environ in ((latent, env), (saved_model, unset))]
+    (_, latent_err), (_, unset_err) = [run.communicate(timeout=600) for run in runs]
+    assert runs[0].returncode == 0, latent_err[-3000:]
+    (result,) = results.rglob("XTDT2IRetrieval.json")
+    assert 0.0 <= json.loads(result.read_text())["scores"]["test"][0]["recall_at_10"] <= 1.0
+    assert runs[1].returncode == 1 and "Traceback" not in unset_err, unset_err[-3000:]
+    message = "mm_st.evaluation.data.DataLayoutError: No XTD data configured: pass data=... or set $MM_ST_XTD_DATA"
+    assert unset_err[unset_err.index(message):].rstrip().endswith("(e.g. the MSCOCO train2014 folder)")
+
+
+def test_mm_st_input_errors_print_without_traceback_only_in_the_mteb_command(data, tmp_path, capsys):
+    from mm_st.evaluation import registry
+
+    assert registry._is_mteb_command(["/venv/bin/mteb", "run"]) and registry._is_mteb_command(["/x/mteb/__main__.py"])
+    assert not registry._is_mteb_command(["/venv/bin/pytest"]) and not registry._is_mteb_command([])
+    others = []
+    hook = registry.cli_excepthook(lambda *exc: others.append(exc[0]))
+    (tmp_path / "not-xtd").mkdir()
+    for root in (tmp_path / "missing", tmp_path / "not-xtd"):  # missing root, wrong root
+        with pytest.raises(E.DataLayoutError) as error:
+            E.XTDT2IRetrieval(data=str(root)).load_data()
+        hook(error.type, error.value, error.tb)
+        assert capsys.readouterr().err == f"mm_st.evaluation.data.DataLayoutError: {error.value}\n"
+    # a latent-attention model whose module file is not mm_st's own: refused, one line, never run
+    folder = _latent_attention_model(tmp_path / "latent")
+    (folder / "latent_attention.py").write_text((folder / "latent_attention.py").read_text() + "\nprint('ran')\n")
+    capsys.readouterr()
+    with pytest.raises(E.model.UntrustedModelCode, match="latent_attention.py' \\(module LatentAttentionPooling\\) is not "
+                       "mm_st's own code file.*mteb's command does not run a model's own code") as error:
+        E.load_mm_st_model(str(folder))
+    hook(error.type, error.value, error.tb)
+    assert capsys.readouterr().err == f"mm_st.evaluation.model.UntrustedModelCode: {error.value}\n"
+    hook(ValueError, ValueError("other"), None)
+    assert others == [ValueError]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -364,6 +364,7 @@ def test_second_synthesis_run_on_a_locked_output_dir_is_refused(tmp_path):
     assert synthesize(config, ScriptedBackend(fake_answer), tmp_path, progress=False, verbose=False)["accepted"] == 2
 
 
+@pytest.mark.slow
 def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
     import os
     import subprocess

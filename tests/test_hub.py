@@ -98,6 +98,7 @@ print("isolated ok", repr(type(model).__module__))
 """
 
 
+@pytest.mark.slow
 def test_recipe_push_round_trip_loads_anywhere_and_runs_in_mteb(hub, published, tmp_path, monkeypatch):
     from PIL import Image
     from sentence_transformers import SentenceTransformer
@@ -179,6 +180,7 @@ def _with_endpoint(function, endpoint):
     return lambda *args, **kwargs: function(*args, **{"endpoint": endpoint, **kwargs})
 
 
+@pytest.mark.slow
 def test_card_parses_and_holds_metadata_model_index_usage_and_sources(hub, published):
     card = ModelCard(hub.files("org/e5v-tiny")["README.md"].decode())
     data = card.data
@@ -201,6 +203,12 @@ def test_card_parses_and_holds_metadata_model_index_usage_and_sources(hub, publi
     assert "max_steps = 2   (set for this run)" in text and "temperature = 0.05   (kongds/E5-V" in text
     assert "author={Jiang, Ting and Song, Minghui" in text and "@inproceedings{reimers-2019-sentence-bert" in text
     assert "no instruction slot" in text and "## Limitations" in text
+    scores = json.loads((published["model_dir"] / "eval_results.json").read_text())
+    assert "`XTDT2IRetrieval` on unseen emoji of mm_st's bundled data (test split), in the XTD layout" in text
+    assert "| task | metric | before training | after training |" in text
+    for key in ("xtd_recall_at_1", "xtd_recall_at_10"):
+        assert (f"| XTDT2IRetrieval (mean over languages) | {key[4:]} | {scores['before'][key]:.4f} | "
+                f"{scores['after'][key]:.4f} |") in text
     # sentence-transformers' own content that still holds appears once; its placeholders and wrong parts do not
     assert text.count("### Full Model Architecture") == 1 and text.count("#### Framework Versions") == 1
     assert "sentence_transformers_model_id" not in text and "[Unknown]" not in text
@@ -214,6 +222,7 @@ def local_state_of_files(files: dict[str, bytes]) -> list[str]:
     return [p for name, data in files.items() if name.endswith(".json") for p in state_of(json.loads(data), name)]
 
 
+@pytest.mark.slow
 def test_saved_folder_keeps_no_load_time_state(published):
     """A stage's saved model: no load-time flag in any JSON file; its only local paths are the adapter's base (a
     local-only tiny backbone, so the folder still loads here; never pushed, see the merged push) and the run
@@ -327,6 +336,7 @@ def test_failed_push_changes_nothing_and_rerunning_completes_it_in_one_commit(hu
     assert not [r for r in hub.requests[start:] if r[0] == "PUT"]  # weights already on the Hub: not sent again
 
 
+@pytest.mark.slow
 def test_adapter_is_never_pushed_for_a_base_the_hub_does_not_have(hub, published, monkeypatch):
     use_in_process(monkeypatch, hub, TOKEN)
     with pytest.raises(PushError, match="The base model 'org/not-there' is not on http://127.0.0.1:.*push the base first"):
@@ -379,7 +389,8 @@ def test_a_failed_push_after_training_says_how_to_push_the_saved_model(hub, full
     hub.fail_next("POST", r"/api/models/org/after-training/commit/", "drop")
     with pytest.raises(PushError) as error:
         push_trained_model(config, full_model)
-    assert f"The trained model is saved in {full_model}: `python -m mm_st push {full_model} org/after-training`" in str(error.value)
+    assert (f"The trained model is saved in {full_model}: re-run the same command, or `python -m mm_st push "
+            f"{full_model} org/after-training`, to push it.") in str(error.value)
     result = push_trained_model(config, full_model)  # the same push again completes it
     assert result.kind == "full" and hub.repos[("model", "org/after-training")].private
     assert f"pushed full to {hub.url}/org/after-training (commit {result.commit})" in capsys.readouterr().out
@@ -404,6 +415,7 @@ def test_merging_a_dora_adapter_on_mllama_gives_the_adapter_models_embeddings(tm
         assert np.abs(loaded.encode(inputs) - model.encode(inputs)).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_a_latent_attention_model_pushes_with_its_code_file_and_loads_with_trust_remote_code(hub, tmp_path, monkeypatch):
     """MM-Embed's architecture pushes like any model: the module's code file travels, the card says loading needs
     trust_remote_code=True, and a Python without mm_st loads it by id with that flag and gives the same embeddings."""
@@ -427,14 +439,26 @@ except Exception as exc:
 model = SentenceTransformer("org/mmembed-latent", trust_remote_code=True)
 np.save({str(tmp_path / "emb.npy")!r}, model.encode({TEXTS!r}))
 """
+    # with mm_st, mteb loads it by id (what `mteb run -m org/mmembed-latent` does): the shipped file is mm_st's own
+    in_mteb = f"""
+import mteb, numpy as np
+encoder = mteb.get_model("org/mmembed-latent")
+np.save({str(tmp_path / "mteb.npy")!r}, encoder.model.encode({TEXTS!r}))
+"""
+    with_mteb = _start([sys.executable, "-c", in_mteb], tmp_path / "mteb.log", cwd=tmp_path,
+                       env=client_env(hub, tmp_path / "home-mteb", token=None))
     done = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, env=client_env(hub, tmp_path / "home", token=None))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "refused without trust_remote_code" in done.stdout
     local = SentenceTransformer(str(folder), trust_remote_code=True).encode(TEXTS)
     assert np.abs(np.load(tmp_path / "emb.npy") - local).max() <= 1e-6
+    mteb_out = _finish(with_mteb, tmp_path / "mteb.log")
+    assert with_mteb.returncode == 0, mteb_out[-3000:]
+    assert np.abs(np.load(tmp_path / "mteb.npy") - local).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_mmembed_recipe_pushes_its_last_stage(hub, tmp_path, monkeypatch, capsys):
     """MM-Embed's recipe with --push-to-hub pushes the last stage it ran (stage 1 here), with its card."""
     from mm_st.training import MMEmbedConfig
@@ -444,9 +468,69 @@ def test_mmembed_recipe_pushes_its_last_stage(hub, tmp_path, monkeypatch, capsys
     monkeypatch.setattr("mm_st.hub.push_model", _with_endpoint(push_model, hub.url))
     argv = ["--output-dir", str(tmp_path / "run"), "--stages", "1", "--no-evaluate", "--max-rows-per-dataset", "16",
             "--max-steps", "1", "--global-batch-size", "8", "--push-to-hub", "org/mmembed-tiny"]
+    # the push after training fails (server 500 on the commit): the model is kept, the error says to re-run
+    hub.fail_next("POST", r"/api/models/org/mmembed-tiny/commit/", "500")
+    assert main(MMEmbedConfig, argv) == 2
+    assert "re-run the same command" in capsys.readouterr().err and len(hub.commits("org/mmembed-tiny")) == 1
+    # the re-run trains nothing and completes the push; the next re-run finds it done and pushes nothing
     assert main(MMEmbedConfig, argv) == 0
+    printed = capsys.readouterr().out
+    assert "holds this run, finished" in printed and "pushed full to" in printed
+    assert main(MMEmbedConfig, argv) == 0
+    assert "is already pushed to org/mmembed-tiny" in capsys.readouterr().out
+    assert len(hub.commits("org/mmembed-tiny")) == 2
     files = hub.files("org/mmembed-tiny")
     assert "model.safetensors" in files and "adapter_config.json" not in files  # full weights (embedded default)
     card = files["README.md"].decode("utf-8")
     assert "**MM-Embed** recipe" in card and "MM-Embed released no training code" in card
     assert json.loads(files["recipe_config.json"])["stages"] == ["1"]
+
+
+def test_a_finished_run_whose_push_failed_pushes_on_the_rerun(hub, tmp_path, monkeypatch, capsys):
+    """A one-stage recipe: the push after training fails, the re-run (nothing trained) completes it, the next
+    re-run pushes nothing; another push target on the re-run is pushed too."""
+    from mm_st.training import VLM2VecConfig
+    from mm_st.training.cli import main
+
+    use_in_process(monkeypatch, hub, TOKEN)
+    monkeypatch.setattr("mm_st.hub.push_model", _with_endpoint(push_model, hub.url))
+    argv = ["--output-dir", str(tmp_path / "run"), "--no-evaluate", "--max-rows-per-dataset", "16", "--max-steps", "1",
+            "--global-batch-size", "8", "--push-to-hub", "org/vlm2vec-retry"]
+    hub.fail_next("POST", r"/api/models/org/vlm2vec-retry/commit/", "500")
+    assert main(VLM2VecConfig, argv) == 2
+    assert "re-run the same command" in capsys.readouterr().err
+    model = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    assert main(VLM2VecConfig, argv) == 0
+    assert "pushed full to" in capsys.readouterr().out
+    assert hub.files("org/vlm2vec-retry")["model.safetensors"] == model
+    assert main(VLM2VecConfig, argv) == 0
+    assert "is already pushed to org/vlm2vec-retry" in capsys.readouterr().out
+    assert len(hub.commits("org/vlm2vec-retry")) == 2
+    assert main(VLM2VecConfig, argv[:-1] + ["org/vlm2vec-elsewhere"]) == 0
+    assert hub.files("org/vlm2vec-elsewhere")["model.safetensors"] == model
+
+
+def test_a_wrong_or_read_only_token_fails_before_training_and_before_merging(hub, tmp_path, monkeypatch, capsys):
+    from mm_st.training import MMEmbedConfig, VLM2VecConfig
+    from mm_st.training.cli import main
+
+    wrong = "hf_wrongTokenValue_987654"
+    use_in_process(monkeypatch, hub, wrong)
+    for cls in (VLM2VecConfig, MMEmbedConfig):
+        out = tmp_path / cls.recipe
+        assert main(cls, ["--output-dir", str(out), "--max-steps", "1", "--push-to-hub", "org/never"]) == 2
+        err = capsys.readouterr().err
+        assert "Checking the token on" in err and "401" in err and wrong not in err, err
+        assert not out.exists()  # nothing written, nothing trained
+    # `mm_st push` asks before merging an adapter (the merge loads the whole model): its base is local only
+    adapter = tmp_path / "adapter"
+    build_model(tiny_model("llava_next"), recipe="e5v", adapter={"r": 4, "lora_alpha": 8}).save(str(adapter))
+    monkeypatch.setattr("mm_st.hub.merge_adapter_weights", lambda *a: pytest.fail("merged with a wrong token"))
+    with pytest.raises(PushError, match="Checking the token on .*401"):
+        push_model(adapter, "org/never", endpoint=hub.url)
+    # a read-only token: refused the same way
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(hub, "role", "read")
+    with pytest.raises(PushError, match="read-only on http://127.0.0.1:.*needs a token that may write"):
+        push_model(adapter, "org/never", endpoint=hub.url)
+    assert ("model", "org/never") not in hub.repos

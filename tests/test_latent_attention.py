@@ -412,6 +412,7 @@ LOAD_WITHOUT_MM_ST = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_trust_remote_code_with_and_without_mm_st(tmp_path, emoji_images):
     model = build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention",
                         attention="bidirectional", pooling_kwargs=SMALL)
@@ -467,3 +468,25 @@ def test_default_model_uses_only_sentence_transformers_modules(tmp_path):
     assert not list(tmp_path.rglob("*.py"))
     assert "trust_remote_code" not in (tmp_path / "README.md").read_text()
     SentenceTransformer(str(tmp_path))  # loads without trust_remote_code
+
+
+def test_push_merges_a_latent_attention_adapter_model_with_a_local_base(tmp_path):
+    """`mm_st push` of a latent-attention model whose adapter's base is local: the adapter is merged (the shipped
+    module file is mm_st's own, so loading it for the merge needs no trust_remote_code) and the merged folder gives
+    the adapter model's embeddings."""
+    from mm_st.hub import PushError, push_model
+
+    model = build_model(tiny_model("llava"), recipe="mmembed", pooling="latent_attention", attention="bidirectional",
+                        pooling_kwargs=SMALL, adapter={"r": 4, "init_lora_weights": False})
+    queries = ["a red heart", "two dogs"]
+    expected = model.encode_query(queries, prompt=INSTRUCTION)
+    model.save(str(tmp_path / "adapter"))
+    result = push_model(tmp_path / "adapter", "org/latent-merged", dry_run=tmp_path / "out")
+    assert result.kind == "merged" and "latent_attention.py" in result.files and "adapter_config.json" not in result.files
+    merged = SentenceTransformer(str(tmp_path / "out"), trust_remote_code=True)
+    assert np.abs(merged.encode_query(queries, prompt=INSTRUCTION) - expected).max() <= 1e-5
+    # a module file that is not mm_st's own is never run to merge
+    code = tmp_path / "adapter" / "latent_attention.py"
+    code.write_text(code.read_text() + "\nraise SystemExit('ran')\n")
+    with pytest.raises(PushError, match="latent_attention.py' \\(module LatentAttentionPooling\\) is not mm_st's own"):
+        push_model(tmp_path / "adapter", "org/latent-merged", dry_run=tmp_path / "out2")

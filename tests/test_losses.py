@@ -12,6 +12,7 @@ from mm_st.data import load_emoji
 from mm_st.inputs import content_key
 from mm_st.losses import MultimodalInfoNCELoss
 from mm_st.testing import tiny_model
+from tests.synthesis_support import free_port
 
 TAU = 0.1
 
@@ -270,6 +271,7 @@ def test_grouping_leaves_loss_gradients_and_minibatches_unchanged(emoji_images):
         model.group_modalities = True
 
 
+@pytest.mark.slow
 def test_short_training_run_learns(tmp_path):
     """50 steps on emoji image <-> name: loss falls and held-out Recall@10 rises well above chance."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -360,6 +362,7 @@ def dist_batch():
     return anchors, positives, negatives
 
 
+@pytest.mark.slow
 def test_gather_across_two_processes_matches_one_process(tmp_path):
     """torchrun --nproc_per_node=2 (gloo, CPU): loss and averaged gradients equal the single-process batch."""
     import os
@@ -371,7 +374,7 @@ def test_gather_across_two_processes_matches_one_process(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
          os.path.join(root, "tests", "dist_loss_worker.py"), path, str(out)],
         capture_output=True, text=True, env=env, cwd=root, timeout=300,
     )

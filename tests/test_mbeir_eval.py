@@ -327,6 +327,7 @@ def test_missing_or_incomplete_layout_names_it_and_the_first_missing_file(small,
         E.mbeir_tasks(["Emoji_x2y"], data=small)
 
 
+@pytest.mark.slow
 def test_environment_variable_and_the_mteb_command(small, tmp_path, monkeypatch):
     monkeypatch.setenv("MM_ST_MBEIR_DATA", str(small))
     task = mteb.get_task("MMST-MBEIR-Emoji_t2i")

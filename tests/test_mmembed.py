@@ -20,7 +20,7 @@ from mm_st import build_model
 from mm_st.data import load_emoji
 from mm_st.inputs import content_key, normalize_input
 from mm_st.testing import tiny_model
-from mm_st.training import MMEmbedConfig
+from mm_st.training import MMEmbedConfig, console
 from mm_st.training.cli import main
 from mm_st.training.embedded import write_mbeir
 from tests.recipe_data import tree_hashes, write_user_mbeir
@@ -74,12 +74,15 @@ def _manifest(out: Path) -> dict:
     return json.loads((out / "stages.json").read_text(encoding="utf-8"))
 
 
-def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
+@pytest.mark.slow
+def test_three_stages_chain_and_rerun(tmp_path, heldout, capfd, caplog):
     out = tmp_path / "run"
     argv = ["--output-dir", str(out), "--eval-data", str(heldout), *SMALL]
     with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
         assert main(MMEmbedConfig, argv) == 0
-    printed = capsys.readouterr().out
+    captured = capfd.readouterr()
+    printed = captured.out
+    _check_console(console.screen_lines(captured.out + captured.err), out)
     for n in (1, 2, 3):
         assert f"=== MM-Embed stage {n}:" in printed
         assert (out / f"stage{n}" / "model" / "modules.json").is_file()
@@ -92,6 +95,7 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
     assert stages["3"]["data"]["text_pairs"]
     for n in ("1", "2", "3"):
         assert {"mbeir/Emoji_t2i/recall_at_1", "mbeir/Emoji_t2i/wrong_modality_at_1"} <= set(stages[n]["after"])
+    _check_the_card_describes_the_run(out / "stage3" / "model", stages, tmp_path)
     # the summary: each stage next to the untrained model and chance
     summary = printed.split("MM-Embed stages on the held-out M-BEIR tasks")[1]
     assert "untrained" in summary and "stage 3" in summary and "chance" in summary and "wrong_modality_at_1" in summary
@@ -107,7 +111,7 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
     # re-running the finished command changes nothing
     models = {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)}
     assert main(MMEmbedConfig, argv) == 0
-    assert printed.count("holds this run") == 0 and capsys.readouterr().out.count("holds this run, finished") == 3
+    assert printed.count("holds this run") == 0 and capfd.readouterr().out.count("holds this run, finished") == 3
     assert {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)} == models
     # --from-stage 2: stages 2 and 3 again (the mined negatives reused: same stage-1 model and data), stage 1 kept
     caplog.clear()
@@ -115,6 +119,61 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capsys, caplog):
         assert main(MMEmbedConfig, argv + ["--from-stage", "2"]) == 0
     assert "stage 2: reusing the mined negatives" in caplog.text
     assert tree_hashes(out / "stage1" / "model") == models[1]
+
+
+def _check_the_card_describes_the_run(model_dir: Path, stages: dict, tmp_path: Path) -> None:
+    """The model card of the 3-stage run (what `--push-to-hub` pushes), parsed: every evaluated task and metric,
+    the stages with their steps, before = the untrained model (issue 27, item 6)."""
+    from huggingface_hub import ModelCard
+
+    from mm_st.hub import plan_model_push
+
+    plan = plan_model_push(model_dir, "org/mmembed-3", workdir=tmp_path / "card")
+    card = ModelCard(plan.files["README.md"].decode("utf-8"))
+    after = stages["3"]["after"]
+    tasks = sorted(key.split("/")[1] for key in after if key.startswith("mbeir/") and key.endswith("/recall_at_1"))
+    assert len(tasks) == 5
+    # model-index: one entry per task, each with this model's (stage 3's) main score
+    (index,) = card.data.to_dict()["model-index"]
+    assert sorted(entry["dataset"]["config"] for entry in index["results"]) == [f"MMST-MBEIR-{t}" for t in tasks]
+    assert {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results} == \
+        {(f"MMST-MBEIR-{t}", "recall_at_1"): after[f"mbeir/{t}/recall_at_1"] for t in tasks}
+    assert f"mteb run -m org/mmembed-3 -t MMST-MBEIR-{tasks[0]}`" in card.text
+    evaluation = card.text.split("## Evaluation")[1].split("## Training")[0]
+    assert "XTDT2IRetrieval" not in evaluation and all(f"`MMST-MBEIR-{t}`" in evaluation for t in tasks)
+    lines = [line for line in evaluation.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| task | metric | untrained | after stage 1 | after stage 2 | after stage 3 |"
+    table, task = {}, None
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        task = cells[0] or task
+        table[task, cells[1]] = cells[2:]
+    columns = [stages["1"]["before"], stages["1"]["after"], stages["2"]["after"], after]
+    for key in after:  # every task and metric of the run, each column from what ran
+        task, metric = key.split("/")[1:] if key.startswith("mbeir/") else ("mean over the tasks", key[len("mbeir_"):])
+        assert table[task, metric] == [f"{c[key]:.4f}" if key in c else "-" for c in columns], key
+    assert stages["1"]["before"] != stages["2"]["after"]
+    training = card.text.split("## Training")[1].split("## Limitations")[0]
+    for n in ("1", "2", "3"):
+        assert f"stage {n} ({stages[n]['title']}): {stages[n]['steps']} steps" in training
+    assert "**Steps:**" not in training and "configuration below" not in card.text
+    assert "(see the recipe configuration under Training above)" in card.text.split("## Limitations")[1]
+
+
+def _check_console(lines: list[str], out: Path) -> None:
+    """The default console of the three stages (issue 27): short plans, one bar and one summary line per stage, the
+    held-out table once; no library log line, no load report, no warning twice, no config dump."""
+    text = "\n".join(lines)
+    assert len(lines) <= 75, text
+    for noise in ("LOAD REPORT", " INFO ", "Writing model shards", "Encoding", "Searching", "config (source", "{'loss'"):
+        assert noise not in text, noise
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == len(set(warnings)), warnings
+    assert [line.split(" steps in ")[0] for line in lines if line.startswith("done: ")] == ["done: 3", "done: 3", "done: 2"]
+    assert sum(line.startswith("mined negatives: ") for line in lines) == 1
+    assert text.count("task ") == 1  # the held-out table, once, at the end
+    for n in (1, 2, 3):
+        assert "config (source of each value):" in (out / f"stage{n}" / "plan.txt").read_text(encoding="utf-8")
 
 
 def test_stage_3_alone_needs_stage_2(tmp_path, heldout, capsys):
@@ -141,6 +200,7 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capsys):
     from mm_st.training.mmembed import read_mined
 
@@ -173,6 +233,7 @@ def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caps
 # -- resuming after a kill -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "recipes" / "train_mmembed.py"), "--output-dir", str(out), "--no-evaluate",
@@ -194,6 +255,7 @@ def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
     assert json.loads((out / "stage2" / "model" / "recipe_config.json").read_text())["max_steps"] == 6
 
 
+@pytest.mark.slow
 def test_latent_attention_bidirectional_chain(tmp_path):
     """MM-Embed's architecture through the three stages: stage 2 mines with, and stage 3 continues, a saved
     latent-attention model (its shipped code file is mm_st's own, so no trust_remote_code is needed)."""
@@ -290,3 +352,80 @@ def test_rows_without_a_negative_are_named_and_a_large_loss_is_a_warning(capsys)
     assert "stage 2, T_t2t: 30 of 100 rows dropped" in printed
     assert warnings == [line for line in printed.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "T_t2t" in warnings[0] and "30%" in warnings[0]  # 2% of T_t2i is under 5%
+
+
+# -- under torchrun ------------------------------------------------------------------------------------------------
+
+# float64 and no dropout: 2 processes reproduce 1 process up to the order of the sums
+DIST = ["--dtype", "float64", "--lora-dropout", "0", "--threads", "1", "--seed", "3"]
+
+
+def _stage_losses(out: Path, n: int) -> dict[int, float]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    state = Path(get_last_checkpoint(str(out / f"stage{n}" / "checkpoints"))) / "trainer_state.json"
+    return {e["step"]: e["loss"] for e in json.loads(state.read_text(encoding="utf-8"))["log_history"] if "loss" in e}
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {f"{p.name}/{k}": v for p in sorted(model_dir.rglob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                           str(ROOT / "recipes" / "train_mmembed.py"), *argv], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _same_stages(one: Path, two: Path, stages: tuple[int, ...]) -> None:
+    """Each stage's logged losses and saved weights, and stage 2's mined negatives, are those of one process."""
+    for n in stages:
+        single, double = _stage_losses(one, n), _stage_losses(two, n)
+        assert sorted(single) == sorted(double) and single, (n, single, double)
+        assert double == {step: pytest.approx(loss, rel=1e-6) for step, loss in single.items()}, (n, single, double)
+        a, b = _weights(one / f"stage{n}" / "model"), _weights(two / f"stage{n}" / "model")
+        assert a.keys() == b.keys() and a
+        for name in a:
+            # Adam turns last-bit differences of near-zero gradients into weight differences up to ~1e-7 (measured
+            # 7.6e-8 on weights ~0.08); a step moves weights by up to lr = 5e-4
+            torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=f"stage {n} {name}")
+    if 2 in stages:
+        import datasets
+
+        def rows(out: Path, name: str) -> str:  # the embedded default's image paths lie under each output folder
+            return json.dumps(datasets.Dataset.from_parquet(str(out / "mined-negatives" / name)).to_list()).replace(str(out), "")
+
+        names = sorted(p.name for p in (one / "mined-negatives").glob("*.parquet"))
+        assert names and names == sorted(p.name for p in (two / "mined-negatives").glob("*.parquet"))
+        for name in names:
+            assert rows(one, name) == rows(two, name), name
+
+
+@pytest.mark.parametrize("case", ["embedded", "user-qwen2_vl"])
+def test_two_processes_run_the_stages_of_one_process(tmp_path, heldout, case):
+    """torchrun, 2 CPU processes (gloo) at the same global batch: every stage boundary, the embedded default's files and
+    stage 2's mining wait for the process that writes them; the losses, mined negatives and saved models are those of
+    1 process. The user case mixes image and text columns on a LoRA model (DDP once failed there: a vision-tower
+    parameter 'marked as ready twice') and is evaluated after each stage (rank 0 evaluates while the other waits)."""
+    if case == "embedded":  # its three stages: the backbone and data are written by rank 0 and read by both
+        argv, stages = [*SMALL, "--no-evaluate", *DIST], (1, 2, 3)
+    else:
+        data = write_mbeir(tmp_path / "mbeir", split="train", limit=24)
+        argv = ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2",
+                "--eval-data", str(heldout),
+                "--max-steps", "2", "--global-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
+                "--mining-top-k", "10", "--mining-ranks", "6,8", *DIST]
+        stages = (1, 2)
+    assert main(MMEmbedConfig, [*argv, "--output-dir", str(tmp_path / "one")]) == 0
+    two = _torchrun([*argv, "--output-dir", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "8 queries per step = 4 per process x 2 process(es)" in two.stdout
+    assert two.stdout.count("=== MM-Embed stage") == len(stages)  # printed once, by the main process
+    _same_stages(tmp_path / "one", tmp_path / "two", stages)
+    single, double = _manifest(tmp_path / "one")["stages"], _manifest(tmp_path / "two")["stages"]
+    for n in map(str, stages):
+        assert double[n]["after"] == pytest.approx(single[n]["after"]), n
+    assert bool(single["1"]["after"]) == (case != "embedded")

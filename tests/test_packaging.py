@@ -8,6 +8,8 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RENDER = textwrap.dedent("""
@@ -21,6 +23,7 @@ RENDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_wheel_ships_hub_cards_and_renders_the_dataset_card(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],

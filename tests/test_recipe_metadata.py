@@ -50,6 +50,7 @@ def saved(tmp_path_factory, emoji_images):
     return root, expected, json.loads(run.stdout.split("RESULT", 1)[1])
 
 
+@pytest.mark.slow
 def test_saved_in_config_and_plain_sentence_transformers_loads_without_mm_st(saved):
     root, expected, plain = saved
     assert _config(root / "mm_st")["mm_st"] == E5V
@@ -74,6 +75,7 @@ def test_metadata_names_what_the_saved_template_was_rendered_from(model, kwargs,
         meta["recipe"], meta["family"], wrapper=meta["wrapper"], fmt=meta["prompt_format"])
 
 
+@pytest.mark.slow
 def test_plain_save_drops_the_key_the_template_header_keeps_it_and_mm_st_writes_it_again(saved, tmp_path):
     root, _, _ = saved
     # sentence-transformers 6.2 rewrites config_sentence_transformers.json from its own keys only
@@ -95,6 +97,7 @@ def _copy_with(source: Path, target: Path, config=None, header=None) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_the_config_key_is_read_not_the_template(saved, tmp_path, caplog):
     root, _, _ = saved
     path = _copy_with(root / "mm_st", tmp_path / "no-header", header="")
@@ -108,6 +111,7 @@ def test_the_config_key_is_read_not_the_template(saved, tmp_path, caplog):
     assert any("Recipe 'e5v' has no instruction slot" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_models_saved_before_the_key_are_read_from_the_template_header(saved, tmp_path):
     root, _, _ = saved
     config = {k: v for k, v in _config(root / "mm_st").items() if k != "mm_st"}
@@ -122,6 +126,7 @@ def test_models_saved_before_the_key_are_read_from_the_template_header(saved, tm
         "recipe": "e5v", "family": "llava_next", "wrapper": None, "prompt_format": "inference"}
 
 
+@pytest.mark.slow
 def test_malformed_key_names_the_file(saved, tmp_path):
     root, _, _ = saved
     path = _copy_with(root / "mm_st", tmp_path / "bad", {**_config(root / "mm_st"), "mm_st": "e5v"})

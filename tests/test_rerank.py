@@ -47,6 +47,7 @@ FAMILIES = {
     "qwen2_5_vl": (*CHATML, QWEN_IMAGE),
     "qwen3_vl": (*CHATML, QWEN_IMAGE),
     "idefics3": ("<|im_start|>User:", "<end_of_utterance>\nAssistant:", "<image>"),
+    "fast_vlm": (*CHATML, "<image>"),
 }
 
 
@@ -181,6 +182,7 @@ print("RESULT" + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_saved_rerankers_load_with_plain_crossencoder_without_mm_st(tmp_path, emoji_images):
     cases, expected = {"image": str(tmp_path / "cat.png")}, {}
     emoji_images[0].save(tmp_path / "cat.png")

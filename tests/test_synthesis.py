@@ -221,6 +221,7 @@ def test_synthesis_against_a_real_transformers_serve_process(tmp_path, monkeypat
 # ---------------------------------------------------------------------------------------------- crash safety
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_has_every_id_exactly_once(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     from synthesis_crash_worker import CONFIG
@@ -317,6 +318,7 @@ def test_runtime_code_never_imports_test_code():
 # ---------------------------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 def test_export_round_trip_loads_with_converter_and_trains(tmp_path, monkeypatch):
     from tests.test_data_converters import one_training_step
 

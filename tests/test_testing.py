@@ -111,6 +111,7 @@ EXPECTED_RENDER = {
     "qwen3_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe.<|im_end|>\n"
     "<|im_start|>assistant\n",
     "idefics3": "<|im_start|>User:<image>Describe.<end_of_utterance>\nAssistant:",
+    "fast_vlm": "<|im_start|>user\n<image>Describe.<|im_end|>\n<|im_start|>assistant\n",
 }
 
 
@@ -178,6 +179,7 @@ def test_deterministic(family, built, tmp_path):
     assert not all(torch.equal(a[name], other_seed[name]) for name in a)
 
 
+@pytest.mark.slow
 def test_tokenizer_training_is_deterministic_across_processes():
     here = hashlib.sha256(testing._base_tokenizer_json().encode()).hexdigest()
     # Load the module file alone (not the heavy mm_st package): it only needs `tokenizers` for this.
@@ -235,5 +237,5 @@ def test_unknown_family():
 
 
 def test_registry():
-    assert TINY_FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3")
+    assert TINY_FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "fast_vlm")
     assert set(SPECS) == set(TINY_FAMILIES)

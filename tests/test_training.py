@@ -16,6 +16,7 @@ import torch
 
 from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, run_stage
 from mm_st.training.cli import main
+from tests.synthesis_support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -38,7 +39,7 @@ def test_e5v_defaults_are_kongds_run_sh():
         E5VConfig(train_template="other")
 
 
-@pytest.mark.parametrize("family", ["llava_next", "qwen2_vl", "mllama", "text_lm"])
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_vl", "mllama", pytest.param("text_lm", marks=pytest.mark.slow)])
 def test_e5v_adapter_covers_the_language_model_only(family, request):
     from mm_st import build_model
     from mm_st.testing import tiny_model
@@ -180,6 +181,7 @@ def _trainer_losses(checkpoint: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [E5VConfig, VLM2VecConfig, MME5Config])
 def test_embedded_recipe_end_to_end(tmp_path, cls):
     from sentence_transformers import SentenceTransformer
@@ -220,6 +222,7 @@ def test_e5v_cuts_sentences_before_the_prompt(tmp_path):
     assert len(tokenizer(cut["anchor"], add_special_tokens=False)["input_ids"]) == 3 and long.startswith(cut["anchor"])
 
 
+@pytest.mark.slow
 def test_second_run_with_another_config_in_the_same_folder_is_refused_or_starts_over(tmp_path):
     out = str(tmp_path / "run")
     common = dict(max_steps=2, save_steps=2, max_rows_per_dataset=64, output_dir=out)
@@ -244,6 +247,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path):
     """torchrun, 2 CPU processes (gloo), cross-device negatives: losses equal 1 process with both halves."""
     script = str(ROOT / "recipes" / "train_vlm2vec.py")
@@ -253,17 +257,19 @@ def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path)
     single = _trainer_losses(tmp_path / "one" / "checkpoints" / "checkpoint-2")
     for name, extra in (("two", []), ("two-gradcache", ["--mini-batch-size", "4"])):  # GradCache under DDP too
         two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                              "29533", script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
+                              str(free_port()), script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
                               str(tmp_path / name)], env=_env(), capture_output=True, text=True, timeout=900)
         assert two.returncode == 0, two.stderr[-3000:]
-        assert "16 queries per step = 8 per process x 2 process(es)" in two.stdout
-        assert ("CachedMultimodalInfoNCELoss" in two.stdout) == bool(extra)
+        plan = (tmp_path / name / "plan.txt").read_text(encoding="utf-8")  # the full plan (the console's is short)
+        assert "16 queries per step = 8 per process x 2 process(es)" in plan
+        assert ("CachedMultimodalInfoNCELoss" in plan) == ("CachedMultimodalInfoNCELoss" in two.stdout) == bool(extra)
         double = _trainer_losses(tmp_path / name / "checkpoints" / "checkpoint-2")
         assert sorted(single) == sorted(double) == [1, 2]
         for step in single:
             assert double[step] == pytest.approx(single[step], rel=1e-6), (name, step, single, double)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     """SIGKILL after a complete checkpoint, the newest checkpoint then stripped to what a kill right after its
     creation leaves (whatever the kill's moment, the window is hit on purpose); the same command skips it and
@@ -301,6 +307,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), (step, expected, got)
 
 
+@pytest.mark.slow
 def test_runs_under_accelerate_launch_with_the_shipped_ddp_config(tmp_path):
     """accelerate's launcher and config file (on CPU accelerate runs one process without MPI)."""
     accelerate = Path(sys.executable).with_name("accelerate")

@@ -47,6 +47,7 @@ def _user_run(backbone, data, out, *extra):
 # -- 1, 2: data loss ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_never_in_a_project_folder_leaves_the_users_data_byte_identical(tmp_path, backbone, mmeb_data, monkeypatch):
     project = tmp_path / "project"
     shutil.copytree(mmeb_data, project / "data")
@@ -62,6 +63,7 @@ def test_resume_never_in_a_project_folder_leaves_the_users_data_byte_identical(t
     assert {k: v for k, v in after.items() if k.startswith("data/") or k == "notes.txt"} == before
 
 
+@pytest.mark.slow
 def test_resume_never_refuses_to_remove_the_model_it_continues_from(tmp_path, backbone, mmeb_data, capsys):
     run = tmp_path / "runs" / "x"
     assert main(VLM2VecConfig, _user_run(backbone, mmeb_data, run)) == 0
@@ -82,6 +84,7 @@ def test_embedded_run_refuses_to_write_into_a_folder_it_did_not_create(tmp_path,
     assert listing(tmp_path) == ["data", "data/mine.csv"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--resume", "always"], "--resume always: no complete checkpoint in"),
     (["--eval-languages", "xx"], "The embedded evaluation has no language 'xx'"),
@@ -103,6 +106,7 @@ def test_a_run_failing_before_its_first_step_leaves_the_folder_as_it_was(tmp_pat
 # -- 3: mmE5 mining on small pools ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mme5_ten_labels_mines_with_the_fallback_and_says_so(tmp_path, backbone, mmeb_data, capsys, caplog):
     argv = _user_run(backbone, mmeb_data, tmp_path / "run", "--no-synthetic")
     assert main(MME5Config, ["--dry-run", *argv]) == 0
@@ -143,6 +147,7 @@ def test_mme5_dataset_with_one_distinct_positive_is_an_error_before_any_model_lo
     assert "mme5: dataset OneLabel has a single distinct positive, so mining finds no negative" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mme5_small_pool_mixed_with_synthetic_data_trains(tmp_path, backbone, mmeb_data):
     synthetic = embedded.write_mme5_synthetic(tmp_path / "synthetic", configs=["Retrieval"], limit=24)
     argv = _user_run(backbone, mmeb_data, tmp_path / "run", "--synthetic-data", str(synthetic), "--synthetic-image-root",
@@ -153,6 +158,7 @@ def test_mme5_small_pool_mixed_with_synthetic_data_trains(tmp_path, backbone, mm
 # -- 4, 5: finished runs, non-finite runs, ranges ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_command_changes_nothing_and_the_console_is_clean(tmp_path, capfd):
     argv = ["--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "8",
             "--max-rows-per-dataset", "16", "--eval-languages", "en", "--lr-scheduler-type", "constant"]
@@ -168,6 +174,7 @@ def test_rerunning_a_finished_command_changes_nothing_and_the_console_is_clean(t
     assert tree_hashes(tmp_path / "run" / "checkpoints") == checkpoints
 
 
+@pytest.mark.slow
 def test_a_run_that_diverges_stops_at_the_step_and_saves_no_non_finite_weights(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--output-dir", str(out), "--max-steps", "4", "--save-steps", "1", "--global-batch-size", "8",
@@ -235,6 +242,7 @@ def test_data_without_model_is_an_error_not_the_random_tiny_backbone(mmeb_data):
 # -- 7: continuing from a saved model ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_continue_from_an_adapter_only_saved_model(tmp_path, backbone, mmeb_data, capsys):
     first = tmp_path / "stage1"
     assert main(VLM2VecConfig, _user_run(backbone, mmeb_data, first) + ["--adapter", "lora"]) == 0

@@ -100,6 +100,11 @@ ON_MISSING = ("error", "skip")
 PROGRESS_MIN_ROWS = 1000  # show a progress bar from this many rows on
 
 
+def _quiet(rows: Sequence[Any]) -> bool:
+    """No progress bar for a small file, nor when datasets' bars are off (a recipe's console without --verbose)."""
+    return len(rows) < PROGRESS_MIN_ROWS or datasets.utils.are_progress_bars_disabled()
+
+
 # --------------------------------------------------------------------------------------------------
 # Images
 
@@ -411,7 +416,7 @@ def _convert_vlm2vec(
     checker = _ImageChecker(_roots(image_root), verify)
     _check_columns(name, rows, spans, VLM2VEC_COLUMNS)
     out, negatives, bad_rows = [], [], set()
-    for index, row in enumerate(tqdm(rows, desc=f"Converting {name}", unit="row", disable=len(rows) < PROGRESS_MIN_ROWS)):
+    for index, row in enumerate(tqdm(rows, desc=f"Converting {name}", unit="row", disable=_quiet(rows))):
         before = len(checker.problems)
         where = (f"{_origin(spans, index)}: " if spans else "") + f"{name} row {index}"
         if not isinstance(row, dict):
@@ -640,7 +645,7 @@ def load_mbeir(
     bad_rows, total = set(), 0
     for path in query_paths:
         entries = _read_rows(path)
-        for index, entry in enumerate(tqdm(entries, desc=f"Converting {path.name}", unit="query", disable=len(entries) < PROGRESS_MIN_ROWS)):
+        for index, entry in enumerate(tqdm(entries, desc=f"Converting {path.name}", unit="query", disable=_quiet(entries))):
             total += 1
             where = f"{path.name} row {index} (qid {entry.get('qid')})"
             if not isinstance(entry.get("qid"), str) or not entry["qid"]:

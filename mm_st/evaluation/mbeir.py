@@ -497,7 +497,9 @@ def mbeir_table(columns: Mapping[str, Mapping[str, Mapping[str, float | None]]],
                wrong_modality_at_1    0.670        -
     """
     labels = list(columns)
-    tasks = list(dict.fromkeys(t for column in columns.values() for t in column))
+    known = list(MBEIR_TASK_CLASSES)  # every table lists the tasks in one order: M-BEIR's, then the emoji tasks
+    tasks = sorted(dict.fromkeys(t for column in columns.values() for t in column),
+                   key=lambda t: (known.index(t), "") if t in known else (len(known), t))
     head = ["task", "metric", *labels]
     lines = []
     for task in tasks:

@@ -149,8 +149,40 @@ def load_mm_st_model(
     if recipe is not None and not is_mm_st:
         model = build_model(path, recipe=recipe, device=device, **kwargs)
     else:
+        trusted, hub_revision = _own_module_code(path, local, hub_revision)
+        if trusted:
+            kwargs["trust_remote_code"] = True
         model = load_model(path, device=device, revision=None if local else hub_revision, **kwargs)
     return MMSTEncoder(model, name=model_name, revision=revision)
+
+
+class UntrustedModelCode(ValueError):
+    """A model ships a module code file that is not mm_st's own; mteb's command never runs such code."""
+
+
+def _own_module_code(path: str, local: bool, revision: str | None) -> tuple[bool, str | None]:
+    """Whether the module files the model ships (latent-attention pooling) are mm_st's own code, byte for byte
+    (:func:`mm_st.builder.own_module_code`), so it loads without the ``trust_remote_code`` that mteb's command
+    cannot pass; and the revision to load (a Hub model: the commit whose files were checked)."""
+    from mm_st.builder import own_module_code
+
+    if local:
+        root = Path(path).expanduser()
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            root = Path(snapshot_download(path, revision=revision, allow_patterns=["modules.json", "*.py"]))
+        except Exception:  # no such repo, offline, ...: the loader reports it
+            return False, revision
+        revision = root.name  # the snapshot's commit: what is loaded is what was checked
+    if not (root / "modules.json").is_file():
+        return False, revision
+    try:
+        return own_module_code(root), revision
+    except ValueError as exc:
+        raise UntrustedModelCode(f"{path}: {exc} mteb's command does not run a model's own code: load it in Python "
+                                 "with trust_remote_code=True and pass it to mteb.evaluate.") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,10 @@
 - mm_st models by path or Hub id to ``mteb.get_model_meta`` / ``mteb.get_model``: a name that is
   not in mteb's registry and is a directory (or Hub repo) saved by mm_st resolves to
   :func:`mm_st.evaluation.model.mm_st_model_meta`; everything else goes to mteb unchanged.
+- in the ``mteb`` command only: mm_st's own input errors (:class:`~mm_st.evaluation.data.DataLayoutError`,
+  :class:`~mm_st.evaluation.model.UntrustedModelCode`), whose message says what is wrong and what is expected,
+  end the command with that message as Python's last traceback line writes it, without the traceback
+  (:func:`cli_excepthook`; ``MM_ST_TRACEBACK=1`` keeps the traceback). Other errors are printed as before.
 
 It runs when ``mm_st.evaluation`` is imported, and, with mm_st installed, whenever ``mteb`` is
 imported (the ``mm_st_mteb.pth`` start-up hook, see :mod:`mm_st.evaluation._hook`). Registering
@@ -32,7 +36,10 @@ import functools
 import importlib
 import inspect
 import logging
+import os
+import sys
 import types
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -132,7 +139,31 @@ def register() -> None:
     _register_tasks()
     _register_benchmarks()
     _register_models()
+    if _is_mteb_command(sys.argv):
+        sys.excepthook = cli_excepthook(sys.excepthook)
     _state["done"] = True
+
+
+def _is_mteb_command(argv: list[str]) -> bool:
+    """Whether this process is the ``mteb`` command (its console script, or ``python -m mteb``)."""
+    script = Path(argv[0]) if argv and argv[0] else Path()
+    return script.name in ("mteb", "mteb.exe") or (script.name == "__main__.py" and script.parent.name == "mteb")
+
+
+def cli_excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``sys.excepthook`` that prints an mm_st input error as one ``module.Error: message`` entry, the line
+    that ends Python's (and so mteb's) traceback of any error, without the traceback above it; any other error
+    goes to ``previous``."""
+    from mm_st.evaluation.data import DataLayoutError
+    from mm_st.evaluation.model import UntrustedModelCode
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if issubclass(kind, (DataLayoutError, UntrustedModelCode)) and os.environ.get("MM_ST_TRACEBACK") != "1":
+            print(f"{kind.__module__}.{kind.__qualname__}: {error}", file=sys.stderr, flush=True)
+        else:
+            previous(kind, error, traceback)
+
+    return hook
 
 
 def _register_tasks() -> None:

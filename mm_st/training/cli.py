@@ -2,7 +2,11 @@
 
 Errors a user can act on (bad data, model, config, output folder, evaluation data, a run that
 diverged) end with ``error: ...`` and exit status 2, in a real run as in ``--dry-run``; ``--traceback``
-(or ``MM_ST_TRACEBACK=1``) shows the Python traceback instead.
+(or ``MM_ST_TRACEBACK=1``) shows the Python traceback instead. An ``error:`` always starts its own line.
+
+The console (:mod:`mm_st.training.console`): a short plan, one progress bar per stage, a one-line summary per stage
+and the held-out table; ``--verbose`` adds the full plan (every config value and its source) and the libraries' log
+lines; ``--dry-run`` prints the full plan.
 
 Example:
     >>> from mm_st.training import E5VConfig
@@ -14,11 +18,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from mm_st.hub import PushError
+from mm_st.training import console
 from mm_st.training.config import RecipeConfig, add_arguments, config_from_args
 from mm_st.training.stage import TrainingDiverged, is_main_process
 
@@ -32,11 +36,10 @@ def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: st
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, cls)
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--verbose", action="store_true", help="print the full plan (every config value and its "
+                        "source) and the libraries' log lines and progress bars")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mteb", "httpx", "datasets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console.configure(verbose=args.verbose, main_process=is_main_process())
     try:
         config = config_from_args(cls, args)
         if args.dry_run:
@@ -45,6 +48,8 @@ def main(cls: type[RecipeConfig], argv: list[str] | None = None, description: st
             return 0
         config.run()
     except USER_ERRORS as exc:
+        console.end_line()
+        sys.stdout.flush()
         if args.traceback or os.environ.get("MM_ST_TRACEBACK") == "1":
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -101,6 +101,8 @@ class RecipeConfig:
     embedded_overrides: ClassVar[dict[str, Any]] = {}
     # Fields that name training data: with none of them and no model, the run is the embedded default.
     data_fields: ClassVar[tuple[str, ...]] = ("data", "image_root")
+    # Print the held-out table after training (a recipe of several stages prints one table at its end instead).
+    stage_table: ClassVar[bool] = True
 
     # model
     model: str | None = _f(None, "", "Hub id, local backbone directory, or a saved model folder (e.g. runs/x/model) "

@@ -27,7 +27,7 @@ import datasets
 
 from mm_st import templates
 from mm_st.data.converters import MME5_SYNTHETIC_CONFIGS, MME5_SYNTHETIC_REPO, MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
-from mm_st.training import embedded
+from mm_st.training import console, embedded
 from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, RecipeConfig, _f
 from mm_st.training.data import (MMEBTrainData, Sources, cap, check_configs_present, check_not_empty, embedded_dir,
                                  pad_negatives)
@@ -182,7 +182,7 @@ class MME5Config(MMEBTrainData, RecipeConfig):
         mined, report = mine_hard_negatives(
             miner, list(ds["anchor"]), None, list(ds["positive"]), strategy="window", ranks=self.mine_rank,
             num_negatives=1, fallback="nearest", cache_dir=cache_dir, return_report=True,
-            show_progress_bar=os.environ.get("RANK", "0") == "0")
+            show_progress_bar=console.library_bars())
         logger.info("%s: mined the rank-%d negative for %d of %d rows; %d used the fallback (a lower rank: the pool is "
                     "smaller), %d found none and were dropped", name, self.mine_rank, len(mined) - len(report.fallback_queries),
                     len(ds), len(report.fallback_queries), len(report.dropped_queries))

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +42,8 @@ from typing import Any, ClassVar
 import datasets
 
 from mm_st.data.converters import MBEIR_REPO
-from mm_st.training import embedded
+from mm_st.hub import CARD_STAGES
+from mm_st.training import console, embedded
 from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, Range, RecipeConfig, _f
 from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
 
@@ -72,6 +74,7 @@ class MMEmbedConfig(RecipeConfig):
     }
     data_fields: ClassVar[tuple[str, ...]] = ("data", "text_data")
     stage: ClassVar[int] = 0  # the stages' own classes set 1, 2, 3; 0 = the whole recipe
+    stage_table: ClassVar[bool] = False  # each stage prints one line; the end prints every stage's table
 
     model: str | None = _f(None, MMEMBED + ": LLaVA-NeXT's vision side on NV-Embed-v1 (nvidia/MM-Embed, remote code "
                            "only); any MLLM of mm_st's families here")
@@ -299,7 +302,10 @@ class ModalityAwareStage(RandomNegativesStage):
         return [Path(self.output_dir).parent / "stage1" / "eval-before.json"]  # stage 1 started from the same base
 
     def prepare(self, model: Any, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
-        named = mined_negatives(self, named, plan)
+        from mm_st.training.distributed import main_process_first
+
+        with main_process_first():  # the main process mines and saves; the others read what it saved
+            named = mined_negatives(self, named, plan)
         check_not_empty(named, "mmembed")
         return super().prepare(model, named, plan)
 
@@ -504,7 +510,7 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     re-run with the same miner, data and settings reads them instead of mining again. A folder the user points at
     (``--mined-negatives DIR``) is read when it matches, mined into when it is new or empty, never rewritten."""
     from mm_st.data.converters import _mbeir_root
-    from mm_st.training.stage import is_main_process
+    from mm_st.training.distributed import is_main_process
 
     folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
     root = _mbeir_root(stage.data)  # a local root, or the Hub snapshot
@@ -518,6 +524,9 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     check_shared_negatives(stage, key)
     if shared_negatives(stage) is not None and is_main_process():
         print(f"stage 2: mining into {str(folder)!r} (--mined-negatives: a new folder, shared from now on)", flush=True)
+    if not is_main_process():
+        raise RuntimeError(f"rank {os.environ.get('RANK')}: the main process did not save the mined negatives of this "
+                           f"run in {str(folder)!r} ({record.name} is missing or records other inputs).")
     folder.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
     miner = plan.load_model(stage.mining_model)
@@ -556,7 +565,7 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
         corpus_ids=[e["did"] for e in pool], strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k,
         num_negatives=stage.num_negatives, fallback="nearest", **stage.mining_filters(),
         cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
-        show_progress_bar=os.environ.get("RANK", "0") == "0")
+        show_progress_bar=console.library_bars())
     kinds = [kind for row in report.negative_type for kind in row]
     return mined, {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
                    "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
@@ -603,7 +612,7 @@ def score_drops(before: dict[str, float], after: dict[str, float], earlier: dict
 def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) -> list[str]:
     """Print each task's mining line, and a warning for every task that lost rows; the warnings (also in
     ``stages.json`` through :meth:`MMEmbedRun.record`)."""
-    from mm_st.training.stage import is_main_process
+    from mm_st.training.distributed import is_main_process
 
     lines = []
     for name, c in counts.items():
@@ -618,6 +627,14 @@ def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) 
     if is_main_process():
         print("\n".join(lines + warnings), flush=True)
     return warnings
+
+
+def mining_line(folder: Path) -> str:
+    """One line on stage 2's mined negatives (``mining.json``'s counts, summed over tasks)."""
+    counts = json.loads((folder / "mining.json").read_text(encoding="utf-8"))["counts"].values()
+    total = {key: sum(c[key] for c in counts) for key in ("rows", "of", "type1", "type2", "fallback")}
+    return (f"mined negatives: {total['rows']:,} of {total['of']:,} queries have a mined negative ({total['type1']:,} type-1, "
+            f"{total['type2']:,} type-2, {total['fallback']:,} fallback), saved in {folder}")
 
 
 # -- the whole recipe ----------------------------------------------------------------------------------------------
@@ -647,22 +664,23 @@ class MMEmbedRun:
         if not c.embedded:
             return RecipeInputs(c.model, c.data, c.eval_data, c.text_data)
         from mm_st.testing import tiny_model
+        from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.outputs import RunFolder
-        from mm_st.training.stage import _is_local_main
 
-        folder = RunFolder(self.root, _is_local_main() and write)
+        folder = RunFolder(self.root, is_local_main() and write)
         family = c.family or c.tiny_family
         base = self.root / "base-model" / f"{family}-seed{c.seed}"
         data = embedded_dir(c, self.root / "data", "mbeir")
         text = embedded_dir(c, self.root / "data", "text-pairs")
-        if folder.writer:
-            folder.claim("base-model")
-            if not (base / "config.json").is_file():
-                tiny_model(family, base, seed=c.seed, head=False)
-            folder.claim("data")
-            embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
-            embedded.write_mbeir(data, split="test", seed=c.seed)
-            embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
+        with main_process_first(local=True) if write else nullcontext():  # the others read what this node's first wrote
+            if folder.writer:
+                folder.claim("base-model")
+                if not (base / "config.json").is_file():
+                    tiny_model(family, base, seed=c.seed, head=False)
+                folder.claim("data")
+                embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
+                embedded.write_mbeir(data, split="test", seed=c.seed)
+                embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
         return RecipeInputs(str(base), str(data), str(data), str(text / "text-pairs.jsonl"))
 
     def check_own_folders(self) -> None:
@@ -689,9 +707,7 @@ class MMEmbedRun:
                           max_steps=c.text_steps)
         if c.from_stage and n >= c.from_stage:
             values["resume"] = "never"
-        if n != max(c.stage_numbers()):
-            values["push_to_hub"] = None  # the recipe's last stage pushes its model
-        values.update(from_stage=0)
+        values.update(from_stage=0, push_to_hub=None)  # the recipe pushes its last stage's model (run)
         return STAGES[n](**values)
 
     def _needs(self, n: int) -> Path | None:
@@ -732,7 +748,8 @@ class MMEmbedRun:
 
     def run(self) -> Any:
         from mm_st.training.outputs import RunFolder
-        from mm_st.training.stage import _is_local_main, is_main_process, run_stage
+        from mm_st.training.distributed import is_local_main, is_main_process
+        from mm_st.training.stage import run_stage
 
         numbers = self.config.stage_numbers()
         for n in numbers:  # before anything is written
@@ -741,21 +758,34 @@ class MMEmbedRun:
                 raise FileNotFoundError(f"mmembed stage {n} needs {str(missing)!r} (stage {n - 1}'s model); run "
                                         f"--stages {n - 1},{n} (or --from-stage {n - 1}).")
         self.check_own_folders()
+        if self.config.push_to_hub and is_main_process():
+            from mm_st.hub import check_hub_access
+
+            check_hub_access(self.config.push_to_hub)  # a wrong or read-only token fails now, not after training
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
         results = {}
         for n in numbers:
             stage = self.stage_config(n, inputs)
-            if n == 2 and not self.config.mined_negatives and _is_local_main():
+            if n == 2 and not self.config.mined_negatives and is_local_main():
                 RunFolder(self.root).claim("mined-negatives")
             if is_main_process():
                 print(f"\n=== MM-Embed stage {n}: {STAGE_TITLES[n]} ===", flush=True)
             results[n] = run_stage(stage)
             if is_main_process():
                 self.record(n, stage, results[n])
+                if n == 2 and not results[n].already_finished:
+                    print(mining_line(Path(stage.mined_negatives)), flush=True)
+        last = max(results)
         if is_main_process():
             print("\n".join(self.summary()), flush=True)
-        return results[max(results)]
+            self.write_card_stages(last, results[last].model_dir)
+            if self.config.push_to_hub:
+                from mm_st.hub import push_trained_model
+
+                push_trained_model(self.config, results[last].model_dir,
+                                   RunFolder(self.stage_dir(last), is_local_main()))
+        return results[last]
 
     # -- stages.json -------------------------------------------------------------------------------------------
 
@@ -791,6 +821,17 @@ class MMEmbedRun:
         }
         RunFolder(self.root).claim("stages.json")
         self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def write_card_stages(self, last: int, model_dir: Path) -> None:
+        """``<model_dir>/training_stages.json``: what the model card reports of the run (no local paths): the
+        untrained model's held-out scores and, for each stage up to ``last``, its title, steps, learning rate
+        and scores. Written the same way on every re-run (a finished re-run leaves the folder byte-identical)."""
+        stages = self.manifest()["stages"]
+        record = {"untrained": next((stages[n]["before"] for n in ("1", "2") if n in stages and stages[n]["before"]), {}),
+                  "stages": [{"stage": int(n), "title": stages[n]["title"], "steps": stages[n]["steps"],
+                              "learning_rate": stages[n]["config"]["learning_rate"], "after": stages[n]["after"]}
+                             for n in sorted(stages) if int(n) <= last]}
+        (Path(model_dir) / CARD_STAGES).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def fingerprints(self, n: int, stage: MMEmbedConfig) -> dict[str, str]:
         """What the inputs a stage reads hold now (``stages.json``'s ``data``, less the mined negatives it derives)."""

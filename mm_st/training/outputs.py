@@ -10,7 +10,8 @@ default's ``data/`` and ``base-model/``, ``mining-cache/``, ...) is recorded in
   ``--output-dir .``) is refused, never overwritten or removed;
 - a run that fails before its first optimizer step removes what it created and leaves the folder as
   it was (:meth:`RunFolder.rollback`);
-- a finished run is marked with its config, so re-running the same command does nothing.
+- a finished run is marked with its config, so re-running the same command does nothing (except finish a
+  ``--push-to-hub`` that did not complete: a completed push is recorded too).
 
 Example:
     >>> import tempfile
@@ -109,9 +110,17 @@ class RunFolder:
         self._write()
 
     def mark_unfinished(self) -> None:
-        if self._state.get("finished") is not None:
-            self._state["finished"] = None
+        if self._state.get("finished") is not None or self._state.get("pushed") is not None:
+            self._state["finished"] = self._state["pushed"] = None
             self._write()
+
+    def pushed(self) -> dict[str, Any] | None:
+        """The Hub push of the finished run's model that completed (``{"target", "commit"}``), or None."""
+        return self._state.get("pushed")
+
+    def mark_pushed(self, target: dict[str, Any], commit: str) -> None:
+        self._state["pushed"] = {"target": target, "commit": commit}
+        self._write()
 
     # -- removing ----------------------------------------------------------------------------------
 

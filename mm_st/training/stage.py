@@ -21,7 +21,8 @@ previous stage saved (``model=runs/x/model``, adapter-only or full; see :func:`m
 It runs unchanged under ``torchrun --nproc_per_node N`` or ``accelerate launch`` (DDP through the
 trainer; the loss gathers candidates across processes, so the global batch is every query's set of
 in-batch negatives). Gradient accumulation is never used: it would not add in-batch negatives;
-GradCache (``mini_batch_size``) sets the memory instead.
+GradCache (``mini_batch_size``) sets the memory instead. The processes wait for the files one of them writes
+(the embedded default, the saved model at the end of a stage: :mod:`mm_st.training.distributed`).
 """
 
 from __future__ import annotations
@@ -39,27 +40,18 @@ import datasets
 import torch
 from sentence_transformers import SentenceTransformerTrainer
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from mm_st import templates
+from mm_st.training import console
 from mm_st.training.config import RecipeConfig, describe
 from mm_st.training.data import Sources, training_dataset
+from mm_st.training.distributed import (barrier, every_parameter_used, is_local_main, is_main_process,
+                                        main_process_first, world_size)
 from mm_st.training.evaluators import XTDEvaluator  # noqa: F401  (re-exported: mm_st.training.stage.XTDEvaluator)
 from mm_st.training.outputs import RunFolder, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
-
-
-def world_size() -> int:
-    """Processes in this run (torchrun / accelerate set ``WORLD_SIZE``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _is_local_main() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 class TrainingDiverged(RuntimeError):
@@ -96,32 +88,45 @@ class Plan:
         return build_model(path, recipe=c.recipe, prompt_format=c.prompt_format, max_length=c.max_length,
                            dtype=_dtype(c.dtype))
 
-    def lines(self) -> list[str]:
+    def lines(self, full: bool = True) -> list[str]:
+        """The plan: ``full`` (``--dry-run``, ``--verbose``, ``plan.txt``) with every config value and its source,
+        else the console's short form (model, data, training, output)."""
         c = self.config
+        adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
+        if self.continues:
+            adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
+        model = f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})"
+        data = ("data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
+                + f" = {sum(self.rows.values()):,} rows; batches "
+                + ("mixed across datasets" if c.batch_mixing == "mixed" else "one dataset each"))
+        evaluation = f"evaluation: {self.sources.eval_data if c.evaluate and self.sources.eval_data else 'none'}"
+        if not full:
+            return [model, *c.source_lines(self.sources), data,
+                    f"training: {self.steps} steps x {c.global_batch_size} queries, lr {c.learning_rate:g}, "
+                    f"{self.loss.split('(')[0]}; {evaluation}",
+                    f"output: {self.output_dir} (the full plan and config: {PLAN_FILE})", *self.notes]
         batch = (f"{c.global_batch_size} queries per step = {self.per_device_batch} per process x {self.world_size} "
                  f"process(es), gradient accumulation 1 (accumulation adds no in-batch negatives)")
         if c.mini_batch_size and c.mini_batch_size < self.per_device_batch:
             batch += f"; GradCache mini-batches of {c.mini_batch_size}"
-        adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
-        if self.continues:
-            adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
-        out = [
+        return [
             f"mm_st {c.recipe} recipe{' (embedded default: offline, CPU)' if c.embedded else ''}",
-            f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})",
+            model,
             *c.source_lines(self.sources),
-            "data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
-            + f" = {sum(self.rows.values()):,} rows; batches {'mixed across datasets' if c.batch_mixing == 'mixed' else 'one dataset each'}",
+            data,
             f"loss: {self.loss}",
             f"batch: {batch}",
             f"steps: {self.steps} optimizer steps" + ("" if c.max_steps > 0 else f" ({c.num_train_epochs:g} epochs)")
             + f", lr {c.learning_rate:g}, checkpoint every {c.save_steps}",
-            f"evaluation: {self.sources.eval_data if c.evaluate and self.sources.eval_data else 'none'}",
+            evaluation,
             f"output: {self.output_dir}",
             *self.notes,
             "config (source of each value):",
             *describe(c),
         ]
-        return out
+
+
+PLAN_FILE = "plan.txt"  # in the output folder: the full plan of the run, every config value with its source
 
 
 def output_dir_of(config: RecipeConfig) -> Path:
@@ -260,7 +265,7 @@ def plan_stage(config: RecipeConfig) -> tuple[Plan, dict[str, Any]]:
     _check_output_dir(output_dir)
     # One process per node writes the embedded default's files; the others wait until it has, for this config and
     # this launch (ranks started by one torchrun / accelerate launch share their parent process).
-    writer = _is_local_main()
+    writer = is_local_main()
     folder = RunFolder(output_dir, writer)
     if config.resume != "never":
         _resume_checkpoint(config, output_dir)  # --resume always without a checkpoint: an error before anything is written
@@ -300,7 +305,7 @@ def dry_run(config: RecipeConfig) -> Plan:
     """:func:`plan_stage` for ``--dry-run``: the checked plan; when a check fails, the folder is left as it was."""
     output_dir = output_dir_of(config)
     _check_output_dir(output_dir)
-    folder = RunFolder(output_dir, _is_local_main())
+    folder = RunFolder(output_dir, is_local_main())
     try:
         return plan_stage(config)[0]
     except BaseException:
@@ -394,7 +399,7 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         dataloader_num_workers=c.dataloader_num_workers,
         use_cpu=not cuda,
         ddp_backend="gloo" if plan.world_size > 1 and not cuda else None,
-        ddp_find_unused_parameters=True,  # text-only batches leave the vision tower's adapters unused
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step (RecipeTrainer.train)
         multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
         router_mapping=c.column_tasks(),
     )
@@ -434,13 +439,21 @@ class FiniteGuard(TrainerCallback):
 
 class RecipeTrainer(SentenceTransformerTrainer):
     """sentence-transformers' trainer that stops at the first non-finite loss (naming the step) instead of
-    averaging it away; its checkpoints carry no load-time state of this machine, like ``model/``."""
+    averaging it away, and counts this run's optimizer steps; its checkpoints carry no load-time state of this
+    machine, like ``model/``. Under DDP every trainable parameter takes part in every step
+    (:func:`~mm_st.training.distributed.every_parameter_used`), whatever the modalities of its columns."""
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         from mm_st.portable import scrub_saved_model
 
         super()._save(output_dir, state_dict)  # also saves the processor again, with its load-time flags
         scrub_saved_model(output_dir if output_dir is not None else self.args.output_dir)
+
+    def train(self, *args, **kwargs):
+        if self.args.world_size == 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super().train(*args, **kwargs)
+        with every_parameter_used(self.model):
+            return super().train(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -550,12 +563,21 @@ def run_stage(config: RecipeConfig) -> StageResult:
             if is_main_process():
                 print(f"{str(output_dir)!r} holds this run, finished ({finished.steps} steps): the model is "
                       f"{str(finished.model_dir)!r}; nothing to do (--resume never trains it again).", flush=True)
+                if getattr(config, "push_to_hub", None):  # a push that did not complete is finished now
+                    from mm_st.hub import push_trained_model
+
+                    push_trained_model(config, finished.model_dir, RunFolder(output_dir, is_local_main()))
             return finished
+    if getattr(config, "push_to_hub", None) and is_main_process():
+        from mm_st.hub import check_hub_access
+
+        check_hub_access(config.push_to_hub)  # a wrong or read-only token fails now, not after training
     _check_output_dir(output_dir)
-    folder = RunFolder(output_dir, _is_local_main())
+    folder = RunFolder(output_dir, is_local_main())
     if config.resume == "never":
         folder.start_over(config.inputs())
-    folder = RunFolder(output_dir, _is_local_main())  # what exists now is what a failure must leave
+        barrier()  # the others read the folder once the writer has emptied it
+    folder = RunFolder(output_dir, is_local_main())  # what exists now is what a failure must leave
     counter = _StepCounter()
     try:
         return _run(config, counter)
@@ -565,15 +587,26 @@ def run_stage(config: RecipeConfig) -> StageResult:
         raise
 
 
+def _score_change(evaluator: Any, before: dict[str, float], after: dict[str, float]) -> str:
+    """``, mbeir_recall_at_1 0.0120 -> 0.0450`` (the evaluator's primary metric), or nothing."""
+    key = getattr(evaluator, "primary_metric", None)
+    if key not in after:
+        return ""
+    return f", {key} {before[key]:.4f} -> {after[key]:.4f}" if key in before else f", {key} {after[key]:.4f}"
+
+
 def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     from mm_st.training.curve import save_training_curve
 
     plan, named = plan_stage(config)
     if is_main_process():
-        print("\n".join(plan.lines()), flush=True)
+        print("\n".join(plan.lines(full=console.verbose())), flush=True)
     checkpoint, skipped = _resume_choice(config, plan.output_dir)
-    _check_same_run(plan)
+    with main_process_first():  # it writes recipe_config.json, which the others compare with theirs
+        _check_same_run(plan)
     _drop_incomplete_checkpoints(plan, checkpoint, skipped)
+    if is_main_process():
+        plan.work_dir(PLAN_FILE).write_text("\n".join(plan.lines()) + "\n", encoding="utf-8")
     plan.folder.mark_unfinished()
     from transformers import set_seed
 
@@ -584,15 +617,25 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
     model_dir = plan.work_dir("model")  # the evaluation's mteb results go to model/eval/
     evaluator = config.evaluator(plan.sources, model_dir / "eval") if config.evaluate else None
     before = _before_scores(evaluator, model, plan)
+    barrier()  # the main process evaluated the untrained model (a long wait: outside the trainer's collectives)
     plan.work_dir("checkpoints")
-    trainer = RecipeTrainer(
-        model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
-        loss=build_loss(plan, model), evaluator=evaluator if config.eval_steps else None,
-        callbacks=[FiniteGuard(model), counter],
-    )
+    with console.library_stderr():
+        trainer = RecipeTrainer(
+            model=model, args=training_arguments(plan, bool(evaluator and config.eval_steps)), train_dataset=train,
+            loss=build_loss(plan, model), evaluator=evaluator if config.eval_steps else None,
+            callbacks=[FiniteGuard(model), counter],
+        )
+    progress = console.StageProgress("training")
+    if not console.verbose():  # one bar for the stage instead of the trainer's bar and its printed log lines
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(progress)
     if checkpoint and is_main_process():
         print(f"resuming from {checkpoint}", flush=True)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        progress.close()  # an error printed next starts its own line
     after: dict[str, float] = {}
     if trainer.is_world_process_zero():
         name = first_non_finite(model.named_parameters())
@@ -608,12 +651,14 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
                                                       encoding="utf-8")
         (model_dir / "eval_results.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n",
                                                      encoding="utf-8")
-        if evaluator:
+        if evaluator and (config.stage_table or console.verbose()):
             print("\n".join(evaluator.table(before, after)), flush=True)
         plan.folder.mark_finished(_run_record(config), trainer.state.global_step, model_dir)
-        print(f"model saved to {model_dir}", flush=True)
+        print(f"done: {progress.summary()}{_score_change(evaluator, before, after)}; model saved to {model_dir}",
+              flush=True)
         if getattr(config, "push_to_hub", None):
             from mm_st.hub import push_trained_model
 
-            push_trained_model(config, model_dir)
+            push_trained_model(config, model_dir, plan.folder)
+    barrier()  # the main process has saved (and evaluated) the model that a later stage reads
     return StageResult(model_dir, before, after, trainer.state.global_step, model)
