@@ -65,7 +65,7 @@ def listing(root: Path) -> list[str]:
 
 def write_user_mbeir(root: Path) -> Path:
     """A user's M-BEIR layout: 12 image->text queries over a pool of 12 long captions and 6 images (smaller than the
-    type-2 window), one query image missing."""
+    type-2 window), one query image missing; query 0's ``pos_cand_list`` lists every caption (its own first)."""
     ds = load_emoji("train").select(range(12))
     (root / "images").mkdir(parents=True)
     pool, queries = [], []
@@ -75,8 +75,9 @@ def write_user_mbeir(root: Path) -> Path:
         pool.append({"did": f"7:{i}", "txt": f"A long caption about {name}. " * 20, "img_path": None, "modality": "text"})
         if i < 6:
             pool.append({"did": f"7:{100 + i}", "txt": None, "img_path": f"images/{i + 6}.png", "modality": "image"})
+        listed = [f"7:{j}" for j in range(12)] if i == 0 else [f"7:{i}"]  # query 0 lists every caption
         queries.append({"qid": f"7:{1000 + i}", "query_txt": None, "query_img_path": f"images/{i}.png",
-                        "query_modality": "image", "pos_cand_list": [f"7:{i}"], "neg_cand_list": [], "task_id": 3})
+                        "query_modality": "image", "pos_cand_list": listed, "neg_cand_list": [], "task_id": 3})
     for folder, name, rows in (("query/train", "mbeir_user_task3_train.jsonl", queries),
                                ("cand_pool/local", "mbeir_user_train_cand_pool.jsonl", pool)):
         (root / folder).mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ def test_window_fallback_takes_the_nearest_ranks_above_a_window_the_pool_cannot_
                      corpus_embeddings=ring(WINDOW_ANGLES), strategy="window", ranks=(3, 5), num_negatives=3,
                      fallback="nearest")
     assert report.negative_rank == [[3, 4, 5]] and report.fallback_queries == []
-    with pytest.raises(ValueError, match="fallback='nearest' only applies to strategy='window'"):
+    with pytest.raises(ValueError, match="fallback='nearest' applies to strategy='window' and 'modality_aware'"):
         mine(queries=["query"], corpus=WINDOW_CORPUS, positives=[3], query_embeddings=QUERY,
              corpus_embeddings=ring(WINDOW_ANGLES), strategy="top_k", fallback="nearest")
 
@@ -117,14 +117,50 @@ def test_top_k_with_margin():
                   corpus_embeddings=ring(MARGIN_ANGLES), strategy="top_k", num_negatives=2)
     _, report = mine(**kwargs, top_k=6)
     assert report.negative_index == [[1, 4]] and report.margin_removed == 0
-    # margin 0.01: drop scores above 0.98481 - 0.01 = 0.97481, i.e. 2, 5, 8 and 12 deg (cos 12 = 0.97815)
-    _, report = mine(**kwargs, top_k=6, margin=0.01)
-    assert report.negative_index == [[5, 0]] and report.negative_rank == [[5, 6]] and report.margin_removed == 4
-    ds, report = mine(**kwargs, top_k=5, margin=0.01)  # only rank 5 survives within the top 5
-    assert len(ds) == 0 and report.found == [1] and report.dropped_queries == [0]
+    # absolute margin 0.01: drop scores above 0.98481 - 0.01 = 0.97481, i.e. 2, 5, 8 and 12 deg (cos 12 = 0.97815),
+    # BEFORE ranking (sentence-transformers' semantics): 15 and 20 deg become ranks 1 and 2
+    _, report = mine(**kwargs, top_k=6, absolute_margin=0.01)
+    assert report.negative_index == [[5, 0]] and report.negative_rank == [[1, 2]] and report.margin_removed == 4
+    assert report.filtered == [4]
+    ds, report = mine(**kwargs, top_k=2, absolute_margin=0.01)  # the filter does not eat the top-k
+    assert report.negative_index == [[5, 0]] and report.dropped_queries == []
     # a negative margin keeps candidates up to 0.01 above the positive: 0.99481 drops 2 and 5 deg, keeps 8 deg
-    _, report = mine(**kwargs, top_k=6, margin=-0.01)
+    _, report = mine(**kwargs, top_k=6, absolute_margin=-0.01)
     assert report.negative_index == [[6, 3]] and report.margin_removed == 2
+    with pytest.warns(DeprecationWarning, match="absolute_margin"):  # margin: the old name, same meaning
+        _, old = mine(**kwargs, top_k=6, margin=-0.01)
+    assert old.negative_index == report.negative_index
+    with pytest.raises(ValueError, match="not both"):
+        mine(**kwargs, margin=0.1, absolute_margin=0.1)
+
+
+def test_relative_margin_and_max_score_follow_sentence_transformers():
+    """relative_margin 0.05 removes candidates above positive - |positive| * 0.05 (NV-Retriever's TopK-PercPos),
+    max_score those above it; both before ranking."""
+    kwargs = dict(queries=["q"], corpus=[f"d{i}" for i in range(7)], positives=[2], query_embeddings=QUERY,
+                  corpus_embeddings=ring(MARGIN_ANGLES), strategy="top_k", num_negatives=2, top_k=6)
+    scores = np.cos(np.radians(MARGIN_ANGLES))
+    # 0.01: limit 0.98481 * 0.99 = 0.97496: 2, 5, 8, 12 deg removed
+    _, report = mine(**kwargs, relative_margin=0.01)
+    assert report.negative_index == [[5, 0]] and report.filtered == [4]
+    limit = scores[2] - abs(scores[2]) * 0.005  # 0.97989: 2, 5, 8 deg removed, 12 deg (0.97815) kept
+    assert scores[3] < limit < scores[6]
+    _, report = mine(**kwargs, relative_margin=0.005)
+    assert report.negative_index == [[3, 5]] and report.negative_rank == [[1, 2]] and report.filtered == [3]
+    _, report = mine(**kwargs, max_score=0.992)  # cos 2 and cos 5 = 0.99619 removed, cos 8 = 0.99027 kept
+    assert report.negative_index == [[6, 3]] and report.filtered == [2]
+    # several filters: the lowest limit wins
+    _, report = mine(**kwargs, max_score=0.992, relative_margin=0.005)
+    assert report.negative_index == [[3, 5]] and report.filtered == [3]
+    # a negative positive score: the limit is positive - |positive| * m (below it, never above: ST #3819)
+    anti = ring([170, 172, 175, 178, 180, 165, 160])  # scores -0.985 .. -1; positive = 170 deg (-0.98481)
+    # limit -0.98481 - 0.0098481 = -0.99466: 172 deg (-0.99027), 165 and 160 deg removed; (1 - m) * positive
+    # (-0.97496) would have kept 172 deg as the hardest negative
+    _, report = mine(**{**kwargs, "corpus_embeddings": anti, "positives": [0]}, relative_margin=0.01)
+    assert report.negative_index == [[2, 3]] and report.filtered == [3]
+    for bad in (dict(relative_margin=-0.1), dict(max_score=float("nan")), dict(absolute_margin="0.1")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            mine(**kwargs, **bad)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,10 +198,39 @@ def test_modality_aware_type1_and_type2():
     assert report.negative_index == [[1, 4, 6, 7]]
     _, report = modal(num_negatives=3, top_k=2)  # type-1 only within the top 2 ranks
     assert report.negative_index == [[1, 4, 6]]
-    _, report = modal(num_negatives=4, margin=0.04)  # cos 20 - 0.04 = 0.8997 < cos 25: B removed; type-1 kept
-    assert report.negative_index == [[1, 3, 6, 7]] and report.margin_removed == 1
+    # cos 20 - 0.04 = 0.8997: the images A (10 deg) and B (25 deg) are removed before ranking; the texts
+    # (type-1, wrong modality) are kept; C, D, E move up to ranks 4, 5, 7
+    _, report = modal(num_negatives=4, absolute_margin=0.04)
+    assert report.negative_index == [[1, 3, 6, 7]] and report.negative_rank == [[1, 2, 4, 5]]
+    assert report.filtered == [2]
     _, report = modal(num_negatives=2, target_modality="text")  # images above the positive become type-1
     assert report.negative_index == [[2, 5]] and report.negative_type == [["type1", "type2"]]
+
+
+def test_modality_aware_filter_and_fallback_keep_every_row():
+    """Category-shaped: the positive's look-alikes fill the type-2 window. relative_margin removes them (counted
+    in ``filtered``) and the window moves to the candidates below them; when the pool has nothing left in the
+    window, fallback='nearest' takes the candidate nearest it instead of dropping the row."""
+    # the positive RED at 20 deg; six images at 21-26 deg score within 1% of it (the query's own category)
+    look_alikes = [square((10 * i, 0, 0)) for i in range(1, 7)]
+    others = [square((0, 10 * i, 50)) for i in range(1, 4)]
+    corpus = [RED, *look_alikes, "a text", *others]
+    angles = [20, 21, 22, 23, 24, 25, 26, 5, 60, 65, 70]
+    base = dict(queries=["a red circle"], corpus=corpus, positives=[0], query_embeddings=QUERY,
+                corpus_embeddings=ring(angles), strategy="modality_aware", ranks=(3, 4), top_k=10)
+    _, report = mine(**base)  # unfiltered: the window holds look-alikes 22 and 23 deg (a text is rank 1)
+    assert report.negative_index == [[7]] and report.negative_type == [["type1"]]
+    _, report = mine(**base, num_negatives=2)
+    assert report.negative_index == [[7, 2]] and report.negative_rank == [[1, 3]]
+    _, report = mine(**base, num_negatives=2, relative_margin=0.05)  # 0.94 * 0.95 = 0.893 < cos 26: all six out
+    assert report.filtered == [6]
+    assert report.negative_index == [[7, 9]] and report.negative_rank == [[1, 3]]  # ranks: text, 60, 65, 70
+    # a window the filtered pool cannot fill: ranks 6-7 do not exist; the nearest candidates are taken
+    ds, report = mine(**{**base, "ranks": (6, 7)}, num_negatives=2, relative_margin=0.05, fallback="nearest")
+    assert report.dropped_queries == [] and len(ds) == 1
+    assert report.negative_index == [[7, 10]] and report.negative_type == [["type1", "fallback"]]
+    _, report = mine(**{**base, "ranks": (6, 7)}, num_negatives=2, relative_margin=0.05)
+    assert report.dropped_queries == [0]  # without the fallback the row is dropped (and a warning says so)
 
 
 def test_modality_aware_with_ids_and_modalities_only():
@@ -206,6 +271,21 @@ def test_never_positive_duplicate_or_query_and_identical_queries_share_positives
         assert len(keys) == len(negs)  # no repeated content in one query's negatives
 
 
+def test_other_positives_are_never_negatives_and_give_no_rows():
+    """M-BEIR's pos_cand_list: every listed positive is excluded, the first alone gives the row."""
+    ids = [f"d{i}" for i in range(10)]
+    kwargs = dict(query_ids=["q"], corpus_ids=ids, query_embeddings=QUERY, corpus_embeddings=ring(WINDOW_ANGLES),
+                  positives=["d3"], ranks=(1, 2), num_negatives=2)
+    _, report = mine(**kwargs)
+    assert report.negative_index == [[1, 4]]  # d1 (another listed positive) was mined as a negative
+    _, report = mine(**kwargs, other_positives=[["d1", "d3"]])
+    assert report.negative_index == [[4, 6]] and report.positive_index == [3]  # one row, d1 never a negative
+    with pytest.raises(KeyError, match=r"other_positives\[0\].*'d99'"):
+        mine(**kwargs, other_positives=[["d99"]])
+    with pytest.raises(ValueError, match="other_positives has 2 rows"):
+        mine(**kwargs, other_positives=[[], []])
+
+
 def test_positive_ids_lists_and_random_sampling():
     ids = [f"d{i}" for i in range(10)]
     kwargs = dict(query_ids=["q"], corpus_ids=ids, query_embeddings=QUERY, corpus_embeddings=ring(WINDOW_ANGLES))
@@ -226,8 +306,9 @@ def test_positive_ids_lists_and_random_sampling():
 # --------------------------------------------------------------------------------------------------
 
 
-def brute_force(queries, corpus, positives, Q, C, first, last, n, margin=None):
-    """Reference: full score matrix, exclusions by text, duplicates collapsed, ranks counted after them."""
+def brute_force(queries, corpus, positives, Q, C, first, last, n, absolute_margin=None, relative_margin=None):
+    """Reference: full score matrix, exclusions by text, duplicates collapsed and candidates above the
+    margins' limit removed, ranks counted after them."""
     Qn = Q / np.linalg.norm(Q, axis=1, keepdims=True)
     Cn = C / np.linalg.norm(C, axis=1, keepdims=True)
     S = Qn.astype(np.float64) @ Cn.T.astype(np.float64)
@@ -243,10 +324,17 @@ def brute_force(queries, corpus, positives, Q, C, first, last, n, margin=None):
         order = sorted((j for j in range(len(corpus)) if first_of[corpus[j]] == j and corpus[j] not in banned),
                        key=lambda j: -S[q, j])
         ref = min(S[q, p] for p in shared[text])
-        picked = [(j, r + 1) for r, j in enumerate(order) if first <= r + 1 <= last
-                  and (margin is None or S[q, j] <= ref - margin)][:n]
+        limit = min(ref - (absolute_margin if absolute_margin is not None else -np.inf),
+                    ref - abs(ref) * (relative_margin if relative_margin is not None else -np.inf))
+        order = [j for j in order if S[q, j] <= limit]
+        picked = [(j, r + 1) for r, j in enumerate(order) if first <= r + 1 <= last][:n]
         out.append(picked if len(picked) == n else None)
     return out
+
+
+BRUTE_FORCE_CASES = [("window", 3, 9, 4, {}), ("top_k", 1, 12, 5, dict(absolute_margin=0.1)),
+                     ("window", 3, 9, 4, dict(relative_margin=0.3)),
+                     ("top_k", 1, 12, 5, dict(absolute_margin=0.05, relative_margin=0.2))]
 
 
 @pytest.fixture(scope="module")
@@ -265,9 +353,9 @@ def random_problem():
 @pytest.mark.parametrize("chunk_size,query_chunk_size", [(1, 1), (5, 4), (16, 100), (97, 7), (1000, 3)])
 def test_chunked_search_equals_brute_force(random_problem, chunk_size, query_chunk_size):
     queries, corpus, positives, Q, C = random_problem
-    for strategy, first, last, n, margin in [("window", 3, 9, 4, None), ("top_k", 1, 12, 5, 0.1)]:
-        expected = brute_force(queries, corpus, positives, Q, C, first, last, n, margin)
-        kwargs = dict(ranks=(first, last)) if strategy == "window" else dict(top_k=last, margin=margin)
+    for strategy, first, last, n, margins in BRUTE_FORCE_CASES:
+        expected = brute_force(queries, corpus, positives, Q, C, first, last, n, **margins)
+        kwargs = {**(dict(ranks=(first, last)) if strategy == "window" else dict(top_k=last)), **margins}
         _, report = mine(queries=queries, corpus=corpus, positives=positives, query_embeddings=Q, corpus_embeddings=C,
                          strategy=strategy, num_negatives=n, chunk_size=chunk_size,
                          query_chunk_size=query_chunk_size, **kwargs)
@@ -280,9 +368,9 @@ def test_chunked_search_equals_brute_force(random_problem, chunk_size, query_chu
 def check_faiss_path(random_problem):
     queries, corpus, positives, Q, C = random_problem
     for chunk_size, query_chunk_size in [(16, 5), (1, 3), (1000, 100)]:
-        for strategy, first, last, n, margin in [("window", 3, 9, 4, None), ("top_k", 1, 12, 5, 0.1)]:
-            expected = brute_force(queries, corpus, positives, Q, C, first, last, n, margin)
-            kwargs = dict(ranks=(first, last)) if strategy == "window" else dict(top_k=last, margin=margin)
+        for strategy, first, last, n, margins in BRUTE_FORCE_CASES:
+            expected = brute_force(queries, corpus, positives, Q, C, first, last, n, **margins)
+            kwargs = {**(dict(ranks=(first, last)) if strategy == "window" else dict(top_k=last)), **margins}
             _, report = mine(queries=queries, corpus=corpus, positives=positives, query_embeddings=Q,
                              corpus_embeddings=C, strategy=strategy, num_negatives=n, chunk_size=chunk_size,
                              query_chunk_size=query_chunk_size, use_faiss=True, **kwargs)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mm_st import build_model
+from mm_st.data import load_emoji
 from mm_st.inputs import content_key, normalize_input
 from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig, console
@@ -104,8 +105,10 @@ def test_three_stages_chain_and_rerun(tmp_path, heldout, capfd, caplog):
     record = json.loads((mined / "mining.json").read_text(encoding="utf-8"))
     assert record["key"]["miner"] and sorted(p.stem for p in mined.glob("*.parquet")) == sorted(record["counts"])
     counts = record["counts"]["Emoji_t2i"]
-    assert counts["rows"] > 0 and counts["type1"] + counts["type2"] == counts["rows"]
-    assert "stage 2, Emoji_t2i:" in caplog.text
+    assert counts["rows"] == counts["of"] > 0 and counts["type1"] + counts["type2"] + counts["fallback"] == counts["rows"]
+    assert record["key"]["relative_margin"] == 0.05  # the false-negative filter is on by default
+    assert "stage 2, Emoji_t2i:" in printed and "filtered as likely false negatives" in printed
+    assert stages["2"]["mining"] == record["counts"] and isinstance(stages["2"]["warnings"], list)
     # re-running the finished command changes nothing
     models = {n: tree_hashes(out / f"stage{n}" / "model") for n in (1, 2, 3)}
     assert main(MMEmbedConfig, argv) == 0
@@ -184,27 +187,48 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
     assert main(MMEmbedConfig, ["--dry-run", "--output-dir", str(tmp_path / "run"), *SMALL]) == 0
     printed = capsys.readouterr().out
     for title in ("stage 1: random in-batch negatives", "stage 2: modality-aware hard negatives",
-                  "stage 3: continual text-to-text fine-tuning", "negatives: 1 per query, mined by"):
+                  "stage 3: continual text-to-text fine-tuning", "negatives: 1 per query, mined by",
+                  "false-negative filter: relative_margin 0.05 (right-modality candidates above 95% of the positive's",
+                  "held-out comparison: after each stage, each task of"):
         assert title in printed
     assert "dry run: plan checked" in printed
+    assert main(MMEmbedConfig, ["--dry-run", "--output-dir", str(tmp_path / "run"), *SMALL, "--no-evaluate",
+                                "--mining-relative-margin", "none", "--mining-max-score", "0.9"]) == 0
+    printed = capsys.readouterr().out
+    assert "false-negative filter: max_score 0.9;" in printed and "held-out comparison: none" in printed
 
 
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
 
 
 @pytest.mark.slow
-def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caplog, capsys):
+def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, capsys):
+    from mm_st.training.mmembed import read_mined
+
     data = write_user_mbeir(tmp_path / "mbeir")
     argv = ["--model", tiny_model("llava_next", head=False), "--data", str(data), "--stages", "1,2", "--no-evaluate",
             "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "4", "--adapter", "none",
-            "--max-length", "64", "--mining-top-k", "10"]
+            "--max-length", "64", "--mining-top-k", "1", "--num-negatives", "3"]  # at most 1 type-1
     assert main(MMEmbedConfig, argv) == 2
     assert "1 image reference(s) missing or unreadable" in capsys.readouterr().err
-    with caplog.at_level(logging.INFO, logger="mm_st.training.mmembed"):
-        assert main(MMEmbedConfig, argv + ["--on-missing", "skip"]) == 0
+    assert main(MMEmbedConfig, argv + ["--on-missing", "skip"]) == 0
+    printed = capsys.readouterr().out
     # the pool holds 12 texts: the type-2 window 46-50 moves to the ranks the pool has
-    assert "type-2 negatives at ranks 7-11" in caplog.text
+    assert "type-2 at ranks 7-11" in printed
     assert (tmp_path / "run" / "stage2" / "model" / "modules.json").is_file()
+    # query 7:1000 lists every caption as a positive: none is its negative (issue 27.10), only images are left
+    # (one type-1 at most with --mining-top-k 1, the others by the fallback; without the exclusion the type-2 window
+    # holds captions);
+    # no row is dropped
+    folder = tmp_path / "run" / "mined-negatives"
+    record = json.loads((folder / "mining.json").read_text(encoding="utf-8"))
+    (task,) = record["counts"]
+    assert record["counts"][task]["rows"] == record["counts"][task]["of"] == 11
+    first = [row for row in read_mined(folder / f"{task}.parquet", data) if row["positive"]["text"].startswith(
+        "A long caption about " + load_emoji("train")[0]["name_en"] + ".")]
+    assert len(first) == 1
+    negatives = [first[0][f"negative_{k}"] for k in (1, 2, 3)]
+    assert all(n["text"] is None and n["image"] is not None for n in negatives), negatives
 
 
 # -- resuming after a kill -----------------------------------------------------------------------------------------
@@ -260,6 +284,75 @@ def test_a_saved_module_file_that_is_not_mm_st_s_is_refused(tmp_path):
     code.write_text(code.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
     with pytest.raises(ValueError, match="latent_attention.py' \\(module LatentAttentionPooling\\) is not mm_st's own code"):
         build_model(str(tmp_path / "m"), recipe="mmembed")
+
+
+# -- stage 2's mining reads pool paths inside the data root; warnings of a stage that makes things worse -----------
+
+
+@pytest.mark.parametrize("escape", ["absolute", "dotdot", "symlink"])
+def test_mining_pool_paths_stay_inside_the_data_root(tmp_path, escape):
+    """A pool candidate that no query names (only stage 2's mining reads it) may not leave the data root (27.11),
+    not even with ``--on-missing skip`` (a path outside the root is no missing image)."""
+    from PIL import Image
+
+    from mm_st.data.converters import mbeir_candidate_pools
+    from mm_st.io import PathOutsideRoot
+
+    root = tmp_path / "mbeir"
+    (root / "cand_pool" / "local").mkdir(parents=True)
+    (root / "images").mkdir()
+    outside = tmp_path / "outside.png"
+    for image in (outside, root / "images" / "ok.png"):
+        Image.new("RGB", (4, 4)).save(image)
+    path = {"absolute": str(outside), "dotdot": "../outside.png", "symlink": "images/link.png"}[escape]
+    if escape == "symlink":
+        (root / "images" / "link.png").symlink_to(outside)
+    rows = [{"did": "7:1", "txt": None, "img_path": "images/ok.png", "modality": "image"},
+            {"did": "7:2", "txt": "a caption", "img_path": None, "modality": "text"},
+            {"did": "7:3", "txt": None, "img_path": path, "modality": "image"}]
+    pool_file = root / "cand_pool" / "local" / "mbeir_user_train_cand_pool.jsonl"
+    pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for on_missing in ("error", "skip"):
+        with pytest.raises(PathOutsideRoot, match=r"mbeir_user_train_cand_pool.jsonl row 2 \(candidate 7:3\)"):
+            mbeir_candidate_pools(root, "train", on_missing)
+    rows[2]["img_path"] = "images/ok.png"
+    pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pools, dropped = mbeir_candidate_pools(root, "train")
+    assert dropped == 0 and [e["image"] for e in pools["7"]] == [str((root / "images" / "ok.png").resolve()), None,
+                                                                 str((root / "images" / "ok.png").resolve())]
+
+
+def test_a_stage_that_lowers_a_held_out_score_is_a_warning():
+    from mm_st.training.mmembed import score_drops
+
+    stage1 = {"after": {"mbeir/A_t2i/hit_rate_at_1": 0.9, "mbeir/A_t2i/recall_at_1": 0.02, "mbeir/B_t2t/recall_at_1": 0.8}}
+    before = {"mbeir/A_t2i/hit_rate_at_1": 0.1, "mbeir/A_t2i/recall_at_1": 0.0, "mbeir/B_t2t/recall_at_1": 0.5}
+    after = {"mbeir/A_t2i/hit_rate_at_1": 0.3, "mbeir/A_t2i/recall_at_1": 0.01, "mbeir/B_t2t/recall_at_1": 0.77}
+    warnings = score_drops(before, after, {"1": stage1}, 2, threshold=0.05)
+    # A: hit_rate 0.9 -> 0.3 against stage 1 (above its own start 0.1); B: 0.8 -> 0.77 is within the threshold
+    assert warnings == ["warning: stage 2 lowered A_t2i hit_rate_at_1 against stage 1: 0.900 -> 0.300 "
+                        "(more than max_score_drop 0.05)"]
+    assert score_drops(before, after, {"1": stage1}, 2, threshold=0.7) == []
+    dropped = score_drops({"mbeir/B_t2t/recall_at_1": 0.8}, {"mbeir/B_t2t/recall_at_1": 0.6}, {}, 3, 0.05)
+    assert dropped == ["warning: stage 3 lowered B_t2t recall_at_1 against its start: 0.800 -> 0.600 "
+                       "(more than max_score_drop 0.05)"]
+
+
+def test_rows_without_a_negative_are_named_and_a_large_loss_is_a_warning(capsys):
+    from mm_st.training.mmembed import ModalityAwareStage, report_mining
+
+    stage = ModalityAwareStage()
+    counts = {"T_t2i": {"rows": 98, "of": 100, "type1": 10, "type2": 80, "fallback": 8, "fallback_rows": 8, "dropped": 2,
+                        "filtered_false_negatives": 1234, "queries_with_filtered": 90, "type2_ranks": [46, 50]},
+              "T_t2t": {"rows": 70, "of": 100, "type1": 0, "type2": 70, "fallback": 0, "fallback_rows": 0, "dropped": 30,
+                        "filtered_false_negatives": 0, "queries_with_filtered": 0, "type2_ranks": [46, 50]}}
+    warnings = report_mining(stage, counts)
+    printed = capsys.readouterr().out
+    assert "stage 2, T_t2i: 98 of 100 rows mined" in printed and "1234 candidates filtered as likely false negatives" in printed
+    assert "stage 2, T_t2i: 2 of 100 rows dropped: no candidate" in printed
+    assert "stage 2, T_t2t: 30 of 100 rows dropped" in printed
+    assert warnings == [line for line in printed.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "T_t2t" in warnings[0] and "30%" in warnings[0]  # 2% of T_t2i is under 5%
 
 
 # -- under torchrun ------------------------------------------------------------------------------------------------

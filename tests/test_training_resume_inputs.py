@@ -302,6 +302,14 @@ def test_mined_negatives_of_other_settings_are_an_error_and_never_rewritten(chai
     assert tree_hashes(shared) == before
 
 
+def test_mined_negatives_of_another_false_negative_filter_are_an_error(chain, tmp_path, capsys):
+    home, _ = chain
+    argv = _reuse_argv(chain, tmp_path / "run", str(home / "mbeir"), "--mining-relative-margin", "0.1")
+    assert main(MMEmbedConfig, ["--dry-run", *argv]) == 2
+    assert "holds negatives mined with other settings (relative_margin: 0.05 in the folder, 0.1 for this run)" in \
+        capsys.readouterr().err
+
+
 def test_a_folder_of_other_files_is_no_set_of_mined_negatives(chain, tmp_path, capsys):
     home, _ = chain
     (tmp_path / "mine").mkdir()

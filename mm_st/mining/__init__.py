@@ -1,4 +1,4 @@
-"""Multimodal hard-negative mining: rank windows, top-k with a margin, and MM-Embed's modality-aware mode.
+"""Multimodal hard-negative mining: rank windows, top-k, false-negative filters (margins), and MM-Embed's modality-aware mode.
 
 :func:`mine_hard_negatives` ranks a corpus of texts, images and image+text inputs for every query and
 returns a :class:`datasets.Dataset` of ``(anchor, positive, negative_1, ..., negative_n)`` rows (or
@@ -23,7 +23,7 @@ One module per phase, in the order :func:`mine_hard_negatives` (in :mod:`.mine`)
 - :mod:`.store` — the embedding store: chunked encoding with the resumable, checksummed cache;
 - :mod:`.search` — the streamed top-k search behind one :class:`~.search.ChunkSearch` interface
   (torch, or FAISS with ``use_faiss=True``);
-- :mod:`.selection` — the strategies: window, top-k + margin, modality-aware; top / random sampling;
+- :mod:`.selection` — the strategies: window, top-k, modality-aware; top / random sampling;
 - :mod:`.output` — the :class:`MiningReport` and the dataset.
 
 Example:

@@ -90,10 +90,12 @@ class Identities:
 
 def identify(queries: Sequence[Any] | None, query_ids: list[str] | None, corpus: Sequence[Any] | None,
              corpus_ids: list[str] | None, corpus_modalities: Sequence[str] | None, positives: Sequence[Any],
-             num_base: int, can_append: bool, show_progress_bar: bool) -> Identities:
+             num_base: int, can_append: bool, show_progress_bar: bool,
+             other_positives: Sequence[Any] | None = None) -> Identities:
     """Hash / identify the corpus, resolve the positives (appending content not in the corpus when
     ``can_append``), identify the queries, share positives between identical queries and list each
-    query's excluded groups. With no corpus (``num_base=0``) the corpus is the distinct positives."""
+    query's excluded groups. With no corpus (``num_base=0``) the corpus is the distinct positives.
+    ``other_positives``: per query, further relevant items (never negatives, but no rows of their own)."""
     has_content = corpus is not None or num_base == 0
     corpus_state = _Corpus(Items(corpus))
     _hash_corpus(corpus_state, corpus, corpus_ids, num_base, show_progress_bar)
@@ -104,9 +106,17 @@ def identify(queries: Sequence[Any] | None, query_ids: list[str] | None, corpus:
     id_index = {cid: index for index, cid in enumerate(corpus_ids)} if corpus_ids is not None else None
     own = [_resolve_positives(q, entry, corpus_state, id_index, num_base, has_content, can_append)
            for q, entry in enumerate(positives)]
+    relevant = [list(mine) for mine in own]
+    for q, entry in enumerate(other_positives if other_positives is not None else []):
+        extra = list(entry) if isinstance(entry, (list, tuple, np.ndarray)) else [entry]
+        for value in extra:
+            index = _resolve_one(q, value, corpus_state, id_index, num_base, has_content, can_append=False,
+                                 where=f"other_positives[{q}] (query {q})")
+            if index not in relevant[q]:
+                relevant[q].append(index)
     num_corpus = len(corpus_state.items) if has_content else num_base
     keys = _query_keys(queries, query_ids, len(positives))
-    shared = _shared_positives(keys, own)
+    shared = _shared_positives(keys, relevant)
     group = np.asarray(corpus_state.group, dtype=np.int64)
     modality = corpus_state.modality
     return Identities(
@@ -176,9 +186,9 @@ def _resolve_positives(q: int, entry: Any, state: _Corpus, id_index: dict[str, i
 
 
 def _resolve_one(q: int, value: Any, state: _Corpus, id_index: dict[str, int] | None, num_base: int,
-                 has_content: bool, can_append: bool) -> int:
+                 has_content: bool, can_append: bool, where: str = "") -> int:
     """A positive given as a corpus index, a corpus id or content -> its corpus index."""
-    where = f"positives[{q}] (query {q})"
+    where = where or f"positives[{q}] (query {q})"
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if not 0 <= int(value) < num_base:
             raise IndexError(f"{where}: corpus index {int(value)} is out of range for a corpus of {num_base} items.")

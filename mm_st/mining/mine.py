@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import torch
 
 from mm_st.mining.identity import Identities, identify
 from mm_st.mining.output import OUTPUT_FORMATS, build_dataset, log_summary, make_report
-from mm_st.mining.search import make_search, normalized, pair_scores, require_faiss, search
+from mm_st.mining.search import ScoreCap, make_search, normalized, pair_scores, require_faiss, search
 from mm_st.mining.selection import SelectionOptions, check_positive_ints, select, target_modality_bits
 from mm_st.mining.store import Embeddings, as_matrix, encode_chunked, model_fingerprint
 
@@ -25,6 +26,7 @@ def mine_hard_negatives(
     corpus: Sequence[Any] | None = None,
     positives: Sequence[Any] | None = None,
     *,
+    other_positives: Sequence[Any] | None = None,
     query_ids: Sequence[str] | None = None,
     corpus_ids: Sequence[str] | None = None,
     query_embeddings: Any = None,
@@ -33,6 +35,9 @@ def mine_hard_negatives(
     strategy: Literal["window", "top_k", "modality_aware"] = "window",
     ranks: int | tuple[int, int] = (46, 50),
     num_negatives: int = 1,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    max_score: float | None = None,
     margin: float | None = None,
     target_modality: str | Sequence[str | None] | None = None,
     top_k: int = 50,
@@ -71,7 +76,9 @@ def mine_hard_negatives(
       With ``corpus=None`` the corpus is the distinct positives (as in sentence-transformers).
 
     Queries with identical content (or identical ``query_ids``) share their positives: no query gets
-    a negative that is a positive of an identical query.
+    a negative that is a positive of an identical query. ``other_positives[i]`` (same forms, content
+    must be in the corpus) lists further relevant items of query i (e.g. the rest of M-BEIR's
+    ``pos_cand_list``): never its negatives, counted in its lowest positive score, but no rows of their own.
 
     **Identity and exclusions.** Items are identified by content hash when content is given, else by
     id (``query_ids`` / ``corpus_ids``; a corpus item whose id equals the query's id is the query), else
@@ -80,10 +87,19 @@ def mine_hard_negatives(
     collapsed: only the first is ranked and returned.
 
     **Ranks.** For each query, candidates are sorted by score (descending) after removing the excluded
-    items and the collapsed duplicates; rank r is the 1-based position in that list (the same count as
-    sentence-transformers' ``range_min`` / ``range_max`` without a margin). The margin and the modality
-    filters do not re-rank: they only remove candidates at the ranks considered. ``ranks=(46, 50)`` is
-    inclusive; ``ranks=70`` means ``(70, 70)``.
+    items, the collapsed duplicates and the likely false negatives (below); rank r is the 1-based
+    position in that list (the same count as sentence-transformers' ``range_min`` / ``range_max``).
+    The modality filter does not re-rank: it only picks among the candidates at the ranks considered.
+    ``ranks=(46, 50)`` is inclusive; ``ranks=70`` means ``(70, 70)``.
+
+    **Likely false negatives** (sentence-transformers' names and semantics; NV-Retriever, arXiv
+    2407.15831): a candidate scoring above ``positive - absolute_margin`` (TopK-MarginPos), above
+    ``positive - |positive| * relative_margin`` (TopK-PercPos; ``0.05`` = above 95% of the positive's
+    score, the paper's best setting) or above ``max_score`` is removed before ranking ("positive" = the
+    query's lowest positive score when it has several). In ``"modality_aware"`` mode this applies to
+    candidates of the target modality only (type-1 candidates are wrong-modality by definition and rank
+    above the positive). The report counts the removed candidates per query (``filtered``).
+    ``margin`` is the deprecated name of ``absolute_margin``.
 
     **Strategies.**
 
@@ -92,17 +108,16 @@ def mine_hard_negatives(
       (a pool smaller than the window's ranks) takes the candidates ranked closest above it instead,
       nearest first (so ``ranks=70`` on a pool of 10 gives rank 9); the report lists those queries in
       ``fallback_queries`` and their negatives have type ``"fallback"``.
-    - ``"top_k"``: candidates at ranks 1 to ``top_k``; with ``margin`` this is NV-Retriever's
-      TopK-MarginPos.
+    - ``"top_k"``: candidates at ranks 1 to ``top_k``; with ``absolute_margin`` this is NV-Retriever's
+      TopK-MarginPos, with ``relative_margin`` its TopK-PercPos.
     - ``"modality_aware"`` (MM-Embed): type-1 = candidates whose modality is NOT the target modality,
       ranked within ``top_k`` and scoring above the positive (the lowest-scoring positive if several);
       type-2 = candidates of the target modality at ranks ``ranks``. The target modality of a query is
       ``target_modality`` (one for all, or a list with None = derive) or, by default, the modality of its
-      positive(s). ``"text"``, ``"image"`` and ``"image+text"`` are distinct modalities.
-
-    ``margin`` removes candidates scoring above ``positive_score - margin`` (likely false negatives;
-    the lowest positive score when a query has several). In ``"modality_aware"`` mode it applies to
-    type-2 only (type-1 candidates are wrong-modality by definition and rank above the positive).
+      positive(s). ``"text"``, ``"image"`` and ``"image+text"`` are distinct modalities. With
+      ``fallback="nearest"`` a query short of type-1 / type-2 candidates takes the other ranked
+      candidates nearest the window (above it first): right-modality ones that passed the filter,
+      or wrong-modality ones scoring below the positive (type ``"fallback"``).
 
     **Selection and shortfall.** ``sampling="top"`` takes the ``num_negatives`` highest-ranked
     candidates (modality-aware: type-1 first, then type-2, at most ``max_wrong_modality`` type-1);
@@ -132,6 +147,7 @@ def mine_hard_negatives(
         queries: query inputs (or None with ``query_ids``).
         corpus: candidate inputs (or None with ``corpus_ids``, or None to use the positives).
         positives: per query, the positive(s) (see above). Required.
+        other_positives: per query, further relevant items that are never negatives (see above).
         query_ids, corpus_ids: str ids (corpus ids unique).
         query_embeddings, corpus_embeddings: precomputed ``(rows, dim)`` embeddings.
         corpus_modalities: ``"text"`` / ``"image"`` / ``"image+text"`` per corpus item; needed by the
@@ -140,12 +156,13 @@ def mine_hard_negatives(
         strategy: ``"window"``, ``"top_k"`` or ``"modality_aware"``.
         ranks: rank window ``(first, last)``, 1-based inclusive, or one rank.
         num_negatives: negatives per row (>= 1).
-        margin: see above; None = no margin.
+        absolute_margin, relative_margin, max_score: see "Likely false negatives"; None = off.
+        margin: deprecated name of ``absolute_margin``.
         target_modality: modality-aware mode only (see above).
         top_k: search depth of ``"top_k"`` and of type-1 negatives.
         max_wrong_modality: at most this many type-1 negatives per row (None = no cap).
         sampling: ``"top"`` or ``"random"``; ``seed`` seeds ``"random"``.
-        fallback: ``"none"`` or ``"nearest"`` (``"window"`` only; see above).
+        fallback: ``"none"`` or ``"nearest"`` (``"window"`` and ``"modality_aware"``; see above).
         output_format: ``"n-tuple"`` or ``"triplet"``.
         chunk_size: corpus (and query) inputs per encoding / cache / search chunk.
         query_chunk_size: queries scored at once in the search.
@@ -161,7 +178,9 @@ def mine_hard_negatives(
     Returns:
         ``datasets.Dataset``, or ``(Dataset, MiningReport)`` with ``return_report=True``.
     """
-    options = SelectionOptions(strategy=strategy, ranks=ranks, num_negatives=num_negatives, margin=margin,
+    absolute_margin = _deprecated_margin(margin, absolute_margin)
+    options = SelectionOptions(strategy=strategy, ranks=ranks, num_negatives=num_negatives,
+                               absolute_margin=absolute_margin, relative_margin=relative_margin, max_score=max_score,
                                top_k=top_k, max_wrong_modality=max_wrong_modality, sampling=sampling, seed=seed,
                                fallback=fallback)
     _check_arguments(model, positives, query_embeddings, corpus_embeddings, strategy, target_modality,
@@ -172,12 +191,12 @@ def mine_hard_negatives(
     query_ids = _check_ids(query_ids, "query_ids", unique=False) if query_ids is not None else None
     corpus_ids = _check_ids(corpus_ids, "corpus_ids", unique=True) if corpus_ids is not None else None
     num_queries, num_base = _sizes(queries, query_ids, query_embeddings, corpus, corpus_ids, corpus_embeddings,
-                                   corpus_modalities, positives, target_modality)
+                                   corpus_modalities, positives, target_modality, other_positives)
 
     # identity and exclusions; target modalities
     can_append = (corpus is not None or num_base == 0) and model is not None and corpus_embeddings is None
     ids = identify(queries, query_ids, corpus, corpus_ids, corpus_modalities, positives, num_base, can_append,
-                   show_progress_bar)
+                   show_progress_bar, other_positives)
     target_bits = (target_modality_bits(target_modality, ids.all_positives, ids.modality)
                    if strategy == "modality_aware" else None)
 
@@ -195,15 +214,17 @@ def mine_hard_negatives(
     ref, pair_lookup = _positive_scores(Q, store, ids.all_positives)
 
     # search, selection, output
+    modality_t = torch.from_numpy(ids.modality).to(device)
+    bits_t = torch.from_numpy(target_bits).to(device) if target_bits is not None else None
+    cap = _score_cap(options, ref, modality_t, bits_t)
     vals, idx = search(Q, store, options.depth, ids.group, ids.group != np.arange(ids.num_corpus), ids.excluded,
                        query_chunk_size, show_progress_bar=show_progress_bar,  # the searcher's buffer is freed here
                        searcher=make_search(use_faiss, min(query_chunk_size, num_queries), min(chunk_size, len(store)),
-                                            device))
-    chosen, kinds, margin_removed = select(
-        vals, idx, ref, options, torch.from_numpy(ids.modality).to(device),
-        torch.from_numpy(target_bits).to(device) if target_bits is not None else None)
+                                            device), cap=cap)
+    chosen, kinds = select(vals, idx, ref, options, modality_t, bits_t)
+    filtered = cap.removed.cpu().tolist() if cap is not None else [0] * num_queries
     report = make_report(chosen, kinds, vals, idx, ids.own_positives, pair_lookup, strategy, output_format,
-                         num_negatives, margin_removed, ids.appended)
+                         num_negatives, filtered, ids.appended)
     dataset = build_dataset(report, output_format, num_negatives, queries, query_ids,
                             ids.items if ids.has_content else None, corpus_ids)
     log_summary(report, num_queries, num_negatives, output_format, len(dataset))
@@ -213,6 +234,26 @@ def mine_hard_negatives(
 # ------------------------------------------------------------------------------------------------
 # helpers of mine_hard_negatives
 # ------------------------------------------------------------------------------------------------
+
+
+def _deprecated_margin(margin: float | None, absolute_margin: float | None) -> float | None:
+    """``margin`` is the old name of ``absolute_margin`` (as in sentence-transformers)."""
+    if margin is None:
+        return absolute_margin
+    if absolute_margin is not None:
+        raise ValueError("Give absolute_margin only (margin is its deprecated name), not both.")
+    warnings.warn("mine_hard_negatives: `margin` is deprecated; use `absolute_margin` (same meaning).",
+                  DeprecationWarning, stacklevel=3)
+    return margin
+
+
+def _score_cap(options: SelectionOptions, ref: torch.Tensor, modality: torch.Tensor,
+               target_bits: torch.Tensor | None) -> ScoreCap | None:
+    """The per-query score limit of the margins / ``max_score`` (target modality only in the modality-aware mode)."""
+    if not options.filters:
+        return None
+    return ScoreCap(options.score_limit(ref), torch.zeros_like(ref, dtype=torch.long), target_bits,
+                    modality if target_bits is not None else None)
 
 
 def _check_arguments(model: Any, positives: Any, query_embeddings: Any, corpus_embeddings: Any, strategy: str,
@@ -233,11 +274,12 @@ def _check_arguments(model: Any, positives: Any, query_embeddings: Any, corpus_e
 
 
 def _sizes(queries: Any, query_ids: Any, query_embeddings: Any, corpus: Any, corpus_ids: Any, corpus_embeddings: Any,
-           corpus_modalities: Any, positives: Sequence[Any], target_modality: Any) -> tuple[int, int]:
+           corpus_modalities: Any, positives: Sequence[Any], target_modality: Any,
+           other_positives: Any = None) -> tuple[int, int]:
     """(number of queries, number of corpus items as given), checking that every argument agrees."""
     num_queries = _common_length("queries", [
         ("positives", len(positives)), ("queries", _len(queries)), ("query_ids", _len(query_ids)),
-        ("query_embeddings", _len(query_embeddings)),
+        ("query_embeddings", _len(query_embeddings)), ("other_positives", _len(other_positives)),
         ("target_modality", len(target_modality) if isinstance(target_modality, (list, tuple)) else None),
     ])
     if num_queries == 0:

@@ -45,7 +45,9 @@ class MiningReport:
         dropped_queries: queries that gave no row (fewer than ``num_negatives`` negatives in ``"n-tuple"``
             format, none in ``"triplet"`` format).
         fallback_queries: queries (with a row) that took at least one ``"fallback"`` negative.
-        margin_removed: candidates inside the considered ranks that the margin removed.
+        filtered: per query, the candidates removed as likely false negatives (above the score limit of
+            ``absolute_margin`` / ``relative_margin`` / ``max_score``) before ranking.
+        margin_removed: the sum of ``filtered``.
         appended_positives: positives given as content that were not in the corpus and were appended to it.
     """
 
@@ -59,13 +61,14 @@ class MiningReport:
     found: list[int] = field(default_factory=list)
     dropped_queries: list[int] = field(default_factory=list)
     fallback_queries: list[int] = field(default_factory=list)
+    filtered: list[int] = field(default_factory=list)
     margin_removed: int = 0
     appended_positives: int = 0
 
 
 def make_report(chosen: torch.Tensor, kinds: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor,
                 own_positives: list[list[int]], pair_lookup: dict[tuple[int, int], float], strategy: str,
-                output_format: str, num_negatives: int, margin_removed: int, appended: int) -> MiningReport:
+                output_format: str, num_negatives: int, filtered: list[int], appended: int) -> MiningReport:
     """One report row per (query, own positive) in ``"n-tuple"`` format, per (query, positive, negative)
     in ``"triplet"`` format; negatives hardest first."""
     found = chosen.sum(dim=1).cpu().tolist()
@@ -73,7 +76,7 @@ def make_report(chosen: torch.Tensor, kinds: torch.Tensor, vals: torch.Tensor, i
     per_query_cols = np.split(cols, np.cumsum(found)[:-1])
     vals_np, idx_np, kinds_np = vals.cpu().numpy(), idx.cpu().numpy(), kinds.cpu().numpy()
     type_names = {0: "window" if strategy == "window" else "top_k", 1: "type1", 2: "type2", 3: "fallback"}
-    report = MiningReport(found=found, margin_removed=margin_removed, appended_positives=appended)
+    report = MiningReport(found=found, filtered=filtered, margin_removed=sum(filtered), appended_positives=appended)
     for q, count in enumerate(found):
         if count == 0 or (output_format == "n-tuple" and count < num_negatives):
             report.dropped_queries.append(q)
@@ -148,7 +151,7 @@ def log_summary(report: MiningReport, num_queries: int, num_negatives: int, outp
     """Log the row count, the margin's removals and (as a warning) the dropped queries."""
     logger.info("Mined %d rows for %d queries (%s).", rows, num_queries, output_format)
     if report.margin_removed:
-        logger.info("The margin removed %d candidate(s).", report.margin_removed)
+        logger.info("The margins / max_score removed %d candidate(s) as likely false negatives.", report.margin_removed)
     if report.fallback_queries:
         logger.info("%d of %d queries had too few candidates in the rank window and took the nearest ones above it "
                     "(fallback).", len(report.fallback_queries), num_queries)
@@ -156,5 +159,5 @@ def log_summary(report: MiningReport, num_queries: int, num_negatives: int, outp
     if dropped:
         need = f"fewer than {num_negatives} negatives" if output_format == "n-tuple" else "no negative"
         logger.warning("%d of %d queries (%.2f%%) found %s and gave no row; widen ranks / top_k, lower "
-                       "num_negatives or margin, or use output_format='triplet'.",
+                       "num_negatives or the margins, use fallback='nearest' or output_format='triplet'.",
                        dropped, num_queries, 100 * dropped / num_queries, need)

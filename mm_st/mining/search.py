@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from mm_st.mining.store import Embeddings
 
-__all__ = ["ChunkMask", "ChunkSearch", "FaissSearch", "TorchSearch", "make_search", "normalized", "pair_scores",
+__all__ = ["ChunkMask", "ChunkSearch", "FaissSearch", "ScoreCap", "TorchSearch", "make_search", "normalized", "pair_scores",
            "require_faiss", "search"]
 
 
@@ -45,6 +45,7 @@ class ChunkMask:
         duplicate_cols: the columns where ``duplicate`` is True.
         hit_cols: columns whose group is excluded by at least one query of the block.
         excluded: ``(rows, width)`` excluded group ids per query of the block (-1 = padding).
+        cap: the block's rows of a :class:`ScoreCap` (None = no cap).
     """
 
     groups: torch.Tensor
@@ -52,6 +53,36 @@ class ChunkMask:
     duplicate_cols: torch.Tensor
     hit_cols: torch.Tensor
     excluded: torch.Tensor
+    cap: ScoreCap | None = None
+
+
+@dataclass
+class ScoreCap:
+    """Per query, the highest score a negative may have (``limit``; the margins and ``max_score`` of
+    :func:`mm_st.mining.mine_hard_negatives`): a candidate above it is a likely false negative, removed
+    BEFORE ranking (as sentence-transformers does), and counted in ``removed``.
+
+    With ``target_bits`` (per query, a bit mask of modality ids) and ``modality`` (per chunk column), the
+    cap applies only to candidates of the query's target modality (MM-Embed's type-2 side).
+    """
+
+    limit: torch.Tensor
+    removed: torch.Tensor
+    target_bits: torch.Tensor | None = None
+    modality: torch.Tensor | None = None
+
+    def rows(self, start: int, stop: int, modality: torch.Tensor | None) -> ScoreCap:
+        """The cap of queries ``start:stop`` against one chunk (``removed`` is a view: counts add up)."""
+        bits = self.target_bits[start:stop] if self.target_bits is not None else None
+        return ScoreCap(self.limit[start:stop], self.removed[start:stop], bits, modality)
+
+    def apply_(self, scores: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Set ``scores`` above the limit to ``-inf`` in place (``cols``: the chunk columns of ``scores``)."""
+        over = scores > self.limit.unsqueeze(1)
+        if self.target_bits is not None:
+            over &= ((self.target_bits.unsqueeze(1) >> self.modality[cols]) & 1).bool()
+        self.removed += over.sum(dim=1)
+        return scores.masked_fill_(over, float("-inf"))
 
 
 class ChunkSearch:
@@ -87,6 +118,8 @@ class TorchSearch(ChunkSearch):
         if mask.hit_cols.numel():
             hit = (mask.groups[mask.hit_cols].view(1, -1, 1) == mask.excluded.unsqueeze(1)).any(-1)
             scores[:, mask.hit_cols] = scores[:, mask.hit_cols].masked_fill(hit, float("-inf"))
+        if mask.cap is not None:
+            mask.cap.apply_(scores, torch.arange(size, device=scores.device))
         return scores.topk(min(k, size), dim=1)
 
 
@@ -105,7 +138,8 @@ class FaissSearch(ChunkSearch):
         self.size = chunk.size(0)
 
     def top(self, queries: torch.Tensor, k: int, mask: ChunkMask) -> tuple[torch.Tensor, torch.Tensor]:
-        want = min(self.size, k + mask.duplicate_cols.numel() + mask.hit_cols.numel())
+        # with a cap, any number of columns may be removed: every column of the chunk is scored
+        want = self.size if mask.cap is not None else min(self.size, k + mask.duplicate_cols.numel() + mask.hit_cols.numel())
         found_scores, found_index = self.index.search(np.ascontiguousarray(queries.cpu().numpy()), want)
         scores = torch.from_numpy(found_scores).to(self.device)
         local = torch.from_numpy(found_index).to(device=self.device, dtype=torch.long)
@@ -113,7 +147,10 @@ class FaissSearch(ChunkSearch):
         drop = (local < 0) | mask.duplicate[safe]
         if mask.hit_cols.numel():
             drop |= (mask.groups[safe].unsqueeze(-1) == mask.excluded.unsqueeze(1)).any(-1)
-        top_scores, order = scores.masked_fill(drop, float("-inf")).topk(min(k, want), dim=1)
+        scores = scores.masked_fill(drop, float("-inf"))
+        if mask.cap is not None:
+            mask.cap.apply_(scores, safe)
+        top_scores, order = scores.topk(min(k, want), dim=1)
         return top_scores, local.gather(1, order)
 
 
@@ -133,9 +170,9 @@ def require_faiss():
 
 def search(Q: torch.Tensor, store: Embeddings, depth: int, group: np.ndarray, is_duplicate: np.ndarray,
            excluded: np.ndarray, query_chunk_size: int, searcher: ChunkSearch,
-           show_progress_bar: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``depth`` (scores, corpus indices) per query (rows of ``Q``, normalised), excluded groups and
-    duplicates removed; missing entries have score ``-inf`` and index -1."""
+           show_progress_bar: bool, cap: ScoreCap | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``depth`` (scores, corpus indices) per query (rows of ``Q``, normalised), excluded groups,
+    duplicates and candidates above ``cap`` removed; missing entries have score ``-inf`` and index -1."""
     device = Q.device
     num_queries = Q.size(0)
     vals = torch.full((num_queries, depth), float("-inf"), device=device)
@@ -155,11 +192,13 @@ def search(Q: torch.Tensor, store: Embeddings, depth: int, group: np.ndarray, is
             chunk_groups = group_t[start : start + size]
             duplicate = duplicate_t[start : start + size]
             duplicate_cols = duplicate.nonzero().flatten()
+            modality = cap.modality[start : start + size] if cap is not None and cap.modality is not None else None
             for number, qs in enumerate(range(0, num_queries, query_chunk_size)):
                 rows = min(query_chunk_size, num_queries - qs)
                 mask = ChunkMask(chunk_groups, duplicate, duplicate_cols,
                                  torch.isin(chunk_groups, block_groups[number]).nonzero().flatten(),
-                                 excluded_t[qs : qs + rows])
+                                 excluded_t[qs : qs + rows],
+                                 cap.rows(qs, qs + rows, modality) if cap is not None else None)
                 top_scores, top_index = searcher.top(Q[qs : qs + rows], depth, mask)
                 merged_scores = torch.cat([vals[qs : qs + rows], top_scores], dim=1)
                 merged_index = torch.cat([idx[qs : qs + rows], top_index + start], dim=1)

@@ -11,9 +11,14 @@ position after the exclusions), :func:`select` marks the negatives of one of thr
 - ``"modality_aware"`` (MM-Embed): type-1 = wrong-modality candidates within ``top_k`` that score
   above the positive, type-2 = target-modality candidates in the window.
 
-The margin removes candidates scoring above ``positive_score - margin`` (type-2 only in the
-modality-aware mode); it never re-ranks. ``sampling="top"`` takes the highest-ranked candidates
-(type-1 first, at most ``max_wrong_modality``), ``"random"`` draws them (``seed``).
+Likely false negatives are removed BEFORE ranking, in the search (:class:`~mm_st.mining.search.ScoreCap`;
+sentence-transformers' ``mine_hard_negatives`` semantics): a candidate scoring above
+``positive - absolute_margin``, above ``positive - |positive| * relative_margin`` (NV-Retriever's
+TopK-PercPos; 0.05 = above 95% of the positive's score) or above ``max_score`` is never a negative and
+the ranks count the candidates that remain (modality-aware mode: the target-modality candidates only;
+type-1 candidates are wrong-modality by definition). ``sampling="top"`` takes the highest-ranked
+candidates (type-1 first, at most ``max_wrong_modality``), ``"random"`` draws them (``seed``). With
+``fallback="nearest"`` a query short of negatives takes the remaining candidates nearest the window.
 
 Example:
     >>> import torch
@@ -21,7 +26,7 @@ Example:
     >>> vals = torch.tensor([[0.9, 0.8, 0.7, 0.6]])  # one query, its candidates at ranks 1-4
     >>> idx = torch.tensor([[5, 3, 8, 1]])
     >>> options = SelectionOptions(strategy="window", ranks=(2, 4), num_negatives=2)
-    >>> chosen, kinds, removed = select(vals, idx, torch.tensor([0.95]), options, None, None)
+    >>> chosen, kinds = select(vals, idx, torch.tensor([0.95]), options, None, None)
     >>> idx[chosen].tolist()
     [3, 8]
 """
@@ -54,7 +59,9 @@ class SelectionOptions:
     strategy: str = "window"
     ranks: Any = (46, 50)
     num_negatives: int = 1
-    margin: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    max_score: float | None = None
     top_k: int = 50
     max_wrong_modality: int | None = None
     sampling: str = "top"
@@ -68,8 +75,8 @@ class SelectionOptions:
             raise ValueError(f"Unknown sampling {self.sampling!r}; choose 'top' or 'random'.")
         if self.fallback not in FALLBACKS:
             raise ValueError(f"Unknown fallback {self.fallback!r}; choose 'none' or 'nearest'.")
-        if self.fallback != "none" and self.strategy != "window":
-            raise ValueError("fallback='nearest' only applies to strategy='window'.")
+        if self.fallback != "none" and self.strategy == "top_k":
+            raise ValueError("fallback='nearest' applies to strategy='window' and 'modality_aware'.")
         object.__setattr__(self, "ranks", check_ranks(self.ranks))
         check_positive_ints(num_negatives=self.num_negatives, top_k=self.top_k)
         if self.max_wrong_modality is not None and (not isinstance(self.max_wrong_modality, int)
@@ -87,8 +94,30 @@ class SelectionOptions:
                              f"(top_k={self.top_k}, ranks=({first}, {last})).")
         if self.strategy != "modality_aware" and self.max_wrong_modality is not None:
             raise ValueError("target_modality and max_wrong_modality only apply to strategy='modality_aware'.")
-        if self.margin is not None and not isinstance(self.margin, (int, float)):
-            raise ValueError(f"margin must be a number or None, got {self.margin!r}.")
+        for name in ("absolute_margin", "relative_margin", "max_score"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                                      or not np.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number or None, got {value!r}.")
+        if self.relative_margin is not None and self.relative_margin < 0:
+            raise ValueError(f"relative_margin must be >= 0 (0.05 = a negative scores at most 95% of the positive's "
+                             f"score), got {self.relative_margin!r}.")
+
+    @property
+    def filters(self) -> bool:
+        """Whether a margin or ``max_score`` removes likely false negatives."""
+        return any(v is not None for v in (self.absolute_margin, self.relative_margin, self.max_score))
+
+    def score_limit(self, ref: torch.Tensor) -> torch.Tensor:
+        """Per query, the highest score a negative may have (``ref``: its lowest positive score; +inf = none)."""
+        limit = torch.full_like(ref, float("inf"))
+        if self.absolute_margin is not None:
+            limit = torch.minimum(limit, ref - self.absolute_margin)
+        if self.relative_margin is not None:
+            limit = torch.minimum(limit, ref - ref.abs() * self.relative_margin)
+        if self.max_score is not None:
+            limit = limit.clamp_max(self.max_score)
+        return limit
 
     @property
     def depth(self) -> int:
@@ -146,20 +175,19 @@ def target_modality_bits(target_modality: str | Sequence[str | None] | None, all
 
 def select(vals: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, options: SelectionOptions,
            corpus_modality: torch.Tensor | None, target_bits: torch.Tensor | None
-           ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Boolean ``(queries, depth)`` mask of the chosen negatives, their kind (0 window / top_k,
-    1 type-1, 2 type-2, 3 window fallback) and the number of candidates the margin removed.
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean ``(queries, depth)`` mask of the chosen negatives and their kind (0 window / top_k,
+    1 type-1, 2 type-2, 3 fallback).
 
-    ``vals`` / ``idx``: ranked scores and corpus indices (-1 = none); ``ref``: each query's lowest
-    positive score; ``corpus_modality`` / ``target_bits``: modality-aware mode only.
+    ``vals`` / ``idx``: ranked scores and corpus indices (-1 = none; likely false negatives already
+    removed by the search); ``ref``: each query's lowest positive score; ``corpus_modality`` /
+    ``target_bits``: modality-aware mode only.
     """
     num_queries, depth = vals.shape
     rank = torch.arange(1, depth + 1, device=vals.device).expand(num_queries, depth)
     valid = idx >= 0
     first, last = options.ranks
     in_window = (rank >= first) & (rank <= last)
-    margin = options.margin
-    too_close = (vals > (ref - margin).unsqueeze(1)) if margin is not None else torch.zeros_like(valid)
     type1 = torch.zeros_like(valid)
     kinds = torch.zeros_like(idx)
     if options.strategy == "modality_aware":
@@ -170,15 +198,13 @@ def select(vals: torch.Tensor, idx: torch.Tensor, ref: torch.Tensor, options: Se
         kinds = torch.where(type1, 1, torch.where(considered, 2, 0))
     else:
         considered = valid & (in_window if options.strategy == "window" else rank <= options.top_k)
-    removed = considered & too_close
-    candidates = type1 | (considered & ~removed)
+    candidates = type1 | considered
     if options.fallback == "nearest":
-        above = valid & (rank < first) & ~too_close
         short = candidates.sum(dim=1, keepdim=True) < options.num_negatives
-        fallback = above & short
+        fallback = valid & ~candidates & short
         kinds = torch.where(fallback, 3, kinds)
-        return _take(candidates | fallback, type1, rank, options, fallback), kinds, int(removed.sum())
-    return _take(candidates, type1, rank, options), kinds, int(removed.sum())
+        return _take(candidates | fallback, type1, rank, options, fallback), kinds
+    return _take(candidates, type1, rank, options), kinds
 
 
 def _take(candidates: torch.Tensor, type1: torch.Tensor, rank: torch.Tensor, options: SelectionOptions,
@@ -192,8 +218,10 @@ def _take(candidates: torch.Tensor, type1: torch.Tensor, rank: torch.Tensor, opt
         priority = torch.rand(num_queries, depth, generator=generator).to(candidates.device)
     else:
         priority = -rank.to(torch.float32) + type1.to(torch.float32) * (depth + 1)  # type-1 first, then by rank
-    if fallback is not None:  # below every window candidate; higher rank (nearer the window) first
-        priority = torch.where(fallback, rank.to(torch.float32) / (depth + 1) - 2 * (depth + 1), priority)
+    if fallback is not None:  # below every window candidate; nearest the window first (above it before below it)
+        first, last = options.ranks
+        distance = torch.where(rank < first, first - rank, rank - last).to(torch.float32) + (rank > last).to(torch.float32) / 2
+        priority = torch.where(fallback, -distance / (2 * depth + 2) - 2 * (depth + 1), priority)
     priority = priority.masked_fill(~candidates, float("-inf"))
     order = priority.argsort(dim=1, descending=True, stable=True)
     taken = candidates.gather(1, order)

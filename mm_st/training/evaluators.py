@@ -82,14 +82,20 @@ class XTDEvaluator(BaseEvaluator):
         return lines
 
 
+TOP1_METRIC = "hit_rate_at_1"
+
+
 class MBEIREvaluator(BaseEvaluator):
     """Held-out M-BEIR-layout tasks (mm_st's local M-BEIR mteb tasks) as a trainer evaluator: per task Recall@1,
     Recall@5 and the wrong-modality top-1 rate (:mod:`mm_st.evaluation.mbeir`), flattened as
-    ``mbeir/<task>/<metric>``, plus their means over tasks (``mbeir_recall_at_1``, ``mbeir_wrong_modality_at_1``).
+    ``mbeir/<task>/<metric>`` (also ``hit_rate_at_1``: the top-1 candidate is relevant), plus their means over tasks (``mbeir_recall_at_1``, ``mbeir_wrong_modality_at_1``).
     Only the main process evaluates.
     """
 
     curve_metric = "eval_mbeir_recall_at_1"
+    # "the top-1 candidate is relevant": Recall@1 where a query has one positive; with many (a category),
+    # Recall@1 is at most 1/positives and this is the score a stage must not lower
+    top1_metric = TOP1_METRIC
 
     def __init__(self, data: str, tasks: list[str] | None, results_dir: Path, name: str) -> None:
         super().__init__()
@@ -107,8 +113,11 @@ class MBEIREvaluator(BaseEvaluator):
             return {}
         from mm_st.evaluation.mbeir import evaluate_mbeir
 
+        from mm_st.evaluation.mbeir import TABLE_METRICS
+
         scores = evaluate_mbeir(model, self.tasks, data=self.data, results_dir=self.results_dir,
-                                model_name=f"local/{self.name}", revision=f"step-{max(steps, 0)}")
+                                model_name=f"local/{self.name}", revision=f"step-{max(steps, 0)}",
+                                metrics=(*TABLE_METRICS, TOP1_METRIC))
         return self.flatten(scores)
 
     @staticmethod

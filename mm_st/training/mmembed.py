@@ -57,6 +57,8 @@ UNIIR = ("TIGER-AI-Lab/UniIR @98dc570 (M-BEIR's reference training code): trains
 NOT_PUBLIC = "mm_st default: MM-Embed released no training code and its paper gives no value we could read"
 POOLINGS = ("lasttoken", "latent_attention")
 ATTENTIONS = ("causal", "bidirectional")
+NV_RETRIEVER = ("NV-Retriever (arXiv 2407.15831): TopK-PercPos, a negative must score below 95% of the positive's "
+                "score, its best setting; sentence-transformers' mine_hard_negatives(relative_margin=0.05)")
 TEXT_INSTRUCTION = "Retrieve the text that matches the given text."  # mm_st default for pairs without one
 
 
@@ -96,6 +98,23 @@ class MMEmbedConfig(RecipeConfig):
     mining_ranks: list[str] = _f(["46", "50"], PAPER_FACTS + " (type-2 window; 'best public account')",
                                  "type-2 negatives: right-modality candidates at these ranks (first,last)")
     mining_top_k: int = _f(50, PAPER_FACTS + ": top 50 candidates per training query", "type-1 search depth", AT_LEAST_1)
+    mining_relative_margin: float | None = _f(
+        0.05, NV_RETRIEVER, "stage-2 mining: a right-modality candidate scoring above positive - |positive| x this "
+        "is a likely false negative (e.g. another image of the query's category), never a negative; ranks count the "
+        "candidates left (none = off)", NON_NEGATIVE)
+    mining_absolute_margin: float | None = _f(
+        None, "NV-Retriever's TopK-MarginPos (off: the relative form was its best); sentence-transformers' "
+        "absolute_margin", "stage-2 mining: candidates scoring above positive - this are never negatives (none = off)",
+        NON_NEGATIVE)
+    mining_max_score: float | None = _f(None, "sentence-transformers' mine_hard_negatives max_score",
+                                        "stage-2 mining: candidates scoring above this are never negatives (none = off)",
+                                        Range())
+    max_unmined_share: float = _f(0.05, "mm_st", "warn (console, stages.json) when stage-2 mining finds no negative "
+                                  "for more than this share of a task's rows", SHARE)
+    max_score_drop: float = _f(0.05, "mm_st", "warn (console, stages.json) when a stage lowers a held-out task's "
+                               "top-1 score (hit_rate_at_1: the top-1 candidate is relevant) by more than this against "
+                               "the model it started from and the earlier stages",
+                               NON_NEGATIVE)
     modality_weight: float = _f(0.0, "mm_st option (MM-Embed's mechanism is the mined negatives)",
                                 "weight of the modality term of the loss (mm_st.losses)", NON_NEGATIVE)
     pooling: str = _f("lasttoken", "mm_st default: portable (no trust_remote_code) and level on Recall@1 in "
@@ -261,7 +280,23 @@ class ModalityAwareStage(RandomNegativesStage):
         return lines[:1 if dropped else 0] + [
             f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
             f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
-            f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused"]
+            f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused",
+            f"false-negative filter: {self.filter_line()}; every listed positive (pos_cand_list) and content "
+            "duplicates of the positive are excluded; a query short of negatives takes the candidate nearest the "
+            "window (rows are never dropped silently)"]
+
+    def filter_line(self) -> str:
+        parts = [f"relative_margin {self.mining_relative_margin:g} (right-modality candidates above "
+                 f"{1 - self.mining_relative_margin:.0%} of the positive's score are no negatives)"
+                 if self.mining_relative_margin is not None else "",
+                 f"absolute_margin {self.mining_absolute_margin:g}" if self.mining_absolute_margin is not None else "",
+                 f"max_score {self.mining_max_score:g}" if self.mining_max_score is not None else ""]
+        return ", ".join(p for p in parts if p) or "off"
+
+    def mining_filters(self) -> dict[str, float | None]:
+        """The false-negative filter as :func:`mm_st.mining.mine_hard_negatives` arguments."""
+        return {"relative_margin": self.mining_relative_margin, "absolute_margin": self.mining_absolute_margin,
+                "max_score": self.mining_max_score}
 
     def earlier_before_scores(self) -> list[Path]:
         return [Path(self.output_dir).parent / "stage1" / "eval-before.json"]  # stage 1 started from the same base
@@ -323,6 +358,19 @@ STAGES: dict[int, type[MMEmbedConfig]] = {1: RandomNegativesStage, 2: ModalityAw
 # -- stage 2's mining -------------------------------------------------------------------------------------------
 
 
+def _listed_positives(root: Path, split: str) -> dict[str, list[str]]:
+    """Each training query's ``pos_cand_list`` by qid (every listed positive is excluded from its negatives)."""
+    from mm_st.data.converters import _read_rows
+
+    listed: dict[str, list[str]] = {}
+    for path in sorted((root / "query" / split).glob("*.jsonl")):
+        for entry in _read_rows(path):
+            ids = entry.get("pos_cand_list")
+            if isinstance(entry.get("qid"), str) and isinstance(ids, list):
+                listed.setdefault(entry["qid"], []).extend(d for d in ids if isinstance(d, str))
+    return listed
+
+
 def _fingerprint(paths: list[Path]) -> str:
     """sha256 of files' names and bytes (data a stage read)."""
     import hashlib
@@ -373,7 +421,8 @@ def mining_key(stage: ModalityAwareStage, tasks: list[str], miner: bool = True) 
     mining model (in the plan, before stage 1 has written it)."""
     key = {"format": MINED_FORMAT, "data": mbeir_fingerprint(stage.data, stage.data_split), "ranks": list(stage.ranks()),
            "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives, "tasks": sorted(tasks),
-           "max_rows_per_dataset": stage.max_rows_per_dataset}
+           "max_rows_per_dataset": stage.max_rows_per_dataset, **stage.mining_filters(), "fallback": "nearest",
+           "excludes": "pos_cand_list"}
     return {"miner": model_fingerprint(stage.mining_model), **key} if miner else key
 
 
@@ -456,19 +505,21 @@ def read_mined(path: Path, root: Path) -> datasets.Dataset:
 def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
     """Each task's rows with ``num_negatives`` modality-aware negatives mined by ``stage.mining_model``, saved as
     parquet in ``stage.mined_negatives`` (the recipe's ``<output_dir>/mined-negatives/``, outside the stage's own
-    folder, so that starting stage 2 over keeps them) with ``mining.json`` (what they were mined from): a re-run with
-    the same miner, data and settings reads them instead of mining again. A folder the user points at
+    folder, so that starting stage 2 over keeps them) with ``mining.json`` (what they were mined from and, per task,
+    the counts: negatives by type, candidates filtered as likely false negatives, rows without a negative): a
+    re-run with the same miner, data and settings reads them instead of mining again. A folder the user points at
     (``--mined-negatives DIR``) is read when it matches, mined into when it is new or empty, never rewritten."""
     from mm_st.data.converters import _mbeir_root
-    from mm_st.mining import mine_hard_negatives
     from mm_st.training.distributed import is_main_process
 
     folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
     root = _mbeir_root(stage.data)  # a local root, or the Hub snapshot
     key = mining_key(stage, list(named))
     record = folder / "mining.json"
-    if record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("key") == key:
+    saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    if saved.get("key") == key:
         logger.info("stage 2: reusing the mined negatives in %s", folder)
+        report_mining(stage, saved["counts"])
         return {name: read_mined(folder / f"{name}.parquet", root) for name in sorted(named)}
     check_shared_negatives(stage, key)
     if shared_negatives(stage) is not None and is_main_process():
@@ -480,39 +531,110 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     record.unlink(missing_ok=True)
     miner = plan.load_model(stage.mining_model)
     pools = stage.candidate_pools()
+    listed = _listed_positives(root, stage.data_split)
     out, counts = {}, {}
     for name, ds in named.items():
-        dataset_id = ds[0]["qid"].split(":")[0]
-        pool = pools.get(dataset_id)
-        if not pool:
-            raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
-                             f"{str(root / 'cand_pool')!r}.")
-        corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
-        positive_modality = next(e.get("modality") for e in pool if e["did"] == ds[0]["positive_id"])
-        ranks = _window(pool, positive_modality, stage.ranks())
-        mined, report = mine_hard_negatives(
-            miner, list(ds["anchor"]), corpus, list(ds["positive_id"]), corpus_ids=[e["did"] for e in pool],
-            strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k, num_negatives=stage.num_negatives,
-            cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
-            show_progress_bar=console.library_bars())
-        kinds = [kind for row in report.negative_type for kind in row]
-        counts[name] = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
-                        "dropped": len(report.dropped_queries), "type2_ranks": list(ranks)}
-        logger.info("stage 2, %s: %d of %d rows mined (%d type-1, %d type-2 negatives at ranks %d-%d; %d queries found "
-                    "none)", name, len(mined), len(ds), counts[name]["type1"], counts[name]["type2"], *ranks,
-                    len(report.dropped_queries))
+        mined, counts[name] = _mine_task(stage, name, ds, pools, listed, miner, plan)
         save_mined(mined, folder / f"{name}.parquet", root)
         out[name] = read_mined(folder / f"{name}.parquet", root)
     record.write_text(json.dumps({"key": key, "counts": counts}, indent=2) + "\n", encoding="utf-8")
+    report_mining(stage, counts)
     return out
+
+
+def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools: dict[str, list[dict]],
+               listed: dict[str, list[str]], miner: Any, plan: Any) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """One task's mined rows and its counts for ``mining.json``."""
+    from mm_st.mining import mine_hard_negatives
+
+    dataset_id = ds[0]["qid"].split(":")[0]
+    pool = pools.get(dataset_id)
+    if not pool:
+        from mm_st.data.converters import _mbeir_root
+
+        raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
+                         f"{str(_mbeir_root(stage.data) / 'cand_pool')!r}.")
+    corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
+    pool_ids = {e["did"] for e in pool}
+    others = [[d for d in listed.get(qid, []) if d in pool_ids and d != first]
+              for qid, first in zip(ds["qid"], ds["positive_id"])]
+    positive_modality = next(e.get("modality") for e in pool if e["did"] == ds[0]["positive_id"])
+    ranks = _window(pool, positive_modality, stage.ranks())
+    mined, report = mine_hard_negatives(
+        miner, list(ds["anchor"]), corpus, list(ds["positive_id"]), other_positives=others,
+        corpus_ids=[e["did"] for e in pool], strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k,
+        num_negatives=stage.num_negatives, fallback="nearest", **stage.mining_filters(),
+        cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
+        show_progress_bar=console.library_bars())
+    kinds = [kind for row in report.negative_type for kind in row]
+    return mined, {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
+                   "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
+                   "dropped": len(report.dropped_queries), "filtered_false_negatives": report.margin_removed,
+                   "queries_with_filtered": sum(1 for f in report.filtered if f), "type2_ranks": list(ranks)}
+
+
+def _unmined_warnings(stage: MMEmbedConfig, counts: dict[str, dict[str, Any]]) -> list[str]:
+    """A warning per task whose mining left more than ``max_unmined_share`` of its rows without a negative."""
+    out = []
+    for name, c in counts.items():
+        share = c["dropped"] / max(c["of"], 1)
+        if share > stage.max_unmined_share:
+            out.append(f"warning: stage 2 lost {share:.0%} of task {name}'s rows ({c['dropped']} of {c['of']}; more "
+                       f"than max_unmined_share {stage.max_unmined_share:g}): no negative is left in its pool "
+                       "after the exclusions and the filter; lower --mining-relative-margin or add candidates")
+    return out
+
+
+def score_drops(before: dict[str, float], after: dict[str, float], earlier: dict[str, dict[str, Any]], n: int,
+                threshold: float) -> list[str]:
+    """Warnings for each held-out task whose top-1 score (``hit_rate_at_1``: the top-1 candidate is relevant;
+    Recall@1 where it is missing) after stage ``n`` is more than ``threshold`` below the model the stage started
+    from or below an earlier stage's model (``earlier``: ``stages.json``'s stages)."""
+    from mm_st.training.evaluators import TOP1_METRIC
+
+    references = [("its start", before)] + [(f"stage {m}", earlier[str(m)].get("after") or {})
+                                            for m in range(1, n) if str(m) in earlier]
+    tasks = sorted({key.split("/")[1] for key in after if key.startswith("mbeir/")})
+    out = []
+    for task in tasks:
+        metric = TOP1_METRIC if f"mbeir/{task}/{TOP1_METRIC}" in after else "recall_at_1"
+        key = f"mbeir/{task}/{metric}"
+        if key not in after:
+            continue
+        for label, scores in references:
+            previous = scores.get(key)
+            if previous is not None and previous - after[key] > threshold:
+                out.append(f"warning: stage {n} lowered {task} {metric} against {label}: {previous:.3f} -> "
+                           f"{after[key]:.3f} (more than max_score_drop {threshold:g})")
+    return out
+
+
+def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) -> list[str]:
+    """Print each task's mining line, and a warning for every task that lost rows; the warnings (also in
+    ``stages.json`` through :meth:`MMEmbedRun.record`)."""
+    from mm_st.training.distributed import is_main_process
+
+    lines = []
+    for name, c in counts.items():
+        lines.append(f"stage 2, {name}: {c['rows']} of {c['of']} rows mined ({c['type1']} type-1, {c['type2']} type-2 "
+                     f"at ranks {c['type2_ranks'][0]}-{c['type2_ranks'][1]}, {c['fallback']} nearest-the-window "
+                     f"fallback); {c['filtered_false_negatives']} candidates filtered as likely false negatives "
+                     f"({stage.filter_line()})")
+        if c["dropped"]:
+            lines.append(f"stage 2, {name}: {c['dropped']} of {c['of']} rows dropped: no candidate besides the "
+                         "positives, their duplicates and the filtered ones is left in the task's pool")
+    warnings = _unmined_warnings(stage, counts)
+    if is_main_process():
+        print("\n".join(lines + warnings), flush=True)
+    return warnings
 
 
 def mining_line(folder: Path) -> str:
     """One line on stage 2's mined negatives (``mining.json``'s counts, summed over tasks)."""
     counts = json.loads((folder / "mining.json").read_text(encoding="utf-8"))["counts"].values()
-    total = {key: sum(c[key] for c in counts) for key in ("rows", "of", "type1", "type2")}
+    total = {key: sum(c[key] for c in counts) for key in ("rows", "of", "type1", "type2", "fallback")}
     return (f"mined negatives: {total['rows']:,} of {total['of']:,} queries have a mined negative ({total['type1']:,} type-1, "
-            f"{total['type2']:,} type-2), saved in {folder}")
+            f"{total['type2']:,} type-2, {total['fallback']:,} fallback), saved in {folder}")
 
 
 # -- the whole recipe ----------------------------------------------------------------------------------------------
@@ -602,7 +724,8 @@ class MMEmbedRun:
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
         lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
-                 f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}"]
+                 f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}",
+                 self.comparison_line(inputs)]
         for n in self.config.stage_numbers():
             stage = self.stage_config(n, inputs)
             missing = self._needs(n)
@@ -613,6 +736,15 @@ class MMEmbedRun:
                 lines.append(f"note: stage {n} starts from / mines with {missing}, written by stage {n - 1} (not there "
                              "yet); the plan above used the base model")
         return lines
+
+    def comparison_line(self, inputs: RecipeInputs) -> str:
+        """What the plan says about comparing the stages on held-out data."""
+        c = self.config
+        if not (c.evaluate and inputs.eval_data):
+            return ("held-out comparison: none (no --eval-data, or --no-evaluate): a stage that lowers a task's score "
+                    "is not detected")
+        return (f"held-out comparison: after each stage, each task of {inputs.eval_data} against the model the stage "
+                f"started from and the earlier stages; a top-1 drop above {c.max_score_drop:g} is a warning")
 
     def run(self) -> Any:
         from mm_st.training.outputs import RunFolder
@@ -668,14 +800,24 @@ class MMEmbedRun:
         from mm_st.training.outputs import RunFolder
 
         data = self.fingerprints(n, stage)
+        warnings: list[str] = []
+        mining = None
         if n == 2:
             mined = Path(stage.mined_negatives)
             data["mined_negatives"] = _fingerprint(list(mined.glob("*.parquet"))) if mined.is_dir() else None
+            record = mined / "mining.json"
+            mining = json.loads(record.read_text(encoding="utf-8"))["counts"] if record.is_file() else None
+            warnings += _unmined_warnings(stage, mining or {})
         manifest = self.manifest()
+        drops = score_drops(result.before, result.after, manifest["stages"], n, stage.max_score_drop)
+        for line in drops:
+            print(line, flush=True)
+        warnings += drops
         manifest["stages"][str(n)] = {
             "title": STAGE_TITLES[n], "output_dir": stage.output_dir, "model_dir": str(result.model_dir),
             "starts_from": stage.model, "steps": result.steps, "data": data, "before": result.before,
             "after": result.after, "config": {"recipe": stage.recipe, **stage.to_dict()},
+            **({"mining": mining} if mining is not None else {}), "warnings": warnings,
         }
         RunFolder(self.root).claim("stages.json")
         self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
