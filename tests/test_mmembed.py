@@ -336,6 +336,11 @@ def test_a_stage_that_lowers_a_held_out_score_is_a_warning():
     dropped = score_drops({"mbeir/B_t2t/recall_at_1": 0.8}, {"mbeir/B_t2t/recall_at_1": 0.6}, {}, 3, 0.05)
     assert dropped == ["warning: stage 3 lowered B_t2t recall_at_1 against its start: 0.800 -> 0.600 "
                        "(more than max_score_drop 0.05)"]
+    # stage 3 starts from stage 2's model: one warning names both, not two warnings for one drop
+    stage2 = {"after": {"mbeir/B_t2t/recall_at_1": 0.8}}
+    same = score_drops({"mbeir/B_t2t/recall_at_1": 0.8}, {"mbeir/B_t2t/recall_at_1": 0.6}, {"2": stage2}, 3, 0.05)
+    assert same == ["warning: stage 3 lowered B_t2t recall_at_1 against its start = stage 2: 0.800 -> 0.600 "
+                    "(more than max_score_drop 0.05)"]
 
 
 def test_rows_without_a_negative_are_named_and_a_large_loss_is_a_warning(capsys):

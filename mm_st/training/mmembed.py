@@ -601,11 +601,14 @@ def score_drops(before: dict[str, float], after: dict[str, float], earlier: dict
         key = f"mbeir/{task}/{metric}"
         if key not in after:
             continue
+        drops: dict[float, list[str]] = {}  # one warning per score: its start is often an earlier stage's model
         for label, scores in references:
             previous = scores.get(key)
             if previous is not None and previous - after[key] > threshold:
-                out.append(f"warning: stage {n} lowered {task} {metric} against {label}: {previous:.3f} -> "
-                           f"{after[key]:.3f} (more than max_score_drop {threshold:g})")
+                drops.setdefault(previous, []).append(label)
+        for previous, labels in drops.items():
+            out.append(f"warning: stage {n} lowered {task} {metric} against {' = '.join(labels)}: {previous:.3f} -> "
+                       f"{after[key]:.3f} (more than max_score_drop {threshold:g})")
     return out
 
 
