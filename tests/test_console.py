@@ -67,6 +67,28 @@ def test_warnings_show_once_and_library_lines_only_with_verbose(capfd):
     assert "INFO sentence_transformers.trainer: Saving model checkpoint" in err and "LOAD REPORT" in err
 
 
+def test_library_python_warnings_only_with_verbose_and_once(capfd):
+    """Python warnings of the libraries (each DDP process's FutureWarnings under torchrun) follow the console too."""
+    import warnings
+
+    def library_warning() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn_explicit("`broadcast_buffers` is deprecated", FutureWarning, "accelerator.py", 2060)
+
+    try:
+        console.configure(verbose=False)
+        library_warning()
+        assert capfd.readouterr().err == ""
+        console.configure(verbose=True)
+        library_warning()
+        library_warning()
+        err = capfd.readouterr().err
+        assert err.count("`broadcast_buffers` is deprecated") == 1, err
+    finally:
+        logging.captureWarnings(False)
+
+
 def test_a_user_run_prints_a_short_plan_one_bar_and_one_summary_line(user_run, tmp_path, capfd):
     out = tmp_path / "run"
     assert main(VLM2VecConfig, _argv(user_run, out)) == 0

@@ -96,6 +96,10 @@ def configure(verbose: bool = False, main_process: bool = True) -> None:
         handler.addFilter(_OwnWarnings())
     handler.addFilter(OnceFilter())
     root.addHandler(handler)
+    # Python warnings of the libraries (e.g. each DDP process's FutureWarnings under torchrun) go through the same
+    # handler: shown once with --verbose, hidden otherwise.
+    logging.captureWarnings(False)  # (re)installed: a caller may have replaced warnings.showwarning since
+    logging.captureWarnings(True)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)  # mm_st's info lines reach the handlers (shown with --verbose)
     for name in QUIET_LIBRARIES:
