@@ -85,6 +85,17 @@ class XTDEvaluator(BaseEvaluator):
 TOP1_METRIC = "hit_rate_at_1"
 
 
+def mbeir_task_instances(data: str, tasks: list[str] | None) -> list[Any]:
+    """The M-BEIR tasks of ``data``: a recipe's held-out training queries (:mod:`mm_st.training.heldout`), else the
+    test tasks of an M-BEIR root (``tasks``: their names, default every task there)."""
+    from mm_st.evaluation.mbeir import mbeir_tasks
+    from mm_st.training.heldout import held_out_tasks, is_held_out
+
+    if is_held_out(data):
+        return [task for task in held_out_tasks(data) if not tasks or task.files.name in tasks]
+    return mbeir_tasks(tasks, data=data)
+
+
 class MBEIREvaluator(BaseEvaluator):
     """Held-out M-BEIR-layout tasks (mm_st's local M-BEIR mteb tasks) as a trainer evaluator: per task Recall@1,
     Recall@5 and the wrong-modality top-1 rate (:mod:`mm_st.evaluation.mbeir`), flattened as
@@ -103,9 +114,7 @@ class MBEIREvaluator(BaseEvaluator):
         self.data, self.tasks, self.results_dir, self.name = data, list(tasks or []) or None, Path(results_dir), name
 
     def check(self) -> None:
-        from mm_st.evaluation.mbeir import mbeir_tasks
-
-        for task in mbeir_tasks(self.tasks, data=self.data):
+        for task in mbeir_task_instances(self.data, self.tasks):
             task.load_data()
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
@@ -115,7 +124,7 @@ class MBEIREvaluator(BaseEvaluator):
 
         from mm_st.evaluation.mbeir import TABLE_METRICS
 
-        scores = evaluate_mbeir(model, self.tasks, data=self.data, results_dir=self.results_dir,
+        scores = evaluate_mbeir(model, mbeir_task_instances(self.data, self.tasks), results_dir=self.results_dir,
                                 model_name=f"local/{self.name}", revision=f"step-{max(steps, 0)}",
                                 metrics=(*TABLE_METRICS, TOP1_METRIC))
         return self.flatten(scores)
@@ -155,5 +164,5 @@ class MBEIREvaluator(BaseEvaluator):
         from mm_st.evaluation.mbeir import mbeir_chance, mbeir_table
 
         table = {label: MBEIREvaluator.unflatten(flat) for label, flat in columns.items()}
-        table["chance"] = mbeir_chance(tasks, data=data)
+        table["chance"] = mbeir_chance(mbeir_task_instances(data, tasks))
         return mbeir_table(table).splitlines()

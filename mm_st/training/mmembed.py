@@ -85,6 +85,10 @@ class MMEmbedConfig(RecipeConfig):
     eval_data: str | None = _f(None, "mm_st", "M-BEIR-layout root whose test split is evaluated (embedded: the held-out "
                                 "emoji tasks)")
     eval_tasks: list[str] = _f([], "mm_st", "mm_st M-BEIR task names to evaluate (default: every task of eval_data)")
+    held_out_share: float = _f(0.05, "mm_st default", "without --eval-data: share of each task's training queries "
+                               "held out (at least 20, at most 1000 and a fifth of the task; written to "
+                               "<output_dir>/held-out/, never trained on or mined) to score every stage on; 0 = none",
+                               SHARE)
     stages: list[str] = _f(["1", "2", "3"], MMEMBED + ": three stages", "stages to run (the earlier ones must have finished)")
     from_stage: int = _f(0, "mm_st", "run this stage and the later ones again from scratch (0 = resume / skip "
                          "finished stages)", Range(0, 3))
@@ -229,10 +233,17 @@ class RandomNegativesStage(MMEmbedConfig):
                                     "must be an M-BEIR root (query/<split>/*.jsonl, cand_pool/, instructions/).")
 
     def load_mbeir(self, sources: Sources, ids: bool = False) -> dict[str, datasets.Dataset]:
+        """The training tasks, less the queries held out of this run (:mod:`mm_st.training.heldout`), capped."""
         from mm_st.data import load_mbeir
+        from mm_st.training.heldout import held_out_qids, without_held_out
 
+        held_out = held_out_qids(sources.eval_data)
         named = load_mbeir(sources.data, split=self.data_split, instructions="row", on_missing=self.on_missing,
-                           seed=self.seed, ids=ids)
+                           seed=self.seed, ids=ids or bool(held_out))
+        if held_out:
+            named = {name: without_held_out(ds, held_out) for name, ds in named.items()}
+            if not ids:
+                named = {name: ds.remove_columns(["qid", "positive_id"]) for name, ds in named.items()}
         return {name: cap(ds, self.max_rows_per_dataset) for name, ds in named.items()}
 
     def load_datasets(self, sources: Sources) -> dict[str, datasets.Dataset]:
@@ -241,8 +252,12 @@ class RandomNegativesStage(MMEmbedConfig):
         return named
 
     def source_lines(self, sources: Sources) -> list[str]:
+        from mm_st.training.heldout import held_out_qids
+
+        held_out = len(held_out_qids(sources.eval_data))
         return [f"stage {self.stage}: {STAGE_TITLES[self.stage]}",
-                f"reads: M-BEIR {sources.data} (split {self.data_split}); each query row carries its task's instruction"]
+                f"reads: M-BEIR {sources.data} (split {self.data_split}); each query row carries its task's instruction"
+                + (f"; {held_out} held-out queries left out" if held_out else "")]
 
     def evaluator(self, sources: Sources, results_dir: Path) -> Any:
         if not sources.eval_data:
@@ -419,10 +434,15 @@ KEY_NAMES = {"miner": "the mining model's weights", "data": "the M-BEIR data"}
 def mining_key(stage: ModalityAwareStage, tasks: list[str], miner: bool = True) -> dict[str, Any]:
     """What a set of mined negatives depends on (``mining.json``'s ``key``); ``miner=False`` leaves out the
     mining model (in the plan, before stage 1 has written it)."""
+    from mm_st.training.heldout import held_out_fingerprint
+
     key = {"format": MINED_FORMAT, "data": mbeir_fingerprint(stage.data, stage.data_split), "ranks": list(stage.ranks()),
            "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives, "tasks": sorted(tasks),
            "max_rows_per_dataset": stage.max_rows_per_dataset, **stage.mining_filters(), "fallback": "nearest",
            "excludes": "pos_cand_list"}
+    held_out = held_out_fingerprint(stage.eval_data)
+    if held_out:  # the training queries mined for: the held-out ones are not among them
+        key["held_out"] = held_out
     return {"miner": model_fingerprint(stage.mining_model), **key} if miner else key
 
 
@@ -665,7 +685,8 @@ class MMEmbedRun:
     def inputs(self, write: bool = True) -> RecipeInputs:
         c = self.config
         if not c.embedded:
-            return RecipeInputs(c.model, c.data, c.eval_data, c.text_data)
+            held_out = str(self.root / "held-out") if self.holds_out() else None
+            return RecipeInputs(c.model, c.data, c.eval_data or held_out, c.text_data)
         from mm_st.testing import tiny_model
         from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.outputs import RunFolder
@@ -685,6 +706,37 @@ class MMEmbedRun:
                 embedded.write_mbeir(data, split="test", seed=c.seed)
                 embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
         return RecipeInputs(str(base), str(data), str(data), str(text / "text-pairs.jsonl"))
+
+    def holds_out(self) -> bool:
+        """Whether this run holds out training queries to score its stages on (no --eval-data)."""
+        c = self.config
+        return c.evaluate and c.eval_data is None and c.held_out_share > 0 and c.data is not None and not c.embedded
+
+    def write_held_out(self, inputs: RecipeInputs) -> None:
+        """``<output_dir>/held-out/`` (:mod:`mm_st.training.heldout`), written once for the data, share and seed."""
+        if not self.holds_out():
+            return
+        from mm_st.training.distributed import is_local_main, main_process_first
+        from mm_st.training.heldout import held_out_key, is_held_out, read_record
+        from mm_st.training.outputs import RunFolder
+
+        c = self.config
+        folder = RunFolder(self.root, is_local_main())
+        key = held_out_key(c.data, c.data_split, c.held_out_share, c.seed, mbeir_fingerprint(c.data, c.data_split))
+        with main_process_first(local=True):  # the others read what this node's first wrote
+            if folder.writer and not (is_held_out(inputs.eval_data) and read_record(inputs.eval_data)["key"] == key):
+                self._hold_out(folder.claim("held-out"), key)
+
+    def _hold_out(self, folder: Path, key: dict[str, Any]) -> None:
+        from mm_st.data import load_mbeir
+        from mm_st.data.converters import _mbeir_root, mbeir_candidate_pools
+        from mm_st.training.heldout import write_held_out
+
+        c = self.config
+        named = load_mbeir(c.data, split=c.data_split, instructions="none", on_missing=c.on_missing, seed=c.seed,
+                           ids=True)
+        pools, _ = mbeir_candidate_pools(c.data, c.data_split, "skip", verify_images=False)
+        write_held_out(folder, _mbeir_root(c.data), c.data_split, dict(named), pools, key, c.seed)
 
     def check_own_folders(self) -> None:
         """The recipe's own folders that a later stage writes (``mined-negatives/``) must not be a user's: refused in
@@ -726,6 +778,7 @@ class MMEmbedRun:
         self.check_own_folders()
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
+        self.write_held_out(inputs)
         lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
                  f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}",
                  self.comparison_line(inputs)]
@@ -742,10 +795,14 @@ class MMEmbedRun:
 
     def comparison_line(self, inputs: RecipeInputs) -> str:
         """What the plan says about comparing the stages on held-out data."""
+        from mm_st.training.heldout import plan_line
+
         c = self.config
         if not (c.evaluate and inputs.eval_data):
-            return ("held-out comparison: none (no --eval-data, or --no-evaluate): a stage that lowers a task's score "
-                    "is not detected")
+            return ("held-out comparison: none (--no-evaluate, or no --eval-data and --held-out-share 0): a stage that "
+                    "lowers a task's score is not detected")
+        if self.holds_out():
+            return plan_line(inputs.eval_data, c.max_score_drop)
         return (f"held-out comparison: after each stage, each task of {inputs.eval_data} against the model the stage "
                 f"started from and the earlier stages; a top-1 drop above {c.max_score_drop:g} is a warning")
 
@@ -767,6 +824,7 @@ class MMEmbedRun:
             check_hub_access(self.config.push_to_hub)  # a wrong or read-only token fails now, not after training
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
+        self.write_held_out(inputs)
         results = {}
         for n in numbers:
             stage = self.stage_config(n, inputs)
@@ -822,6 +880,12 @@ class MMEmbedRun:
             "after": result.after, "config": {"recipe": stage.recipe, **stage.to_dict()},
             **({"mining": mining} if mining is not None else {}), "warnings": warnings,
         }
+        if self.holds_out():
+            from mm_st.training.heldout import read_record
+
+            held_out = read_record(stage.eval_data)
+            manifest["held_out"] = {"folder": stage.eval_data, "share": held_out["key"]["share"], "seed": stage.seed,
+                                    "queries": {name: len(t["qids"]) for name, t in held_out["tasks"].items()}}
         RunFolder(self.root).claim("stages.json")
         self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
