@@ -115,6 +115,7 @@ def test_each_stage_s_held_out_scores_are_recorded_and_a_drop_warns(user_run, ca
                                              before={"mbeir/heldout-Emoji_t2i/hit_rate_at_1": 0.0}, after=after))
     manifest = json.loads(run.manifest_path().read_text(encoding="utf-8"))
     assert manifest["held_out"]["queries"]["Emoji_t2i"] == 8 and manifest["held_out"]["share"] == 0.05
+    assert manifest["held_out"]["fingerprint"] == mining_key(stage, [], miner=False)["held_out"]
     assert manifest["stages"]["1"]["after"] == scores and manifest["stages"]["1"]["config"]["eval_data"].endswith("held-out")
     warning = ("warning: stage 2 lowered heldout-Emoji_t2i hit_rate_at_1 against stage 1: 0.500 -> 0.125 (more than "
                "max_score_drop 0.05)")

@@ -188,25 +188,15 @@ def _task_class(name: str, task: dict[str, Any]) -> type:
 
 
 def _metadata(name: str, task: dict[str, Any]) -> Any:
-    from mteb.abstasks.task_metadata import TaskMetadata
+    """The emoji M-BEIR tasks' declaration (mixed pool, Recall@1, UniIR's citation) for held-out task ``name``."""
+    from mm_st.evaluation.mbeir import EMOJI_FILES, MBEIR_TASK_CLASSES, PREFIX, _letters
 
-    from mm_st.evaluation.mbeir import PREFIX, UNIIR_CITATION, _letters
-
-    return TaskMetadata(
+    return MBEIR_TASK_CLASSES[EMOJI_FILES[0].name].metadata.model_copy(update=dict(
         name=f"{PREFIX}heldout-{name}",
         description=f"Training queries of M-BEIR task {name} held out of a recipe run (never trained on), ranked "
                     "against their dataset's training pool (mm_st.training.heldout).",
-        reference="https://arxiv.org/abs/2411.02571",
         dataset={"path": "local/mm_st-held-out", "revision": "held-out"},
-        type="Any2AnyRetrieval",
         category=f"{_letters(task['query_modality'])}2it",  # the pool may mix images and texts
-        modalities=["image", "text"],
-        eval_splits=["test"],
-        eval_langs=["eng-Latn"],
-        main_score="recall_at_1",
-        license="multiple",
-        annotations_creators="derived",
         sample_creation="found",
-        bibtex_citation=UNIIR_CITATION,
         prompt={"query": task["instruction"]} if task.get("instruction") else None,
-    )
+    ))

@@ -881,11 +881,12 @@ class MMEmbedRun:
             **({"mining": mining} if mining is not None else {}), "warnings": warnings,
         }
         if self.holds_out():
-            from mm_st.training.heldout import read_record
+            from mm_st.training.heldout import held_out_fingerprint, read_record
 
             held_out = read_record(stage.eval_data)
             manifest["held_out"] = {"folder": stage.eval_data, "share": held_out["key"]["share"], "seed": stage.seed,
-                                    "queries": {name: len(t["qids"]) for name, t in held_out["tasks"].items()}}
+                                    "queries": {name: len(t["qids"]) for name, t in held_out["tasks"].items()},
+                                    "fingerprint": held_out_fingerprint(stage.eval_data)}
         RunFolder(self.root).claim("stages.json")
         self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
