@@ -16,6 +16,8 @@ nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprin
 ``--stages 2,3`` runs some stages (the earlier ones must have finished); ``--from-stage 2`` runs stage 2
 and the later ones again from scratch. After each stage the held-out M-BEIR tasks are scored (Recall
 and the wrong-modality top-1 rate), and the end prints every stage next to the untrained model and chance.
+Without ``--eval-data`` these are a seeded share of each task's training queries (``--held-out-share``), written
+to ``<output_dir>/held-out/`` and never trained on or mined (:mod:`mm_st.training.heldout`).
 
 By default the recipe uses MM-Embed's prompt format with last-token pooling and causal attention (portable:
 plain ``SentenceTransformer(path)`` loads it); ``--pooling latent_attention --attention bidirectional`` builds
