@@ -31,8 +31,7 @@ def user_run(tmp_path_factory):
     model = tiny_model("llava_next", tmp / "model", head=False)
     argv = ["--model", str(model), "--data", str(data), "--stages", "1,2", "--output-dir", str(tmp / "run")]
     run = MMEmbedRun(_config(argv))
-    inputs = run.inputs()
-    run.write_held_out(inputs)
+    inputs = run.write_held_out(run.inputs())
     return SimpleNamespace(data=data, model=model, argv=argv, run=run, inputs=inputs, tmp=tmp)
 
 
@@ -52,6 +51,17 @@ def test_the_split_is_seeded_order_free_and_leaves_small_tasks_most_rows():
     # 5%, at least 20, at most 1000, never more than a fifth of the task; 0 turns it off
     assert [held_out_count(n, 0.05) for n in (4, 40, 100, 1000, 10**5, 10**7)] == [0, 8, 20, 50, 1000, 1000]
     assert held_out_count(10**5, 0.0) == 0
+
+
+def test_tasks_too_small_to_hold_out_a_query_leave_the_run_without_evaluation_data(tmp_path):
+    from mm_st.training.heldout import MIN_TASK_ROWS
+
+    data = write_mbeir(tmp_path / "mbeir", split="train", limit=MIN_TASK_ROWS - 1)
+    run = MMEmbedRun(_config(["--model", "unused", "--data", str(data), "--stages", "1", "--output-dir",
+                              str(tmp_path / "run")]))
+    inputs = run.write_held_out(run.inputs())
+    assert inputs.eval_data is None and read_record(tmp_path / "run" / "held-out")["tasks"] == {}
+    assert run.comparison_line(inputs).startswith("held-out comparison: none: no task has the 5 training queries")
 
 
 def test_held_out_queries_are_written_and_never_trained_on_or_mined(user_run):

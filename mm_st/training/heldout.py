@@ -36,6 +36,7 @@ MIN_QUERIES = 20  # fewer queries make a top-1 score too coarse to compare stage
 MAX_QUERIES = 1000  # M-BEIR's large tasks: enough for the signal, cheap to score after each stage
 MAX_TASK_SHARE = 0.2  # a small task still trains on at least 80% of its queries
 MAX_POOL = 10_000  # candidates per dataset the held-out queries are ranked against
+MIN_TASK_ROWS = round(1 / MAX_TASK_SHARE)  # a smaller task holds nothing out
 
 
 def held_out_count(rows: int, share: float) -> int:

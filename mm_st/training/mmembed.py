@@ -714,10 +714,11 @@ class MMEmbedRun:
         c = self.config
         return c.evaluate and c.eval_data is None and c.held_out_share > 0 and c.data is not None and not c.embedded
 
-    def write_held_out(self, inputs: RecipeInputs) -> None:
-        """``<output_dir>/held-out/`` (:mod:`mm_st.training.heldout`), written once for the data, share and seed."""
+    def write_held_out(self, inputs: RecipeInputs) -> RecipeInputs:
+        """``<output_dir>/held-out/`` (:mod:`mm_st.training.heldout`), written once for the data, share and seed; the
+        inputs, without evaluation data when every task is too small to hold a query out."""
         if not self.holds_out():
-            return
+            return inputs
         from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.heldout import held_out_key, is_held_out, read_record
         from mm_st.training.outputs import RunFolder
@@ -728,6 +729,7 @@ class MMEmbedRun:
         with main_process_first(local=True):  # the others read what this node's first wrote
             if folder.writer and not (is_held_out(inputs.eval_data) and read_record(inputs.eval_data)["key"] == key):
                 self._hold_out(folder.claim("held-out"), key)
+        return inputs if read_record(inputs.eval_data)["tasks"] else dataclasses.replace(inputs, eval_data=None)
 
     def _hold_out(self, folder: Path, key: dict[str, Any]) -> None:
         from mm_st.data import load_mbeir
@@ -780,7 +782,7 @@ class MMEmbedRun:
         self.check_own_folders()
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
-        self.write_held_out(inputs)
+        inputs = self.write_held_out(inputs)
         lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
                  f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}",
                  self.comparison_line(inputs)]
@@ -797,9 +799,12 @@ class MMEmbedRun:
 
     def comparison_line(self, inputs: RecipeInputs) -> str:
         """What the plan says about comparing the stages on held-out data."""
-        from mm_st.training.heldout import plan_line
+        from mm_st.training.heldout import MIN_TASK_ROWS, plan_line
 
         c = self.config
+        if self.holds_out() and not inputs.eval_data:
+            return (f"held-out comparison: none: no task has the {MIN_TASK_ROWS} training queries needed to hold one "
+                    "out (a fifth of a task at most); give --eval-data to detect a stage that lowers a task's score")
         if not (c.evaluate and inputs.eval_data):
             return ("held-out comparison: none (--no-evaluate, or no --eval-data and --held-out-share 0): a stage that "
                     "lowers a task's score is not detected")
@@ -826,7 +831,7 @@ class MMEmbedRun:
             check_hub_access(self.config.push_to_hub)  # a wrong or read-only token fails now, not after training
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
-        self.write_held_out(inputs)
+        inputs = self.write_held_out(inputs)
         results = {}
         for n in numbers:
             stage = self.stage_config(n, inputs)
@@ -882,7 +887,7 @@ class MMEmbedRun:
             "after": result.after, "config": {"recipe": stage.recipe, **stage.to_dict()},
             **({"mining": mining} if mining is not None else {}), "warnings": warnings,
         }
-        if self.holds_out():
+        if self.holds_out() and stage.eval_data:
             from mm_st.training.heldout import held_out_fingerprint, read_record
 
             held_out = read_record(stage.eval_data)
