@@ -277,13 +277,23 @@ class ModalityAwareStage(RandomNegativesStage):
         first, last = self.ranks()
         dropped = getattr(self, "_pools_dropped", 0)
         lines = [f"mining pool: {dropped} candidate(s) with a missing or unreadable image dropped (--on-missing skip)"]
-        return lines[:1 if dropped else 0] + [
+        return [self.mined_files_line()] + lines[:1 if dropped else 0] + [
             f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
             f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
             f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused",
             f"false-negative filter: {self.filter_line()}; every listed positive (pos_cand_list) and content "
             "duplicates of the positive are excluded; a query short of negatives takes the candidate nearest the "
             "window (rows are never dropped silently)"]
+
+    def mined_files_line(self) -> str:
+        """Which pool files stage 2 mines, and which it never reads (named for another split)."""
+        from mm_st.data.converters import _file_list, _mbeir_root, mbeir_pool_files
+
+        root = _mbeir_root(self.data)
+        mined = mbeir_pool_files(root, self.data_split)
+        others = [p for p in sorted((root / "cand_pool").rglob("*.jsonl")) if p not in mined]
+        kept_out = f"; not mined (named for another split): {_file_list(root, others)}" if others else ""
+        return f"mined pools (split {self.data_split}): {_file_list(root, mined)}{kept_out}"
 
     def filter_line(self) -> str:
         parts = [f"relative_margin {self.mining_relative_margin:g} (right-modality candidates above "
@@ -385,13 +395,14 @@ def _fingerprint(paths: list[Path]) -> str:
 
 
 def mbeir_fingerprint(root: str, split: str) -> str:
-    """What an M-BEIR root's ``split`` holds (query, pool and instruction files), or the Hub id."""
+    """What an M-BEIR root's ``split`` holds (query files, the split's pool files and instructions), or the Hub id."""
+    from mm_st.data.converters import mbeir_pool_files
     from mm_st.io import is_local
 
     if not is_local(root):
         return f"hub:{root}"
     base = Path(root)
-    files = [*(base / "query" / split).glob("*.jsonl"), *(base / "cand_pool").rglob("*.jsonl"),
+    files = [*(base / "query" / split).glob("*.jsonl"), *mbeir_pool_files(base, split),
              *(base / "instructions").glob("*.tsv")]
     return _fingerprint(files)
 
