@@ -115,4 +115,5 @@ def test_union_train_trains_both_stages_and_mines_only_training_pools(real, tmp_
     negatives = [row[f"negative_{k}"] for task in record["counts"]
                  for row in read_mined(folder / f"{task}.parquet", real) for k in (1, 2)]
     assert len(negatives) == 2 * (8 + 8 + 16)
-    assert not [n for n in negatives if HELD_OUT in (n["text"] or "") + (n["image"] or "")]
+    content = [(n["text"] or "") + getattr(n["image"], "filename", "") for n in negatives]
+    assert all(content) and not [c for c in content if HELD_OUT in c]
