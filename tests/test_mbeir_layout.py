@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from mm_st.data import load_mbeir
-from mm_st.data.converters import _read_rows, mbeir_candidate_pools, mbeir_pool_files
+from mm_st.data import mbeir_pool_files
+from mm_st.data.converters import _read_rows, mbeir_candidate_pools
 from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig
 from mm_st.training.cli import main

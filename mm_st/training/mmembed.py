@@ -81,7 +81,9 @@ class MMEmbedConfig(RecipeConfig):
     tiny_family: str = _f("llava_next", MMEMBED + ": a LLaVA-NeXT backbone")
     prompt_format: str = _f("inference", "mm_st.templates: MM-Embed's format (no training code is public)")
     data: str | None = _f(None, MMEMBED + ": M-BEIR training data (" + MBEIR_REPO + "), a local copy of its layout")
-    data_split: str = _f("train", "M-BEIR: query/train")
+    data_split: str = _f("train", "M-BEIR: query/train", "query/<split>/ to train on: train (M-BEIR's per-dataset "
+                         "files) or union_train (UniIR's mbeir_union_up_train.jsonl); pools named for another split "
+                         "(val, test) are never read nor mined")
     eval_data: str | None = _f(None, "mm_st", "M-BEIR-layout root whose test split is evaluated (embedded: the held-out "
                                 "emoji tasks)")
     eval_tasks: list[str] = _f([], "mm_st", "mm_st M-BEIR task names to evaluate (default: every task of eval_data)")
@@ -563,8 +565,9 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
     if not pool:
         from mm_st.data.converters import _mbeir_root
 
-        raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
-                         f"{str(_mbeir_root(stage.data) / 'cand_pool')!r}.")
+        raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in the "
+                         f"pool files of split {stage.data_split!r} under {str(_mbeir_root(stage.data) / 'cand_pool')!r} "
+                         "(the plan's 'mined pools' line names them).")
     corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
     pool_ids = {e["did"] for e in pool}
     others = [[d for d in listed.get(qid, []) if d in pool_ids and d != first]
