@@ -118,3 +118,16 @@ def test_union_train_trains_both_stages_and_mines_only_training_pools(real, tmp_
     assert len(negatives) == 2 * (8 + 8 + 16)
     content = [(n["text"] or "") + getattr(n["image"], "filename", "") for n in negatives]
     assert all(content) and not [c for c in content if HELD_OUT in c]
+
+
+def test_a_root_with_only_test_pools_has_no_training_pool(real, tmp_path):
+    import shutil
+
+    root = shutil.copytree(real, tmp_path / "mbeir", ignore=shutil.ignore_patterns("images"))
+    for path in LOCAL:
+        (root / path).unlink()
+    with pytest.raises(FileNotFoundError, match=r"No candidate pool files of split 'train' in .*a pool named for "
+                                                r"another split is not read"):
+        load_mbeir(root, instructions="none")
+    with pytest.raises(FileNotFoundError, match="No candidate pool file for split 'union_train'"):
+        mbeir_candidate_pools(root, "union_train")

@@ -644,7 +644,8 @@ def load_mbeir(
     pool_paths = [root / p for p in candidate_pools] if candidate_pools else mbeir_pool_files(root, split)
     for kind, paths in (("query", query_paths), ("candidate pool", pool_paths)):
         if not paths:
-            raise FileNotFoundError(f"No {kind} files in {str(root)!r}; expected {layout}.")
+            raise FileNotFoundError(f"No {kind} files of split {split!r} in {str(root)!r} (a pool named for another split "
+                                    f"is not read, see mbeir_pool_files); expected {layout}.")
         for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"M-BEIR {kind} file not found: {str(path)!r}; expected {layout}.")
