@@ -131,3 +131,18 @@ def test_a_root_with_only_test_pools_has_no_training_pool(real, tmp_path):
         load_mbeir(root, instructions="none")
     with pytest.raises(FileNotFoundError, match="No candidate pool file for split 'union_train'"):
         mbeir_candidate_pools(root, "union_train")
+
+
+def test_the_training_fingerprint_covers_the_training_pools_only(real, tmp_path):
+    import shutil
+
+    from mm_st.training.mmembed import mbeir_fingerprint
+
+    root = shutil.copytree(real, tmp_path / "mbeir", ignore=shutil.ignore_patterns("images"))
+    before = mbeir_fingerprint(str(root), "union_train")
+    with open(root / "cand_pool" / "global" / "mbeir_union_test_cand_pool.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"did": "9:9999", "txt": "new", "img_path": None, "modality": "text"}) + "\n")
+    assert mbeir_fingerprint(str(root), "union_train") == before
+    with open(root / LOCAL[2], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"did": "2:9999", "txt": "new", "img_path": None, "modality": "text"}) + "\n")
+    assert mbeir_fingerprint(str(root), "union_train") != before
