@@ -8,7 +8,7 @@ per split (``query/train/mbeir_<dataset>_train.jsonl``, ``query/test/mbeir_<data
 naming one candidate as its positive (``neg_cand_list`` empty, as most of M-BEIR's).
 
 Measured: ``load_mbeir(root, split=..., instructions="none")`` in a fresh process per (code, size, split): wall
-seconds, the process's peak RSS (``ru_maxrss``) and that peak minus the RSS after ``import mm_st.data`` (what the
+seconds, the process's peak RSS (``VmHWM``) and that peak minus the RSS after ``import mm_st.data`` (what the
 load itself holds). ``--before REF`` also measures the code of a git ref (``git archive REF mm_st`` into a
 temporary folder, imported ahead of this checkout): the code before issue 28.5 read every pool file of the root
 into one dict, for any split.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,9 +67,11 @@ def write_layout(root: Path, pool_rows: int, queries: int) -> Path:
     return root
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MiB. Not ``ru_maxrss``: on Linux it keeps the peak of
+    the process image before ``exec``, i.e. of the parent that spawned the measurement (which wrote the layout)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -81,11 +82,11 @@ def child(source: str, root: str, split: str) -> None:
         sys.path.insert(0, source)
     import mm_st.data
 
-    imported = _rss_mib()
+    imported = _status_mib("VmRSS")
     start = time.perf_counter()
     named = mm_st.data.load_mbeir(root, split=split, instructions="none")
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     print(json.dumps({"seconds": seconds, "peak_mib": peak, "load_mib": peak - imported,
                       "rows": sum(len(ds) for ds in named.values()), "code": str(Path(mm_st.__file__).parent)}))
 
