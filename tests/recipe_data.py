@@ -112,7 +112,10 @@ def write_real_mbeir(root: Path, size: int = 8) -> Path:
     only a val/test pool holds has :data:`HELD_OUT` in its text or image path (and an id no training pool has)."""
     ds = load_emoji("train")
     names = ds["name_en"]
-    image = lambda i, held=False: (f"images/{HELD_OUT}-{i}.png" if held else f"images/{_image(root, ds, i)}")  # noqa: E731
+
+    def image(i: int, held: bool = False) -> str:
+        return f"images/{HELD_OUT}-{i}.png" if held else f"images/{_image(root, ds, i)}"
+
     for i in range(size, 2 * size):  # the held-out images: other emoji, under held-out names
         (root / "images").mkdir(parents=True, exist_ok=True)
         ds[i]["image"].convert("RGB").save(root / "images" / f"{HELD_OUT}-{i}.png")
