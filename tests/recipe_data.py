@@ -87,3 +87,85 @@ def write_user_mbeir(root: Path) -> Path:
         "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\nimage\ttext\tUser\t7\tCaption this picture.\n",
         encoding="utf-8")
     return root
+
+
+def _write_jsonl(root: Path, relative: str, rows: list[dict]) -> None:
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (root / relative).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+MBEIR_INSTRUCTIONS = {("9", "text", "image"): "Find me an everyday image that matches the given caption.",
+                      ("9", "image", "text"): "Find an image caption describing the following everyday image.",
+                      ("2", "text", "text"): "Retrieve passages from Wikipedia that provide answers to the question."}
+HELD_OUT = "held-out"  # in every text and image path of a candidate that only a val/test pool holds
+
+
+def write_real_mbeir(root: Path, size: int = 8) -> Path:
+    """M-BEIR's own file names (TIGER-Lab/M-BEIR's card) on emoji: MSCOCO (id 9: t2i, i2t) and WebQA (id 2: t2t).
+
+    ``query/train/mbeir_{mscoco,webqa}_train.jsonl`` (one file per dataset, its tasks interleaved),
+    ``query/union_train/mbeir_union_up_train.jsonl`` (every training query, WebQA's upsampled: each twice),
+    ``query/{val,test}/mbeir_<dataset>_task<k>_{val,test}.jsonl``, the training pools
+    ``cand_pool/local/mbeir_<dataset>_task<k>_cand_pool.jsonl`` (no split in the name), MSCOCO's test-only
+    ``cand_pool/local/mbeir_mscoco_task<k>_test_cand_pool.jsonl``, ``cand_pool/global/mbeir_union_{val,test}_cand_pool.jsonl``
+    (no training union pool), ``qrels/{val,test}/``, ``instructions/query_instructions.tsv``. Every candidate that
+    only a val/test pool holds has :data:`HELD_OUT` in its text or image path (and an id no training pool has)."""
+    ds = load_emoji("train")
+    names = ds["name_en"]
+
+    def image(i: int, held: bool = False) -> str:
+        return f"images/{HELD_OUT}-{i}.png" if held else f"images/{_image(root, ds, i)}"
+
+    for i in range(size, 2 * size):  # the held-out images: other emoji, under held-out names
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        ds[i]["image"].convert("RGB").save(root / "images" / f"{HELD_OUT}-{i}.png")
+    pictures = [{"did": f"9:{1 + i}", "txt": None, "img_path": image(i), "modality": "image"} for i in range(size)]
+    captions = [{"did": f"9:{101 + i}", "txt": names[i], "img_path": None, "modality": "text"} for i in range(size)]
+    passages = [{"did": f"2:{1 + i}", "txt": f"A passage about {names[i]}.", "img_path": None, "modality": "text"}
+                for i in range(size)]
+    test_pictures = [{"did": f"9:{201 + i}", "txt": None, "img_path": image(size + i, True), "modality": "image"}
+                     for i in range(size)]
+    test_captions = [{"did": f"9:{301 + i}", "txt": f"{HELD_OUT} {names[size + i]}", "img_path": None, "modality": "text"}
+                     for i in range(size)]
+    val_captions = [{"did": f"9:{401 + i}", "txt": f"{HELD_OUT} val {names[i]}", "img_path": None, "modality": "text"}
+                    for i in range(size)]
+    distractors = [{"did": f"2:{501 + i}", "txt": f"{HELD_OUT} passage {i} about {names[i]}", "img_path": None,
+                    "modality": "text"} for i in range(size)]
+
+    def query(qid, text, img, modality, positive, task):
+        return {"qid": qid, "query_txt": text, "query_img_path": img, "query_modality": modality,
+                "pos_cand_list": [positive], "neg_cand_list": [], "task_id": task}
+
+    mscoco = [q for i in range(size) for q in (query(f"9:{1001 + i}", names[i], None, "text", f"9:{1 + i}", 0),
+                                               query(f"9:{2001 + i}", None, image(i), "image", f"9:{101 + i}", 3))]
+    webqa = [query(f"2:{1001 + i}", f"What is {names[i]}?", None, "text", f"2:{1 + i}", 1) for i in range(size)]
+    tests = {"mscoco_task0": [query(f"9:{3001 + i}", names[size + i], None, "text", f"9:{201 + i}", 0) for i in range(size)],
+             "mscoco_task3": [query(f"9:{4001 + i}", None, image(size + i, True), "image", f"9:{301 + i}", 3)
+                              for i in range(size)],
+             "webqa_task1": [query(f"2:{3001 + i}", f"Who is {names[i]}?", None, "text", f"2:{1 + i}", 1) for i in range(size)]}
+    vals = {"mscoco_task3": [query(f"9:{5001 + i}", None, image(i), "image", f"9:{401 + i}", 3) for i in range(size)]}
+    files = {"query/train/mbeir_mscoco_train.jsonl": mscoco, "query/train/mbeir_webqa_train.jsonl": webqa,
+             "query/union_train/mbeir_union_up_train.jsonl": [r for pair in zip(webqa, mscoco[:size], webqa, mscoco[size:])
+                                                              for r in pair],
+             "cand_pool/local/mbeir_mscoco_task0_cand_pool.jsonl": pictures,
+             "cand_pool/local/mbeir_mscoco_task3_cand_pool.jsonl": captions,
+             "cand_pool/local/mbeir_webqa_task1_cand_pool.jsonl": passages,
+             "cand_pool/local/mbeir_mscoco_task0_test_cand_pool.jsonl": test_pictures,
+             "cand_pool/local/mbeir_mscoco_task3_test_cand_pool.jsonl": test_captions,
+             "cand_pool/global/mbeir_union_test_cand_pool.jsonl": test_pictures + test_captions + passages + distractors,
+             "cand_pool/global/mbeir_union_val_cand_pool.jsonl": val_captions + distractors}
+    files.update({f"query/test/mbeir_{task}_test.jsonl": rows for task, rows in tests.items()})
+    files.update({f"query/val/mbeir_{task}_val.jsonl": rows for task, rows in vals.items()})
+    for relative, rows in files.items():
+        _write_jsonl(root, relative, rows)
+    for split, tasks in (("test", tests), ("val", vals)):
+        for task, rows in tasks.items():
+            qrels = root / "qrels" / split / f"mbeir_{task}_{split}_qrels.txt"
+            qrels.parent.mkdir(parents=True, exist_ok=True)
+            qrels.write_text("".join(f"{r['qid']} 0 {r['pos_cand_list'][0]} 1\n" for r in rows), encoding="utf-8")
+    (root / "instructions").mkdir(exist_ok=True)
+    (root / "instructions" / "query_instructions.tsv").write_text(
+        "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\n" + "".join(
+            f"{q}\t{c}\t{'MSCOCO' if d == '9' else 'WebQA'}\t{d}\t{text}\n" for (d, q, c), text in MBEIR_INSTRUCTIONS.items()),
+        encoding="utf-8")
+    return root

@@ -2,7 +2,7 @@
 
 from mm_st.data.columns import INPUT_FEATURE, INSTRUCTED_INPUT_FEATURE, make_input, modality_of
 from mm_st.data.converters import (load_mbeir, load_mme5_synthetic, load_mmeb_train, load_nli, load_text_pairs,
-                                   mbeir_instructions)
+                                   mbeir_instructions, mbeir_pool_files)
 from mm_st.data.emoji import EMOJI_LANGUAGES, load_emoji
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "load_text_pairs",
     "make_input",
     "mbeir_instructions",
+    "mbeir_pool_files",
     "modality_of",
 ]

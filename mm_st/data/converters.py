@@ -180,8 +180,10 @@ def _decode(path: Path, data: bytes) -> str:
         raise ValueError(f"{str(path)!r} line {line}: not valid UTF-8 ({exc.reason} at byte {exc.start}).") from exc
 
 
-def _jsonl_rows(path: Path) -> list[Any]:
-    rows = []
+def _jsonl_stream(path: Path):
+    """``(row index, row)`` of a jsonl file, one line at a time (blank lines skipped, not counted); a malformed line,
+    non-UTF-8 bytes or a row that is not an object name the file and line."""
+    index = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -191,12 +193,22 @@ def _jsonl_rows(path: Path) -> list[Any]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{str(path)!r} line {number}: malformed JSON ({exc.msg}).") from exc
-            if not isinstance(rows[-1], dict):
-                raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(rows[-1]).__name__}.")
-    return rows
+            if not isinstance(row, dict):
+                raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(row).__name__}.")
+            yield index, row
+            index += 1
+
+
+def _jsonl_rows(path: Path) -> list[Any]:
+    return [row for _, row in _jsonl_stream(path)]
+
+
+def _stream_rows(path: Path):
+    """``(row index, row)`` of one file: jsonl read line by line, other formats as :func:`_read_rows` reads them."""
+    return _jsonl_stream(path) if path.suffix == ".jsonl" else enumerate(_read_rows(path))
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -598,11 +610,12 @@ def load_mbeir(
     Args:
         source: the M-BEIR root (a local directory, or the Hub id, downloaded with ``snapshot_download``):
             ``query/{split}/*.jsonl`` (rows: ``qid``, ``query_txt``, ``query_img_path``,
-            ``query_modality``, ``pos_cand_list``, ``neg_cand_list``), ``cand_pool/**/*.jsonl`` (rows:
-            ``did``, ``txt``, ``img_path``, ``modality``), ``instructions/query_instructions.tsv``; image
-            paths are relative to the root.
+            ``query_modality``, ``pos_cand_list``, ``neg_cand_list``; M-BEIR's ``query/train/mbeir_<dataset>_train.jsonl``
+            mix a dataset's tasks, ``split="union_train"`` reads UniIR's ``mbeir_union_up_train.jsonl``),
+            ``cand_pool/**/*.jsonl`` (rows: ``did``, ``txt``, ``img_path``, ``modality``),
+            ``instructions/query_instructions.tsv``; image paths are relative to the root.
         query_files / candidate_pools: paths relative to the root (default: every file of the split /
-            every pool).
+            the split's pools, :func:`mbeir_pool_files`).
         instructions: ``"inline"``: UniIR's format, ``"{instruction} {query}"`` with one of the task's
             instructions drawn per query (seeded); ``"none"``: no instruction in the data; give
             per-task ``prompts`` to the trainer instead (see :func:`mbeir_instructions`), which the
@@ -614,7 +627,10 @@ def load_mbeir(
         ids: also return ``qid`` and ``positive_id`` string columns (e.g. for mining against the
             candidate pools by id; drop them before training).
 
-    The first positive of ``pos_cand_list`` is the positive. A row whose ``pos_cand_list`` names an
+    The first positive of ``pos_cand_list`` is the positive. Each row's task is its dataset id (the ``qid`` prefix),
+    its query modality and its positive's modality (:func:`mbeir_task_name`), so a file mixing tasks splits into
+    them. The pools are streamed and only the candidates the queries use are kept (the positives, and
+    ``neg_cand_list`` when ``num_negatives`` asks for it). A row whose ``pos_cand_list`` names an
     id absent from the pools is an error that names the query and the id; a candidate id that two pool rows
     give different content is an error naming both files and rows. Modalities are read as the evaluation
     reads them (:func:`mbeir_modality`: ``text,image`` is ``image,text``).
@@ -625,14 +641,15 @@ def load_mbeir(
     root = _mbeir_root(source)
     layout = "query/{split}/*.jsonl, cand_pool/**/*.jsonl, instructions/query_instructions.tsv under the M-BEIR root"
     query_paths = [root / q for q in query_files] if query_files else sorted((root / "query" / split).glob("*.jsonl"))
-    pool_paths = [root / p for p in candidate_pools] if candidate_pools else sorted((root / "cand_pool").rglob("*.jsonl"))
+    pool_paths = [root / p for p in candidate_pools] if candidate_pools else mbeir_pool_files(root, split)
     for kind, paths in (("query", query_paths), ("candidate pool", pool_paths)):
         if not paths:
-            raise FileNotFoundError(f"No {kind} files in {str(root)!r}; expected {layout}.")
+            raise FileNotFoundError(f"No {kind} files of split {split!r} in {str(root)!r} (a pool named for another split "
+                                    f"is not read, see mbeir_pool_files); expected {layout}.")
         for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"M-BEIR {kind} file not found: {str(path)!r}; expected {layout}.")
-    pool = _read_pool(pool_paths)
+    pool = _read_pool(pool_paths, _used_candidates(query_paths, num_negatives != 0))
     table = {}
     if instructions in ("inline", "row"):
         tsv = root / "instructions" / "query_instructions.tsv"
@@ -653,9 +670,11 @@ def load_mbeir(
             positives = _id_list(entry.get("pos_cand_list"), f"{where} pos_cand_list")
             if not positives:
                 raise ValueError(f"{where}: empty pos_cand_list.")
-            for did in positives[:1] + _id_list(entry.get("neg_cand_list"), f"{where} neg_cand_list"):
+            used = _id_list(entry.get("neg_cand_list"), f"{where} neg_cand_list") if num_negatives != 0 else []
+            for did in positives[:1] + used:
                 if did not in pool:
-                    raise KeyError(f"{where}: candidate id {did!r} is in no candidate pool ({len(pool_paths)} files read).")
+                    raise KeyError(f"{where}: candidate id {did!r} is in no candidate pool of split {split!r} "
+                                   f"({_file_list(root, pool_paths)} read; see mbeir_pool_files).")
             positive_entry = pool[positives[0]]
             dataset_id = str(entry["qid"]).split(":")[0]
             query_modality = _modality_or_none(entry.get("query_modality"), f"{where} query") or ""
@@ -696,21 +715,36 @@ def _id_list(value: Any, where: str) -> list[str]:
     return value
 
 
-def _read_pool(paths: Sequence[Path]) -> dict[str, dict]:
-    """``{did: entry}`` of the candidate pool files (see :func:`_pool_rows`)."""
-    return {entry["did"]: entry for _, _, entry in _pool_rows(paths)}
+def _used_candidates(query_paths: Sequence[Path], negatives: bool) -> set[str]:
+    """The candidate ids the query files use: each first positive, and every ``neg_cand_list`` id with ``negatives``."""
+    used: set[str] = set()
+    for path in query_paths:
+        for index, entry in _stream_rows(path):
+            where = f"{path.name} row {index} (qid {entry.get('qid')})"
+            used.update(_id_list(entry.get("pos_cand_list"), f"{where} pos_cand_list")[:1])
+            if negatives:
+                used.update(_id_list(entry.get("neg_cand_list"), f"{where} neg_cand_list"))
+    return used
 
 
-def _pool_rows(paths: Sequence[Path]):
-    """``(file, row, entry)`` of every candidate of the pool files, its modality normalised; an entry without a string
+def _read_pool(paths: Sequence[Path], keep: set[str] | None = None) -> dict[str, dict]:
+    """``{did: entry}`` of the candidate pool files, only the ids in ``keep`` when given (see :func:`_pool_rows`)."""
+    return {entry["did"]: entry for _, _, entry in _pool_rows(paths, keep)}
+
+
+def _pool_rows(paths: Sequence[Path], keep: set[str] | None = None):
+    """``(file, row, entry)`` of every candidate of the pool files (of those in ``keep`` when given; the files are
+    streamed, the others are only checked for a string ``did``), its modality normalised; an entry without a string
     ``did``, or an id that two rows give different content, names the file(s) and row(s). The same candidate in
     two files (M-BEIR's union pool and a dataset's local pool) is yielded once."""
     seen: dict[str, tuple[dict, str]] = {}
     for path in paths:
-        for index, entry in enumerate(_read_rows(path)):
+        for index, entry in _stream_rows(path):
             did = entry.get("did")
             if not isinstance(did, str) or not did:
                 raise ValueError(f"{path.name} row {index}: candidate without a string 'did' ({entry!r:.80}).")
+            if keep is not None and did not in keep:
+                continue
             entry = {**entry, "modality": _modality_or_none(entry.get("modality"), f"{path.name} row {index} (candidate {did})")}
             if did in seen:
                 if seen[did][0] != entry:
@@ -721,23 +755,53 @@ def _pool_rows(paths: Sequence[Path]):
             yield path, index, entry
 
 
+SPLIT_WORDS = ("train", "val", "test")  # the split words of M-BEIR's file names
+
+
+def _split_word(name: str, split: str) -> str | None:
+    """The split a file's name is for (its ``_``-separated words: ``mbeir_union_test_cand_pool`` -> ``test``,
+    ``union_train`` -> ``train``), or None when it names none."""
+    words = Path(name).name.split(".")[0].split("_")
+    return next((word for word in (*SPLIT_WORDS, split) if word in words), None)
+
+
+def mbeir_pool_files(source: str | os.PathLike, split: str) -> list[Path]:
+    """The candidate pool files under ``cand_pool/`` that serve ``split``: those whose name names no split (M-BEIR's
+    local pools ``mbeir_<dataset>_task<k>_cand_pool.jsonl``) and those named for it (``*_train_*`` for ``train`` and
+    ``union_train``). A pool named for another split is never read for this one: training never reads (nor mines)
+    ``global/mbeir_union_test_cand_pool.jsonl``, a ``*_val_*`` pool or MSCOCO's test-only
+    ``mbeir_mscoco_task<k>_test_cand_pool.jsonl``."""
+    root = _mbeir_root(source)
+    wanted = _split_word(split, split) or split
+    return [path for path in sorted((root / "cand_pool").rglob("*.jsonl")) if _split_word(path.name, wanted) in (None, wanted)]
+
+
+def _file_list(root: Path, paths: Sequence[Path], shown: int = 6) -> str:
+    """``N file(s): a, b, ... (+k more)``, paths relative to ``root``."""
+    names = [str(path.relative_to(root)) if path.is_relative_to(root) else str(path) for path in paths]
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return f"{len(names)} file(s): {', '.join(names[:shown])}{more}"
+
+
 def mbeir_candidate_pools(source: str | os.PathLike, split: str, on_missing: str = "error",
                           verify_images: bool = True) -> tuple[dict[str, list[dict]], int]:
     """(the candidate pools of ``split`` by dataset id (the did prefix), candidates dropped for a missing image).
 
-    Pool files under ``cand_pool/`` named for the split (``*_{split}_*``), else every pool file: mining a training
-    query never sees another split's pool. Every candidate's image is resolved inside the root and checked once
-    (``entry["image"]``: its absolute path, None for a text): a missing or unreadable one is an error naming the
-    pool file, row and id, or with ``on_missing="skip"`` the candidate is dropped and counted.
+    The pool files of :func:`mbeir_pool_files`: mining a training query never sees a validation or test pool. Every
+    candidate's image is resolved inside the root and checked once (``entry["image"]``: its absolute path, None for
+    a text): a missing or unreadable one is an error naming the pool file, row and id, or with
+    ``on_missing="skip"`` the candidate is dropped and counted.
     """
     _check_on_missing(on_missing)
     root = _mbeir_root(source)
-    files = sorted((root / "cand_pool").rglob("*.jsonl"))
-    named = [f for f in files if f"_{split}_" in f.name or f.name.endswith(f"_{split}.jsonl")]
+    files = mbeir_pool_files(root, split)
+    if not files:
+        raise FileNotFoundError(f"No candidate pool file for split {split!r} under {str(root / 'cand_pool')!r} (a pool "
+                                "named for no split, or for this one; see mbeir_pool_files).")
     checker = _ImageChecker([root.resolve()], verify_images)
     pools: dict[str, list[dict]] = {}
     bad, total = set(), 0
-    for path, index, entry in _pool_rows(named or files):
+    for path, index, entry in _pool_rows(files):
         total += 1
         image = None
         if _text_field(entry.get("img_path"), f"{path.name} row {index} img_path"):

@@ -83,7 +83,9 @@ class MMEmbedConfig(RecipeConfig):
     tiny_family: str = _f("llava_next", MMEMBED + ": a LLaVA-NeXT backbone")
     prompt_format: str = _f("inference", "mm_st.templates: MM-Embed's format (no training code is public)")
     data: str | None = _f(None, MMEMBED + ": M-BEIR training data (" + MBEIR_REPO + "), a local copy of its layout")
-    data_split: str = _f("train", "M-BEIR: query/train")
+    data_split: str = _f("train", "M-BEIR: query/train", "query/<split>/ to train on: train (M-BEIR's per-dataset "
+                         "files) or union_train (UniIR's mbeir_union_up_train.jsonl); pools named for another split "
+                         "(val, test) are never read nor mined")
     eval_data: str | None = _f(None, "mm_st", "M-BEIR-layout root whose test split is evaluated (embedded: the held-out "
                                 "emoji tasks)")
     eval_tasks: list[str] = _f([], "mm_st", "mm_st M-BEIR task names to evaluate (default: every task of eval_data)")
@@ -294,13 +296,23 @@ class ModalityAwareStage(RandomNegativesStage):
         first, last = self.ranks()
         dropped = getattr(self, "_pools_dropped", 0)
         lines = [f"mining pool: {dropped} candidate(s) with a missing or unreadable image dropped (--on-missing skip)"]
-        return lines[:1 if dropped else 0] + [
+        return [self.mined_files_line()] + lines[:1 if dropped else 0] + [
             f"negatives: {self.num_negatives} per query, mined by {self.mining_model} from each task's candidate pool "
             f"(type-1: wrong modality above the positive within the top {self.mining_top_k}; type-2: right modality "
             f"at ranks {first}-{last}); saved in {self.mined_negatives or '<output>/mined-negatives'} and reused",
             f"false-negative filter: {self.filter_line()}; every listed positive (pos_cand_list) and content "
             "duplicates of the positive are excluded; a query short of negatives takes the candidate nearest the "
             "window (rows are never dropped silently)"]
+
+    def mined_files_line(self) -> str:
+        """Which pool files stage 2 mines, and which it never reads (named for another split)."""
+        from mm_st.data.converters import _file_list, _mbeir_root, mbeir_pool_files
+
+        root = _mbeir_root(self.data)
+        mined = mbeir_pool_files(root, self.data_split)
+        others = [p for p in sorted((root / "cand_pool").rglob("*.jsonl")) if p not in mined]
+        kept_out = f"; not mined (named for another split): {_file_list(root, others)}" if others else ""
+        return f"mined pools (split {self.data_split}): {_file_list(root, mined)}{kept_out}"
 
     def filter_line(self) -> str:
         parts = [f"relative_margin {self.mining_relative_margin:g} (right-modality candidates above "
@@ -402,13 +414,14 @@ def _fingerprint(paths: list[Path]) -> str:
 
 
 def mbeir_fingerprint(root: str, split: str) -> str:
-    """What an M-BEIR root's ``split`` holds (query, pool and instruction files), or the Hub id."""
+    """What an M-BEIR root's ``split`` holds (query files, the split's pool files and instructions), or the Hub id."""
+    from mm_st.data.converters import mbeir_pool_files
     from mm_st.io import is_local
 
     if not is_local(root):
         return f"hub:{root}"
     base = Path(root)
-    files = [*(base / "query" / split).glob("*.jsonl"), *(base / "cand_pool").rglob("*.jsonl"),
+    files = [*(base / "query" / split).glob("*.jsonl"), *mbeir_pool_files(base, split),
              *(base / "instructions").glob("*.tsv")]
     return _fingerprint(files)
 
@@ -574,8 +587,9 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
     if not pool:
         from mm_st.data.converters import _mbeir_root
 
-        raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in "
-                         f"{str(_mbeir_root(stage.data) / 'cand_pool')!r}.")
+        raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in the "
+                         f"pool files of split {stage.data_split!r} under {str(_mbeir_root(stage.data) / 'cand_pool')!r} "
+                         "(the plan's 'mined pools' line names them).")
     corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
     pool_ids = {e["did"] for e in pool}
     others = [[d for d in listed.get(qid, []) if d in pool_ids and d != first]
