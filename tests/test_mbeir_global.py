@@ -11,7 +11,7 @@ import mteb
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from mteb.results import BenchmarkResults, ModelResult, TaskResult
 
 import mm_st.evaluation as E
 from mm_st import build_model
@@ -23,14 +23,11 @@ from mm_st.testing import tiny_model
 from mm_st.training.embedded import write_mbeir
 from tests.mmst_eval_data import emoji
 from tests.test_evaluation import _env, _mteb_command
+from tests.test_mbeir_eval import _inputs, _jsonl
 
 LIMIT = 6
 LOCAL_POOL = "cand_pool/local/mbeir_emoji_test_cand_pool.jsonl"
 TWO = ["Emoji_t2i", "Emoji_i2t"]
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -59,14 +56,6 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model():
     return build_model(tiny_model("llava"), recipe="mmembed")
-
-
-def _inputs(root: Path, rows: list[dict], text: str, image: str) -> list:
-    out = []
-    for row in rows:
-        picture = Image.open(root / row[image]).convert("RGB") if row.get(image) else None
-        out.append({"text": row[text], "image": picture} if row.get(text) and picture else picture or row[text])
-    return out
 
 
 def _brute_force(root: Path, model, task: str) -> dict[str, float]:
@@ -204,10 +193,12 @@ def test_a_missing_union_pool_and_a_mixed_local_pool_name_the_union_task(root, t
     assert task.metadata.main_score == "recall_at_5" and len(task.pool_modalities["test"]) == 3
 
 
-def test_registration_and_the_benchmark_of_a_root(root):
+def test_registration_and_the_benchmark_of_a_root(root, monkeypatch):
     assert mteb.get_task("MMST-MBEIR-global-VisualNews_t2i").metadata.main_score == "recall_at_5"
     assert mteb.get_task("MMST-MBEIR-global-Fashion200K_i2t").metadata.main_score == "recall_at_10"
-    default = mteb.get_benchmark("M-BEIR-global")  # no root configured when mteb registered: M-BEIR's 16
+    assert isinstance(mteb.get_benchmark("M-BEIR-global"), type(E.mbeir_global_benchmark(data=root)))
+    monkeypatch.delenv("MM_ST_MBEIR_DATA", raising=False)
+    default = E.mbeir_global_benchmark()  # no root configured: M-BEIR's 16
     assert sorted(t.metadata.name for t in default.tasks) == sorted(G.MBEIR_GLOBAL_TASKS)
     here = E.mbeir_global_benchmark(data=root)
     assert [t.metadata.name for t in here.tasks] == [f"MMST-MBEIR-global-{t}" for t in EMOJI_MBEIR_TASKS]
@@ -215,6 +206,14 @@ def test_registration_and_the_benchmark_of_a_root(root):
 
     mmembed = recipe_task_prompts()["mmembed"]
     assert mmembed["MMST-MBEIR-global-WebQA_t2t"] == mmembed["MMST-MBEIR-WebQA_t2t"]
+    # the benchmark's scores: mteb's mean, the paper metric's mean and the mean wrong-modality rate
+    results = [TaskResult(dataset_revision="x", task_name=name, mteb_version="2", evaluation_time=1.0, scores={"test": [
+        {"hf_subset": "default", "languages": ["eng-Latn"], "main_score": 0.5, "recall_at_5": 0.2, "recall_at_10": 0.9,
+         "wrong_modality_at_1": i / 16}]}) for i, name in enumerate(sorted(G.MBEIR_GLOBAL_TASKS))]
+    score = default.get_score(BenchmarkResults(model_results=[
+        ModelResult(model_name="t/m", model_revision="1", task_results=results)]))["t/m"]
+    assert score[E.MBEIR_SCORE] == pytest.approx((13 * 0.2 + 3 * 0.9) / 16)
+    assert score[E.WRONG_MODALITY_SCORE] == pytest.approx(sum(range(16)) / 16 / 16)
 
 
 @pytest.mark.slow
@@ -234,3 +233,16 @@ def test_mteb_run_of_the_global_benchmark_reports_recall_and_the_wrong_modality_
     assert len(list((tmp_path / "cache").glob("corpus-*"))) == 1  # one encoding of the pool for the five tasks
     expected = _brute_force(root, model, "Emoji_t2i")
     assert written["MMST-MBEIR-global-Emoji_t2i"]["wrong_modality_at_1"] == pytest.approx(expected["wrong_modality_at_1"])
+
+
+def test_the_mmembed_recipe_evaluates_the_union_tasks_when_its_eval_root_has_a_union_pool(root, tmp_path):
+    from mm_st.training.data import Sources
+    from mm_st.training.mmembed import RandomNegativesStage
+
+    stage = RandomNegativesStage()
+    with_union = stage.evaluator(Sources(None, None, str(root)), tmp_path / "eval")
+    assert with_union.tasks == [*EMOJI_MBEIR_TASKS, *(f"global-{t}" for t in EMOJI_MBEIR_TASKS)]
+    without = stage.evaluator(Sources(None, None, str(write_mbeir(tmp_path / "plain", split="test", limit=2))), tmp_path)
+    assert without.tasks is None  # every local task, as before
+    chosen = RandomNegativesStage(eval_tasks=["Emoji_t2i"]).evaluator(Sources(None, None, str(root)), tmp_path)
+    assert chosen.tasks == ["Emoji_t2i"]

@@ -200,10 +200,10 @@ class UnionPoolSearch:
                 **_document_side(self.encoder, task_metadata)}
         key = (str(self.cache_dir),
                hashlib.sha256(json.dumps([info, self.chunk_size], sort_keys=True, default=str).encode()).hexdigest())
-        self.ids = corpus["id"]
+        self.ids = corpus.select_columns(["id"])  # looked up per result row only
         if key not in _STORES:
             documents = _DocumentEncoder(self.encoder, corpus, task_metadata, hf_split, hf_subset, encode_kwargs)
-            _STORES[key] = encode_chunked(documents, range(len(corpus)), "corpus", len(corpus), self.ids,
+            _STORES[key] = encode_chunked(documents, range(len(corpus)), "corpus", len(corpus), self.ids[:]["id"],
                                           self.chunk_size, self.cache_dir, info, {},
                                           encode_kwargs.get("batch_size", 32), show_progress_bar=False)
             while len(_STORES) > 2:
@@ -222,8 +222,12 @@ class UnionPoolSearch:
         Q = normalized(torch.from_numpy(array.copy()), "query", 0).to(device)
         scores, found = ranked(Q, self.store, top_k, self.query_chunk_size,
                                TorchSearch(self.query_chunk_size, self.chunk_size, device))
-        return {qid: {self.ids[j]: s for s, j in zip(row_scores, row_found) if j >= 0}
-                for qid, row_scores, row_found in zip(queries["id"], scores.tolist(), found.tolist())}
+        ids = self.ids[found.clamp_min(0).flatten().tolist()]["id"]  # one look-up for all results
+        out, width = {}, found.size(1)
+        for row, (qid, row_scores, row_found) in enumerate(zip(queries[:]["id"], scores.tolist(), found.tolist())):
+            names = ids[row * width : (row + 1) * width]
+            out[qid] = {name: score for name, score, index in zip(names, row_scores, row_found) if index >= 0}
+        return out
 
 
 def ranked(Q: torch.Tensor, store: Any, top_k: int, query_chunk_size: int, searcher: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,9 +285,6 @@ class MBEIRGlobalTask(MBEIRLocalTask):
         if not hasattr(model, "search"):  # an encoder: searched through the shared on-disk store
             model = UnionPoolSearch(model, self.pool_fingerprints[split], self.cache_dir, self.chunk_size)
         return super().evaluate(model, split, subsets_to_run, **kwargs)
-
-    def _mixed_pool_hint(self) -> str:
-        return "Check the data."  # a union pool's documents may hold any modality: never raised
 
 
 def _global_metadata(files: MBEIRTaskFiles) -> TaskMetadata:
