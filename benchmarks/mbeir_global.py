@@ -25,7 +25,7 @@ search step by itself (1,000 random queries against the chunk files just written
 
 Usage::
 
-    .venv/bin/python benchmarks/mbeir_global.py                      # 10^4, 10^5, 10^6 (~5 min here)
+    .venv/bin/python benchmarks/mbeir_global.py                      # 10^4, 10^5, 10^6 (~10 min on a shared 2-core box)
     .venv/bin/python benchmarks/mbeir_global.py --sizes 10000         # smoke run
 """
 
