@@ -1,4 +1,5 @@
-"""Evaluation through mteb: MMEB (36 tasks), XTD, CIRR, local M-BEIR (with the wrong-modality rate), mm_st models.
+"""Evaluation through mteb: MMEB (36 tasks), XTD, CIRR, local and union-pool M-BEIR (with the wrong-modality rate),
+mm_st models.
 
 Importing this package registers everything with mteb (:mod:`mm_st.evaluation.registry`); with
 mm_st installed, importing ``mteb`` does it too, so the plain ``mteb`` command sees it::
@@ -22,6 +23,7 @@ from mm_st.evaluation.benchmarks import (
     WRONG_MODALITY_SCORE,
     emoji_mbeir_benchmark,
     mbeir_benchmark,
+    mbeir_global_benchmark,
     mbeir_local_benchmark,
     mbeir_scores,
     mmeb_benchmark,
@@ -67,6 +69,7 @@ __all__ = [
     "load_mm_st_model",
     "mbeir_benchmark",
     "mbeir_chance",
+    "mbeir_global_benchmark",
     "mbeir_local_benchmark",
     "mbeir_scores",
     "mbeir_table",

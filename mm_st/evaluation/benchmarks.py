@@ -12,6 +12,8 @@ All are mteb ``Benchmark`` objects; grouped scores come from ``CustomGrouping`` 
   ``Mean(Task)`` of their main score, the paper metric itself, beside ``M-BEIR::Recall@5 (@10 fashion)``.
 - ``MMST-Emoji-MBEIR``: the five embedded emoji M-BEIR tasks; ``Mean(Task)`` (Recall@1) and
   ``Mean(wrong_modality_at_1)``.
+- ``M-BEIR-global``: the union-pool tasks (:mod:`mm_st.evaluation.mbeir_global`) of a local root; ``Mean(Task)``,
+  ``M-BEIR::Recall@5 (@10 fashion)`` and ``Mean(wrong_modality_at_1)``.
 
 Example:
     >>> from mm_st.evaluation import mmeb_benchmark
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation, CustomGroup, CustomGrouping
 
+from mm_st.evaluation.data import ENV
 from mm_st.evaluation.instructions import MBEIR_TASKS, META_TASKS, MMEB
 from mm_st.evaluation.mbeir import EMOJI_MBEIR_TASK_NAMES, MBEIR_LOCAL_TASKS, UNIIR_CITATION, WRONG_MODALITY, mbeir_tasks
 from mm_st.evaluation.tasks import MME5_XTD_LANGUAGES, VLM2VEC_CITATION, XTDT2IRetrieval, mmeb_tasks
@@ -84,7 +88,9 @@ def xtd_benchmark(data: str | os.PathLike | None = None, image_root: str | os.Pa
 
 def mbeir_scores(model_result: Any) -> dict[str, float]:
     """The M-BEIR paper metric per task (Recall@5; Recall@10 for Fashion200K and FashionIQ)."""
-    out, paper = {}, {**MBEIR_TASKS, **MBEIR_LOCAL_TASKS}
+    from mm_st.evaluation.mbeir_global import MBEIR_GLOBAL_TASKS
+
+    out, paper = {}, {**MBEIR_TASKS, **MBEIR_LOCAL_TASKS, **MBEIR_GLOBAL_TASKS}
     for result in model_result.task_results:
         metric = paper.get(result.task_name)
         if metric is not None:
@@ -150,17 +156,49 @@ def wrong_modality_scores(model_result: Any) -> dict[str, float]:
     return out
 
 
+def add_wrong_modality_mean(benchmark: Benchmark, results: Any, scores: dict[str, dict[str, float | None]]) -> dict:
+    """``scores`` with each model's mean wrong-modality top-1 rate over the benchmark's tasks (None until all report it)."""
+    for model_result in results.join_revisions():
+        rates = wrong_modality_scores(model_result.select_tasks(benchmark.tasks))
+        complete = len(rates) == len(benchmark.tasks)
+        scores[model_result.model_name][WRONG_MODALITY_SCORE] = sum(rates.values()) / len(rates) if complete else None
+    return scores
+
+
 @dataclass
 class MixedPoolBenchmark(Benchmark):
     """Benchmark whose scores add the mean wrong-modality top-1 rate over its tasks (None until all report it)."""
 
     def get_score(self, results: Any, *, raise_error: bool = False) -> dict[str, dict[str, float | None]]:
-        scores = super().get_score(results, raise_error=raise_error)
-        for model_result in results.join_revisions():
-            rates = wrong_modality_scores(model_result.select_tasks(self.tasks))
-            complete = len(rates) == len(self.tasks)
-            scores[model_result.model_name][WRONG_MODALITY_SCORE] = sum(rates.values()) / len(rates) if complete else None
-        return scores
+        return add_wrong_modality_mean(self, results, super().get_score(results, raise_error=raise_error))
+
+
+@dataclass
+class UnionPoolBenchmark(MBEIRBenchmark):
+    """M-BEIR's paper metric mean and the mean wrong-modality top-1 rate (every union-pool task reports it)."""
+
+    def get_score(self, results: Any, *, raise_error: bool = False) -> dict[str, dict[str, float | None]]:
+        return add_wrong_modality_mean(self, results, super().get_score(results, raise_error=raise_error))
+
+
+def mbeir_global_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
+    """The union-pool tasks (:mod:`mm_st.evaluation.mbeir_global`) of the root ``data`` (``$MM_ST_MBEIR_DATA``):
+    one per query file there when the root has a union test pool, else M-BEIR's 16."""
+    from mm_st.evaluation.mbeir_global import MBEIR_GLOBAL_TASKS, global_task_names, global_tasks
+
+    source = data if data is not None else os.environ.get(ENV["mbeir"][0])
+    names = global_task_names(source) if source and Path(source).is_dir() else []
+    return UnionPoolBenchmark(
+        name="M-BEIR-global",
+        tasks=global_tasks(names or list(MBEIR_GLOBAL_TASKS), data=data, image_root=image_root),
+        description="M-BEIR (UniIR) with the union (global) candidate pool, as MM-Embed measures modality bias: each "
+        "task's queries ranked against every task's candidates, all modalities (cand_pool/global/"
+        f"mbeir_union_test_cand_pool.jsonl of a local root). Paper metric as main score and '{MBEIR_SCORE}', and the "
+        f"wrong-modality top-1 rate ('{WRONG_MODALITY_SCORE}').",
+        reference="https://arxiv.org/abs/2411.02571",
+        citation=UNIIR_CITATION,
+        aggregations=(BenchmarkAggregation.MEAN_TASK,),
+    )
 
 
 def emoji_mbeir_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:

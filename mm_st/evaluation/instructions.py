@@ -211,9 +211,10 @@ def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
         "mme5": mmeb_style,
         "e5v": {"CIRRComposedImageRetrieval": e5v_cirr, "CIRRIT2IRetrieval": e5v_cirr, "MMEB-CIRR": e5v_cirr},
     }
-    # mm_st's local M-BEIR tasks get what mteb's task over the same data gets
-    from mm_st.evaluation.mbeir import MBEIR_LOCAL_FILES, PREFIX
+    # mm_st's local M-BEIR tasks and their union-pool tasks get what mteb's task over the same data gets
+    from mm_st.evaluation.mbeir import GLOBAL_PREFIX, MBEIR_LOCAL_FILES, PREFIX
 
     for table in tables.values():
-        table.update({PREFIX + f.name: table[f.mteb_task] for f in MBEIR_LOCAL_FILES if f.mteb_task in table})
+        table.update({prefix + f.name: table[f.mteb_task] for f in MBEIR_LOCAL_FILES if f.mteb_task in table
+                      for prefix in (PREFIX, GLOBAL_PREFIX)})
     return tables

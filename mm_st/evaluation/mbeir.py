@@ -43,8 +43,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 WRONG_MODALITY = "wrong_modality_at_1"
 PREFIX = "MMST-MBEIR-"
+GLOBAL_PREFIX = PREFIX + "global-"  # the union-pool tasks (mm_st.evaluation.mbeir_global)
+UNION_POOL = "cand_pool/global/mbeir_union_{split}_cand_pool.jsonl"  # UniIR's union (global) pool of a split
 MODALITIES = ("text", "image", "image,text")  # M-BEIR's candidate / query modality values
 # UniIR's task ids, query -> candidate modality (TIGER-AI-Lab/UniIR src/data/preprocessing/utils.py, MBEIR_TASK;
 # 5, image -> image,text, is unused there).
@@ -216,8 +220,8 @@ class MBEIRLocalTask(MMSTRetrievalTask):
         """The row's modality, spelled as M-BEIR's code does (``"text,image"`` -> ``"image,text"``)."""
         return mbeir_modality(value, f"{self.metadata.name}: {what}")  # as training reads it
 
-    def _pool(self, rows: list[dict], images: Path) -> tuple[Any, dict[str, str]]:
-        where = f"{self.files.pool_file} row"
+    def _pool(self, rows: list[dict], images: Path, pool_file: str | None = None) -> tuple[Any, dict[str, str]]:
+        where = f"{pool_file or self.files.pool_file} row"
         ids, texts, paths, modality = [], [], [], {}
         for index, row in enumerate(rows):
             did = row.get("did")
@@ -237,12 +241,20 @@ class MBEIRLocalTask(MMSTRetrievalTask):
         """The image files of one side, after checking the rows against the task's declared category."""
         name, category = self.metadata.name, self.metadata.category
         kind = "query" if side == "query" else "candidate"
-        check_declared_modalities(name, category, side, texts, paths, lambda i: f"{where} {i} ({kind} {ids[i]})")
+        check_declared_modalities(name, category, side, texts, paths, lambda i: f"{where} {i} ({kind} {ids[i]})",
+                                  hint=self._mixed_pool_hint() if side == "document" else None)
         return [eval_data.image_file(images, p, f"{name}: {where} {i} ({kind} {ids[i]})", eval_data.MBEIR_LAYOUT)
                 if p else None for i, p in enumerate(paths)]
 
-    def _queries(self, rows: list[dict], modality: dict[str, str], images: Path) -> tuple[Any, dict]:
-        where = f"{self.files.query_file} row"
+    def _mixed_pool_hint(self) -> str:
+        """Where a pool that mixes modalities for this task is evaluated: the union-pool task."""
+        return (f"A pool that mixes modalities is what the union-pool task {GLOBAL_PREFIX}{self.files.name} ranks "
+                f"against: put it into {UNION_POOL.format(split='test')} (all candidates, any modality) and run that "
+                "task or the M-BEIR-global benchmark; else check the data.")
+
+    def _queries(self, rows: list[dict], modality: Mapping[str, str], images: Path, query_file: str | None = None,
+                 pool_file: str | None = None) -> tuple[Any, dict]:
+        where = f"{query_file or self.files.query_file} row"
         ids, texts, paths, relevant = [], [], [], {}
         for index, row in enumerate(rows):
             qid = row.get("qid")
@@ -256,7 +268,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
             missing = [p for p in positives if p not in modality]
             if missing:
                 raise ValueError(f"{self.metadata.name}: {what}: positive {missing[0]!r} is not in the task's pool "
-                                 f"{self.files.pool_file}.")
+                                 f"{pool_file or self.files.pool_file}.")
             query_modality = self._modality(row.get("query_modality"), what)
             parts = _parts(query_modality)
             task = mbeir_task_name(qid.split(":")[0], query_modality, modality[positives[0]])
@@ -350,25 +362,34 @@ def _short(name: str) -> str:
 
 
 def mbeir_tasks(names: Sequence[str] | None = None, data: str | os.PathLike | None = None,
-                image_root: str | os.PathLike | None = None) -> list[MBEIRLocalTask]:
+                image_root: str | os.PathLike | None = None, *, with_global: bool = False,
+                cache_dir: str | os.PathLike | None = None) -> list[MBEIRLocalTask]:
     """Task instances reading the M-BEIR root ``data`` (default ``$MM_ST_MBEIR_DATA``).
 
     Args:
-        names: ``load_mbeir`` names (``"Emoji_t2i"``) or task names (``"MMST-MBEIR-Emoji_t2i"``); default:
-            every task whose query file is in the root (the five emoji tasks on the embedded data, the 16
-            local-pool tasks on M-BEIR).
+        names: ``load_mbeir`` names (``"Emoji_t2i"``) or task names (``"MMST-MBEIR-Emoji_t2i"``), union-pool tasks
+            as ``"global-Emoji_t2i"`` / ``"MMST-MBEIR-global-Emoji_t2i"``; default: every task whose query file is
+            in the root (the five emoji tasks on the embedded data, the 16 local-pool tasks on M-BEIR), and with
+            ``with_global`` also their union-pool tasks when the root has a union test pool
+            (:mod:`mm_st.evaluation.mbeir_global`).
+        cache_dir: where union-pool tasks cache the pool's embeddings.
     """
+    from mm_st.evaluation.mbeir_global import MBEIR_GLOBAL_TASK_CLASSES, global_task_names
+
     if names is None:
         root = eval_data.mbeir_dir(eval_data.resolve_source("mbeir", data, None))
         names = [n for n, cls in MBEIR_TASK_CLASSES.items() if (root / cls.files.query_file).is_file()]
         if not names:
             raise eval_data.DataLayoutError(f"No M-BEIR test task found in {str(root)!r}: no query/test/mbeir_*_test.jsonl "
                                             f"file that a known task reads.\n{eval_data.MBEIR_LAYOUT}")
+        names += global_task_names(root) if with_global else []
     short = [_short(n) for n in names]
-    unknown = [n for n, s in zip(names, short) if s not in MBEIR_TASK_CLASSES]
+    known = {**MBEIR_TASK_CLASSES, **MBEIR_GLOBAL_TASK_CLASSES}
+    unknown = [n for n, s in zip(names, short) if s not in known]
     if unknown:
-        raise ValueError(f"Unknown M-BEIR task(s) {unknown}. Known: {', '.join(MBEIR_TASK_CLASSES)}.")
-    return [MBEIR_TASK_CLASSES[s](data=data, image_root=image_root) for s in short]
+        raise ValueError(f"Unknown M-BEIR task(s) {unknown}. Known: {', '.join(known)}.")
+    return [known[s](data=data, image_root=image_root, **({"cache_dir": cache_dir} if s in MBEIR_GLOBAL_TASK_CLASSES else {}))
+            for s in short]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,7 +418,8 @@ def _pool_sharing_encoder(model: Any, **encoder_kwargs: Any) -> Any:
     class PoolSharingEncoder(MMSTEncoder):
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
             dataset = getattr(inputs, "dataset", None)
-            if prompt_type != PromptType.document or dataset is None or "id" not in dataset.column_names:
+            if (prompt_type != PromptType.document or dataset is None or "id" not in dataset.column_names
+                    or task_metadata.name.startswith(GLOBAL_PREFIX)):  # the union pool: shared on disk, in chunks
                 return super().encode(inputs, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
                                       prompt_type=prompt_type, **kwargs)
             key = (self.instruction(task_metadata, prompt_type), tuple(task_metadata.get_modalities(prompt_type)),
@@ -415,7 +437,8 @@ def _pool_sharing_encoder(model: Any, **encoder_kwargs: Any) -> Any:
 def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = None, data: str | os.PathLike | None = None,
                    image_root: str | os.PathLike | None = None, *, metrics: Sequence[str] = TABLE_METRICS,
                    encode_kwargs: dict[str, Any] | None = None, results_dir: str | os.PathLike | None = None,
-                   model_name: str | None = None, revision: str | None = None) -> dict[str, dict[str, float | None]]:
+                   model_name: str | None = None, revision: str | None = None,
+                   cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, float | None]]:
     """Score ``model`` on M-BEIR tasks with mteb: ``{task: {metric: value}}``, tasks named as ``load_mbeir`` does.
 
     Args:
@@ -426,6 +449,8 @@ def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = No
         encode_kwargs: passed to mteb (default ``{"batch_size": 32}``).
         results_dir: also write mteb's result files there (``mteb.ResultCache``), under ``model_name`` and
             ``revision`` (e.g. a training stage's ``model/eval/``, which model cards read); default: none.
+        cache_dir: where union-pool tasks (``global-<name>``) cache the pool's embeddings; default: a temporary
+            folder under :func:`mm_st.evaluation.mbeir_global.default_cache_dir`, removed when done.
 
     Example (the embedded data and a tiny model)::
 
@@ -445,9 +470,10 @@ def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = No
     if quiet:
         datasets.disable_progress_bars()
     try:
-        result = mteb.evaluate(encoder, instances, cache=cache, show_progress_bar=False,
-                               encode_kwargs=encode_kwargs or {"batch_size": 32, "show_progress_bar": False},
-                               **({"overwrite_strategy": "always"} if cache is not None else {}))
+        with union_pool_cache(instances, cache_dir):
+            result = mteb.evaluate(encoder, instances, cache=cache, show_progress_bar=False,
+                                   encode_kwargs=encode_kwargs or {"batch_size": 32, "show_progress_bar": False},
+                                   **({"overwrite_strategy": "always"} if cache is not None else {}))
     finally:
         if quiet:
             datasets.enable_progress_bars()
@@ -456,6 +482,30 @@ def evaluate_mbeir(model: Any, tasks: Sequence[str | MBEIRLocalTask] | None = No
         scores = task_result.scores["test"][0]
         out[_short(task_result.task_name)] = {m: scores.get(m) for m in metrics}
     return out
+
+
+@contextlib.contextmanager
+def union_pool_cache(tasks: Sequence[MBEIRLocalTask], cache_dir: str | os.PathLike | None):
+    """Give the union-pool tasks without a cache folder ``cache_dir``, else one temporary folder (the pool is
+    encoded once for all of them; the folder is removed afterwards)."""
+    from mm_st.evaluation.mbeir_global import MBEIRGlobalTask, default_cache_dir, forget_stores
+
+    unset = [t for t in tasks if isinstance(t, MBEIRGlobalTask) and t.cache_dir is None]
+    if cache_dir is not None or not unset:
+        for task in unset:
+            task.cache_dir = cache_dir
+        yield
+        return
+    default_cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=default_cache_dir(), prefix="evaluate-") as folder:
+        for task in unset:
+            task.cache_dir = folder
+        try:
+            yield
+        finally:
+            forget_stores(folder)
+            for task in unset:
+                task.cache_dir = None
 
 
 def mbeir_chance(tasks: Sequence[str | MBEIRLocalTask] | None = None, data: str | os.PathLike | None = None,

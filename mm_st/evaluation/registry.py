@@ -3,8 +3,9 @@
 :func:`register` adds, at runtime and without touching mteb's files:
 
 - the tasks to mteb's task registry (``mteb.get_task("MMEB-VOC2007")``, ``mteb run -t``);
-- the ``MMEB``, ``XTD``, ``M-BEIR``, ``M-BEIR-local`` and ``MMST-Emoji-MBEIR`` benchmarks to its benchmark
-  registry (``mteb run -b MMEB``);
+- the ``MMEB``, ``XTD``, ``M-BEIR``, ``M-BEIR-local``, ``M-BEIR-global`` and ``MMST-Emoji-MBEIR`` benchmarks
+  to its benchmark registry (``mteb run -b MMEB``; ``M-BEIR-global`` holds the union-pool tasks of the root
+  ``$MM_ST_MBEIR_DATA`` names when registering, see :func:`mm_st.evaluation.benchmarks.mbeir_global_benchmark`);
 - the paper-model entries (:func:`mm_st.evaluation.model.paper_models`) to its model registry;
 - mm_st models by path or Hub id to ``mteb.get_model_meta`` / ``mteb.get_model``: a name that is
   not in mteb's registry and is a directory (or Hub repo) saved by mm_st resolves to
@@ -170,10 +171,11 @@ def _register_tasks() -> None:
     registry = importlib.import_module("mteb.get_tasks")  # the module (``mteb.get_tasks`` is the function)
 
     from mm_st.evaluation.mbeir import MBEIR_TASK_CLASSES
+    from mm_st.evaluation.mbeir_global import MBEIR_GLOBAL_TASK_CLASSES
     from mm_st.evaluation.tasks import ALL_TASK_CLASSES
 
     added = []
-    for cls in (*ALL_TASK_CLASSES, *MBEIR_TASK_CLASSES.values()):
+    for cls in (*ALL_TASK_CLASSES, *MBEIR_TASK_CLASSES.values(), *MBEIR_GLOBAL_TASK_CLASSES.values()):
         name = cls.metadata.name
         _OUR_TASKS.add(name)
         existing = registry._TASKS_REGISTRY.get(name)
@@ -192,13 +194,15 @@ def _register_benchmarks() -> None:
     from mm_st.evaluation.benchmarks import (
         emoji_mbeir_benchmark,
         mbeir_benchmark,
+        mbeir_global_benchmark,
         mbeir_local_benchmark,
         mmeb_benchmark,
         xtd_benchmark,
     )
 
     for attr, build in (("MM_ST_MMEB", mmeb_benchmark), ("MM_ST_XTD", xtd_benchmark), ("MM_ST_MBEIR", mbeir_benchmark),
-                        ("MM_ST_MBEIR_LOCAL", mbeir_local_benchmark), ("MM_ST_EMOJI_MBEIR", emoji_mbeir_benchmark)):
+                        ("MM_ST_MBEIR_LOCAL", mbeir_local_benchmark), ("MM_ST_EMOJI_MBEIR", emoji_mbeir_benchmark),
+                        ("MM_ST_MBEIR_GLOBAL", mbeir_global_benchmark)):
         if not hasattr(module, attr):
             setattr(module, attr, build())
     get_benchmark._build_registry.cache_clear()

@@ -175,11 +175,12 @@ _HOLDS = {"i": "images", "t": "text", "it": "text and images"}
 
 
 def check_declared_modalities(name: str, category: str, side: str, texts: Sequence[str], images: Sequence[str | None],
-                              where: Any) -> None:
+                              where: Any, hint: str | None = None) -> None:
     """Refuse the first row holding a modality the task's category does not declare for ``side``.
 
     mteb passes the model only the columns the category names, so such a text or image would be
-    dropped silently. ``where(i)`` names row ``i`` in the error.
+    dropped silently. ``where(i)`` names row ``i`` in the error; ``hint`` replaces its last sentence
+    (what to do instead).
     """
     declared = category.split("2")[0 if side == "query" else 1]
     for i, (text, image) in enumerate(zip(texts, images)):
@@ -190,8 +191,8 @@ def check_declared_modalities(name: str, category: str, side: str, texts: Sequen
             sides = "queries" if side == "query" else "candidates"
             raise ValueError(
                 f"{name}: {where(i)} holds {' and '.join(extra)}, but the task's category {category!r} declares "
-                f"{sides} with {_HOLDS[declared]} only (mteb would drop it). Check the data, or the dataset's entry "
-                "in mm_st.evaluation.instructions.MMEB."
+                f"{sides} with {_HOLDS[declared]} only (mteb would drop it). "
+                + (hint or "Check the data, or the dataset's entry in mm_st.evaluation.instructions.MMEB.")
             )
 
 

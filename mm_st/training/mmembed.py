@@ -88,7 +88,9 @@ class MMEmbedConfig(RecipeConfig):
                          "(val, test) are never read nor mined")
     eval_data: str | None = _f(None, "mm_st", "M-BEIR-layout root whose test split is evaluated (embedded: the held-out "
                                 "emoji tasks)")
-    eval_tasks: list[str] = _f([], "mm_st", "mm_st M-BEIR task names to evaluate (default: every task of eval_data)")
+    eval_tasks: list[str] = _f([], "mm_st", "mm_st M-BEIR task names to evaluate (default: every task of eval_data, "
+                               "and its union-pool tasks global-<task> when it has "
+                               "cand_pool/global/mbeir_union_test_cand_pool.jsonl)")
     held_out_share: float = _f(0.05, "mm_st default", "without --eval-data: share of each task's training queries "
                                "held out (at least 20, at most 1000 and a fifth of the task; written to "
                                "<output_dir>/held-out/, never trained on or mined) to score every stage on; 0 = none",
@@ -266,9 +268,11 @@ class RandomNegativesStage(MMEmbedConfig):
     def evaluator(self, sources: Sources, results_dir: Path) -> Any:
         if not sources.eval_data:
             return None
+        from mm_st.evaluation.mbeir_global import eval_task_names
         from mm_st.training.evaluators import MBEIREvaluator
 
-        return MBEIREvaluator(sources.eval_data, self.eval_tasks, results_dir, f"mm_st-mmembed-stage{self.stage}")
+        tasks = self.eval_tasks or eval_task_names(sources.eval_data)  # with a union pool: its tasks too
+        return MBEIREvaluator(sources.eval_data, tasks, results_dir, f"mm_st-mmembed-stage{self.stage}")
 
 
 @dataclass
@@ -956,6 +960,7 @@ class MMEmbedRun:
 
     def summary(self) -> list[str]:
         """Every stage's held-out scores next to the untrained model and chance."""
+        from mm_st.evaluation.mbeir_global import eval_task_names
         from mm_st.training.evaluators import MBEIREvaluator
 
         stages = self.manifest()["stages"]
@@ -966,4 +971,5 @@ class MMEmbedRun:
         last = stages[max(stages)]
         return ["", "MM-Embed stages on the held-out M-BEIR tasks (Recall@k; wrong_modality_at_1: share of queries whose "
                 "top-1 candidate has the wrong modality, lower is better)",
-                *MBEIREvaluator.summary(columns, last["config"]["eval_data"], self.config.eval_tasks or None)]
+                *MBEIREvaluator.summary(columns, last["config"]["eval_data"],
+                                        self.config.eval_tasks or eval_task_names(last["config"]["eval_data"]))]
