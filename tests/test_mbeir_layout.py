@@ -10,7 +10,8 @@ import pytest
 
 from mm_st.data import load_mbeir
 from mm_st.data import mbeir_pool_files
-from mm_st.data.converters import _read_rows, mbeir_candidate_pools
+from mm_st.data.converters import mbeir_candidate_pools
+from mm_st.data.rows import read_rows
 from mm_st.testing import tiny_model
 from mm_st.training import MMEmbedConfig
 from mm_st.training.cli import main
@@ -26,7 +27,7 @@ def real(tmp_path_factory):
 
 
 def _ids(root, relative_paths):
-    return {row["did"] for path in relative_paths for row in _read_rows(root / path)}
+    return {row["did"] for path in relative_paths for row in read_rows(root / path)}
 
 
 def test_a_split_reads_its_own_pools_and_unnamed_local_pools(real):

@@ -55,11 +55,8 @@ Example:
 from __future__ import annotations
 
 import ast
-import csv
 import bisect
 import glob
-import io
-import json
 import logging
 import os
 import random
@@ -72,9 +69,13 @@ import datasets
 from tqdm.auto import tqdm
 
 from mm_st.data.columns import INPUT_FEATURE, INSTRUCTED_INPUT_FEATURE, make_input
-from mm_st.data.emoji import EMOJI_MBEIR_DATASET
+from mm_st.data.mbeir import (  # noqa: F401  (re-exported: the reader moved to mm_st.data.mbeir)
+    MBEIR_DATASETS, MBEIR_MODALITY_NAMES, MBEIR_REPO, file_list, mbeir_instructions, mbeir_modality, mbeir_pool_files,
+    mbeir_query_files, mbeir_root, mbeir_task_name, pool_rows, query_rows, read_instructions,
+)
+from mm_st.data.rows import read_rows
 from mm_st.inputs import check_image_file
-from mm_st.io import IMAGE, INSTRUCTION, TEXT, hub_snapshot, is_local, resolve_inside
+from mm_st.io import INSTRUCTION, is_local, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +87,6 @@ MMEB_TRAIN_CONFIGS = (
 )  # fmt: skip
 MME5_SYNTHETIC_REPO = "intfloat/mmE5-synthetic"
 MME5_SYNTHETIC_CONFIGS = ("Classification", "Retrieval", "VQA")
-MBEIR_REPO = "TIGER-Lab/M-BEIR"
-# M-BEIR (UniIR) ids: the prefix of every qid / did names the source dataset.
-MBEIR_DATASETS = {
-    "0": "VisualNews", "1": "Fashion200K", "2": "WebQA", "3": "EDIS", "4": "NIGHTS",
-    "5": "OVEN", "6": "InfoSeek", "7": "FashionIQ", "8": "CIRR", "9": "MSCOCO",
-    EMOJI_MBEIR_DATASET[0]: EMOJI_MBEIR_DATASET[1],  # not UniIR's: the bundled emoji (MM-Embed's embedded default)
-}  # fmt: skip
-MBEIR_MODALITY_NAMES = {TEXT: "t", IMAGE: "i", "image,text": "it"}  # M-BEIR's spelling of image+text
 # VLM2Vec / Phi-3-V image placeholder written in MMEB-train and mmE5 texts (LLaVA rows use <image>).
 IMAGE_PLACEHOLDERS = ("<|image_1|>", "<image>")
 ON_MISSING = ("error", "skip")
@@ -172,70 +165,6 @@ def _raise_or_report(name: str, problems: list[str], bad_rows: set[int], on_miss
 # Reading a source: local directory with the Hub layout, or a Hub id
 
 
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")  # a byte-order mark (spreadsheet exports) is not part of the first column
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{str(path)!r} line {line}: not valid UTF-8 ({exc.reason} at byte {exc.start}).") from exc
-
-
-def _jsonl_stream(path: Path):
-    """``(row index, row)`` of a jsonl file, one line at a time (blank lines skipped, not counted); a malformed line,
-    non-UTF-8 bytes or a row that is not an object name the file and line."""
-    index = 0
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{str(path)!r} line {number}: not valid UTF-8 ({exc.reason}).") from exc
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{str(path)!r} line {number}: malformed JSON ({exc.msg}).") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(row).__name__}.")
-            yield index, row
-            index += 1
-
-
-def _jsonl_rows(path: Path) -> list[Any]:
-    return [row for _, row in _jsonl_stream(path)]
-
-
-def _stream_rows(path: Path):
-    """``(row index, row)`` of one file: jsonl read line by line, other formats as :func:`_read_rows` reads them."""
-    return _jsonl_stream(path) if path.suffix == ".jsonl" else enumerate(_read_rows(path))
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of one file; a malformed line, non-UTF-8 bytes or a row that is not an object name the file and line."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".jsonl":
-        return _jsonl_rows(path)
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(_decode(path, path.read_bytes()))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{str(path)!r} line {exc.lineno}: malformed JSON ({exc.msg}).") from exc
-        if not isinstance(rows, list):
-            raise ValueError(f"{str(path)!r}: expected a JSON list of row objects, got {type(rows).__name__}.")
-        for index, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise ValueError(f"{str(path)!r} row {index}: a row must be a JSON object, got {type(row).__name__}.")
-        return rows
-    if path.suffix in (".csv", ".tsv"):
-        text = _decode(path, path.read_bytes())
-        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ","))
-    raise ValueError(f"Unsupported file type {path.suffix!r}: {str(path)!r} (use parquet, jsonl, json, csv, tsv).")
-
-
 Spans = list[tuple[int, str]]  # (first row index, file name) of each file a config's rows came from
 
 
@@ -259,7 +188,7 @@ def _config_rows(source: str | os.PathLike, config: str, split: str, layout: str
             rows, spans = [], []
             for file in files:
                 spans.append((len(rows), Path(file).name))
-                rows += _read_rows(Path(file))
+                rows += read_rows(Path(file))
             return rows, spans
         for candidate in (folder / split, folder):
             if (candidate / "dataset_info.json").is_file() or (candidate / "state.json").is_file():
@@ -546,21 +475,6 @@ def load_mme5_synthetic(
 # M-BEIR
 
 
-def _read_instructions(path: Path) -> dict[tuple[str, str, str], list[str]]:
-    """``query_instructions.tsv``: header, then query modality, candidate modality, dataset name,
-    dataset id, prompts... (UniIR's reading: key = (dataset id, query modality, candidate modality))."""
-    table: dict[tuple[str, str, str], list[str]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    for number, line in enumerate(lines, start=2):
-        parts = line.rstrip("\n").split("\t")
-        if len(parts) < 5:
-            raise ValueError(f"{str(path)!r} line {number}: expected at least 5 tab-separated fields, got {len(parts)}.")
-        where = f"{str(path)!r} line {number}"
-        key = (parts[3].strip(), mbeir_modality(parts[0], where), mbeir_modality(parts[1], where))
-        table[key] = [p.strip() for p in parts[4:] if p.strip()]
-    return table
-
-
 def _mbeir_input(entry_text: Any, entry_image: Any, checker: _ImageChecker, where: str) -> dict | None:
     text = _text_field(entry_text, f"{where} text") or None
     image = None
@@ -571,26 +485,6 @@ def _mbeir_input(entry_text: Any, entry_image: Any, checker: _ImageChecker, wher
     if text is None and image is None:
         raise ValueError(f"{where}: neither text nor image.")
     return make_input(text, image)
-
-
-def mbeir_modality(value: Any, where: str) -> str:
-    """An M-BEIR modality as M-BEIR's code spells it: ``text``, ``image`` or ``image,text`` (``"text,image"`` and
-    spaces read the same); anything else is an error naming ``where``. Training and evaluation read it alike."""
-    parts = {part.strip() for part in value.split(",")} if isinstance(value, str) else set()
-    if not parts or not parts <= {TEXT, IMAGE}:
-        raise ValueError(f"{where} has modality {value!r}; expected one of 'text', 'image', 'image,text'.")
-    return ",".join(sorted(parts))
-
-
-def _modality_or_none(value: Any, where: str) -> Any:
-    return None if value is None or value == "" else mbeir_modality(value, where)
-
-
-def mbeir_task_name(dataset_id: str, query_modality: str, candidate_modality: str) -> str:
-    """Name of one M-BEIR task, e.g. ``"MSCOCO_t2i"`` (dataset, query -> candidate modality)."""
-    dataset = MBEIR_DATASETS.get(dataset_id, f"dataset{dataset_id}")
-    q, c = MBEIR_MODALITY_NAMES.get(query_modality, query_modality), MBEIR_MODALITY_NAMES.get(candidate_modality, candidate_modality)
-    return f"{dataset}_{q}2{c}"
 
 
 def load_mbeir(
@@ -638,9 +532,9 @@ def load_mbeir(
     _check_on_missing(on_missing)
     if instructions not in ("inline", "none", "row"):
         raise ValueError(f"instructions must be 'inline', 'none' or 'row', got {instructions!r}.")
-    root = _mbeir_root(source)
+    root = mbeir_root(source)
     layout = "query/{split}/*.jsonl, cand_pool/**/*.jsonl, instructions/query_instructions.tsv under the M-BEIR root"
-    query_paths = [root / q for q in query_files] if query_files else sorted((root / "query" / split).glob("*.jsonl"))
+    query_paths = [root / q for q in query_files] if query_files else mbeir_query_files(root, split)
     pool_paths = [root / p for p in candidate_pools] if candidate_pools else mbeir_pool_files(root, split)
     for kind, paths in (("query", query_paths), ("candidate pool", pool_paths)):
         if not paths:
@@ -649,22 +543,22 @@ def load_mbeir(
         for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"M-BEIR {kind} file not found: {str(path)!r}; expected {layout}.")
-    pool = _read_pool(pool_paths, _used_candidates(query_paths, num_negatives != 0))
+    pool = {row.data["did"]: row.data for row in pool_rows(pool_paths, _used_candidates(query_paths, num_negatives != 0))}
     table = {}
     if instructions in ("inline", "row"):
         tsv = root / "instructions" / "query_instructions.tsv"
         if not tsv.is_file():
             raise FileNotFoundError(f"M-BEIR instructions not found: {str(tsv)!r}; expected {layout}.")
-        table = _read_instructions(tsv)
+        table = read_instructions(tsv)
     rng = random.Random(seed)
     checker = _ImageChecker([root], verify_images)
     tasks: dict[str, tuple[list, list]] = {}
     bad_rows, total = set(), 0
     for path in query_paths:
-        entries = _read_rows(path)
-        for index, entry in enumerate(tqdm(entries, desc=f"Converting {path.name}", unit="query", disable=_quiet(entries))):
+        entries = list(query_rows(path))
+        for row in tqdm(entries, desc=f"Converting {path.name}", unit="query", disable=_quiet(entries)):
             total += 1
-            where = f"{path.name} row {index} (qid {entry.get('qid')})"
+            entry, where = row.data, row.where(f"qid {row.data.get('qid')}")
             if not isinstance(entry.get("qid"), str) or not entry["qid"]:
                 raise ValueError(f"{where}: missing or non-string 'qid'.")
             positives = _id_list(entry.get("pos_cand_list"), f"{where} pos_cand_list")
@@ -674,10 +568,10 @@ def load_mbeir(
             for did in positives[:1] + used:
                 if did not in pool:
                     raise KeyError(f"{where}: candidate id {did!r} is in no candidate pool of split {split!r} "
-                                   f"({_file_list(root, pool_paths)} read; see mbeir_pool_files).")
+                                   f"({file_list(root, pool_paths)} read; see mbeir_pool_files).")
             positive_entry = pool[positives[0]]
             dataset_id = str(entry["qid"]).split(":")[0]
-            query_modality = _modality_or_none(entry.get("query_modality"), f"{where} query") or ""
+            query_modality = entry.get("query_modality") or ""  # spelled as mbeir_modality spells it (query_rows)
             key = (dataset_id, query_modality, positive_entry.get("modality") or "")
             query_text = _text_field(entry.get("query_txt"), f"{where} query_txt") or ""
             if instructions in ("inline", "row") and key not in table:
@@ -693,7 +587,7 @@ def load_mbeir(
                     candidate = pool[did]
                     row_negatives.append(_mbeir_input(candidate.get("txt"), candidate.get("img_path"), checker, f"{where} negative {did}"))
             if len(checker.problems) > before:
-                bad_rows.add((path.name, index))
+                bad_rows.add((path.name, row.index))
                 continue
             if instructions == "row":
                 anchor = {**anchor, INSTRUCTION: table[key][0]}
@@ -719,68 +613,12 @@ def _used_candidates(query_paths: Sequence[Path], negatives: bool) -> set[str]:
     """The candidate ids the query files use: each first positive, and every ``neg_cand_list`` id with ``negatives``."""
     used: set[str] = set()
     for path in query_paths:
-        for index, entry in _stream_rows(path):
-            where = f"{path.name} row {index} (qid {entry.get('qid')})"
+        for row in query_rows(path):
+            entry, where = row.data, row.where(f"qid {row.data.get('qid')}")
             used.update(_id_list(entry.get("pos_cand_list"), f"{where} pos_cand_list")[:1])
             if negatives:
                 used.update(_id_list(entry.get("neg_cand_list"), f"{where} neg_cand_list"))
     return used
-
-
-def _read_pool(paths: Sequence[Path], keep: set[str] | None = None) -> dict[str, dict]:
-    """``{did: entry}`` of the candidate pool files, only the ids in ``keep`` when given (see :func:`_pool_rows`)."""
-    return {entry["did"]: entry for _, _, entry in _pool_rows(paths, keep)}
-
-
-def _pool_rows(paths: Sequence[Path], keep: set[str] | None = None):
-    """``(file, row, entry)`` of every candidate of the pool files (of those in ``keep`` when given; the files are
-    streamed, the others are only checked for a string ``did``), its modality normalised; an entry without a string
-    ``did``, or an id that two rows give different content, names the file(s) and row(s). The same candidate in
-    two files (M-BEIR's union pool and a dataset's local pool) is yielded once."""
-    seen: dict[str, tuple[dict, str]] = {}
-    for path in paths:
-        for index, entry in _stream_rows(path):
-            did = entry.get("did")
-            if not isinstance(did, str) or not did:
-                raise ValueError(f"{path.name} row {index}: candidate without a string 'did' ({entry!r:.80}).")
-            if keep is not None and did not in keep:
-                continue
-            entry = {**entry, "modality": _modality_or_none(entry.get("modality"), f"{path.name} row {index} (candidate {did})")}
-            if did in seen:
-                if seen[did][0] != entry:
-                    raise ValueError(f"candidate id {did!r} is in {seen[did][1]} and in {path.name} row {index} with other "
-                                     "content; a candidate id names one candidate in every pool file (fix or drop one).")
-                continue
-            seen[did] = (entry, f"{path.name} row {index}")
-            yield path, index, entry
-
-
-SPLIT_WORDS = ("train", "val", "test")  # the split words of M-BEIR's file names
-
-
-def _split_word(name: str, split: str) -> str | None:
-    """The split a file's name is for (its ``_``-separated words: ``mbeir_union_test_cand_pool`` -> ``test``,
-    ``union_train`` -> ``train``), or None when it names none."""
-    words = Path(name).name.split(".")[0].split("_")
-    return next((word for word in (*SPLIT_WORDS, split) if word in words), None)
-
-
-def mbeir_pool_files(source: str | os.PathLike, split: str) -> list[Path]:
-    """The candidate pool files under ``cand_pool/`` that serve ``split``: those whose name names no split (M-BEIR's
-    local pools ``mbeir_<dataset>_task<k>_cand_pool.jsonl``) and those named for it (``*_train_*`` for ``train`` and
-    ``union_train``). A pool named for another split is never read for this one: training never reads (nor mines)
-    ``global/mbeir_union_test_cand_pool.jsonl``, a ``*_val_*`` pool or MSCOCO's test-only
-    ``mbeir_mscoco_task<k>_test_cand_pool.jsonl``."""
-    root = _mbeir_root(source)
-    wanted = _split_word(split, split) or split
-    return [path for path in sorted((root / "cand_pool").rglob("*.jsonl")) if _split_word(path.name, wanted) in (None, wanted)]
-
-
-def _file_list(root: Path, paths: Sequence[Path], shown: int = 6) -> str:
-    """``N file(s): a, b, ... (+k more)``, paths relative to ``root``."""
-    names = [str(path.relative_to(root)) if path.is_relative_to(root) else str(path) for path in paths]
-    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
-    return f"{len(names)} file(s): {', '.join(names[:shown])}{more}"
 
 
 def mbeir_candidate_pools(source: str | os.PathLike, split: str, on_missing: str = "error",
@@ -793,7 +631,7 @@ def mbeir_candidate_pools(source: str | os.PathLike, split: str, on_missing: str
     ``on_missing="skip"`` the candidate is dropped and counted.
     """
     _check_on_missing(on_missing)
-    root = _mbeir_root(source)
+    root = mbeir_root(source)
     files = mbeir_pool_files(root, split)
     if not files:
         raise FileNotFoundError(f"No candidate pool file for split {split!r} under {str(root / 'cand_pool')!r} (a pool "
@@ -801,36 +639,18 @@ def mbeir_candidate_pools(source: str | os.PathLike, split: str, on_missing: str
     checker = _ImageChecker([root.resolve()], verify_images)
     pools: dict[str, list[dict]] = {}
     bad, total = set(), 0
-    for path, index, entry in _pool_rows(files):
+    for row in pool_rows(files):
         total += 1
-        image = None
-        if _text_field(entry.get("img_path"), f"{path.name} row {index} img_path"):
-            image = checker.resolve(str(entry["img_path"]), f"{path.name} row {index} (candidate {entry['did']})")
+        entry, image = row.data, None
+        if _text_field(entry.get("img_path"), f"{row.where()} img_path"):
+            where = row.where("candidate " + entry["did"])
+            image = checker.resolve(str(entry["img_path"]), f"{where}, line {row.line}")
             if image is None:
-                bad.add((path.name, index))
+                bad.add((row.file.name, row.index))
                 continue
         pools.setdefault(entry["did"].split(":")[0], []).append({**entry, "image": image})
     _raise_or_report("M-BEIR candidate pool", checker.problems, bad, on_missing, total)
     return pools, len(bad)
-
-
-def _mbeir_root(source: str | os.PathLike) -> Path:
-    root = Path(source)
-    if root.is_dir():
-        return root
-    if is_local(source):
-        raise FileNotFoundError(f"M-BEIR directory {str(source)!r} does not exist.")
-    return hub_snapshot(str(source))
-
-
-def mbeir_instructions(source: str | os.PathLike, index: int = 0) -> dict[str, str]:
-    """``{task name: instruction}`` from an M-BEIR root's ``query_instructions.tsv`` (the
-    ``index``-th instruction of each task), for the trainer's per-dataset ``prompts``::
-
-        prompts = {task: {"anchor": text} for task, text in mbeir_instructions(root).items()}
-    """
-    table = _read_instructions(_mbeir_root(source) / "instructions" / "query_instructions.tsv")
-    return {mbeir_task_name(*key): prompts[min(index, len(prompts) - 1)] for key, prompts in table.items() if prompts}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -860,7 +680,7 @@ def load_text_pairs(source: str | os.PathLike, instruction: str | None = None, s
     """
     path = Path(source)
     if path.is_file():
-        rows, name = _read_rows(path), str(path)
+        rows, name = read_rows(path), str(path)
     elif is_local(source) or path.suffix:
         raise FileNotFoundError(f"Text pairs file {str(source)!r} not found.")
     else:
@@ -912,7 +732,7 @@ def load_nli(source: str | os.PathLike = "sentence-transformers/all-nli", split:
     """
     path = Path(source)
     if path.is_file():
-        rows = _read_rows(path)
+        rows = read_rows(path)
         name = str(path)
     elif is_local(source) or path.suffix:
         raise FileNotFoundError(f"NLI file {str(source)!r} not found.")

@@ -101,10 +101,9 @@ def write_held_out(folder: Path, root: Path, split: str, named: dict[str, Any], 
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    from mm_st.data.converters import _read_rows, mbeir_instructions, mbeir_modality
+    from mm_st.data.mbeir import mbeir_instructions, mbeir_modality, mbeir_query_files, query_rows
 
-    rows = {entry.get("qid"): entry for path in sorted((root / "query" / split).glob("*.jsonl"))
-            for entry in _read_rows(path)}
+    rows = {row.data.get("qid"): row.data for path in mbeir_query_files(root, split) for row in query_rows(path)}
     instructions = mbeir_instructions(root)
     tasks, wanted = {}, {}
     for name, ds in sorted(named.items()):

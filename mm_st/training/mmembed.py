@@ -310,13 +310,13 @@ class ModalityAwareStage(RandomNegativesStage):
 
     def mined_files_line(self) -> str:
         """Which pool files stage 2 mines, and which it never reads (named for another split)."""
-        from mm_st.data.converters import _file_list, _mbeir_root, mbeir_pool_files
+        from mm_st.data.mbeir import file_list, mbeir_pool_files, mbeir_root
 
-        root = _mbeir_root(self.data)
+        root = mbeir_root(self.data)
         mined = mbeir_pool_files(root, self.data_split)
         others = [p for p in sorted((root / "cand_pool").rglob("*.jsonl")) if p not in mined]
-        kept_out = f"; not mined (named for another split): {_file_list(root, others)}" if others else ""
-        return f"mined pools (split {self.data_split}): {_file_list(root, mined)}{kept_out}"
+        kept_out = f"; not mined (named for another split): {file_list(root, others)}" if others else ""
+        return f"mined pools (split {self.data_split}): {file_list(root, mined)}{kept_out}"
 
     def filter_line(self) -> str:
         parts = [f"relative_margin {self.mining_relative_margin:g} (right-modality candidates above "
@@ -393,11 +393,11 @@ STAGES: dict[int, type[MMEmbedConfig]] = {1: RandomNegativesStage, 2: ModalityAw
 
 def _listed_positives(root: Path, split: str) -> dict[str, list[str]]:
     """Each training query's ``pos_cand_list`` by qid (every listed positive is excluded from its negatives)."""
-    from mm_st.data.converters import _read_rows
+    from mm_st.data.mbeir import mbeir_query_files, query_rows
 
     listed: dict[str, list[str]] = {}
-    for path in sorted((root / "query" / split).glob("*.jsonl")):
-        for entry in _read_rows(path):
+    for path in mbeir_query_files(root, split):
+        for entry in (row.data for row in query_rows(path)):
             ids = entry.get("pos_cand_list")
             if isinstance(entry.get("qid"), str) and isinstance(ids, list):
                 listed.setdefault(entry["qid"], []).extend(d for d in ids if isinstance(d, str))
@@ -419,7 +419,7 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def mbeir_fingerprint(root: str, split: str) -> str:
     """What an M-BEIR root's ``split`` holds (query files, the split's pool files and instructions), or the Hub id."""
-    from mm_st.data.converters import mbeir_pool_files
+    from mm_st.data.mbeir import mbeir_pool_files
     from mm_st.io import is_local
 
     if not is_local(root):
@@ -548,11 +548,11 @@ def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset
     the counts: negatives by type, candidates filtered as likely false negatives, rows without a negative): a
     re-run with the same miner, data and settings reads them instead of mining again. A folder the user points at
     (``--mined-negatives DIR``) is read when it matches, mined into when it is new or empty, never rewritten."""
-    from mm_st.data.converters import _mbeir_root
+    from mm_st.data.mbeir import mbeir_root
     from mm_st.training.distributed import is_main_process
 
     folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
-    root = _mbeir_root(stage.data)  # a local root, or the Hub snapshot
+    root = mbeir_root(stage.data)  # a local root, or the Hub snapshot
     key = mining_key(stage, list(named))
     record = folder / "mining.json"
     saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
@@ -589,10 +589,10 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
     dataset_id = ds[0]["qid"].split(":")[0]
     pool = pools.get(dataset_id)
     if not pool:
-        from mm_st.data.converters import _mbeir_root
+        from mm_st.data.mbeir import mbeir_root
 
         raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in the "
-                         f"pool files of split {stage.data_split!r} under {str(_mbeir_root(stage.data) / 'cand_pool')!r} "
+                         f"pool files of split {stage.data_split!r} under {str(mbeir_root(stage.data) / 'cand_pool')!r} "
                          "(the plan's 'mined pools' line names them).")
     corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
     pool_ids = {e["did"] for e in pool}
@@ -751,14 +751,15 @@ class MMEmbedRun:
 
     def _hold_out(self, folder: Path, key: dict[str, Any]) -> None:
         from mm_st.data import load_mbeir
-        from mm_st.data.converters import _mbeir_root, mbeir_candidate_pools
+        from mm_st.data.converters import mbeir_candidate_pools
+        from mm_st.data.mbeir import mbeir_root
         from mm_st.training.heldout import write_held_out
 
         c = self.config
         named = load_mbeir(c.data, split=c.data_split, instructions="none", on_missing=c.on_missing, seed=c.seed,
                            ids=True)
         pools, _ = mbeir_candidate_pools(c.data, c.data_split, "skip", verify_images=False)
-        write_held_out(folder, _mbeir_root(c.data), c.data_split, dict(named), pools, key, c.seed)
+        write_held_out(folder, mbeir_root(c.data), c.data_split, dict(named), pools, key, c.seed)
 
     def check_own_folders(self) -> None:
         """The recipe's own folders that a later stage writes (``mined-negatives/``) must not be a user's: refused in
