@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from mm_st.data.converters import mbeir_instructions, mbeir_modality, mbeir_task_name
+from mm_st.data.mbeir import mbeir_instructions, mbeir_modality, mbeir_task_name, pool_rows, query_rows
 from mm_st.data.emoji import EMOJI_MBEIR_DATASET, EMOJI_MBEIR_POOL_FILE, EMOJI_MBEIR_QUERY_FILE, EMOJI_MBEIR_TASKS
 from mm_st.evaluation import data as eval_data
 from mm_st.evaluation.tasks import MMSTRetrievalTask, _split, check_declared_modalities
@@ -178,6 +178,15 @@ def wrong_modality_at_1(relevant_docs: Mapping[str, Mapping[str, int]], results:
 # ----------------------------------------------------------------------------------------------
 
 
+def task_file(root: Path, relative: str) -> Path:
+    """A task's query or pool file under the root (read by :mod:`mm_st.data.mbeir`, as training reads it); a
+    missing one is a :class:`~mm_st.evaluation.data.DataLayoutError` naming it."""
+    path = root / relative
+    if not path.is_file():
+        raise eval_data.DataLayoutError(f"M-BEIR data incomplete: first missing file {str(path)!r}.\n{eval_data.MBEIR_LAYOUT}")
+    return path
+
+
 def _parts(modality: str) -> set[str]:
     return set(modality.split(","))
 
@@ -188,7 +197,9 @@ class MBEIRLocalTask(MMSTRetrievalTask):
     Scores: mteb's retrieval metrics at k = 1, 5, 10, 20, 50, plus ``wrong_modality_at_1`` when the
     pool mixes modalities. Rows must fit the declaration: a query whose (dataset, query modality,
     positive's modality) names another task, a positive absent from the pool, a modality outside
-    ``text`` / ``image`` / ``image,text`` or a missing text or image for it are refused, naming the row.
+    ``text`` / ``image`` / ``image,text`` or a missing text or image for it are refused, naming the row. The files
+    are read by :mod:`mm_st.data.mbeir`, as training reads them: a candidate id that two rows give different content
+    or an image path leaving the root is refused naming the file, row and line (the same candidate twice is read once).
 
     Attributes (after loading):
         pool_modalities: ``{split: {candidate id: modality}}``.
@@ -201,10 +212,11 @@ class MBEIRLocalTask(MMSTRetrievalTask):
     def build(self) -> dict:
         root = eval_data.mbeir_dir(self.source())
         images = eval_data.image_root("mbeir", self.image_root, [root])
-        query_rows = eval_data.read_mbeir_file(root, self.files.query_file)
-        pool_rows = eval_data.read_mbeir_file(root, self.files.pool_file)
-        corpus, modality = self._pool(pool_rows, images)
-        queries, relevant = self._queries(query_rows, modality, images)
+        query_path, pool_path = task_file(root, self.files.query_file), task_file(root, self.files.pool_file)
+        pool = [row.data for row in pool_rows([pool_path])]
+        queries = [row.data for row in query_rows(query_path)]
+        corpus, modality = self._pool(pool, images)
+        queries, relevant = self._queries(queries, modality, images)
         self.pool_modalities = {"test": modality}
         self.candidate_counts = {"pool": len(modality), "queries": len(relevant)}
         self._check_instruction(root)
