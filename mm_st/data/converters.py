@@ -643,8 +643,7 @@ def mbeir_candidate_pools(source: str | os.PathLike, split: str, on_missing: str
         total += 1
         entry, image = row.data, None
         if _text_field(entry.get("img_path"), f"{row.where()} img_path"):
-            where = row.where("candidate " + entry["did"])
-            image = checker.resolve(str(entry["img_path"]), f"{where}, line {row.line}")
+            image = checker.resolve(str(entry["img_path"]), row.where("candidate " + entry["did"]))
             if image is None:
                 bad.add((row.file.name, row.index))
                 continue
