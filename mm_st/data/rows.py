@@ -1,7 +1,7 @@
 """Reading the rows of a data file (parquet, jsonl, json, csv, tsv); bad input names the file and line.
 
-:func:`read_rows` returns every row of a file, :func:`stream_rows` reads one row at a time (a jsonl file line
-by line) and :func:`jsonl_rows` also gives each row's line number. A malformed line, bytes that are not UTF-8
+:func:`read_rows` returns every row of a file; :func:`jsonl_rows` reads a jsonl file one line at a time and gives
+each row's line number. A malformed line, bytes that are not UTF-8
 or a row that is not an object is a ``ValueError`` naming the file and line (the row, for a JSON list).
 
 Example:
@@ -50,14 +50,6 @@ def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(row).__name__}.")
             yield number, row
-
-
-def stream_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(row index, row)`` of one file: jsonl read line by line (blank lines not counted), other formats as
-    :func:`read_rows` reads them."""
-    if path.suffix == ".jsonl":
-        return ((index, row) for index, (_, row) in enumerate(jsonl_rows(path)))
-    return enumerate(read_rows(path))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

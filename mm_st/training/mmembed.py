@@ -419,13 +419,13 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def mbeir_fingerprint(root: str, split: str) -> str:
     """What an M-BEIR root's ``split`` holds (query files, the split's pool files and instructions), or the Hub id."""
-    from mm_st.data.mbeir import mbeir_pool_files
+    from mm_st.data.mbeir import mbeir_pool_files, mbeir_query_files
     from mm_st.io import is_local
 
     if not is_local(root):
         return f"hub:{root}"
     base = Path(root)
-    files = [*(base / "query" / split).glob("*.jsonl"), *mbeir_pool_files(base, split),
+    files = [*mbeir_query_files(base, split), *mbeir_pool_files(base, split),
              *(base / "instructions").glob("*.tsv")]
     return _fingerprint(files)
 
