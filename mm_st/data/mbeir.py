@@ -48,7 +48,7 @@ MBEIR_MODALITY_NAMES = {TEXT: "t", IMAGE: "i", "image,text": "it"}  # M-BEIR's s
 SPLIT_WORDS = ("train", "val", "test")  # the split words of M-BEIR's file names
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MBEIRRow:
     """One row of an M-BEIR jsonl file (``data``) and where it is: ``index`` counts the file's rows from 0,
     ``line`` its lines from 1 (blank lines are no rows)."""
