@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +96,18 @@ def _checked(row: MBEIRRow, what: str, modality_field: str, image_field: str) ->
     """``row`` with its modality (when it has one) spelled as :func:`mbeir_modality` spells it, after checking that
     its image path stays inside the root."""
     _check_inside(row.data.get(image_field), row, what)
-    modality = _modality_or_none(row.data.get(modality_field), row.where(what))
-    return row if modality is None else MBEIRRow(row.file, row.index, row.line, {**row.data, modality_field: modality})
+    value = row.data.get(modality_field)
+    modality = _modality_or_none(value, row.where(what))
+    return row if modality == value or modality is None else MBEIRRow(row.file, row.index, row.line,
+                                                                      {**row.data, modality_field: modality})
 
 
 def _check_inside(value: Any, row: MBEIRRow, what: str) -> None:
     """An image path that is absolute or climbs above its root is refused, naming file, row, line and path."""
     if not isinstance(value, str) or not value:
         return
-    normal = posixpath.normpath(value.replace("\\", "/"))
-    if os.path.isabs(value) or posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+    normal = os.path.normpath(value)
+    if os.path.isabs(value) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
         raise PathOutsideRoot(f"{row.where(what)}, line {row.line}: image path {value!r} leaves the M-BEIR root (its "
                               "image paths are relative to the root).")
 
