@@ -76,7 +76,7 @@ def _siblings(ds: datasets.Dataset, count: int, seed: int) -> list[list[int]]:
 
 def _names(ds: datasets.Dataset) -> tuple[list[str], list[dict[str, str]]]:
     """Per row: its language (rotating over LANGUAGES) and its names by language (English when missing)."""
-    columns = {lang: ds[f"name_{lang}"] for lang in LANGUAGES}
+    columns = {lang: list(ds[f"name_{lang}"]) for lang in LANGUAGES}  # lists: indexing a datasets column row by row is slow
     names = [{lang: columns[lang][i] or columns["en"][i] for lang in LANGUAGES} for i in range(len(ds))]
     return [LANGUAGES[i % len(LANGUAGES)] for i in range(len(ds))], names
 
@@ -115,7 +115,7 @@ def write_nli(directory: str | Path, limit: int | None = None, seed: int = 0) ->
 def _vlm2vec_rows(spec: tuple, ds: datasets.Dataset, paths: list[str], negatives: int, seed: int) -> list[dict]:
     query, query_image, positive, positive_image = spec
     langs, names = _names(ds)
-    groups = ds["group"]
+    groups = list(ds["group"])
     siblings = _siblings(ds, negatives, seed) if negatives else [[] for _ in range(len(ds))]
     rows = []
     for i, lang in enumerate(langs):
