@@ -12,7 +12,9 @@ once per task). :class:`UnionPoolSearch`, mteb's ``SearchProtocol``, encodes the
 pool file and document instruction into :mod:`mm_st.mining.store`'s resumable, checksummed chunk cache on
 disk (``cache_dir=`` / ``$MM_ST_MBEIR_CACHE``, default ``<HF_HOME>/mm_st/mbeir-union-embeddings``), shared
 by every task of the process, and ranks with :func:`mm_st.mining.search.search` one chunk at a time:
-memory is ``chunk_size`` document rows plus the queries, never the pool. Scores are cosine similarities.
+memory is ``chunk_size`` document rows plus the queries, never the pool. The pool itself is streamed once
+into a memory-mapped Arrow file and id index in the same cache folder (:func:`union_pool`): mteb's corpus
+and the id -> modality map hold no Python object per candidate. Scores are cosine similarities.
 
 Example:
     >>> from mm_st.evaluation.mbeir_global import global_tasks
@@ -120,8 +122,7 @@ class PoolModality(Mapping[str, str]):
         return len(self._codes)
 
     def __iter__(self) -> Iterator[str]:
-        for chunk in self._ids.chunks:
-            yield from chunk.to_pylist()
+        return _values(self._ids)
 
     def values(self) -> Iterator[str]:  # type: ignore[override]
         return (MODALITIES[code] for code in self._codes)
@@ -131,6 +132,12 @@ POOL_FORMAT = 1  # bump when write_pool's output changes
 POOL_BATCH = 8192  # pool rows checked and written at a time
 _ARROW_FILE = "pool.arrow"
 _INDEX_FILES = ("id-hashes.npy", "id-rows.npy", "modality.npy")  # sorted id hashes, their rows, modality per row
+
+
+def _values(column: Any) -> Iterator[Any]:
+    """An Arrow column's values, one chunk at a time (not one Python list of the whole pool)."""
+    for chunk in column.chunks:
+        yield from chunk.to_pylist()
 
 
 def _id_hash(did: str) -> int:
@@ -170,8 +177,9 @@ def write_pool(task: MBEIRLocalTask, root: Path, relative: str, images: Path, fo
         writer.finalize()
     hashes = np.concatenate(hashes)
     order = np.argsort(hashes, kind="stable")
-    _refuse_duplicates(task, hashes[order], order, folder, where)
-    for name, array in zip(_INDEX_FILES, (hashes[order], order, np.concatenate(codes))):
+    hashes = hashes[order]
+    _refuse_duplicates(task, hashes, order, folder, where)
+    for name, array in zip(_INDEX_FILES, (hashes, order, np.concatenate(codes))):
         np.save(folder / name, array)
 
 
@@ -331,9 +339,10 @@ class UnionPoolSearch:
         self.ids = corpus.select_columns(["id"])  # looked up per result row only
         if key not in _STORES:
             documents = _DocumentEncoder(self.encoder, corpus, task_metadata, hf_split, hf_subset, encode_kwargs)
-            _STORES[key] = encode_chunked(documents, range(len(corpus)), "corpus", len(corpus), _column(self.ids, "id"),
-                                          self.chunk_size, self.cache_dir, info, {},
-                                          encode_kwargs.get("batch_size", 32), show_progress_bar=False)
+            ids = _values(self.ids.data.column("id"))
+            _STORES[key] = encode_chunked(documents, range(len(corpus)), "corpus", len(corpus), ids, self.chunk_size,
+                                          self.cache_dir, info, {}, encode_kwargs.get("batch_size", 32),
+                                          show_progress_bar=False)
             while len(_STORES) > 2:
                 _STORES.popitem(last=False)
         self.store = _STORES[key]
@@ -356,12 +365,6 @@ class UnionPoolSearch:
             names = ids[row * width : (row + 1) * width]
             out[qid] = {name: score for name, score, index in zip(names, row_scores, row_found) if index >= 0}
         return out
-
-
-def _column(dataset: Any, name: str) -> Iterator[Any]:
-    """A column's values, one Arrow chunk at a time (not one Python list of the whole pool)."""
-    for chunk in dataset.data.column(name).chunks:
-        yield from chunk.to_pylist()
 
 
 def ranked(Q: torch.Tensor, store: Any, top_k: int, query_chunk_size: int, searcher: Any) -> tuple[torch.Tensor, torch.Tensor]:
