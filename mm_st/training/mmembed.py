@@ -120,7 +120,8 @@ class MMEmbedConfig(RecipeConfig):
                                         "stage-2 mining: candidates scoring above this are never negatives (none = off)",
                                         Range())
     max_unmined_share: float = _f(0.05, "mm_st", "warn (console, stages.json) when stage-2 mining finds no negative "
-                                  "for more than this share of a task's rows", SHARE)
+                                  "for more than this share of a task's rows; name a task on the console (and in "
+                                  "mining.json) when more than this share took a fallback negative", SHARE)
     max_score_drop: float = _f(0.05, "mm_st", "warn (console, stages.json) when a stage lowers a held-out task's "
                                "top-1 score (hit_rate_at_1: the top-1 candidate is relevant) by more than this against "
                                "the model it started from and the earlier stages",
@@ -607,10 +608,27 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
         cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
         show_progress_bar=console.library_bars())
     kinds = [kind for row in report.negative_type for kind in row]
-    return mined, {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
-                   "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
-                   "dropped": len(report.dropped_queries), "filtered_false_negatives": report.margin_removed,
-                   "queries_with_filtered": sum(1 for f in report.filtered if f), "type2_ranks": list(ranks)}
+    counts = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
+              "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
+              "fallback_rows_filtered": sum(1 for q in report.fallback_queries if report.filtered[q]),
+              "dropped": len(report.dropped_queries), "filtered_false_negatives": report.margin_removed,
+              "queries_with_filtered": sum(1 for f in report.filtered if f), "type2_ranks": list(ranks)}
+    return mined, {**counts, "fallback_note": fallback_note(stage, name, counts)}
+
+
+def fallback_note(stage: ModalityAwareStage, name: str, c: dict[str, Any]) -> str | None:
+    """A line for a task where more than ``max_unmined_share`` of the rows found no candidate in the type-2
+    window and took the nearest one above it (kept, but not the negative the window asks for), with the reason."""
+    share = c["fallback_rows"] / max(c["of"], 1)
+    if share <= stage.max_unmined_share:
+        return None
+    low, high = c["type2_ranks"]
+    reasons = [f"for {c['fallback_rows_filtered']} of them the false-negative filter removed the window's "
+               f"candidates ({stage.filter_line()})" if c["fallback_rows_filtered"] else "",
+               f"{c['fallback_rows'] - c['fallback_rows_filtered']} had too few right-modality candidates besides their "
+               f"positives in the top {stage.mining_top_k}" if c["fallback_rows"] > c["fallback_rows_filtered"] else ""]
+    return (f"stage 2, {name}: {c['fallback_rows']} of {c['of']} rows ({share:.0%}) had no candidate at ranks "
+            f"{low}-{high} and took the nearest one above them: " + "; ".join(r for r in reasons if r))
 
 
 def _unmined_warnings(stage: MMEmbedConfig, counts: dict[str, dict[str, Any]]) -> list[str]:
@@ -666,6 +684,8 @@ def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) 
         if c["dropped"]:
             lines.append(f"stage 2, {name}: {c['dropped']} of {c['of']} rows dropped: no candidate besides the "
                          "positives, their duplicates and the filtered ones is left in the task's pool")
+        if c.get("fallback_note"):  # mining.json of older runs has none
+            lines.append(c["fallback_note"])
     warnings = _unmined_warnings(stage, counts)
     if is_main_process():
         print("\n".join(lines + warnings), flush=True)
