@@ -16,7 +16,7 @@ Example:
     >>> from mm_st import build_model
     >>> from mm_st.testing import tiny_model
     >>> model = build_model(tiny_model("llava_next"), recipe="vlm2vec", adapter={"r": 2}, vision_tower="frozen")
-    >>> any("lora_" in n for n, _ in model.transformers_model.model.vision_tower.named_parameters())
+    >>> any("lora_" in n for n, _ in model.transformers_model.vision_tower.named_parameters())
     False
 """
 
