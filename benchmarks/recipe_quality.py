@@ -116,7 +116,7 @@ def stock_arm(config, steps: int) -> dict:
 
     from mm_st.training import plan_stage
     from mm_st.training.data import training_dataset
-    from mm_st.training.stage import XTDEvaluator, build_stage_model
+    from mm_st.training.stage import build_stage_model
 
     start = time.process_time()
     plan, named = plan_stage(config)
@@ -137,8 +137,7 @@ def stock_arm(config, steps: int) -> dict:
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
                                          loss=MultipleNegativesRankingLoss(model))
     trainer.train()
-    evaluator = XTDEvaluator(plan.sources.eval_data, c.eval_languages, plan.output_dir / "stock-mnrl-eval",
-                             f"stock-mnrl-{c.recipe}")
+    evaluator = c.evaluator(plan.sources, plan.output_dir / "stock-mnrl-eval")  # the recipe's (XTD; MM-Embed: M-BEIR)
     out["after"] = evaluator(model, steps=trainer.state.global_step)
     if c.recipe == "e5v":
         out["after"]["text_recall_at_1"] = text_to_text_recall(model)
