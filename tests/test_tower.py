@@ -155,3 +155,16 @@ def test_help_names_each_recipes_source(capsys):
         text = " ".join(capsys.readouterr().out.split())
         start = text.rindex("--vision-tower")
         assert source in text[start:start + 900], cls.__name__
+
+
+def test_the_pretrained_embedded_backbone_is_lite0_with_its_imagenet_tower(lite0, tmp_path):
+    from safetensors.torch import load_file
+
+    from mm_st.training.embedded import backbone_overrides, base_family, write_base_model
+
+    assert (base_family("fast_vlm_lite0"), base_family("mllama")) == ("fast_vlm", "mllama")
+    assert (backbone_overrides("fast_vlm_lite0"), backbone_overrides("llava_next")) == ({"vision_tower": "frozen"}, {})
+    write_base_model("fast_vlm_lite0", tmp_path / "base", seed=0)
+    written, reference = load_file(tmp_path / "base" / "model.safetensors"), load_file(f"{lite0}/model.safetensors")
+    tower = [k for k in reference if ".vision_tower." in k]
+    assert len(tower) > 200 and all(torch.equal(written[k], reference[k]) for k in tower)
