@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_quality import NO_SAVE, quiet, recipe_arm, spread, stock_arm  # noqa: E402
+from recipe_quality import NO_SAVE, both_arms, quiet, record, spread  # noqa: E402
 
 RECIPES = ("e5v", "vlm2vec", "mme5", "mmembed")
 BACKBONES = ("random", "fast_vlm_lite0")
@@ -125,14 +124,9 @@ def main() -> None:
     for recipe in args.recipes:
         for seed in args.seeds:
             for backbone in args.backbones:
-                ours = recipe_arm(make_config(recipe, backbone, seed, args.steps, workdir))
-                torch.set_num_threads(args.threads)
-                stock = stock_arm(make_config(recipe, backbone, seed, args.steps, workdir), ours["steps"])
-                runs.setdefault(recipe, {}).setdefault(backbone, {})[seed] = {"recipe": ours, "stock": stock}
-                print(f"RUN {recipe} {backbone} seed {seed}: recipe {json.dumps(ours['after'])}, "
-                      f"stock {json.dumps(stock['after'])}", flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(runs, indent=1, default=str) + "\n", encoding="utf-8")
+                arms = both_arms(lambda: make_config(recipe, backbone, seed, args.steps, workdir), args.threads)
+                runs.setdefault(recipe, {}).setdefault(backbone, {})[seed] = arms
+                record(f"{recipe} {backbone} seed {seed}", arms, runs, args.json)
     report(runs, args, time.perf_counter() - start)
 
 

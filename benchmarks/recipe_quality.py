@@ -147,6 +147,21 @@ def stock_arm(config, steps: int) -> dict:
     return out
 
 
+def both_arms(make_config, threads: int) -> dict:
+    """The recipe arm, then the stock-MNRL arm for as many steps, each on a fresh ``make_config()``."""
+    ours = recipe_arm(make_config())
+    torch.set_num_threads(threads)
+    return {"recipe": ours, "stock": stock_arm(make_config(), ours["steps"])}
+
+
+def record(label: str, arms: dict, runs: dict, json_path: str | None) -> None:
+    """Print one finished pair of arms; rewrite the raw scores file (if any) with every run so far."""
+    print(f"RUN {label}: recipe {json.dumps(arms['recipe']['after'])}, stock {json.dumps(arms['stock']['after'])}",
+          flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(runs, indent=1, default=str) + "\n", encoding="utf-8")
+
+
 def spread(values: list[float]) -> str:
     mean = statistics.mean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -206,15 +221,8 @@ def main() -> None:
     for recipe in args.recipes:
         runs[recipe] = {}
         for seed in args.seeds:
-            config = make_config(recipe, seed, args.max_steps, workdir)
-            ours = recipe_arm(config)
-            torch.set_num_threads(args.threads)
-            stock = stock_arm(make_config(recipe, seed, args.max_steps, workdir), ours["steps"])
-            runs[recipe][seed] = {"recipe": ours, "stock": stock}
-            print(f"RUN {recipe} seed {seed}: recipe {json.dumps(ours['after'])}, stock {json.dumps(stock['after'])}",
-                  flush=True)
-            if args.json:
-                Path(args.json).write_text(json.dumps(runs, indent=1, default=str) + "\n", encoding="utf-8")
+            arms = runs[recipe][seed] = both_arms(lambda: make_config(recipe, seed, args.max_steps, workdir), args.threads)
+            record(f"{recipe} seed {seed}", arms, runs, args.json)
     report(runs, args, time.perf_counter() - start)
 
 
