@@ -168,3 +168,19 @@ def test_the_pretrained_embedded_backbone_is_lite0_with_its_imagenet_tower(lite0
     written, reference = load_file(tmp_path / "base" / "model.safetensors"), load_file(f"{lite0}/model.safetensors")
     tower = [k for k in reference if ".vision_tower." in k]
     assert len(tower) > 200 and all(torch.equal(written[k], reference[k]) for k in tower)
+
+
+def test_the_plan_says_what_happens_to_the_tower():
+    from pathlib import Path
+
+    from mm_st.training.data import Sources
+    from mm_st.training.stage import Plan
+
+    def model_line(config, continues=False):
+        plan = Plan(config=config, output_dir=Path("out"), model="m", family="fast_vlm", sources=Sources("d", None, None),
+                    rows={"a": 8}, world_size=1, per_device_batch=8, steps=1, loss="L", continues=continues)
+        return plan.lines(full=False)[0]
+
+    assert model_line(VLM2VecConfig()).endswith("adapter dora r=8 alpha=64, vision tower lora)")
+    assert model_line(VLM2VecConfig(adapter="none", vision_tower="train")).endswith("full weights)")
+    assert model_line(MMEmbedConfig(vision_tower="frozen"), continues=True).endswith("further), vision tower frozen)")

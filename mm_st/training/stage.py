@@ -95,6 +95,7 @@ class Plan:
         adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
         if self.continues:
             adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
+        adapter += "" if c.vision_tower == "train" else f", vision tower {c.vision_tower}"
         model = f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})"
         data = ("data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
                 + f" = {sum(self.rows.values()):,} rows; batches "
