@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import sys
@@ -65,7 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps of every arm (default 30)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="where runs are written (default: a temporary directory)")
-    parser.add_argument("--json", default=None, help="write the raw scores here (after every arm)")
+    parser.add_argument("--json", default=None, help="write the raw scores here (after every pair of arms)")
+    parser.add_argument("--from-json", default=None, help="print the table of a --json file (of a run that was "
+                        "stopped, too) and train nothing")
     return parser.parse_args()
 
 
@@ -106,17 +109,24 @@ def report(runs: dict, args: argparse.Namespace, seconds: float) -> None:
                 label = metric.replace("mbeir/", "").replace("/recall_at_1", " R@1")
                 print(f"| {recipe} | {label} | {backbone} | {' '.join(map(str, per_seed))} | {spread(before)} | "
                       f"{spread(ours)} | {spread(stock)} | {spread(diff)} |")
-    print(f"\nmean ± std (min..max) over the seeds listed; {args.steps} steps per arm; {torch.get_num_threads()} torch "
-          f"thread(s); wall {seconds / 60:.1f} min")
+    print(f"\nmean ± std (min..max) over the seeds listed; {args.threads} torch "
+          f"thread(s); wall {seconds / 60:.1f} min (0: printed from --from-json)")
     for recipe, by_backbone in runs.items():
         for backbone, per_seed in by_backbone.items():
             cpu = [r["recipe"]["cpu_s"] + r["stock"]["cpu_s"] for r in per_seed.values()]
-            print(f"- {recipe} on {backbone}: CPU s per seed (both arms) {statistics.mean(cpu):.0f}")
+            steps = {(r["recipe"]["steps"], r["stock"]["steps"]) for r in per_seed.values()}
+            print(f"- {recipe} on {backbone}: steps (recipe, stock) {sorted(steps)}; CPU s of the main thread per seed "
+                  f"(both arms) {statistics.mean(cpu):.0f}")
     print(f"- command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`")
 
 
 def main() -> None:
     args = parse_args()
+    if args.from_json:
+        runs = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        args.recipes = [r for r in args.recipes if r in runs]
+        report(runs, args, 0.0)
+        return
     quiet(args.threads)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="pretrained-recipes-"))
     start = time.perf_counter()
