@@ -67,8 +67,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="where runs are written (default: a temporary directory)")
     parser.add_argument("--json", default=None, help="write the raw scores here (after every pair of arms)")
-    parser.add_argument("--from-json", default=None, help="print the table of a --json file (of a run that was "
-                        "stopped, too) and train nothing")
+    parser.add_argument("--from-json", nargs="+", default=None, help="print the table of --json files (runs that "
+                        "were stopped too; several are merged) and train nothing")
     return parser.parse_args()
 
 
@@ -123,7 +123,11 @@ def report(runs: dict, args: argparse.Namespace, seconds: float) -> None:
 def main() -> None:
     args = parse_args()
     if args.from_json:
-        runs = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        runs: dict = {}
+        for path in args.from_json:
+            for recipe, by_backbone in json.loads(Path(path).read_text(encoding="utf-8")).items():
+                for backbone, per_seed in by_backbone.items():
+                    runs.setdefault(recipe, {}).setdefault(backbone, {}).update(per_seed)
         args.recipes = [r for r in args.recipes if r in runs]
         report(runs, args, 0.0)
         return
