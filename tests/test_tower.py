@@ -184,3 +184,13 @@ def test_the_plan_says_what_happens_to_the_tower():
     assert model_line(VLM2VecConfig()).endswith("adapter dora r=8 alpha=64, vision tower lora)")
     assert model_line(VLM2VecConfig(adapter="none", vision_tower="train")).endswith("full weights)")
     assert model_line(MMEmbedConfig(vision_tower="frozen"), continues=True).endswith("further), vision tower frozen)")
+
+
+def test_continuing_a_saved_adapter_keeps_the_towers_lora_trainable_and_its_weights_fixed(fast_vlm, tmp_path):
+    build_model(fast_vlm, recipe="vlm2vec", adapter=V1, vision_tower="lora").save(str(tmp_path))
+    model = build_model(str(tmp_path), recipe="vlm2vec", vision_tower="lora")
+    tower = model.transformers_model.vision_tower
+    model.train()
+    lora = [p for n, p in tower.named_parameters() if "lora_" in n]
+    assert lora and all(p.requires_grad for p in lora) and not tower.training
+    assert not any(p.requires_grad for n, p in tower.named_parameters() if "lora_" not in n)
