@@ -375,3 +375,40 @@ def write_mbeir(directory: str | Path, split: str = "train", limit: int | None =
     ]
     (root / "instructions" / "query_instructions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
+
+
+# -- the embedded default's backbone ---------------------------------------------------------------
+
+
+def _fast_vlm_lite0(path: Path, seed: int) -> None:
+    from mm_st.real_vision import fast_vlm_path
+
+    fast_vlm_path("tiny", path, seed=seed)
+
+
+# Pretrained embedded backbones beside mm_st.testing's tiny random families: name -> (template family, writer(path,
+# seed), config values it sets). A pretrained tower stays frozen: its ImageNet features are what it brings, and full
+# weights at the embedded learning rate (1e-3) would destroy them.
+PRETRAINED_BACKBONES = {
+    "fast_vlm_lite0": ("fast_vlm", _fast_vlm_lite0, {"vision_tower": "frozen"}),
+}
+
+
+def base_family(name: str) -> str:
+    """The template family of the embedded backbone ``name`` (a tiny family is its own)."""
+    return PRETRAINED_BACKBONES[name][0] if name in PRETRAINED_BACKBONES else name
+
+
+def backbone_overrides(name: str) -> dict:
+    """Config values the embedded backbone ``name`` sets (a pretrained tower: frozen)."""
+    return dict(PRETRAINED_BACKBONES[name][2]) if name in PRETRAINED_BACKBONES else {}
+
+
+def write_base_model(name: str, path: Path, seed: int) -> None:
+    """Write the embedded backbone ``name`` (a pretrained one, or a tiny random family of :mod:`mm_st.testing`)."""
+    if name in PRETRAINED_BACKBONES:
+        PRETRAINED_BACKBONES[name][1](Path(path), seed)
+        return
+    from mm_st.testing import tiny_model
+
+    tiny_model(name, path, seed=seed, head=False)

@@ -46,7 +46,8 @@ import datasets
 from mm_st.data.converters import MBEIR_REPO
 from mm_st.hub import CARD_STAGES
 from mm_st.training import console, embedded
-from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, Range, RecipeConfig, _f
+from mm_st.training.config import (AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, VISION_TOWER_HELP, Range,
+                                   RecipeConfig, _f)
 from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ class MMEmbedConfig(RecipeConfig):
     lora_r: int = _f(16, NOT_PUBLIC)
     lora_alpha: int = _f(32, NOT_PUBLIC)
     lora_dropout: float = _f(0.1, NOT_PUBLIC)
+    vision_tower: str = _f("lora", NOT_PUBLIC + " (LoRA on the vision tower, as on the language model)",
+                           VISION_TOWER_HELP)
     max_length: int | None = _f(512, NOT_PUBLIC)
 
     def check(self) -> None:
@@ -727,20 +730,19 @@ class MMEmbedRun:
         if not c.embedded:
             held_out = str(self.root / "held-out") if self.holds_out() else None
             return RecipeInputs(c.model, c.data, c.eval_data or held_out, c.text_data)
-        from mm_st.testing import tiny_model
         from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.outputs import RunFolder
 
         folder = RunFolder(self.root, is_local_main() and write)
-        family = c.family or c.tiny_family
-        base = self.root / "base-model" / f"{family}-seed{c.seed}"
+        name = c.family or c.tiny_family
+        base = self.root / "base-model" / f"{name}-seed{c.seed}"
         data = embedded_dir(c, self.root / "data", "mbeir")
         text = embedded_dir(c, self.root / "data", "text-pairs")
         with main_process_first(local=True) if write else nullcontext():  # the others read what this node's first wrote
             if folder.writer:
                 folder.claim("base-model")
                 if not (base / "config.json").is_file():
-                    tiny_model(family, base, seed=c.seed, head=False)
+                    embedded.write_base_model(name, base, c.seed)
                 folder.claim("data")
                 embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
                 embedded.write_mbeir(data, split="test", seed=c.seed)
