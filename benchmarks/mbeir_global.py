@@ -4,7 +4,8 @@ What runs: the real task path of ``mteb.evaluate`` on two union-pool tasks (``MM
 and ``-VisualNews_t2i``, 1,000 queries each) over a generated local M-BEIR root whose
 ``cand_pool/global/mbeir_union_test_cand_pool.jsonl`` holds N candidates: N - 64 short texts
 (``"candidate <i> about topic <i mod 997>"``) and 64 images (8x8 PNGs). Everything mm_st does is measured:
-reading and checking the pool (once, shared by both tasks), building mteb's corpus, encoding the pool
+streaming and checking the pool into its memory-mapped Arrow file and id index (once, shared by both
+tasks; "pool on disk"), encoding the pool
 into ``mm_st.mining.store``'s chunk files (once, shared), searching it chunk by chunk with
 ``mm_st.mining.search`` (``UnionPoolSearch``), mteb's metrics and ``wrong_modality_at_1``.
 
@@ -189,13 +190,14 @@ def measure(size: int, dim: int) -> dict:
             result = mteb.evaluate(encoder, tasks, cache=None, show_progress_bar=False,
                                    encode_kwargs={"batch_size": 512, "show_progress_bar": False})
         eval_s, eval_peak = time.perf_counter() - start, _status("VmHWM")
-        store = sum(p.stat().st_size for p in cache.rglob("*.npy"))
+        store = sum(p.stat().st_size for p in cache.glob("corpus-*/*.npy"))
+        pool = sum(p.stat().st_size for p in cache.glob("pool-*/*"))
         search_s, search_peak, search_anon = search_alone(cache, dim)
         scores = {r.task_name: r.scores["test"][0] for r in result.task_results}
     return {"size": size, "dim": dim, "queries": 2 * QUERIES, "encoded_documents": encoder.encoded - 2 * QUERIES,
             "baseline_rss_gb": base / 1e9, "load_s": load_s, "load_peak_rss_gb": load_peak / 1e9,
             "load_peak_anon_gb": load_anon.peak / 1e9, "evaluate_s": eval_s, "evaluate_peak_rss_gb": eval_peak / 1e9,
-            "evaluate_peak_anon_gb": eval_anon.peak / 1e9, "store_gb": store / 1e9, "search_s": search_s,
+            "evaluate_peak_anon_gb": eval_anon.peak / 1e9, "store_gb": store / 1e9, "pool_gb": pool / 1e9, "search_s": search_s,
             "search_peak_rss_gb": search_peak / 1e9, "search_peak_anon_gb": search_anon / 1e9,
             "recall_at_1": {k: v["recall_at_1"] for k, v in scores.items()},
             "wrong_modality_at_1": {k: v["wrong_modality_at_1"] for k, v in scores.items()}}
@@ -218,13 +220,14 @@ def main() -> None:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     print("\n| candidates | load (s) | load peak RSS / anon (GB) | evaluate 2 tasks (s) | evaluate peak RSS / anon (GB) "
-          "| search alone, 1,000 queries (s) | search peak RSS / anon (GB) | store on disk (GB) | documents encoded |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| search alone, 1,000 queries (s) | search peak RSS / anon (GB) | store on disk (GB) | pool on disk (GB) "
+          "| documents encoded |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['size']:,} | {r['load_s']:.1f} | {r['load_peak_rss_gb']:.2f} / {r['load_peak_anon_gb']:.2f} | "
               f"{r['evaluate_s']:.1f} | {r['evaluate_peak_rss_gb']:.2f} / {r['evaluate_peak_anon_gb']:.2f} | "
               f"{r['search_s']:.1f} | {r['search_peak_rss_gb']:.2f} / {r['search_peak_anon_gb']:.2f} | "
-              f"{r['store_gb']:.3f} | {r['encoded_documents']:,} |")
+              f"{r['store_gb']:.3f} | {r['pool_gb']:.3f} | {r['encoded_documents']:,} |")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def stock_arm(config, steps: int) -> dict:
 
     from mm_st.training import plan_stage
     from mm_st.training.data import training_dataset
-    from mm_st.training.stage import XTDEvaluator, build_stage_model
+    from mm_st.training.stage import build_stage_model
 
     start = time.process_time()
     plan, named = plan_stage(config)
@@ -137,8 +137,7 @@ def stock_arm(config, steps: int) -> dict:
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
                                          loss=MultipleNegativesRankingLoss(model))
     trainer.train()
-    evaluator = XTDEvaluator(plan.sources.eval_data, c.eval_languages, plan.output_dir / "stock-mnrl-eval",
-                             f"stock-mnrl-{c.recipe}")
+    evaluator = c.evaluator(plan.sources, plan.output_dir / "stock-mnrl-eval")  # the recipe's (XTD; MM-Embed: M-BEIR)
     out["after"] = evaluator(model, steps=trainer.state.global_step)
     if c.recipe == "e5v":
         out["after"]["text_recall_at_1"] = text_to_text_recall(model)
@@ -146,6 +145,21 @@ def stock_arm(config, steps: int) -> dict:
     out["columns"] = train.column_names
     out["cpu_s"] = time.process_time() - start
     return out
+
+
+def both_arms(make_config, threads: int) -> dict:
+    """The recipe arm, then the stock-MNRL arm for as many steps, each on a fresh ``make_config()``."""
+    ours = recipe_arm(make_config())
+    torch.set_num_threads(threads)
+    return {"recipe": ours, "stock": stock_arm(make_config(), ours["steps"])}
+
+
+def record(label: str, arms: dict, runs: dict, json_path: str | None) -> None:
+    """Print one finished pair of arms; rewrite the raw scores file (if any) with every run so far."""
+    print(f"RUN {label}: recipe {json.dumps(arms['recipe']['after'])}, stock {json.dumps(arms['stock']['after'])}",
+          flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(runs, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 def spread(values: list[float]) -> str:
@@ -207,15 +221,8 @@ def main() -> None:
     for recipe in args.recipes:
         runs[recipe] = {}
         for seed in args.seeds:
-            config = make_config(recipe, seed, args.max_steps, workdir)
-            ours = recipe_arm(config)
-            torch.set_num_threads(args.threads)
-            stock = stock_arm(make_config(recipe, seed, args.max_steps, workdir), ours["steps"])
-            runs[recipe][seed] = {"recipe": ours, "stock": stock}
-            print(f"RUN {recipe} seed {seed}: recipe {json.dumps(ours['after'])}, stock {json.dumps(stock['after'])}",
-                  flush=True)
-            if args.json:
-                Path(args.json).write_text(json.dumps(runs, indent=1, default=str) + "\n", encoding="utf-8")
+            arms = runs[recipe][seed] = both_arms(lambda: make_config(recipe, seed, args.max_steps, workdir), args.threads)
+            record(f"{recipe} seed {seed}", arms, runs, args.json)
     report(runs, args, time.perf_counter() - start)
 
 

@@ -164,6 +164,7 @@ def build_model(
     pooling: str = "lasttoken",
     attention: str = "causal",
     pooling_kwargs: dict[str, Any] | None = None,
+    vision_tower: str = "train",
 ) -> MultimodalSentenceTransformer:
     """Assemble a prompt-based embedding model from a multimodal LLM or a causal LM.
 
@@ -193,6 +194,8 @@ def build_model(
             removed, transformers' ``is_causal=False``; saved in ``config.json``).
         pooling_kwargs: for ``"latent_attention"``: ``num_latents`` (512), ``num_heads`` (8), ``head_dim``
             (the hidden size), ``ff_mult`` (4), ``mask_marker`` (False).
+        vision_tower: ``"train"`` (like the rest), ``"frozen"`` or ``"lora"`` (:mod:`mm_st.tower`; also applied when
+            continuing a saved model).
 
     Example:
         >>> from mm_st.testing import tiny_model
@@ -205,12 +208,16 @@ def build_model(
     """
     from transformers import AutoConfig
 
+    from mm_st import tower
+
     latent_kwargs = _check_architecture(pooling, attention, pooling_kwargs, adapter)
     recipe_spec = templates.get_recipe(recipe, prompt_format)
     if saved_model_folder(model_name_or_path):
         return continue_from(model_name_or_path, recipe, prompt_format=prompt_format, family=family, wrapper=wrapper,
                              max_length=max_length, dtype=dtype, adapter=adapter, device=device, model_kwargs=model_kwargs,
-                             processor_kwargs=processor_kwargs, trust_remote_code=trust_remote_code)
+                             processor_kwargs=processor_kwargs, trust_remote_code=trust_remote_code,
+                             vision_tower=vision_tower)
+    tower.check_mode(vision_tower, adapter)
     check_backbone_folder(model_name_or_path)
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     family_spec = templates.get_family(family) if family else templates.family_for_model_type(config.model_type)
@@ -256,8 +263,7 @@ def build_model(
     )
     model.model_card_data.model_name = f"SentenceTransformer: {recipe} recipe on a {family_spec.name} backbone (mm_st)"
     model.mm_st_metadata = meta
-    if adapter is not None:
-        _add_adapter(model, _peft_config(adapter))
+    tower.add_adapter(model, None if adapter is None else _peft_config(adapter), vision_tower)
     return model
 
 
@@ -310,6 +316,7 @@ def continue_from(
     model_kwargs: dict[str, Any] | None = None,
     processor_kwargs: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    vision_tower: str = "train",
 ) -> MultimodalSentenceTransformer:
     """A saved model (a folder with ``modules.json``) ready to train further with ``recipe``'s prompts.
 
@@ -322,6 +329,7 @@ def continue_from(
     adapter stays the one trained (its weights trainable; ``adapter`` is then ignored, logged); a
     full-weights folder gets ``adapter`` added when given. The chat template is rendered again for
     ``recipe`` / ``prompt_format`` (the family is the one the folder recorded, :mod:`mm_st.metadata`).
+    ``vision_tower`` ``"frozen"`` / ``"lora"`` keeps the image tower's own weights fixed (:mod:`mm_st.tower`).
 
     Example:
         >>> import tempfile
@@ -337,7 +345,7 @@ def continue_from(
 
     from transformers import AutoConfig
 
-    from mm_st import metadata
+    from mm_st import metadata, tower
 
     check_saved_model(path)
     root = Path(path)
@@ -376,6 +384,7 @@ def continue_from(
     model.mm_st_metadata = meta
     backbone = transformer.model
     if getattr(backbone, "_hf_peft_config_loaded", False):
+        tower.freeze(backbone, vision_tower)
         # transformers loads a saved adapter for inference (frozen); train it again, as peft's is_trainable=True
         for name, parameter in backbone.named_parameters():
             if "lora_" in name:
@@ -383,8 +392,8 @@ def continue_from(
         if adapter is not None:
             logging.getLogger(__name__).info("%s already holds an adapter; training it further (the adapter "
                                              "settings given are not used).", root)
-    elif adapter is not None:
-        _add_adapter(model, _peft_config(adapter))
+    else:
+        tower.add_adapter(model, None if adapter is None else _peft_config(adapter), vision_tower)
     return model
 
 

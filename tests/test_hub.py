@@ -64,16 +64,17 @@ def published(hub, tmp_path_factory):
     argv = [sys.executable, "recipes/train_e5v.py", "--adapter", "lora", "--max-steps", "2", "--save-steps", "2",
             "--max-rows-per-dataset", "64", "--eval-languages", "en", "--output-dir", str(out),
             "--push-to-hub", "org/e5v-tiny", "--hub-base-model", "org/tiny-base"]
-    # the dry run writes the run's embedded backbone (recorded as the run's own), which the run then reuses
-    dry = subprocess.run([*argv, "--dry-run"], cwd=ROOT, env=client_env(hub, root / "hf-home"), capture_output=True,
-                         text=True, timeout=600)
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    base = out / "base-model" / "llava_next-seed42"
-    (base / "README.md").write_text(BASE_CARD, encoding="utf-8")
     with pytest.MonkeyPatch.context() as patch:
         use_in_process(patch, hub, TOKEN)
         from mm_st.hub import push_folder
+        from mm_st.training import E5VConfig
+        from mm_st.training.cli import main
 
+        # the dry run (in this process: the recipe script is `main(E5VConfig)`) writes the run's embedded backbone
+        # (recorded as the run's own), which the run then reuses
+        assert main(E5VConfig, [*argv[2:], "--dry-run"]) == 0
+        base = out / "base-model" / "llava_next-seed42"
+        (base / "README.md").write_text(BASE_CARD, encoding="utf-8")
         push_folder(base, "org/tiny-base", repo_type="model", endpoint=hub.url)
     run = subprocess.run(argv, cwd=ROOT, env=client_env(hub, root / "hf-home"), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

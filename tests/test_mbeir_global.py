@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import datasets
 import mteb
 import numpy as np
 import pytest
@@ -246,3 +247,71 @@ def test_the_mmembed_recipe_evaluates_the_union_tasks_when_its_eval_root_has_a_u
     assert without.tasks is None  # every local task, as before
     chosen = RandomNegativesStage(eval_tasks=["Emoji_t2i"]).evaluator(Sources(None, None, str(root)), tmp_path)
     assert chosen.tasks == ["Emoji_t2i"]
+
+
+# -- the union pool streamed to disk (bounded memory) ------------------------------------------------
+
+
+def _loaded_pool(root: Path, cache: Path):
+    task = G.global_tasks(["Emoji_t2i"], data=root, cache_dir=cache)[0]
+    task.load_data()
+    return task, task.dataset["default"]["test"]["corpus"], task.pool_modalities["test"]
+
+
+def test_the_union_pool_is_a_memory_mapped_arrow_file_with_an_id_index_reused_across_processes(root, tmp_path,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(G, "POOL_BATCH", 4)  # several batches: row numbers and ids continue across them
+    pool = _jsonl(root / E.mbeir.UNION_POOL.format(split="test"))
+    task, corpus, modality = _loaded_pool(root, tmp_path / "cache")
+    [arrow] = [Path(f["filename"]) for f in corpus.cache_files]  # on disk, not an in-memory table
+    assert arrow.parent.parent == tmp_path / "cache" and arrow.parent.name.startswith("pool-")
+    assert corpus["id"] == [r["did"] for r in pool] and corpus["text"] == [r["txt"] or "" for r in pool]
+    assert [img is not None for img in corpus.select_columns(["image"]).cast_column(
+        "image", datasets.Image(decode=False))["image"]] == ["image" in r["modality"] for r in pool]
+    assert dict(modality.items()) == {r["did"]: r["modality"] for r in pool}
+    assert len(modality) == len(pool) and "no-such-id" not in modality and set(modality.values()) == {
+        "text", "image", "image,text"}
+    with pytest.raises(KeyError):
+        modality["no-such-id"]
+    # a new process (the kept pools forgotten) maps the same file: nothing is read or written again
+    written = arrow.stat().st_mtime_ns
+    G._POOLS.clear()
+    monkeypatch.setattr(G, "write_pool", None)
+    again = _loaded_pool(root, tmp_path / "cache")[1]
+    assert again.cache_files == corpus.cache_files and arrow.stat().st_mtime_ns == written
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [arrow.parent.name]
+
+
+def test_colliding_id_hashes_still_find_every_candidate_and_the_duplicate(root, tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "_id_hash", lambda did: len(did))  # many ids share a hash
+    pool = _jsonl(root / E.mbeir.UNION_POOL.format(split="test"))
+    modality = _loaded_pool(root, tmp_path / "cache")[2]
+    assert all(modality[r["did"]] == r["modality"] for r in pool) and "0:99" not in modality
+    G._POOLS.clear()
+    copy = tmp_path / "dup"
+    shutil.copytree(root, copy)
+    _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:3], {**pool[5], "did": "0:1"}, *pool[3:]])
+    with pytest.raises(ValueError, match=r"global-Emoji_t2i: cand_pool/global/mbeir_union_test_cand_pool.jsonl row \d+: "
+                                         r"candidate id '0:1' appears twice in the pool"):
+        _loaded_pool(copy, tmp_path / "cache2")
+
+
+def test_a_bad_union_pool_row_is_named_across_batches_and_leaves_no_cache(root, tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "POOL_BATCH", 4)
+    pool = _jsonl(root / E.mbeir.UNION_POOL.format(split="test"))
+    copy = tmp_path / "bad"
+    shutil.copytree(root, copy)
+    duplicate = {**pool[1], "modality": "text", "txt": "again"}
+    _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:9], duplicate])
+    with pytest.raises(ValueError, match=rf"mbeir_union_test_cand_pool.jsonl row 9: candidate id {pool[1]['did']!r} "
+                                         "appears twice in the pool"):
+        _loaded_pool(copy, tmp_path / "cache")
+    _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:6], {**pool[6], "txt": None, "modality": "text"}])
+    with pytest.raises(ValueError, match=rf"mbeir_union_test_cand_pool.jsonl row 6 \(candidate {pool[6]['did']}\): its "
+                                         "modality needs 'txt'"):
+        _loaded_pool(copy, tmp_path / "cache")
+    _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:5], {**pool[0], "did": "0:77",
+                                                                             "img_path": "mbeir_images/none.png"}])
+    with pytest.raises(E.DataLayoutError, match=r"row 5 \(candidate 0:77\): image file not found"):
+        _loaded_pool(copy, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []  # no pool folder, no partial one

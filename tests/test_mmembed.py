@@ -235,7 +235,7 @@ def test_user_data_with_small_pools_long_texts_and_missing_images(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
+def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout, capfd):
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "recipes" / "train_mmembed.py"), "--output-dir", str(out), "--no-evaluate",
                "--stages", "1,2", *SMALL, "--max-steps", "6"]
@@ -249,9 +249,11 @@ def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, heldout):
     process.wait()
     stage1 = tree_hashes(out / "stage1" / "model")
     assert not (out / "stage2" / "model" / "modules.json").exists()
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "holds this run, finished" in resumed.stdout and "resuming from" in resumed.stdout
+    capfd.readouterr()
+    # the same command again, in this process (the recipe script is `main(MMEmbedConfig)`)
+    assert main(MMEmbedConfig, command[2:]) == 0
+    resumed = capfd.readouterr().out
+    assert "holds this run, finished" in resumed and "resuming from" in resumed
     assert tree_hashes(out / "stage1" / "model") == stage1
     assert json.loads((out / "stage2" / "model" / "recipe_config.json").read_text())["max_steps"] == 6
 
@@ -358,6 +360,39 @@ def test_rows_without_a_negative_are_named_and_a_large_loss_is_a_warning(capsys)
     assert "stage 2, T_t2t: 30 of 100 rows dropped" in printed
     assert warnings == [line for line in printed.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "T_t2t" in warnings[0] and "30%" in warnings[0]  # 2% of T_t2i is under 5%
+
+
+
+def test_a_large_fallback_share_is_named_with_its_reason_and_recorded_in_the_counts(monkeypatch, tmp_path, capsys):
+    import datasets
+
+    import mm_st.mining
+    from mm_st.mining.output import MiningReport
+    from mm_st.training.mmembed import ModalityAwareStage, _mine_task, fallback_note, report_mining
+
+    stage = ModalityAwareStage()
+    # 10 queries: 6 took a fallback negative, 4 of them after the filter removed candidates
+    report = MiningReport(negative_type=[["fallback"]] * 6 + [["type2"]] * 4, fallback_queries=list(range(6)),
+                          filtered=[3, 0, 5, 1, 0, 2, 9, 0, 0, 0], margin_removed=20)
+    monkeypatch.setattr(mm_st.mining, "mine_hard_negatives", lambda *a, **k: (datasets.Dataset.from_dict(
+        {"anchor": ["q"] * 10}), report))
+    ds = datasets.Dataset.from_dict({"qid": [f"9:{i}" for i in range(10)], "positive_id": [f"9:c{i}" for i in range(10)],
+                                     "anchor": ["q"] * 10})
+    pool = [{"did": f"9:c{i}", "txt": None, "image": "x.png", "modality": "image"} for i in range(60)]
+    plan = type("Plan", (), {"work_dir": lambda self, name: tmp_path / name})()
+    _, counts = _mine_task(stage, "Cat_t2i", ds, {"9": pool}, {}, None, plan)
+    assert counts["fallback_rows"] == 6 and counts["fallback_rows_filtered"] == 4
+    expected = ("stage 2, Cat_t2i: 6 of 10 rows (60%) had no candidate at ranks 46-50 and took the nearest one above "
+                "them: for 4 of them the false-negative filter removed the window's candidates (relative_margin 0.05")
+    assert counts["fallback_note"].startswith(expected)
+    assert counts["fallback_note"].endswith("; 2 had too few right-modality candidates besides their positives in the top 50")
+    json.dumps(counts)  # goes into mining.json as is
+    report_mining(stage, {"Cat_t2i": counts})
+    assert capsys.readouterr().out.count(expected) == 1
+    # at or under max_unmined_share (5%): no line; older mining.json counts without the note still print
+    assert fallback_note(stage, "Cat_t2i", {**counts, "of": 120}) is None  # 6 of 120 = 5%
+    report_mining(stage, {"Cat_t2i": {k: v for k, v in counts.items() if k != "fallback_note"}})
+    assert "took the nearest" not in capsys.readouterr().out
 
 
 # -- under torchrun ------------------------------------------------------------------------------------------------

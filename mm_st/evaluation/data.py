@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,10 +294,14 @@ def mbeir_dir(source: str) -> Path:
 
 def read_mbeir_file(root: Path, relative: str) -> list[dict[str, Any]]:
     """Rows of one M-BEIR jsonl file under ``root``; a missing file or a malformed line is named."""
+    return list(iter_mbeir_file(root, relative))
+
+
+def iter_mbeir_file(root: Path, relative: str) -> Iterator[dict[str, Any]]:
+    """:func:`read_mbeir_file` one row at a time (for files too large to hold as Python rows)."""
     path = root / relative
     if not path.is_file():
         raise DataLayoutError(f"M-BEIR data incomplete: first missing file {str(path)!r}.\n{MBEIR_LAYOUT}")
-    rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -307,5 +312,4 @@ def read_mbeir_file(root: Path, relative: str) -> list[dict[str, Any]]:
                 raise ValueError(f"{str(path)!r} line {number}: malformed JSON ({exc.msg}).") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(row).__name__}.")
-            rows.append(row)
-    return rows
+            yield row

@@ -236,26 +236,35 @@ class MBEIRLocalTask(MMSTRetrievalTask):
         where = f"{pool_file or self.files.pool_file} row"
         ids, texts, paths, modality = [], [], [], {}
         for index, row in enumerate(rows):
-            did = row.get("did")
-            if not isinstance(did, str) or not did:
-                raise ValueError(f"{self.metadata.name}: {where} {index} has no string 'did'.")
+            did, modality_of_row, text, path = self._candidate(row, where, index)
             if did in modality:
                 raise ValueError(f"{self.metadata.name}: {where} {index}: candidate id {did!r} appears twice in the pool.")
-            what = f"{where} {index} (candidate {did})"
-            modality[did] = self._modality(row.get("modality"), what)
-            parts = _parts(modality[did])
+            modality[did] = modality_of_row
             ids.append(did)
-            texts.append(self._field(row.get("txt"), what, "txt") if "text" in parts else "")
-            paths.append(self._field(row.get("img_path"), what, "img_path") if "image" in parts else None)
+            texts.append(text)
+            paths.append(path)
         return _split(ids, texts, self._files(ids, texts, paths, images, "document", where)), modality
 
-    def _files(self, ids: list[str], texts: list[str], paths: list[str | None], images: Path, side: str, where: str):
-        """The image files of one side, after checking the rows against the task's declared category."""
+    def _candidate(self, row: dict, where: str, index: int) -> tuple[str, str, str, str | None]:
+        """One pool row checked: (id, modality, text or "", image path or None)."""
+        did = row.get("did")
+        if not isinstance(did, str) or not did:
+            raise ValueError(f"{self.metadata.name}: {where} {index} has no string 'did'.")
+        what = f"{where} {index} (candidate {did})"
+        modality = self._modality(row.get("modality"), what)
+        parts = _parts(modality)
+        text = self._field(row.get("txt"), what, "txt") if "text" in parts else ""
+        return did, modality, text, self._field(row.get("img_path"), what, "img_path") if "image" in parts else None
+
+    def _files(self, ids: list[str], texts: list[str], paths: list[str | None], images: Path, side: str, where: str,
+               start: int = 0):
+        """The image files of one side (rows ``start``, ``start + 1``, ...), after checking the rows against the
+        task's declared category."""
         name, category = self.metadata.name, self.metadata.category
         kind = "query" if side == "query" else "candidate"
-        check_declared_modalities(name, category, side, texts, paths, lambda i: f"{where} {i} ({kind} {ids[i]})",
+        check_declared_modalities(name, category, side, texts, paths, lambda i: f"{where} {start + i} ({kind} {ids[i]})",
                                   hint=self._mixed_pool_hint() if side == "document" else None)
-        return [eval_data.image_file(images, p, f"{name}: {where} {i} ({kind} {ids[i]})", eval_data.MBEIR_LAYOUT)
+        return [eval_data.image_file(images, p, f"{name}: {where} {start + i} ({kind} {ids[i]})", eval_data.MBEIR_LAYOUT)
                 if p else None for i, p in enumerate(paths)]
 
     def _mixed_pool_hint(self) -> str:

@@ -12,7 +12,9 @@ once per task). :class:`UnionPoolSearch`, mteb's ``SearchProtocol``, encodes the
 pool file and document instruction into :mod:`mm_st.mining.store`'s resumable, checksummed chunk cache on
 disk (``cache_dir=`` / ``$MM_ST_MBEIR_CACHE``, default ``<HF_HOME>/mm_st/mbeir-union-embeddings``), shared
 by every task of the process, and ranks with :func:`mm_st.mining.search.search` one chunk at a time:
-memory is ``chunk_size`` document rows plus the queries, never the pool. Scores are cosine similarities.
+memory is ``chunk_size`` document rows plus the queries, never the pool. The pool itself is streamed once
+into a memory-mapped Arrow file and id index in the same cache folder (:func:`union_pool`): mteb's corpus
+and the id -> modality map hold no Python object per candidate. Scores are cosine similarities.
 
 Example:
     >>> from mm_st.evaluation.mbeir_global import global_tasks
@@ -25,7 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +46,7 @@ from mm_st.evaluation.mbeir import (
     GLOBAL_PREFIX,
     MBEIR_LOCAL_FILES,
     MBEIR_TASK_CLASSES,
+    MODALITIES,
     PREFIX,
     UNION_POOL,
     MBEIRLocalTask,
@@ -48,7 +54,7 @@ from mm_st.evaluation.mbeir import (
     _letters,
     paper_metric,
 )
-from mm_st.evaluation.tasks import check_modalities
+from mm_st.evaluation.tasks import _FEATURES, check_modalities
 
 CACHE_ENV = "MM_ST_MBEIR_CACHE"
 DEFAULT_CHUNK_SIZE = 16384  # document rows per cache file and per search step
@@ -80,17 +86,126 @@ def query_file(files: MBEIRTaskFiles, split: str) -> str:
 
 @dataclass
 class UnionPool:
-    corpus: Any  # datasets.Dataset: id, text, image (the whole pool)
-    modality: dict[str, str]  # candidate id -> modality
+    corpus: Any  # datasets.Dataset: id, text, image (the whole pool), memory-mapped from the pool's Arrow file
+    modality: PoolModality  # candidate id -> modality, memory-mapped
     fingerprint: str  # the pool file's name, size and modification time
+
+
+class PoolModality(Mapping[str, str]):
+    """``{candidate id: modality}`` of a pool written by :func:`write_pool`, without a Python object per
+    candidate: ids are looked up by a 64-bit hash (sorted, memory-mapped) and confirmed in the Arrow id column."""
+
+    def __init__(self, ids: Any, folder: Path) -> None:
+        self._ids = ids  # pyarrow ChunkedArray of the pool's ids, in row order
+        self._hashes, self._rows, self._codes = (np.load(folder / f, mmap_mode="r") for f in _INDEX_FILES)
+
+    def row(self, did: str) -> int | None:
+        """The pool row of ``did``, None when it is not in the pool."""
+        hashes, key = self._hashes, np.uint64(_id_hash(did))
+        at = int(np.searchsorted(hashes, key))
+        while at < len(hashes) and hashes[at] == key:
+            if self._ids[int(self._rows[at])].as_py() == did:
+                return int(self._rows[at])
+            at += 1
+        return None
+
+    def __getitem__(self, did: str) -> str:
+        row = self.row(did) if isinstance(did, str) else None
+        if row is None:
+            raise KeyError(did)
+        return MODALITIES[self._codes[row]]
+
+    def __contains__(self, did: object) -> bool:
+        return isinstance(did, str) and self.row(did) is not None
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __iter__(self) -> Iterator[str]:
+        return _values(self._ids)
+
+    def values(self) -> Iterator[str]:  # type: ignore[override]
+        return (MODALITIES[code] for code in self._codes)
+
+
+POOL_FORMAT = 1  # bump when write_pool's output changes
+POOL_BATCH = 8192  # pool rows checked and written at a time
+_ARROW_FILE = "pool.arrow"
+_INDEX_FILES = ("id-hashes.npy", "id-rows.npy", "modality.npy")  # sorted id hashes, their rows, modality per row
+
+
+def _values(column: Any) -> Iterator[Any]:
+    """An Arrow column's values, one chunk at a time (not one Python list of the whole pool)."""
+    for chunk in column.chunks:
+        yield from chunk.to_pylist()
+
+
+def _id_hash(did: str) -> int:
+    return int.from_bytes(hashlib.blake2b(did.encode(), digest_size=8).digest(), "little")
+
+
+def _batches(rows: Iterator[dict], size: int) -> Iterator[tuple[int, list[dict]]]:
+    """(index of the first row, rows) of at most ``size`` rows."""
+    batch, start = [], 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield start, batch
+            batch, start = [], start + size
+    if batch:
+        yield start, batch
+
+
+def write_pool(task: MBEIRLocalTask, root: Path, relative: str, images: Path, folder: Path) -> None:
+    """Check the pool's rows batch by batch (as the local tasks do) and write them into ``folder``: an Arrow
+    file (mteb's corpus, memory-mapped later) and the id index of :class:`PoolModality`. Memory: one batch of
+    rows plus 9 bytes per candidate (id hash, modality) until the index is saved."""
+    from datasets.arrow_writer import ArrowWriter
+
+    hashes, codes, where = [], [], f"{relative} row"
+    rows = eval_data.iter_mbeir_file(root, relative)
+    with ArrowWriter(features=_FEATURES, path=str(folder / _ARROW_FILE)) as writer:
+        for start, batch in _batches(rows, POOL_BATCH):
+            ids, modality, texts, paths = map(list, zip(*(task._candidate(row, where, start + i)
+                                                          for i, row in enumerate(batch))))
+            files = task._files(ids, texts, paths, images, "document", where, start)
+            writer.write_batch(_FEATURES.encode_batch({"id": ids, "text": texts, "image": files}))
+            hashes.append(np.fromiter((_id_hash(did) for did in ids), np.uint64, len(ids)))
+            codes.append(np.array([MODALITIES.index(m) for m in modality], np.uint8))
+        if not hashes:
+            raise ValueError(f"{task.metadata.name}: the union pool {relative} holds no candidate.")
+        writer.finalize()
+    hashes = np.concatenate(hashes)
+    order = np.argsort(hashes, kind="stable")
+    hashes = hashes[order]
+    _refuse_duplicates(task, hashes, order, folder, where)
+    for name, array in zip(_INDEX_FILES, (hashes, order, np.concatenate(codes))):
+        np.save(folder / name, array)
+
+
+def _refuse_duplicates(task: MBEIRLocalTask, ordered: np.ndarray, order: np.ndarray, folder: Path, where: str) -> None:
+    """Name the first row whose id an earlier row has (only rows sharing an id hash are compared)."""
+    shared = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if not len(shared):
+        return
+    import datasets
+
+    column = datasets.Dataset.from_file(str(folder / _ARROW_FILE)).data.column("id")
+    seen = set()
+    for row in np.sort(order[np.union1d(shared, shared + 1)]):
+        did = column[int(row)].as_py()
+        if did in seen:
+            raise ValueError(f"{task.metadata.name}: {where} {row}: candidate id {did!r} appears twice in the pool.")
+        seen.add(did)
 
 
 _POOLS: OrderedDict[tuple, UnionPool] = OrderedDict()
 _POOLS_KEPT = 2  # the val and the test pool
 
 
-def union_pool(task: MBEIRLocalTask, root: Path, images: Path, split: str) -> UnionPool:
-    """The union pool of ``split``, read and checked by the first task that needs it, then shared."""
+def union_pool(task: MBEIRGlobalTask, root: Path, images: Path, split: str) -> UnionPool:
+    """The union pool of ``split``: streamed, checked and written to disk by the first task that needs it
+    (``<cache folder>/pool-<hash>/``, reused while the pool file is unchanged), then memory-mapped and shared."""
     relative = UNION_POOL.format(split=split)
     path = root / relative
     if not path.is_file():
@@ -98,14 +213,34 @@ def union_pool(task: MBEIRLocalTask, root: Path, images: Path, split: str) -> Un
             f"{task.metadata.name}: M-BEIR union pool missing: {str(path)!r} (UniIR's global candidate pool of the "
             f"{split} split).\n{eval_data.MBEIR_LAYOUT}")
     fingerprint = f"{relative}:{eval_data.fingerprint([path])}"
-    key = (str(path.resolve()), str(images.resolve()), fingerprint)
-    if key not in _POOLS:
-        corpus, modality = task._pool(eval_data.read_mbeir_file(root, relative), images, relative)
-        _POOLS[key] = UnionPool(corpus, modality, fingerprint)
+    identity = json.dumps([POOL_FORMAT, str(path.resolve()), str(images.resolve()), fingerprint])
+    folder = task.cache_folder() / f"pool-{hashlib.sha256(identity.encode()).hexdigest()[:24]}"
+    key = (str(folder), fingerprint)
+    if key not in _POOLS or not folder.is_dir():
+        if not folder.is_dir():
+            _write_atomically(folder, lambda out: write_pool(task, root, relative, images, out))
+        import datasets
+
+        corpus = datasets.Dataset.from_file(str(folder / _ARROW_FILE))
+        _POOLS[key] = UnionPool(corpus, PoolModality(corpus.data.column("id"), folder), fingerprint)
         while len(_POOLS) > _POOLS_KEPT:
             _POOLS.popitem(last=False)
     _POOLS.move_to_end(key)
     return _POOLS[key]
+
+
+def _write_atomically(folder: Path, write: Any) -> None:
+    """``write(temporary folder)``, then the folder renamed to ``folder``; on an error nothing is left."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".partial-"))
+    try:
+        write(partial)
+        os.replace(partial, folder)
+    except OSError:
+        if not folder.is_dir():  # another process finished first: theirs is kept
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,7 +268,8 @@ class _DocumentEncoder:
         self.hf_split, self.hf_subset, self.encode_kwargs = hf_split, hf_subset, encode_kwargs
 
     def encode_document(self, indices: list[int], **_: Any) -> np.ndarray:
-        return _encode(self.encoder, self.corpus.select(indices), self.task_metadata, PromptType.document,
+        rows = self.corpus.select(indices).flatten_indices(keep_in_memory=True)  # mteb's map stays in memory
+        return _encode(self.encoder, rows, self.task_metadata, PromptType.document,
                        self.hf_split, self.hf_subset, self.encode_kwargs)
 
 
@@ -203,9 +339,10 @@ class UnionPoolSearch:
         self.ids = corpus.select_columns(["id"])  # looked up per result row only
         if key not in _STORES:
             documents = _DocumentEncoder(self.encoder, corpus, task_metadata, hf_split, hf_subset, encode_kwargs)
-            _STORES[key] = encode_chunked(documents, range(len(corpus)), "corpus", len(corpus), self.ids[:]["id"],
-                                          self.chunk_size, self.cache_dir, info, {},
-                                          encode_kwargs.get("batch_size", 32), show_progress_bar=False)
+            ids = _values(self.ids.data.column("id"))
+            _STORES[key] = encode_chunked(documents, range(len(corpus)), "corpus", len(corpus), ids, self.chunk_size,
+                                          self.cache_dir, info, {}, encode_kwargs.get("batch_size", 32),
+                                          show_progress_bar=False)
             while len(_STORES) > 2:
                 _STORES.popitem(last=False)
         self.store = _STORES[key]
@@ -263,6 +400,10 @@ class MBEIRGlobalTask(MBEIRLocalTask):
         super().__init__(data=data, image_root=image_root, **kwargs)
         self.cache_dir, self.chunk_size = cache_dir, chunk_size
         self.pool_fingerprints: dict[str, str] = {}
+
+    def cache_folder(self) -> Path:
+        """Where the pool's Arrow file and embeddings go: ``cache_dir``, else :func:`default_cache_dir`."""
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
 
     def build(self) -> dict:
         root = eval_data.mbeir_dir(self.source())

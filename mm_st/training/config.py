@@ -50,8 +50,12 @@ EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
 # What every embedded default changes: CPU-sized batches without GradCache, a larger learning rate, and full
 # weights (a random tiny backbone has nothing for an adapter to adapt: DoRA r=8 on the tiny VLM2Vec run stayed
 # at chance); --adapter dora etc. runs the paper's adapter.
+# The tiny backbones' towers are random, so they train with the rest (a pretrained embedded backbone,
+# mm_st.training.embedded.PRETRAINED_BACKBONES, sets its own).
 EMBEDDED_COMMON = {"adapter": "none", "mini_batch_size": 0, "learning_rate": 1e-3, "warmup": 0.1, "save_steps": 50,
-                   "logging_steps": 5, "threads": 1}
+                   "logging_steps": 5, "threads": 1, "vision_tower": "train"}
+VISION_TOWER_HELP = ("the image tower: 'train' (like the rest), 'frozen' (weights and BatchNorm statistics fixed) or "
+                     "'lora' (fixed, plus LoRA on its modules; needs --adapter lora/dora); mm_st.tower")
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ class RecipeConfig:
     model: str | None = _f(None, "", "Hub id, local backbone directory, or a saved model folder (e.g. runs/x/model) "
                            "to continue from (default: the embedded tiny backbone)")
     family: str | None = _f(None, "mm_st.templates", "backbone family (detected from the config when unset)")
-    tiny_family: str = _f("llava_next", EMBEDDED, "family of the embedded tiny backbone")
+    tiny_family: str = _f("llava_next", EMBEDDED, "family of the embedded tiny backbone, or a pretrained one: "
+                          "'fast_vlm_lite0' = ImageNet EfficientNet-Lite0 tower + tiny random LM (mm_st.real_vision)")
     prompt_format: str = _f("train", "mm_st.templates.TRAIN_RECIPES", "'train' (reference training text) or 'inference'")
     dtype: str = _f("auto", "mm_st", "auto = bfloat16 on a GPU that supports it, else float32")
     # data
@@ -133,6 +138,7 @@ class RecipeConfig:
     lora_dropout: float = _f(0.05, "", "adapter dropout", SHARE)
     lora_target_modules: str = _f("all-linear", "", "peft target_modules: 'all-linear', a regex, or comma-separated names")
     lora_init: str = _f("default", "peft", "adapter initialisation: 'default' (B = 0) or 'gaussian'")
+    vision_tower: str = _f("train", "transformers default (every weight trains)", VISION_TOWER_HELP)
     quantization: str = _f("none", "", "'4bit' = QLoRA (needs CUDA and bitsandbytes; plain LoRA otherwise, logged)")
     # optimisation
     learning_rate: float = _f(2e-5, "", "peak learning rate", POSITIVE)
@@ -175,7 +181,7 @@ class RecipeConfig:
     @classmethod
     def embedded_default(cls, **values: Any) -> "RecipeConfig":
         """The embedded default (tiny backbone, bundled emoji data, CPU-sized) with ``values`` on top."""
-        config = cls(**{**cls.embedded_overrides, **values})
+        config = cls(**{**embedded_values(cls, values), **values})
         config.check()
         return config
 
@@ -206,7 +212,9 @@ class RecipeConfig:
         """Raise ValueError naming the field of the first invalid or inconsistent value."""
         from transformers.trainer_utils import SchedulerType
 
-        choices = {"adapter": ADAPTERS, "batch_mixing": BATCH_MIXING, "resume": RESUME, "dtype": DTYPES,
+        from mm_st import tower
+
+        choices = {"adapter": ADAPTERS, "vision_tower": tower.MODES, "batch_mixing": BATCH_MIXING, "resume": RESUME, "dtype": DTYPES,
                    "prompt_format": templates.FORMATS, "hard_negative_scope": ("shared", "own"),
                    "quantization": ("none", "4bit"), "lora_init": ("default", "gaussian"), "on_missing": ON_MISSING,
                    "lr_scheduler_type": tuple(s.value for s in SchedulerType)}
@@ -217,6 +225,10 @@ class RecipeConfig:
             valid, value = field_range(f), getattr(self, f.name)
             if valid is not None and value is not None and value not in valid:
                 raise ValueError(f"{self.recipe} config: {f.name} must be {valid}, got {value!r}.")
+        if self.vision_tower == "lora" and self.adapter == "none":
+            raise ValueError(f"{self.recipe} config: vision_tower 'lora' needs an adapter on the language model too "
+                             "(--adapter lora or dora): with full weights the saved model would keep the adapter alone; "
+                             "use --vision-tower frozen or train.")
         if self.max_steps == 0:
             raise ValueError(f"{self.recipe} config: max_steps must be -1 (from num_train_epochs) or >= 1, got 0.")
         if self.global_batch_size < 2 and self.negatives_per_row() == 0:
@@ -339,6 +351,15 @@ _BASE_RANGES = {f.name: f.metadata["valid"] for f in dataclasses.fields(RecipeCo
 # -- files and flags -------------------------------------------------------------------------------
 
 
+def embedded_values(cls: type[RecipeConfig], explicit: dict[str, Any]) -> dict[str, Any]:
+    """The embedded default's values: the recipe's, then what its backbone (``tiny_family``) sets."""
+    from mm_st.training.embedded import backbone_overrides
+
+    values = dict(cls.embedded_overrides)
+    tiny = explicit.get("tiny_family") or values.get("tiny_family") or cls.__dataclass_fields__["tiny_family"].default
+    return {**values, **backbone_overrides(tiny)}
+
+
 def _hints(cls: type[RecipeConfig]) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -439,7 +460,7 @@ def config_from_args(cls: type[RecipeConfig], args: argparse.Namespace) -> Recip
         if value is not None:
             explicit[f.name] = _coerce(cls, f.name, value, "--" + f.name.replace("_", "-"))
     embedded = all(explicit.get(name) is None for name in ("model", *cls.data_fields))
-    values = {**(cls.embedded_overrides if embedded else {}), **explicit}
+    values = {**(embedded_values(cls, explicit) if embedded else {}), **explicit}
     config = cls(**values)
     config.check()
     return config

@@ -16,7 +16,7 @@ import datasets
 
 from mm_st import templates
 from mm_st.training import embedded
-from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, RecipeConfig, _f
+from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
 from mm_st.training.data import Sources, cap, embedded_dir, embedded_eval_data, hub_file
 
 E5V = templates.RECIPE_FACTS["e5v"]
@@ -49,6 +49,8 @@ class E5VConfig(RecipeConfig):
     lora_alpha: int = _f(E5V["lora_alpha"], E5V_SRC)
     lora_dropout: float = _f(E5V["lora_dropout"], E5V_SRC)
     lora_target_modules: str = _f(E5V_LM_ONLY, E5V_SRC + ": q,k,v,o,gate,up,down of the language model")
+    vision_tower: str = _f("frozen", "kongds/E5-V: trains on text only (the tower sees no image) and its LoRA targets "
+                           "the language model only (E5V_LM_ONLY)", VISION_TOWER_HELP)
     quantization: str = _f("4bit", E5V_SRC + ": 4-bit NF4 QLoRA (plain LoRA when CUDA/bitsandbytes are missing, logged)")
     warmup: float = _f(100, "kongds/E5-V ft_llm.py: warmup_steps=100")
     learning_rate: float = _f(E5V["learning_rate"], E5V_SRC)

@@ -76,7 +76,7 @@ def _siblings(ds: datasets.Dataset, count: int, seed: int) -> list[list[int]]:
 
 def _names(ds: datasets.Dataset) -> tuple[list[str], list[dict[str, str]]]:
     """Per row: its language (rotating over LANGUAGES) and its names by language (English when missing)."""
-    columns = {lang: ds[f"name_{lang}"] for lang in LANGUAGES}
+    columns = {lang: list(ds[f"name_{lang}"]) for lang in LANGUAGES}  # lists: indexing a datasets column row by row is slow
     names = [{lang: columns[lang][i] or columns["en"][i] for lang in LANGUAGES} for i in range(len(ds))]
     return [LANGUAGES[i % len(LANGUAGES)] for i in range(len(ds))], names
 
@@ -115,7 +115,7 @@ def write_nli(directory: str | Path, limit: int | None = None, seed: int = 0) ->
 def _vlm2vec_rows(spec: tuple, ds: datasets.Dataset, paths: list[str], negatives: int, seed: int) -> list[dict]:
     query, query_image, positive, positive_image = spec
     langs, names = _names(ds)
-    groups = ds["group"]
+    groups = list(ds["group"])
     siblings = _siblings(ds, negatives, seed) if negatives else [[] for _ in range(len(ds))]
     rows = []
     for i, lang in enumerate(langs):
@@ -375,3 +375,40 @@ def write_mbeir(directory: str | Path, split: str = "train", limit: int | None =
     ]
     (root / "instructions" / "query_instructions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
+
+
+# -- the embedded default's backbone ---------------------------------------------------------------
+
+
+def _fast_vlm_lite0(path: Path, seed: int) -> None:
+    from mm_st.real_vision import fast_vlm_path
+
+    fast_vlm_path("tiny", path, seed=seed)
+
+
+# Pretrained embedded backbones beside mm_st.testing's tiny random families: name -> (template family, writer(path,
+# seed), config values it sets). A pretrained tower stays frozen: its ImageNet features are what it brings, and full
+# weights at the embedded learning rate (1e-3) would destroy them.
+PRETRAINED_BACKBONES = {
+    "fast_vlm_lite0": ("fast_vlm", _fast_vlm_lite0, {"vision_tower": "frozen"}),
+}
+
+
+def base_family(name: str) -> str:
+    """The template family of the embedded backbone ``name`` (a tiny family is its own)."""
+    return PRETRAINED_BACKBONES[name][0] if name in PRETRAINED_BACKBONES else name
+
+
+def backbone_overrides(name: str) -> dict:
+    """Config values the embedded backbone ``name`` sets (a pretrained tower: frozen)."""
+    return dict(PRETRAINED_BACKBONES[name][2]) if name in PRETRAINED_BACKBONES else {}
+
+
+def write_base_model(name: str, path: Path, seed: int) -> None:
+    """Write the embedded backbone ``name`` (a pretrained one, or a tiny random family of :mod:`mm_st.testing`)."""
+    if name in PRETRAINED_BACKBONES:
+        PRETRAINED_BACKBONES[name][1](Path(path), seed)
+        return
+    from mm_st.testing import tiny_model
+
+    tiny_model(name, path, seed=seed, head=False)

@@ -28,7 +28,7 @@ import datasets
 from mm_st import templates
 from mm_st.data.converters import MME5_SYNTHETIC_CONFIGS, MME5_SYNTHETIC_REPO, MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
 from mm_st.training import console, embedded
-from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, RecipeConfig, _f
+from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, RecipeConfig, _f
 from mm_st.training.data import (MMEBTrainData, Sources, cap, check_configs_present, check_not_empty, embedded_dir,
                                  pad_negatives)
 from mm_st.training.vlm2vec import V1_TARGETS
@@ -75,6 +75,9 @@ class MME5Config(MMEBTrainData, RecipeConfig):
     lora_dropout: float = _f(0.1, "haon-chen/mmE5 src/arguments.py lora_dropout=0.1")
     lora_target_modules: str = _f(V1_TARGETS, "haon-chen/mmE5 src/arguments.py (suffixes, vision tower included)")
     lora_init: str = _f("gaussian", "haon-chen/mmE5 src/model.py init_lora_weights='gaussian'")
+    vision_tower: str = _f("lora", "haon-chen/mmE5 src/arguments.py: VLM2Vec v1's LoRA suffixes also name the Mllama "
+                           "vision model's q_proj/k_proj/v_proj/o_proj, so the tower is adapted, not trained",
+                           VISION_TOWER_HELP)
     warmup: float = _f(0.05, MME5_SRC + ": --warmup_ratio 0.05")
     max_grad_norm: float = _f(5.0, MME5_SRC + ": --max_grad_norm 5.0")
     learning_rate: float = _f(_MME5["learning_rate"], MME5_SRC)

@@ -46,7 +46,8 @@ import datasets
 from mm_st.data.converters import MBEIR_REPO
 from mm_st.hub import CARD_STAGES
 from mm_st.training import console, embedded
-from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, Range, RecipeConfig, _f
+from mm_st.training.config import (AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, VISION_TOWER_HELP, Range,
+                                   RecipeConfig, _f)
 from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ class MMEmbedConfig(RecipeConfig):
                                         "stage-2 mining: candidates scoring above this are never negatives (none = off)",
                                         Range())
     max_unmined_share: float = _f(0.05, "mm_st", "warn (console, stages.json) when stage-2 mining finds no negative "
-                                  "for more than this share of a task's rows", SHARE)
+                                  "for more than this share of a task's rows; name a task on the console (and in "
+                                  "mining.json) when more than this share took a fallback negative", SHARE)
     max_score_drop: float = _f(0.05, "mm_st", "warn (console, stages.json) when a stage lowers a held-out task's "
                                "top-1 score (hit_rate_at_1: the top-1 candidate is relevant) by more than this against "
                                "the model it started from and the earlier stages",
@@ -148,6 +150,8 @@ class MMEmbedConfig(RecipeConfig):
     lora_r: int = _f(16, NOT_PUBLIC)
     lora_alpha: int = _f(32, NOT_PUBLIC)
     lora_dropout: float = _f(0.1, NOT_PUBLIC)
+    vision_tower: str = _f("lora", NOT_PUBLIC + " (LoRA on the vision tower, as on the language model)",
+                           VISION_TOWER_HELP)
     max_length: int | None = _f(512, NOT_PUBLIC)
 
     def check(self) -> None:
@@ -607,10 +611,27 @@ def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools
         cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
         show_progress_bar=console.library_bars())
     kinds = [kind for row in report.negative_type for kind in row]
-    return mined, {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
-                   "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
-                   "dropped": len(report.dropped_queries), "filtered_false_negatives": report.margin_removed,
-                   "queries_with_filtered": sum(1 for f in report.filtered if f), "type2_ranks": list(ranks)}
+    counts = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
+              "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
+              "fallback_rows_filtered": sum(1 for q in report.fallback_queries if report.filtered[q]),
+              "dropped": len(report.dropped_queries), "filtered_false_negatives": report.margin_removed,
+              "queries_with_filtered": sum(1 for f in report.filtered if f), "type2_ranks": list(ranks)}
+    return mined, {**counts, "fallback_note": fallback_note(stage, name, counts)}
+
+
+def fallback_note(stage: ModalityAwareStage, name: str, c: dict[str, Any]) -> str | None:
+    """A line for a task where more than ``max_unmined_share`` of the rows found no candidate in the type-2
+    window and took the nearest one above it (kept, but not the negative the window asks for), with the reason."""
+    share = c["fallback_rows"] / max(c["of"], 1)
+    if share <= stage.max_unmined_share:
+        return None
+    low, high = c["type2_ranks"]
+    reasons = [f"for {c['fallback_rows_filtered']} of them the false-negative filter removed the window's "
+               f"candidates ({stage.filter_line()})" if c["fallback_rows_filtered"] else "",
+               f"{c['fallback_rows'] - c['fallback_rows_filtered']} had too few right-modality candidates besides their "
+               f"positives in the top {stage.mining_top_k}" if c["fallback_rows"] > c["fallback_rows_filtered"] else ""]
+    return (f"stage 2, {name}: {c['fallback_rows']} of {c['of']} rows ({share:.0%}) had no candidate at ranks "
+            f"{low}-{high} and took the nearest one above them: " + "; ".join(r for r in reasons if r))
 
 
 def _unmined_warnings(stage: MMEmbedConfig, counts: dict[str, dict[str, Any]]) -> list[str]:
@@ -666,6 +687,8 @@ def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) 
         if c["dropped"]:
             lines.append(f"stage 2, {name}: {c['dropped']} of {c['of']} rows dropped: no candidate besides the "
                          "positives, their duplicates and the filtered ones is left in the task's pool")
+        if c.get("fallback_note"):  # mining.json of older runs has none
+            lines.append(c["fallback_note"])
     warnings = _unmined_warnings(stage, counts)
     if is_main_process():
         print("\n".join(lines + warnings), flush=True)
@@ -707,20 +730,19 @@ class MMEmbedRun:
         if not c.embedded:
             held_out = str(self.root / "held-out") if self.holds_out() else None
             return RecipeInputs(c.model, c.data, c.eval_data or held_out, c.text_data)
-        from mm_st.testing import tiny_model
         from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.outputs import RunFolder
 
         folder = RunFolder(self.root, is_local_main() and write)
-        family = c.family or c.tiny_family
-        base = self.root / "base-model" / f"{family}-seed{c.seed}"
+        name = c.family or c.tiny_family
+        base = self.root / "base-model" / f"{name}-seed{c.seed}"
         data = embedded_dir(c, self.root / "data", "mbeir")
         text = embedded_dir(c, self.root / "data", "text-pairs")
         with main_process_first(local=True) if write else nullcontext():  # the others read what this node's first wrote
             if folder.writer:
                 folder.claim("base-model")
                 if not (base / "config.json").is_file():
-                    tiny_model(family, base, seed=c.seed, head=False)
+                    embedded.write_base_model(name, base, c.seed)
                 folder.claim("data")
                 embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
                 embedded.write_mbeir(data, split="test", seed=c.seed)

@@ -95,6 +95,7 @@ class Plan:
         adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
         if self.continues:
             adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
+        adapter += "" if c.vision_tower == "train" else f", vision tower {c.vision_tower}"
         model = f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})"
         data = ("data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
                 + f" = {sum(self.rows.values()):,} rows; batches "
@@ -151,15 +152,15 @@ def _resolve_model(config: RecipeConfig, folder: RunFolder, write: bool) -> tupl
     from mm_st.builder import check_backbone_folder, saved_model_folder
 
     if config.model is None:
-        from mm_st.testing import tiny_model
+        from mm_st.training.embedded import base_family, write_base_model
 
-        family = config.family or config.tiny_family
-        path = folder.root / "base-model" / f"{family}-seed{config.seed}"  # a new seed or family gets its own
+        name = config.family or config.tiny_family
+        path = folder.root / "base-model" / f"{name}-seed{config.seed}"  # a new seed or backbone gets its own
         if write:
             folder.claim("base-model")
             if not (path / "config.json").is_file():
-                tiny_model(family, path, seed=config.seed, head=False)
-        return str(path), family, False
+                write_base_model(name, path, config.seed)
+        return str(path), base_family(name), False
     if saved_model_folder(config.model):
         from mm_st.builder import check_saved_model
 
@@ -353,7 +354,8 @@ def build_stage_model(plan: Plan) -> Any:
         logger.warning("4-bit QLoRA needs CUDA and bitsandbytes; training plain LoRA in %s instead.", _dtype(c.dtype) or "float32")
     return build_model(plan.model, recipe=c.recipe, prompt_format=c.prompt_format, family=plan.family,
                        max_length=c.max_length, dtype=_dtype(c.dtype), adapter=c.adapter_config(),
-                       model_kwargs=model_kwargs, **({} if plan.continues else c.model_options()))
+                       model_kwargs=model_kwargs, vision_tower=c.vision_tower,
+                       **({} if plan.continues else c.model_options()))
 
 
 def build_loss(plan: Plan, model: Any) -> Any:

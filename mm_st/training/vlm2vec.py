@@ -16,7 +16,7 @@ import datasets
 
 from mm_st import templates
 from mm_st.data.converters import MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
-from mm_st.training.config import EMBEDDED_COMMON, RecipeConfig, _f
+from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
 from mm_st.training.data import MMEBTrainData, Sources, check_not_empty
 
 VLM2VEC_SRC = "VLM2Vec (arXiv 2410.05160) v1 and TIGER-AI-Lab/VLM2Vec"
@@ -47,6 +47,9 @@ class VLM2VecConfig(MMEBTrainData, RecipeConfig):
     lora_dropout: float = _f(0.1, "TIGER-AI-Lab/VLM2Vec src/arguments.py lora_dropout=0.1")
     lora_target_modules: str = _f(V1_TARGETS, "VLM2Vec v1 src/arguments.py (suffixes, vision tower included)")
     lora_init: str = _f("gaussian", "TIGER-AI-Lab/VLM2Vec src/model.py init_lora_weights='gaussian'")
+    vision_tower: str = _f("lora", "TIGER-AI-Lab/VLM2Vec src/arguments.py: its LoRA suffixes (q_proj, k_proj, v_proj, "
+                           "out_proj) also name the CLIP tower's attention, so the tower is adapted, not trained",
+                           VISION_TOWER_HELP)
     learning_rate: float = _f(_VLM["learning_rate"], VLM2VEC_LLAVA)
     max_steps: int = _f(_VLM["steps"], VLM2VEC_LLAVA)
     warmup: float = _f(100, VLM2VEC_LLAVA + " (the README's example: 200)")
