@@ -119,9 +119,12 @@ def test_lora_on_a_cnn_tower_adapts_its_pointwise_convolutions_and_keeps_its_wei
 def test_lora_without_an_adapter_is_refused(fast_vlm):
     with pytest.raises(ValueError, match="vision_tower='lora' needs an adapter"):
         build_model(fast_vlm, recipe="vlm2vec", vision_tower="lora")
-    with pytest.raises(ValueError, match="vision_tower 'lora' needs an adapter"):
-        load_config(VLM2VecConfig, ["--adapter", "none", "--vision-tower", "lora", "--model", "m", "--data", "d",
-                                    "--image-root", "i"])
+    # a recipe run with --adapter none trains the tower with full weights like the language model (no refusal:
+    # MM-Embed's and VLM2Vec's default tower mode is lora, and `--adapter none` alone must keep working)
+    full = load_config(VLM2VecConfig, ["--adapter", "none", "--vision-tower", "lora", "--model", "m", "--data", "d",
+                                       "--image-root", "i"])
+    assert (full.vision_tower, full.tower_mode()) == ("lora", "train")
+    assert load_config(VLM2VecConfig, ["--model", "m", "--data", "d", "--image-root", "i"]).tower_mode() == "lora"
     with pytest.raises(ValueError, match="vision_tower='fused' is not one of train, frozen, lora"):
         load_config(VLM2VecConfig, ["--vision-tower", "fused"])
 
@@ -183,6 +186,7 @@ def test_the_plan_says_what_happens_to_the_tower():
 
     assert model_line(VLM2VecConfig()).endswith("adapter dora r=8 alpha=64, vision tower lora)")
     assert model_line(VLM2VecConfig(adapter="none", vision_tower="train")).endswith("full weights)")
+    assert model_line(MMEmbedConfig(adapter="none")).endswith("full weights)")  # its default lora follows the LM
     assert model_line(MMEmbedConfig(vision_tower="frozen"), continues=True).endswith("further), vision tower frozen)")
 
 

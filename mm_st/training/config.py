@@ -55,7 +55,8 @@ EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
 EMBEDDED_COMMON = {"adapter": "none", "mini_batch_size": 0, "learning_rate": 1e-3, "warmup": 0.1, "save_steps": 50,
                    "logging_steps": 5, "threads": 1, "vision_tower": "train"}
 VISION_TOWER_HELP = ("the image tower: 'train' (like the rest), 'frozen' (weights and BatchNorm statistics fixed) or "
-                     "'lora' (fixed, plus LoRA on its modules; needs --adapter lora/dora); mm_st.tower")
+                     "'lora' (fixed, plus LoRA on its modules; with --adapter none the tower trains with full weights "
+                     "like the language model); mm_st.tower")
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,12 @@ class RecipeConfig:
 
     # -- checks ----------------------------------------------------------------------------------
 
+    def tower_mode(self) -> str:
+        """What training does to the image tower: ``vision_tower``, except that ``lora`` with ``adapter='none'`` trains the
+        tower with full weights like the language model (LoRA on the tower alone would leave a saved model that keeps
+        the adapter only)."""
+        return "train" if self.vision_tower == "lora" and self.adapter == "none" else self.vision_tower
+
     def check(self) -> None:
         """Raise ValueError naming the field of the first invalid or inconsistent value."""
         from transformers.trainer_utils import SchedulerType
@@ -225,10 +232,6 @@ class RecipeConfig:
             valid, value = field_range(f), getattr(self, f.name)
             if valid is not None and value is not None and value not in valid:
                 raise ValueError(f"{self.recipe} config: {f.name} must be {valid}, got {value!r}.")
-        if self.vision_tower == "lora" and self.adapter == "none":
-            raise ValueError(f"{self.recipe} config: vision_tower 'lora' needs an adapter on the language model too "
-                             "(--adapter lora or dora): with full weights the saved model would keep the adapter alone; "
-                             "use --vision-tower frozen or train.")
         if self.max_steps == 0:
             raise ValueError(f"{self.recipe} config: max_steps must be -1 (from num_train_epochs) or >= 1, got 0.")
         if self.global_batch_size < 2 and self.negatives_per_row() == 0:

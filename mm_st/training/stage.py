@@ -95,7 +95,7 @@ class Plan:
         adapter = (f", adapter {c.adapter} r={c.lora_r} alpha={c.lora_alpha}" if c.adapter != "none" else ", full weights")
         if self.continues:
             adapter = ", continuing a saved model (its own adapter, if it has one, is trained further)"
-        adapter += "" if c.vision_tower == "train" else f", vision tower {c.vision_tower}"
+        adapter += "" if c.tower_mode() == "train" else f", vision tower {c.tower_mode()}"
         model = f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})"
         data = ("data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
                 + f" = {sum(self.rows.values()):,} rows; batches "
@@ -354,7 +354,7 @@ def build_stage_model(plan: Plan) -> Any:
         logger.warning("4-bit QLoRA needs CUDA and bitsandbytes; training plain LoRA in %s instead.", _dtype(c.dtype) or "float32")
     return build_model(plan.model, recipe=c.recipe, prompt_format=c.prompt_format, family=plan.family,
                        max_length=c.max_length, dtype=_dtype(c.dtype), adapter=c.adapter_config(),
-                       model_kwargs=model_kwargs, vision_tower=c.vision_tower,
+                       model_kwargs=model_kwargs, vision_tower=c.tower_mode(),
                        **({} if plan.continues else c.model_options()))
 
 
