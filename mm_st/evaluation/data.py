@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mm_st.data.rows import jsonl_rows
 from mm_st.io import PathOutsideRoot, hub_snapshot, is_local, resolve_inside
 
 MMEB_HUB = "TIGER-Lab/MMEB-eval"
@@ -299,17 +300,12 @@ def read_mbeir_file(root: Path, relative: str) -> list[dict[str, Any]]:
 
 def iter_mbeir_file(root: Path, relative: str) -> Iterator[dict[str, Any]]:
     """:func:`read_mbeir_file` one row at a time (for files too large to hold as Python rows)."""
+    yield from (row for _, row in jsonl_rows(mbeir_file(root, relative)))
+
+
+def mbeir_file(root: Path, relative: str) -> Path:
+    """The M-BEIR file ``relative`` under ``root``; a missing one is a :class:`DataLayoutError` naming it."""
     path = root / relative
     if not path.is_file():
         raise DataLayoutError(f"M-BEIR data incomplete: first missing file {str(path)!r}.\n{MBEIR_LAYOUT}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{str(path)!r} line {number}: malformed JSON ({exc.msg}).") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{str(path)!r} line {number}: a row must be a JSON object, got {type(row).__name__}.")
-            yield row
+    return path

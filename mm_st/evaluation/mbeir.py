@@ -178,15 +178,6 @@ def wrong_modality_at_1(relevant_docs: Mapping[str, Mapping[str, int]], results:
 # ----------------------------------------------------------------------------------------------
 
 
-def task_file(root: Path, relative: str) -> Path:
-    """A task's query or pool file under the root (read by :mod:`mm_st.data.mbeir`, as training reads it); a
-    missing one is a :class:`~mm_st.evaluation.data.DataLayoutError` naming it."""
-    path = root / relative
-    if not path.is_file():
-        raise eval_data.DataLayoutError(f"M-BEIR data incomplete: first missing file {str(path)!r}.\n{eval_data.MBEIR_LAYOUT}")
-    return path
-
-
 def _parts(modality: str) -> set[str]:
     return set(modality.split(","))
 
@@ -212,7 +203,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
     def build(self) -> dict:
         root = eval_data.mbeir_dir(self.source())
         images = eval_data.image_root("mbeir", self.image_root, [root])
-        query_path, pool_path = task_file(root, self.files.query_file), task_file(root, self.files.pool_file)
+        query_path, pool_path = (eval_data.mbeir_file(root, f) for f in (self.files.query_file, self.files.pool_file))
         pool = [row.data for row in pool_rows([pool_path])]
         queries = [row.data for row in query_rows(query_path)]
         corpus, modality = self._pool(pool, images)
