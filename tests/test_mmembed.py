@@ -355,7 +355,7 @@ def test_rows_without_a_negative_are_named_and_a_large_loss_is_a_warning(capsys)
                         "filtered_false_negatives": 0, "queries_with_filtered": 0, "type2_ranks": [46, 50]}}
     warnings = report_mining(stage, counts)
     printed = capsys.readouterr().out
-    assert "stage 2, T_t2i: 98 of 100 rows mined" in printed and "1234 candidates filtered as likely false negatives" in printed
+    assert "stage 2, T_t2i: 98 of 100 rows mined" in printed and "1,234 candidates filtered as likely false negatives" in printed
     assert "stage 2, T_t2i: 2 of 100 rows dropped: no candidate" in printed
     assert "stage 2, T_t2t: 30 of 100 rows dropped" in printed
     assert warnings == [line for line in printed.splitlines() if line.startswith("warning:")]
@@ -383,7 +383,7 @@ def test_a_large_fallback_share_is_named_with_its_reason_and_recorded_in_the_cou
     _, counts = _mine_task(stage, "Cat_t2i", ds, {"9": pool}, {}, None, plan)
     assert counts["fallback_rows"] == 6 and counts["fallback_rows_filtered"] == 4
     expected = ("stage 2, Cat_t2i: 6 of 10 rows (60%) had no candidate at ranks 46-50 and took the nearest one above "
-                "them: for 4 of them the false-negative filter removed the window's candidates (relative_margin 0.05")
+                "them: for 4 of them the false-negative filter (relative_margin 0.05) removed the window's candidates; ")
     assert counts["fallback_note"].startswith(expected)
     assert counts["fallback_note"].endswith("; 2 had too few right-modality candidates besides their positives in the top 50")
     json.dumps(counts)  # goes into mining.json as is

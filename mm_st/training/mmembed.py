@@ -322,9 +322,11 @@ class ModalityAwareStage(RandomNegativesStage):
         kept_out = f"; not mined (named for another split): {file_list(root, others)}" if others else ""
         return f"mined pools (split {self.data_split}): {file_list(root, mined)}{kept_out}"
 
-    def filter_line(self) -> str:
-        parts = [f"relative_margin {self.mining_relative_margin:g} (right-modality candidates above "
-                 f"{1 - self.mining_relative_margin:.0%} of the positive's score are no negatives)"
+    def filter_line(self, short: bool = False) -> str:
+        """The false-negative filter's settings (``short``: without what the relative margin means)."""
+        meaning = (f" (right-modality candidates above {1 - self.mining_relative_margin:.0%} of the positive's score "
+                   "are no negatives)" if self.mining_relative_margin is not None and not short else "")
+        parts = [f"relative_margin {self.mining_relative_margin:g}{meaning}"
                  if self.mining_relative_margin is not None else "",
                  f"absolute_margin {self.mining_absolute_margin:g}" if self.mining_absolute_margin is not None else "",
                  f"max_score {self.mining_max_score:g}" if self.mining_max_score is not None else ""]
@@ -626,8 +628,8 @@ def fallback_note(stage: ModalityAwareStage, name: str, c: dict[str, Any]) -> st
     if share <= stage.max_unmined_share:
         return None
     low, high = c["type2_ranks"]
-    reasons = [f"for {c['fallback_rows_filtered']} of them the false-negative filter removed the window's "
-               f"candidates ({stage.filter_line()})" if c["fallback_rows_filtered"] else "",
+    reasons = [f"for {c['fallback_rows_filtered']} of them the false-negative filter ({stage.filter_line(short=True)}) "
+               "removed the window's candidates" if c["fallback_rows_filtered"] else "",
                f"{c['fallback_rows'] - c['fallback_rows_filtered']} had too few right-modality candidates besides their "
                f"positives in the top {stage.mining_top_k}" if c["fallback_rows"] > c["fallback_rows_filtered"] else ""]
     return (f"stage 2, {name}: {c['fallback_rows']} of {c['of']} rows ({share:.0%}) had no candidate at ranks "
@@ -682,8 +684,7 @@ def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) 
     for name, c in counts.items():
         lines.append(f"stage 2, {name}: {c['rows']} of {c['of']} rows mined ({c['type1']} type-1, {c['type2']} type-2 "
                      f"at ranks {c['type2_ranks'][0]}-{c['type2_ranks'][1]}, {c['fallback']} nearest-the-window "
-                     f"fallback); {c['filtered_false_negatives']} candidates filtered as likely false negatives "
-                     f"({stage.filter_line()})")
+                     f"fallback); {c['filtered_false_negatives']:,} candidates filtered as likely false negatives")
         if c["dropped"]:
             lines.append(f"stage 2, {name}: {c['dropped']} of {c['of']} rows dropped: no candidate besides the "
                          "positives, their duplicates and the filtered ones is left in the task's pool")
