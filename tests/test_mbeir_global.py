@@ -291,8 +291,8 @@ def test_colliding_id_hashes_still_find_every_candidate_and_the_duplicate(root, 
     copy = tmp_path / "dup"
     shutil.copytree(root, copy)
     _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:3], {**pool[5], "did": "0:1"}, *pool[3:]])
-    with pytest.raises(ValueError, match=r"global-Emoji_t2i: cand_pool/global/mbeir_union_test_cand_pool.jsonl row \d+: "
-                                         r"candidate id '0:1' appears twice in the pool"):
+    with pytest.raises(ValueError, match=r"candidate id '0:1' is in mbeir_union_test_cand_pool.jsonl row 3 and in "
+                                         r"mbeir_union_test_cand_pool.jsonl row \d+ with other content \(lines 4 and \d+\)"):
         _loaded_pool(copy, tmp_path / "cache2")
 
 
@@ -303,8 +303,8 @@ def test_a_bad_union_pool_row_is_named_across_batches_and_leaves_no_cache(root, 
     shutil.copytree(root, copy)
     duplicate = {**pool[1], "modality": "text", "txt": "again"}
     _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:9], duplicate])
-    with pytest.raises(ValueError, match=rf"mbeir_union_test_cand_pool.jsonl row 9: candidate id {pool[1]['did']!r} "
-                                         "appears twice in the pool"):
+    with pytest.raises(ValueError, match=rf"candidate id {pool[1]['did']!r} is in mbeir_union_test_cand_pool.jsonl row 1 "
+                                         r"and in mbeir_union_test_cand_pool.jsonl row 9 with other content \(lines 2 and 10\)"):
         _loaded_pool(copy, tmp_path / "cache")
     _write_jsonl(copy / E.mbeir.UNION_POOL.format(split="test"), [*pool[:6], {**pool[6], "txt": None, "modality": "text"}])
     with pytest.raises(ValueError, match=rf"mbeir_union_test_cand_pool.jsonl row 6 \(candidate {pool[6]['did']}\): its "

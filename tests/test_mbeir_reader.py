@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ import mm_st.evaluation as E
 from mm_st.data import load_mbeir
 from mm_st.data.converters import mbeir_candidate_pools
 from mm_st.data.mbeir import pool_rows, query_rows
+from mm_st.evaluation.mbeir_global import global_tasks
 from mm_st.io import PathOutsideRoot
 from mm_st.training.mmembed import _listed_positives
 
 POOL = "cand_pool/local/mbeir_nights_task4_cand_pool.jsonl"  # a local pool: read by every split's training and test
+UNION = E.mbeir.UNION_POOL.format(split="test")
 QUERIES = "query/{split}/mbeir_nights_task4_{split}.jsonl"
 
 
@@ -45,14 +48,29 @@ def _layout(root: Path, candidate: dict | None = None, query: dict | None = None
     return root
 
 
+def _union_pool_task(root: Path):
+    """NIGHTS_i2i's union-pool task, its union pool a copy of the local pool (streamed into the on-disk pool)."""
+    (root / UNION).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / POOL, root / UNION)
+    task = global_tasks(["NIGHTS_i2i"], data=root, cache_dir=root.parent / "cache")[0]
+    task.load_data()
+    return task
+
+
 READERS = {
     "training": lambda root: load_mbeir(root, instructions="none"),
     "mining pools": lambda root: mbeir_candidate_pools(root, "train"),
     "mining queries": lambda root: _listed_positives(root, "train"),
     "evaluation": lambda root: E.mbeir_tasks(["NIGHTS_i2i"], data=root)[0].load_data(),
+    "union pool": _union_pool_task,
 }
-POOL_READERS = ("training", "mining pools", "evaluation")
-QUERY_READERS = ("training", "mining queries", "evaluation")
+POOL_READERS = ("training", "mining pools", "evaluation", "union pool")
+QUERY_READERS = ("training", "mining queries", "evaluation", "union pool")
+
+
+def _pool_file(reader: str) -> str:
+    """The pool file that ``reader`` names: the union pool's copy for the union-pool task."""
+    return Path(UNION if reader == "union pool" else POOL).name
 
 
 def test_the_layout_reads_without_error(tmp_path):
@@ -69,8 +87,8 @@ def test_the_layout_reads_without_error(tmp_path):
 def test_a_duplicate_candidate_id_is_refused_alike(tmp_path, reader):
     other = {"did": "4:0", "txt": None, "img_path": "images/2.png", "modality": "image"}
     root = _layout(tmp_path / "mbeir", extra=other)
-    message = (r"candidate id '4:0' is in mbeir_nights_task4_cand_pool.jsonl row 0 and in "
-               r"mbeir_nights_task4_cand_pool.jsonl row 3 with other content \(lines 2 and 5\)")
+    name = _pool_file(reader)
+    message = rf"candidate id '4:0' is in {name} row 0 and in {name} row 3 with other content \(lines 2 and 5\)"
     with pytest.raises(ValueError, match=message):
         READERS[reader](root)
 
@@ -79,8 +97,7 @@ def test_a_duplicate_candidate_id_is_refused_alike(tmp_path, reader):
 @pytest.mark.parametrize("path", ["../../x.png", "images/../../x.png", "/etc/hostname"])
 def test_a_candidate_image_path_leaving_the_root_is_refused_alike(tmp_path, reader, path):
     root = _layout(tmp_path / "mbeir", candidate={"img_path": path})
-    message = (rf"^mbeir_nights_task4_cand_pool.jsonl row 0 \(candidate 4:0\), line 2: image path '{re.escape(path)}' leaves "
-               r"the M-BEIR root")
+    message = rf"^{_pool_file(reader)} row 0 \(candidate 4:0\), line 2: image path '{re.escape(path)}' leaves the M-BEIR"
     with pytest.raises(PathOutsideRoot, match=message):
         READERS[reader](root)
 
@@ -102,6 +119,17 @@ def test_the_reader_spells_modalities_once_and_reads_a_repeated_candidate_once(t
     assert next(query_rows(root / QUERIES.format(split="test"))).data["query_modality"] == "image,text"
     twice = [row.data["did"] for row in pool_rows([root / POOL, root / POOL])]
     assert twice == ["4:0", "4:1", "4:2"]  # the same candidate in two files (union + local pool) is one candidate
+
+
+def test_an_identical_copy_of_a_candidate_is_read_once_by_the_evaluation_and_the_union_pool(tmp_path):
+    copy = {"did": "4:0", "txt": None, "img_path": "images/0.png", "modality": "image"}  # row 0 again
+    root = _layout(tmp_path / "mbeir", extra=copy)
+    local = E.mbeir_tasks(["NIGHTS_i2i"], data=root)[0]
+    local.load_data()
+    union = _union_pool_task(root)
+    assert local.candidate_counts == union.candidate_counts == {"pool": 3, "queries": 1}
+    assert union.dataset["default"]["test"]["corpus"]["id"] == ["4:0", "4:1", "4:2"]
+    assert dict(union.pool_modalities["test"].items()) == {"4:0": "image", "4:1": "image", "4:2": "image"}
 
 
 def test_no_module_imports_a_private_name_of_the_data_package():

@@ -2,7 +2,8 @@
 
 Training (:func:`mm_st.data.load_mbeir`, :func:`~mm_st.data.converters.mbeir_candidate_pools`), MM-Embed's
 mining and held-out queries (:mod:`mm_st.training.mmembed`, :mod:`mm_st.training.heldout`) and the evaluation
-(:mod:`mm_st.evaluation.mbeir`) read M-BEIR rows here, so they refuse the same rows with the same message:
+(:mod:`mm_st.evaluation.mbeir`, the union pool of :mod:`mm_st.evaluation.mbeir_global`) read M-BEIR rows here,
+so they refuse the same rows with the same message:
 
 - a candidate without a string ``did``, or one id that two pool rows give different content (the same candidate
   in two files, as in M-BEIR's union pool and a dataset's local pool, is read once);
@@ -71,25 +72,31 @@ def query_rows(path: Path) -> Iterator[MBEIRRow]:
 
 def pool_rows(paths: Iterable[Path], keep: set[str] | None = None) -> Iterator[MBEIRRow]:
     """Every candidate of the pool files (of those in ``keep`` when given; the files are streamed, the others are
-    only checked for a string ``did``), checked as the queries are (``modality``, ``img_path``); an entry without a
-    string ``did``, or an id that two rows give different content, names the file(s), row(s) and line(s). The same
-    candidate in two files (M-BEIR's union pool and a dataset's local pool) is yielded once."""
+    only checked for a string ``did``), checked by :func:`candidate_rows`; an id that two rows give different
+    content names both files, rows and lines. The same candidate in two files (M-BEIR's union pool and a dataset's
+    local pool) is yielded once."""
     seen: dict[str, MBEIRRow] = {}
     for path in paths:
-        for index, (line, data) in enumerate(jsonl_rows(path)):
-            did = data.get("did")
-            if not isinstance(did, str) or not did:
-                raise ValueError(f"{path.name} row {index}: candidate without a string 'did' ({data!r:.80}).")
-            if keep is not None and did not in keep:
-                continue
-            row = _checked(MBEIRRow(path, index, line, data), f"candidate {did}", "modality", "img_path")
-            first = seen.setdefault(did, row)
+        for row in candidate_rows(path, keep):
+            first = seen.setdefault(row.data["did"], row)
             if first is row:
                 yield row
             elif first.data != row.data:
-                raise ValueError(f"candidate id {did!r} is in {first.where()} and in {row.where()} with other content "
-                                 f"(lines {first.line} and {row.line}); a candidate id names one candidate in every pool "
-                                 "file (fix or drop one).")
+                raise ValueError(f"candidate id {row.data['did']!r} is in {first.where()} and in {row.where()} with "
+                                 f"other content (lines {first.line} and {row.line}); a candidate id names one "
+                                 "candidate in every pool file (fix or drop one).")
+
+
+def candidate_rows(path: Path, keep: set[str] | None = None) -> Iterator[MBEIRRow]:
+    """The rows of one pool file, one line at a time, repeated ids not looked for (see :func:`pool_rows`): an entry
+    without a string ``did`` is refused naming file and row; ``modality`` and ``img_path`` are checked as the
+    queries' are (those in ``keep`` when given; the others are skipped)."""
+    for index, (line, data) in enumerate(jsonl_rows(path)):
+        did = data.get("did")
+        if not isinstance(did, str) or not did:
+            raise ValueError(f"{path.name} row {index}: candidate without a string 'did' ({data!r:.80}).")
+        if keep is None or did in keep:
+            yield _checked(MBEIRRow(path, index, line, data), f"candidate {did}", "modality", "img_path")
 
 
 def _checked(row: MBEIRRow, what: str, modality_field: str, image_field: str) -> MBEIRRow:

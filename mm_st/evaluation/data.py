@@ -31,11 +31,9 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mm_st.data.rows import jsonl_rows
 from mm_st.io import PathOutsideRoot, hub_snapshot, is_local, resolve_inside
 
 MMEB_HUB = "TIGER-Lab/MMEB-eval"
@@ -291,16 +289,6 @@ def mbeir_dir(source: str) -> Path:
             f"images (the dataset's README), then pass data=<root> or set $MM_ST_MBEIR_DATA.\n{MBEIR_LAYOUT}"
         )
     return local_dir(source, "M-BEIR", MBEIR_LAYOUT)
-
-
-def read_mbeir_file(root: Path, relative: str) -> list[dict[str, Any]]:
-    """Rows of one M-BEIR jsonl file under ``root``; a missing file or a malformed line is named."""
-    return list(iter_mbeir_file(root, relative))
-
-
-def iter_mbeir_file(root: Path, relative: str) -> Iterator[dict[str, Any]]:
-    """:func:`read_mbeir_file` one row at a time (for files too large to hold as Python rows)."""
-    yield from (row for _, row in jsonl_rows(mbeir_file(root, relative)))
 
 
 def mbeir_file(root: Path, relative: str) -> Path:

@@ -40,6 +40,7 @@ import torch
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
+from mm_st.data.mbeir import MBEIRRow, candidate_rows, pool_rows, query_rows
 from mm_st.evaluation import data as eval_data
 from mm_st.evaluation.mbeir import (
     EMOJI_FILES,
@@ -144,59 +145,69 @@ def _id_hash(did: str) -> int:
     return int.from_bytes(hashlib.blake2b(did.encode(), digest_size=8).digest(), "little")
 
 
-def _batches(rows: Iterator[dict], size: int) -> Iterator[tuple[int, list[dict]]]:
-    """(index of the first row, rows) of at most ``size`` rows."""
-    batch, start = [], 0
+def _batches(rows: Iterator[MBEIRRow], size: int) -> Iterator[list[MBEIRRow]]:
+    """The rows, at most ``size`` at a time."""
+    batch = []
     for row in rows:
         batch.append(row)
         if len(batch) == size:
-            yield start, batch
-            batch, start = [], start + size
+            yield batch
+            batch = []
     if batch:
-        yield start, batch
+        yield batch
 
 
 def write_pool(task: MBEIRLocalTask, root: Path, relative: str, images: Path, folder: Path) -> None:
-    """Check the pool's rows batch by batch (as the local tasks do) and write them into ``folder``: an Arrow
-    file (mteb's corpus, memory-mapped later) and the id index of :class:`PoolModality`. Memory: one batch of
-    rows plus 9 bytes per candidate (id hash, modality) until the index is saved."""
+    """Check the pool's rows batch by batch (read by :func:`mm_st.data.mbeir.candidate_rows`, as the local tasks
+    do) and write them into ``folder``: an Arrow file (mteb's corpus, memory-mapped later) and the id index of
+    :class:`PoolModality`. A repeated candidate id is refused or, for an identical copy, read once, as
+    :func:`~mm_st.data.mbeir.pool_rows` does (:func:`_repeated_rows`). Memory: one batch of rows plus 9 bytes per
+    candidate (id hash, modality) until the index is saved."""
+    path = eval_data.mbeir_file(root, relative)
+    hashes, codes = _write_rows(task, candidate_rows(path), relative, images, folder)
+    repeated = _repeated_rows(path, hashes, folder)
+    if repeated:  # identical copies (rare): the pool is written again without them
+        rows = (row for row in candidate_rows(path) if row.index not in repeated)
+        hashes, codes = _write_rows(task, rows, relative, images, folder)
+    order = np.argsort(hashes, kind="stable")
+    for name, array in zip(_INDEX_FILES, (hashes[order], order, codes)):
+        np.save(folder / name, array)
+
+
+def _write_rows(task: MBEIRLocalTask, rows: Iterator[MBEIRRow], relative: str, images: Path,
+                folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The checked rows written to the pool's Arrow file in ``folder``: (id hash, modality code) per written row."""
     from datasets.arrow_writer import ArrowWriter
 
     hashes, codes, where = [], [], f"{relative} row"
-    rows = eval_data.iter_mbeir_file(root, relative)
     with ArrowWriter(features=_FEATURES, path=str(folder / _ARROW_FILE)) as writer:
-        for start, batch in _batches(rows, POOL_BATCH):
-            ids, modality, texts, paths = map(list, zip(*(task._candidate(row, where, start + i)
-                                                          for i, row in enumerate(batch))))
-            files = task._files(ids, texts, paths, images, "document", where, start)
+        for batch in _batches(rows, POOL_BATCH):
+            checked = (task._candidate(row.data, where, row.index) for row in batch)
+            ids, modality, texts, paths = map(list, zip(*checked))
+            files = task._files(ids, texts, paths, images, "document", where, batch[0].index)
             writer.write_batch(_FEATURES.encode_batch({"id": ids, "text": texts, "image": files}))
             hashes.append(np.fromiter((_id_hash(did) for did in ids), np.uint64, len(ids)))
             codes.append(np.array([MODALITIES.index(m) for m in modality], np.uint8))
         if not hashes:
             raise ValueError(f"{task.metadata.name}: the union pool {relative} holds no candidate.")
         writer.finalize()
-    hashes = np.concatenate(hashes)
+    return np.concatenate(hashes), np.concatenate(codes)
+
+
+def _repeated_rows(path: Path, hashes: np.ndarray, folder: Path) -> set[int]:
+    """The rows whose candidate an earlier row is, identical: only the rows sharing an id hash are read again,
+    through :func:`~mm_st.data.mbeir.pool_rows`, which refuses an id given different content (naming both rows
+    and lines) and yields the first of identical copies."""
     order = np.argsort(hashes, kind="stable")
-    hashes = hashes[order]
-    _refuse_duplicates(task, hashes, order, folder, where)
-    for name, array in zip(_INDEX_FILES, (hashes, order, np.concatenate(codes))):
-        np.save(folder / name, array)
-
-
-def _refuse_duplicates(task: MBEIRLocalTask, ordered: np.ndarray, order: np.ndarray, folder: Path, where: str) -> None:
-    """Name the first row whose id an earlier row has (only rows sharing an id hash are compared)."""
-    shared = np.flatnonzero(ordered[1:] == ordered[:-1])
+    shared = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
     if not len(shared):
-        return
+        return set()
     import datasets
 
+    rows = set(order[np.union1d(shared, shared + 1)].tolist())
     column = datasets.Dataset.from_file(str(folder / _ARROW_FILE)).data.column("id")
-    seen = set()
-    for row in np.sort(order[np.union1d(shared, shared + 1)]):
-        did = column[int(row)].as_py()
-        if did in seen:
-            raise ValueError(f"{task.metadata.name}: {where} {row}: candidate id {did!r} appears twice in the pool.")
-        seen.add(did)
+    ids = {column[row].as_py() for row in rows}
+    return rows - {row.index for row in pool_rows([path], keep=ids)}
 
 
 _POOLS: OrderedDict[tuple, UnionPool] = OrderedDict()
@@ -411,7 +422,7 @@ class MBEIRGlobalTask(MBEIRLocalTask):
         splits, self.pool_modalities = {}, {}
         for split in self.eval_splits:
             pool = union_pool(self, root, images, split)
-            rows = eval_data.read_mbeir_file(root, query_file(self.files, split))
+            rows = [row.data for row in query_rows(eval_data.mbeir_file(root, query_file(self.files, split)))]
             queries, relevant = self._queries(rows, pool.modality, images, query_file(self.files, split),
                                               UNION_POOL.format(split=split))
             self.pool_modalities[split], self.pool_fingerprints[split] = pool.modality, pool.fingerprint
