@@ -487,3 +487,15 @@ def describe(config: RecipeConfig) -> list[str]:
             source = EMBEDDED if config.embedded and f.name in config.embedded_overrides else "set for this run"
         lines.append(f"  {f.name} = {value!r}" + (f"   ({source})" if source else ""))
     return lines
+
+
+def card_record(config: RecipeConfig) -> dict[str, Any]:
+    """What the model card says about this run (:data:`mm_st.hub.CARD_RECORD`, saved next to the model, so the card
+    is rendered without training code): the :func:`describe` lines, local paths replaced by a marker, and the
+    languages of the embedded data."""
+    from mm_st.hub import redact_paths
+    from mm_st.training.embedded import LANGUAGES
+
+    values = config.to_dict()
+    shown = dataclasses.replace(config, **{k: v for k, v in redact_paths(values).items() if v != values[k]})
+    return {"config_lines": describe(shown), "languages": list(LANGUAGES) if config.embedded else []}
