@@ -90,12 +90,15 @@ AT_LEAST_1 = Range(1)
 SHARE = Range(0, 1, high_open=True)
 
 
-def _f(default: Any, source: str, help: str = "", valid: Range | None = None) -> Any:
+def config_field(default: Any, source: str, help: str = "", valid: Range | None = None) -> Any:
     """A config field with its source, a help line for ``--help`` and, for numbers, its valid range."""
     metadata = {"source": source, "help": help, "valid": valid}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+_f = config_field  # the short name the recipe modules use
 
 
 @dataclass
