@@ -62,10 +62,14 @@ class E5VConfig(RecipeConfig):
                                      "before the template")
 
     def __post_init__(self) -> None:
-        if self.train_template not in ("inference", "upstream"):
-            raise ValueError(f"e5v config: train_template={self.train_template!r} is not one of inference, upstream.")
         if self.train_template == "upstream":
             self.prompt_format = "train"
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.train_template not in ("inference", "upstream"):
+            raise ValueError(f"e5v config: train_template={self.train_template!r} is not one of inference, upstream.")
+        super().validate()
 
     def sources(self, output_dir: Path, write: bool = True) -> Sources:
         if self.embedded:

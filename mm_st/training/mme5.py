@@ -87,8 +87,8 @@ class MME5Config(MMEBTrainData, RecipeConfig):
     mini_batch_size: int = _f(2, MME5_SRC + ": 2 per GPU")
     max_length: int | None = _f(_MME5["max_length"], MME5_SRC)
 
-    def check(self) -> None:
-        super().check()
+    def validate(self) -> None:
+        super().validate()
         if self.synthetic_only and not self.synthetic:
             raise ValueError("mme5 config: --synthetic-only and --no-synthetic leave no training data.")
 

@@ -154,8 +154,8 @@ class MMEmbedConfig(RecipeConfig):
                            VISION_TOWER_HELP)
     max_length: int | None = _f(512, NOT_PUBLIC)
 
-    def check(self) -> None:
-        super().check()
+    def validate(self) -> None:
+        super().validate()
         numbers = self.stage_numbers()
         if self.pooling not in POOLINGS:
             raise ValueError(f"mmembed config: pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}.")
