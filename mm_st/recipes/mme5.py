@@ -9,9 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from mm_st.recipes.registry import MODALITIES, PaperModel, Recipe, RecipeSpec, register_recipe, strip_trailing_newline
+from mm_st.recipes.registry import MODALITIES, PaperModel, Recipe, RecipeSpec, register_recipe, rows_as_written
 
 PROMPTS = Recipe(
     "mme5",
@@ -26,16 +24,11 @@ PROMPTS = Recipe(
     source="mmE5 (arXiv 2502.08468, haon-chen/mmE5 demo.py and src/collator.py)",
 )
 
-TRAIN_PROMPTS = replace(
-    PROMPTS,
-    # haon-chen/mmE5 (HEAD 4818cdf) trains on rows as written after the placeholder swap: no
-    # trailing '\n' (e.g. '<|image|><|begin_of_text|>Represent the given image with the
-    # following question: What is in the image?'; the tokenizer adds a second BOS in front).
-    prompts=strip_trailing_newline(PROMPTS.prompts),
-    instructed=strip_trailing_newline(PROMPTS.instructed),
-    fmt="train",
-    source="mmE5 training text: haon-chen/mmE5 src/dataset.py + src/collator.py (rows as written)",
-)
+# haon-chen/mmE5 (HEAD 4818cdf) trains on rows as written after the placeholder swap: no
+# trailing '\n' (e.g. '<|image|><|begin_of_text|>Represent the given image with the
+# following question: What is in the image?'; the tokenizer adds a second BOS in front).
+TRAIN_PROMPTS = rows_as_written(
+    PROMPTS, "mmE5 training text: haon-chen/mmE5 src/dataset.py + src/collator.py (rows as written)")
 
 # The paper's training values MME5Config reads.
 FACTS: dict[str, object] = {"epochs": 1, "learning_rate": 1e-5, "max_length": 256, "temperature": 0.02, "dora_r": 8,

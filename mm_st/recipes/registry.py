@@ -75,9 +75,14 @@ class Recipe:
         return any(INSTRUCTION in p for p in self.instructed.values())
 
 
-def strip_trailing_newline(prompts: dict[str, str]) -> dict[str, str]:
-    """``prompts`` without the final ``\\n`` of each (training text written as the rows are, where inference adds it)."""
-    return {k: p[:-1] if p.endswith("\n") else p for k, p in prompts.items()}
+def rows_as_written(recipe: Recipe, source: str) -> Recipe:
+    """The training format of a recipe whose training code feeds the rows as written: its inference prompts without
+    their final ``\\n`` (which only inference adds)."""
+
+    def strip(prompts: dict[str, str]) -> dict[str, str]:
+        return {k: p[:-1] if p.endswith("\n") else p for k, p in prompts.items()}
+
+    return replace(recipe, prompts=strip(recipe.prompts), instructed=strip(recipe.instructed), fmt="train", source=source)
 
 
 @dataclass(frozen=True)

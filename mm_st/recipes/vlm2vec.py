@@ -9,9 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from mm_st.recipes.registry import MODALITIES, PaperModel, Recipe, RecipeSpec, register_recipe, strip_trailing_newline
+from mm_st.recipes.registry import MODALITIES, PaperModel, Recipe, RecipeSpec, register_recipe, rows_as_written
 
 PROMPTS = Recipe(
     "vlm2vec",
@@ -29,15 +27,10 @@ PROMPTS = Recipe(
     source="VLM2Vec / MMEB (TIGER-AI-Lab/VLM2Vec eval code, HEAD 6e1e1d4)",
 )
 
-TRAIN_PROMPTS = replace(
-    PROMPTS,
-    # TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py: MMEB-train rows as written with
-    # '<|image_1|>' swapped for the backbone's token: '{image}\n{instruction}{text}', no '\n' at the end.
-    prompts=strip_trailing_newline(PROMPTS.prompts),
-    instructed=strip_trailing_newline(PROMPTS.instructed),
-    fmt="train",
-    source="VLM2Vec training text: TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py (rows as written)",
-)
+# TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py: MMEB-train rows as written with
+# '<|image_1|>' swapped for the backbone's token: '{image}\n{instruction}{text}', no '\n' at the end.
+TRAIN_PROMPTS = rows_as_written(
+    PROMPTS, "VLM2Vec training text: TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py (rows as written)")
 
 # The paper's training values VLM2VecConfig reads.
 # lora_r: 8 in the authors' v1 LLaVA-NeXT / Phi-3.5-V runs (scripts/aws/*lora8*); 16 in the README's example
