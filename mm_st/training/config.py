@@ -100,7 +100,7 @@ def config_field(default: Any, source: str, help: str = "", valid: Range | None 
     return field(default=default, metadata=metadata)
 
 
-_f = config_field  # the short name the recipe modules use
+_f = config_field  # the short name recipe modules use (`from mm_st.training.config import config_field as _f`)
 
 
 @dataclass

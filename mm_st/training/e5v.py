@@ -16,7 +16,7 @@ import datasets
 
 from mm_st.recipes.e5v import FACTS
 from mm_st.training import embedded
-from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
+from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, config_field as _f
 from mm_st.training.data import Sources, cap, embedded_dir, embedded_eval_data, hub_file
 
 E5V = FACTS  # the paper values and their source: declared by the recipe (mm_st.recipes.e5v)

@@ -28,7 +28,7 @@ import datasets
 from mm_st.data.converters import MME5_SYNTHETIC_CONFIGS, MME5_SYNTHETIC_REPO, MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
 from mm_st.recipes.mme5 import FACTS
 from mm_st.training import console, embedded
-from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, RecipeConfig, _f
+from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, RecipeConfig, config_field as _f
 from mm_st.training.data import (MMEBTrainData, Sources, cap, check_configs_present, check_not_empty, embedded_dir,
                                  pad_negatives)
 from mm_st.training.vlm2vec import V1_TARGETS

@@ -16,7 +16,7 @@ import datasets
 
 from mm_st.data.converters import MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
 from mm_st.recipes.vlm2vec import FACTS
-from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
+from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, config_field as _f
 from mm_st.training.data import MMEBTrainData, Sources, check_not_empty
 
 VLM2VEC_SRC = "VLM2Vec (arXiv 2410.05160) v1 and TIGER-AI-Lab/VLM2Vec"
