@@ -42,12 +42,14 @@ from dataclasses import dataclass, field, replace
 
 from mm_st.metadata import header as metadata_header
 from mm_st.metadata import recipe_metadata
+from mm_st.modality import IMAGE_TEXT, SUPPORTED, TEXT, prompt_key
+from mm_st.modality import IMAGE as IMAGE_MODALITY
 
 IMAGE = "<image>"
 SENT = "<sent>"
 INSTRUCTION = "{instruction}"
 FORMATS = ("inference", "train")
-MODALITIES = ("text", "image", "image_text")
+MODALITIES = SUPPORTED  # a recipe has one prompt per modality mm_st embeds (mm_st.modality)
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class Recipe:
     """Exact prompt strings of one paper, in one format (``inference`` or ``train``).
 
     Attributes:
-        prompts: ``text`` / ``image`` / ``image_text`` prompts used when no instruction is given.
+        prompts: ``text`` / ``image`` / ``image+text`` prompts (keyed by :mod:`mm_st.modality` names) used when no instruction is given.
         instructed: the same three, used with an instruction (``{instruction}`` is replaced by it).
         query_prompts: no-instruction prompts for queries (``task="query"``) when they differ (MM-Embed).
         instruct_documents: whether documents (``task="document"``) also get the instruction.
@@ -212,7 +214,7 @@ _E5V_IMAGE = "<image>\nSummary above image in one word: "
 _E5V_CIRR_QUERY = '<image>Modify this image with "<sent>", desribe modified image in one word:'
 _MME5_IMAGE = "<image>Represent the given image.\n"
 _VLM2VEC_IMAGE = "<image>\nRepresent the given image.\n"
-_MMEMBED = {"text": "<sent>", "image": "<image>\n", "image_text": "<image>\n<sent>"}
+_MMEMBED = {TEXT: "<sent>", IMAGE_MODALITY: "<image>\n", IMAGE_TEXT: "<image>\n<sent>"}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -221,14 +223,14 @@ RECIPES: dict[str, Recipe] = {
             "e5v",
             # kongds/E5-V retrieval.py: img_prompt / text_prompt inside llama3_template; the composed
             # (image + text) prompt is its CIRR query prompt.
-            prompts={"text": _E5V_TEXT, "image": _E5V_IMAGE, "image_text": _E5V_CIRR_QUERY},
+            prompts={TEXT: _E5V_TEXT, IMAGE_MODALITY: _E5V_IMAGE, IMAGE_TEXT: _E5V_CIRR_QUERY},
             # TIGER-AI-Lab/VLM2Vec src/model/processor.py e5_v_prompt_template / process_input_text
             # (HEAD 6e1e1d4): E5-V is evaluated WITHOUT its instruction; image + text gets
             # '<image>\n{text}\nSummary above image and text in one word: '.
             instructed={
-                "text": _E5V_TEXT,
-                "image": _E5V_IMAGE,
-                "image_text": "<image>\n<sent>\nSummary above image and text in one word: ",
+                TEXT: _E5V_TEXT,
+                IMAGE_MODALITY: _E5V_IMAGE,
+                IMAGE_TEXT: "<image>\n<sent>\nSummary above image and text in one word: ",
             },
             wrapped=True,
             extra_prompts={
@@ -246,7 +248,7 @@ RECIPES: dict[str, Recipe] = {
             # haon-chen/mmE5 demo.py (commit 4818cdf "align data format with model training"):
             # '{image tokens}{instruction} {query}\n'; a bare image target '{image}Represent the given
             # image.\n'; text targets plain.
-            prompts={"text": "<sent>", "image": _MME5_IMAGE, "image_text": "<image><sent>\n"},
+            prompts={TEXT: "<sent>", IMAGE_MODALITY: _MME5_IMAGE, IMAGE_TEXT: "<image><sent>\n"},
             instructed={k: "<image>{instruction} <sent>\n" for k in MODALITIES},
             # haon-chen/mmE5 src/collator.py: '<|image_1|>\n' -> '<|image|><|begin_of_text|>' (Mllama);
             # the other backbones keep VLM2Vec's '<|image_1|>\n' with their own token (src/dataset.py).
@@ -262,7 +264,7 @@ RECIPES: dict[str, Recipe] = {
             # '{image} ' + instruction and then .replace(' \n', '\n') on instructions that start with
             # '\n' (image_qa / image_i2i_vg parsers add it), giving '\n' after the image token; only the
             # demo scripts (experiments/examples/*/demo*.py) keep '{image} {instruction}' with a space.
-            prompts={"text": "<sent>", "image": _VLM2VEC_IMAGE, "image_text": "<image>\n<sent>\n"},
+            prompts={TEXT: "<sent>", IMAGE_MODALITY: _VLM2VEC_IMAGE, IMAGE_TEXT: "<image>\n<sent>\n"},
             instructed={k: "<image>\n{instruction} <sent>\n" for k in MODALITIES},
             # src/model/processor.py VLM_IMAGE_TOKENS: Qwen2(.5)-VL get the bare '<|image_pad|>'
             image_block={"qwen2_vl": "<|image_pad|>", "qwen2_5_vl": "<|image_pad|>"},
@@ -483,7 +485,7 @@ _JINJA = """\
 {%- endif -%}
 {%- endfor -%}
 {%- endfor -%}
-{%- set modality = 'image_text' if ns.images and ns.text else ('image' if ns.images else 'text') -%}
+{%- set modality = @IMAGE_TEXT@ if ns.images and ns.text else (@IMAGE@ if ns.images else @TEXT@) -%}
 {%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
 {%- set core = ns.instruction.rstrip(' ') -%}
 {%- set is_query = task is defined and task == 'query' -%}
@@ -505,6 +507,14 @@ _JINJA = """\
 {%- if STRIP -%}{%- set prompt = prompt.rstrip(' ') -%}{%- endif -%}
 {%- if full -%}{{- BOS + FULL_HEAD + prompt + FULL_TAIL -}}{%- else -%}{{- BOS + HEAD + prompt + TAIL -}}{%- endif -%}
 """
+# The saved templates' prompt keys (mm_st.modality.PROMPT_KEYS), written as Jinja literals.
+_JINJA = _JINJA.replace("@IMAGE_TEXT@", f"'{prompt_key(IMAGE_TEXT)}'").replace(
+    "@IMAGE@", f"'{prompt_key(IMAGE_MODALITY)}'").replace("@TEXT@", f"'{prompt_key(TEXT)}'")
+
+
+def _saved_keys(prompts: dict[str, str]) -> dict[str, str]:
+    """A recipe's prompts keyed as saved chat templates key them (``image+text`` -> ``image_text``)."""
+    return {prompt_key(modality): prompt for modality, prompt in prompts.items()}
 
 
 def render_chat_template(
@@ -524,9 +534,9 @@ def render_chat_template(
     (head, tail), (full_head, full_tail) = chosen.parts(), chosen.parts(full=True)
     constants = {
         "INSTRUCT_DOCUMENTS": "true" if rec.instruct_documents else "false",
-        "PROMPTS": _lit(rec.prompts),
-        "INSTRUCTED": _lit(rec.instructed),
-        "QUERY_PROMPTS": _lit(rec.query_prompts),
+        "PROMPTS": _lit(_saved_keys(rec.prompts)),
+        "INSTRUCTED": _lit(_saved_keys(rec.instructed)),
+        "QUERY_PROMPTS": _lit(_saved_keys(rec.query_prompts)),
         "IMAGE_BLOCK": _lit(image_block(rec, fam)),
         "MISSING_IMAGE": _lit(_missing_marker(IMAGE, "an image")),
         "MISSING_SENT": _lit(_missing_marker(SENT, "text")),
