@@ -144,3 +144,13 @@ def test_the_vocabulary_check_finds_each_old_spelling():
     for line in ('P = {"image_text": "<image>"}', "M = ('text', 'image', 'image,text')", "t = \"{% set m = 'image_text' %}\""):
         tree = ast.parse(line)
         assert any(isinstance(n, ast.Constant) and isinstance(n.value, str) and _spelled(n.value) for n in ast.walk(tree))
+
+
+def test_the_vocabulary_imports_neither_torch_nor_sentence_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, mm_st.modality, mm_st.io, mm_st.templates; "
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'mteb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
