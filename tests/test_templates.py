@@ -227,7 +227,7 @@ def test_add_a_backbone_family_guide(monkeypatch):
         model = build_model(tiny_model("llava"), recipe="e5v", family="toy_llava")
         assert model[0].processor.chat_template.startswith("{#- mm_st recipe=e5v family=toy_llava ")  # mm_st.metadata
         embeddings = model.encode(["A dog.", {"text": "a cat", "image": Image.new("RGB", (8, 8))}])
-        assert embeddings.shape == (2, model.get_sentence_embedding_dimension())
+        assert embeddings.shape == (2, model.get_embedding_dimension())
     assert "toy_llava" not in templates.FAMILIES
     with pytest.raises(ValueError, match="^Unknown backbone family 'toy_llava'"):
         templates.get_family("toy_llava")
