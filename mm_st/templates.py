@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import mm_st.recipes  # noqa: F401  (registers mm_st's recipes)
 from mm_st.metadata import header as metadata_header
 from mm_st.metadata import recipe_metadata
+from mm_st.modality import IMAGE_TEXT, TEXT, prompt_key
+from mm_st.modality import IMAGE as IMAGE_MODALITY
 from mm_st.recipes.mmembed import MBEIR_INSTRUCTIONS  # noqa: F401  (re-exported: M-BEIR instructions used by MM-Embed)
 from mm_st.recipes.registry import INSTRUCTION, MODALITIES, Recipe, View  # noqa: F401  (re-exported)
 
@@ -289,7 +291,7 @@ _JINJA = """\
 {%- endif -%}
 {%- endfor -%}
 {%- endfor -%}
-{%- set modality = 'image_text' if ns.images and ns.text else ('image' if ns.images else 'text') -%}
+{%- set modality = @IMAGE_TEXT@ if ns.images and ns.text else (@IMAGE@ if ns.images else @TEXT@) -%}
 {%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
 {%- set core = ns.instruction.rstrip(' ') -%}
 {%- set is_query = task is defined and task == 'query' -%}
@@ -311,6 +313,14 @@ _JINJA = """\
 {%- if STRIP -%}{%- set prompt = prompt.rstrip(' ') -%}{%- endif -%}
 {%- if full -%}{{- BOS + FULL_HEAD + prompt + FULL_TAIL -}}{%- else -%}{{- BOS + HEAD + prompt + TAIL -}}{%- endif -%}
 """
+# The saved templates' prompt keys (mm_st.modality.PROMPT_KEYS), written as Jinja literals.
+_JINJA = _JINJA.replace("@IMAGE_TEXT@", f"'{prompt_key(IMAGE_TEXT)}'").replace(
+    "@IMAGE@", f"'{prompt_key(IMAGE_MODALITY)}'").replace("@TEXT@", f"'{prompt_key(TEXT)}'")
+
+
+def _saved_keys(prompts: dict[str, str]) -> dict[str, str]:
+    """A recipe's prompts keyed as saved chat templates key them (``image+text`` -> ``image_text``)."""
+    return {prompt_key(modality): prompt for modality, prompt in prompts.items()}
 
 
 def render_chat_template(
@@ -330,9 +340,9 @@ def render_chat_template(
     (head, tail), (full_head, full_tail) = chosen.parts(), chosen.parts(full=True)
     constants = {
         "INSTRUCT_DOCUMENTS": "true" if rec.instruct_documents else "false",
-        "PROMPTS": _lit(rec.prompts),
-        "INSTRUCTED": _lit(rec.instructed),
-        "QUERY_PROMPTS": _lit(rec.query_prompts),
+        "PROMPTS": _lit(_saved_keys(rec.prompts)),
+        "INSTRUCTED": _lit(_saved_keys(rec.instructed)),
+        "QUERY_PROMPTS": _lit(_saved_keys(rec.query_prompts)),
         "IMAGE_BLOCK": _lit(image_block(rec, fam)),
         "MISSING_IMAGE": _lit(_missing_marker(IMAGE, "an image")),
         "MISSING_SENT": _lit(_missing_marker(SENT, "text")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mm_st.modality import IMAGE, IMAGE_TEXT, TEXT
 from mm_st.recipes.registry import PaperModel, Recipe, RecipeSpec, register_recipe
 
 
@@ -33,14 +34,14 @@ PROMPTS = Recipe(
     "e5v",
     # kongds/E5-V retrieval.py: img_prompt / text_prompt inside llama3_template; the composed
     # (image + text) prompt is its CIRR query prompt.
-    prompts={"text": _TEXT, "image": _IMAGE, "image_text": _CIRR_QUERY},
+    prompts={TEXT: _TEXT, IMAGE: _IMAGE, IMAGE_TEXT: _CIRR_QUERY},
     # TIGER-AI-Lab/VLM2Vec src/model/processor.py e5_v_prompt_template / process_input_text
     # (HEAD 6e1e1d4): E5-V is evaluated WITHOUT its instruction; image + text gets
     # '<image>\n{text}\nSummary above image and text in one word: '.
     instructed={
-        "text": _TEXT,
-        "image": _IMAGE,
-        "image_text": "<image>\n<sent>\nSummary above image and text in one word: ",
+        TEXT: _TEXT,
+        IMAGE: _IMAGE,
+        IMAGE_TEXT: "<image>\n<sent>\nSummary above image and text in one word: ",
     },
     wrapped=True,
     extra_prompts={

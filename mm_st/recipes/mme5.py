@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from mm_st.modality import IMAGE, IMAGE_TEXT, TEXT
 from mm_st.recipes.registry import MODALITIES, PaperModel, Recipe, RecipeSpec, register_recipe, rows_as_written
 
 PROMPTS = Recipe(
@@ -16,7 +17,7 @@ PROMPTS = Recipe(
     # haon-chen/mmE5 demo.py (commit 4818cdf "align data format with model training"):
     # '{image tokens}{instruction} {query}\n'; a bare image target '{image}Represent the given
     # image.\n'; text targets plain.
-    prompts={"text": "<sent>", "image": "<image>Represent the given image.\n", "image_text": "<image><sent>\n"},
+    prompts={TEXT: "<sent>", IMAGE: "<image>Represent the given image.\n", IMAGE_TEXT: "<image><sent>\n"},
     instructed={k: "<image>{instruction} <sent>\n" for k in MODALITIES},
     # haon-chen/mmE5 src/collator.py: '<|image_1|>\n' -> '<|image|><|begin_of_text|>' (Mllama);
     # the other backbones keep VLM2Vec's '<|image_1|>\n' with their own token (src/dataset.py).

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mm_st.modality import IMAGE, IMAGE_TEXT, TEXT
 from mm_st.recipes.registry import Recipe, RecipeSpec, register_recipe
 
-_PROMPTS = {"text": "<sent>", "image": "<image>\n", "image_text": "<image>\n<sent>"}
+_PROMPTS = {TEXT: "<sent>", IMAGE: "<image>\n", IMAGE_TEXT: "<image>\n<sent>"}
 
 PROMPTS = Recipe(
     "mmembed",

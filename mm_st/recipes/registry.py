@@ -32,8 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mm_st.modality import SUPPORTED as MODALITIES  # the keys of a recipe's prompts (mm_st.modality names)
+
 INSTRUCTION = "{instruction}"
-MODALITIES = ("text", "image", "image_text")  # the keys of a recipe's prompts
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Recipe:
     """Exact prompt strings of one paper, in one format (``inference`` or ``train``).
 
     Attributes:
-        prompts: ``text`` / ``image`` / ``image_text`` prompts used when no instruction is given.
+        prompts: ``text`` / ``image`` / ``image+text`` prompts (keyed by :mod:`mm_st.modality` names) used when no instruction is given.
         instructed: the same three, used with an instruction (``{instruction}`` is replaced by it).
         query_prompts: no-instruction prompts for queries (``task="query"``) when they differ (MM-Embed).
         instruct_documents: whether documents (``task="document"``) also get the instruction.

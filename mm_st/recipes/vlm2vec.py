@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from mm_st.modality import IMAGE, IMAGE_TEXT, TEXT
 from mm_st.recipes.registry import MODALITIES, PaperModel, Recipe, RecipeSpec, register_recipe, rows_as_written
 
 PROMPTS = Recipe(
@@ -20,7 +21,7 @@ PROMPTS = Recipe(
     # '{image} ' + instruction and then .replace(' \n', '\n') on instructions that start with
     # '\n' (image_qa / image_i2i_vg parsers add it), giving '\n' after the image token; only the
     # demo scripts (experiments/examples/*/demo*.py) keep '{image} {instruction}' with a space.
-    prompts={"text": "<sent>", "image": "<image>\nRepresent the given image.\n", "image_text": "<image>\n<sent>\n"},
+    prompts={TEXT: "<sent>", IMAGE: "<image>\nRepresent the given image.\n", IMAGE_TEXT: "<image>\n<sent>\n"},
     instructed={k: "<image>\n{instruction} <sent>\n" for k in MODALITIES},
     # src/model/processor.py VLM_IMAGE_TOKENS: Qwen2(.5)-VL get the bare '<|image_pad|>'
     image_block={"qwen2_vl": "<|image_pad|>", "qwen2_5_vl": "<|image_pad|>"},

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mm_st import templates
+from mm_st.data.images import ON_MISSING
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -47,7 +48,6 @@ ADAPTERS = ("lora", "dora", "none")
 BATCH_MIXING = ("mixed", "per_dataset")
 RESUME = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
-ON_MISSING = ("error", "skip")
 EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
 # What every embedded default changes: CPU-sized batches without GradCache, a larger learning rate, and full
 # weights (a random tiny backbone has nothing for an adapter to adapt: DoRA r=8 on the tiny VLM2Vec run stayed
