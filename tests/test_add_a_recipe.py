@@ -10,6 +10,7 @@ import datasets
 import pytest
 
 from mm_st import templates
+from mm_st.modality import IMAGE, IMAGE_TEXT, TEXT
 from mm_st.recipes import PaperModel, Recipe, RecipeSpec, registered
 from mm_st.training import CONFIGS
 from mm_st.training.cli import main
@@ -21,8 +22,8 @@ from mm_st.training.data import MMEBTrainData, Sources
 # 1. its prompts, exactly as the paper's code writes them (the training format defaults to the same text)
 PROMPTS = Recipe(
     "toy",
-    prompts={"text": "Toy text: <sent>", "image": "<image>\nToy image.", "image_text": "<image>\nToy: <sent>"},
-    instructed={k: "<image>\n{instruction}: <sent>" for k in ("text", "image", "image_text")},
+    prompts={TEXT: "Toy text: <sent>", IMAGE: "<image>\nToy image.", IMAGE_TEXT: "<image>\nToy: <sent>"},
+    instructed={k: "<image>\n{instruction}: <sent>" for k in (TEXT, IMAGE, IMAGE_TEXT)},
     source="Toy paper (this test), section 3",
 )
 
