@@ -1,5 +1,6 @@
-"""What a re-run of a stage reuses or refuses: the checkpoint to resume from, the recorded config (a run with
-another config is refused), and the untrained model's scores (computed once per run)."""
+"""What a re-run of a stage reuses or refuses: the recorded config (a run with another config is refused), the
+incomplete checkpoints a resume skips, and the untrained model's scores (computed once per run). Which checkpoint
+it resumes from: :func:`mm_st.training.outputs.resume_choice`."""
 
 from __future__ import annotations
 
