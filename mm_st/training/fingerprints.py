@@ -2,10 +2,10 @@
 
 They decide what a re-run reuses (``stages.json``'s ``data``, ``mining.json``'s ``key``): a changed fingerprint means
 the stage's inputs changed. They hash file bytes, so a copy of the same data or model elsewhere has the same
-fingerprint. :func:`saved_model_fingerprint` identifies a saved model *folder* by its safetensors files (before any
-model is loaded: the plan checks a shared set of mined negatives with it); :func:`mm_st.mining.store.model_fingerprint`
-identifies a *loaded* model (class, configs, prompts, a weight sample) for the embedding cache. Both are kept: each
-keys caches already written with its own values.
+fingerprint. :func:`saved_model_fingerprint` identifies a saved model *folder* by its safetensors files, before it
+is loaded (the mining model in ``mining.json``'s key: a set of mined negatives is reused without loading the model
+that mined it); :func:`mm_st.mining.store.model_fingerprint` identifies a *loaded* model (class, configs, prompts, a
+weight sample) for the embedding cache. Both are kept, with their values: each keys caches already written.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@
 3. **Continual text-to-text fine-tuning** from the stage-2 model (its ``model/`` folder, adapter-only
    or full) on text retrieval pairs (``--text-data``), mixed with a share of the M-BEIR rows.
 
+The stages are data (:data:`STAGE_SPECS`) on the multi-stage base (:mod:`mm_st.training.multistage`);
 ``<output_dir>/stage{1,2,3}/`` are ordinary stage folders (resumable, re-runs of a finished stage do
-nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprints, steps, scores).
+nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprints, steps, scores). Stage 2's
+mining: :mod:`mm_st.training.mmembed_mining`.
 ``--stages 2,3`` runs some stages (the earlier ones must have finished); ``--from-stage 2`` runs stage 2
 and the later ones again from scratch. After each stage the held-out M-BEIR tasks are scored (Recall
 and the wrong-modality top-1 rate), and the end prints every stage next to the untrained model and chance.

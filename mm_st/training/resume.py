@@ -59,7 +59,7 @@ def before_scores(evaluator: Any, model: Any, plan: Plan) -> dict[str, float]:
     config = plan.config
     path = plan.output_dir / "eval-before.json"
     key = {"model": config.model, "seed": config.seed, **evaluator.cache_key()}
-    for source in (path, *config.earlierbefore_scores()):
+    for source in (path, *config.earlier_before_scores()):
         if source.is_file():
             saved = json.loads(source.read_text(encoding="utf-8"))
             if saved.get("key") == key:
