@@ -17,11 +17,12 @@ from mm_st.training.data import Sources
 from mm_st.training.multistage import StageSpec
 from mm_st.training.outputs import RunFolder
 from mm_st.training.plan import Plan
+from mm_st.training.stage import StageConfig
 
 
 @dataclass
-class NoReader(RecipeConfig):
-    """A recipe that says where its data is but not how it is read."""
+class NoReader(StageConfig):
+    """A recipe of one stage that says where its data is but not how it is read."""
 
     recipe: ClassVar[str] = "no-reader"
 
@@ -33,13 +34,18 @@ def test_a_recipe_config_without_a_required_hook_cannot_be_built_and_the_error_n
     with pytest.raises(TypeError) as error:
         NoReader()
     assert str(error.value) == ("NoReader is not a complete recipe config: it does not define load_datasets() (how its "
-                                "data is read); every recipe config defines sources(), load_datasets().")
-    with pytest.raises(TypeError, match=r"sources\(\) \(where its data comes from\), load_datasets\(\)"):
-        RecipeConfig()
+                                "data is read); every recipe config defines sources(), load_datasets(), run(), "
+                                "plan_lines().")
+    with pytest.raises(TypeError) as error:
+        RecipeConfig()  # nor how it trains: a recipe is a StageConfig or a MultiStageConfig
+    assert error.match(r"sources\(\) \(where its data comes from\), load_datasets\(\) \(how its data is read\), run\(\) "
+                       r"\(how it trains: derive from mm_st.training.stage.StageConfig \(one stage\) or "
+                       r"mm_st.training.multistage.MultiStageConfig \(several\)\), plan_lines\(\)")
     assert set(REQUIRED_HOOKS) == set(RecipeConfig.__abstractmethods__)
 
 
 def test_every_recipe_defines_the_required_hooks():
+    assert issubclass(E5VConfig, StageConfig) and not issubclass(MMEmbedConfig, StageConfig)
     for cls in (E5VConfig, VLM2VecConfig, MME5Config, MMEmbedConfig):
         assert not cls.__abstractmethods__, cls
         assert cls().recipe == cls.recipe

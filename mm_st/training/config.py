@@ -100,8 +100,13 @@ def _f(default: Any, source: str, help: str = "", valid: Range | None = None) ->
     return field(default=default, metadata=metadata)
 
 
-# The hooks a recipe config must define (abstract in RecipeConfig), and what each says.
-REQUIRED_HOOKS = {"sources": "where its data comes from", "load_datasets": "how its data is read"}
+# The hooks a recipe config must define (abstract in RecipeConfig), and what each says. A stage's config defines the
+# data hooks; StageConfig (mm_st.training.stage) and MultiStageConfig (mm_st.training.multistage) define run and plan_lines.
+DATA_HOOKS = {"sources": "where its data comes from", "load_datasets": "how its data is read"}
+REQUIRED_HOOKS = {**DATA_HOOKS,
+                  "run": "how it trains: derive from mm_st.training.stage.StageConfig (one stage) or "
+                         "mm_st.training.multistage.MultiStageConfig (several)",
+                  "plan_lines": "what --dry-run prints: StageConfig and MultiStageConfig define it"}
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,10 @@ class StageContext:
 class RecipeConfig(ABC):
     """Fields shared by every recipe; subclasses set the paper's values as defaults and their data hooks.
 
-    A recipe must define :meth:`sources` and :meth:`load_datasets` (:data:`REQUIRED_HOOKS`); a class that lacks one
-    cannot be instantiated (a TypeError naming them). The other hooks have defaults.
+    A recipe must define :meth:`sources`, :meth:`load_datasets`, :meth:`run` and :meth:`plan_lines`
+    (:data:`REQUIRED_HOOKS`; the last two come from :class:`~mm_st.training.stage.StageConfig`, a recipe of one stage,
+    or :class:`~mm_st.training.multistage.MultiStageConfig`); a class that lacks one cannot be instantiated (a
+    TypeError naming them). The other hooks have defaults.
     """
 
     recipe: ClassVar[str] = ""
@@ -353,17 +360,13 @@ class RecipeConfig(ABC):
         queries and documents differently; {} leaves it unset, as the papers' training code does."""
         return {}
 
+    @abstractmethod
     def run(self) -> Any:
-        """Train: one stage (:func:`~mm_st.training.run_stage`); a multi-stage recipe runs its stages."""
-        from mm_st.training.stage import run_stage
+        """Train: one stage (:class:`~mm_st.training.stage.StageConfig`) or the recipe's stages in order."""
 
-        return run_stage(self)
-
+    @abstractmethod
     def plan_lines(self) -> list[str]:
         """What ``--dry-run`` prints: the checked plan (the folder is left as it was when a check fails)."""
-        from mm_st.training.stage import dry_run
-
-        return dry_run(self).lines()
 
     def inputs(self) -> dict[str, str]:
         """The run's inputs (flag -> path), which starting over must never remove."""

@@ -28,9 +28,10 @@ import datasets
 from mm_st import templates
 from mm_st.data.converters import MME5_SYNTHETIC_CONFIGS, MME5_SYNTHETIC_REPO, MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
 from mm_st.training import console, embedded
-from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, RecipeConfig, StageContext, _f
+from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, StageContext, _f
 from mm_st.training.data import (MMEBTrainData, Sources, cap, check_configs_present, check_not_empty, embedded_dir,
                                  pad_negatives)
+from mm_st.training.stage import StageConfig
 from mm_st.training.vlm2vec import V1_TARGETS
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ SYNTHETIC = "synthetic/"  # prefix of the synthetic datasets' names
 
 
 @dataclass
-class MME5Config(MMEBTrainData, RecipeConfig):
+class MME5Config(MMEBTrainData, StageConfig):
     """mmE5: MMEB-train with negatives mined at rank 70 plus mmE5-synthetic; own-query negatives; DoRA."""
 
     recipe: ClassVar[str] = "mme5"

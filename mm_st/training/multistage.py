@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mm_st.training.config import REQUIRED_HOOKS, RecipeConfig
+from mm_st.training.config import DATA_HOOKS, RecipeConfig
 from mm_st.training.distributed import is_local_main, is_main_process
 from mm_st.training.outputs import RunFolder
 from mm_st.training.plan import dry_run, output_dir_of
@@ -45,10 +45,10 @@ class StageSpec:
     fields_from: Mapping[str, str] = field(default_factory=dict)  # stage field -> the recipe field it takes its value from
 
     def __post_init__(self) -> None:
-        missing = [name for name in REQUIRED_HOOKS if getattr(self.config, name) is getattr(MultiStageConfig, name)]
+        missing = [name for name in DATA_HOOKS if getattr(self.config, name) is getattr(MultiStageConfig, name)]
         if missing:
             raise TypeError(f"stage {self.number} ({self.config.__name__}) does not define "
-                            + ", ".join(f"{name}() ({REQUIRED_HOOKS[name]})" for name in missing)
+                            + ", ".join(f"{name}() ({DATA_HOOKS[name]})" for name in missing)
                             + "; each stage's config class reads its own data.")
 
 

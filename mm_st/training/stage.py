@@ -48,10 +48,22 @@ from mm_st.training.resume import (RUN_FIELDS_IGNORED_ON_RESUME, before_scores, 
 from mm_st.training.trainer import FiniteGuard, RecipeTrainer, StepCounter, TrainingDiverged, first_non_finite
 
 # The runner was split by responsibility (plan, builders, trainer, resume); the names that lived here stay importable.
-__all__ = ["PLAN_FILE", "RUN_FIELDS_IGNORED_ON_RESUME", "FiniteGuard", "Plan", "RecipeTrainer", "StageResult",
+__all__ = ["PLAN_FILE", "RUN_FIELDS_IGNORED_ON_RESUME", "FiniteGuard", "Plan", "RecipeTrainer", "StageConfig", "StageResult",
            "TrainingDiverged", "XTDEvaluator", "build_loss", "build_stage_model", "dry_run", "first_non_finite",
            "is_main_process", "output_dir_of", "plan_stage", "run_stage", "training_arguments"]
 
+
+
+class StageConfig(RecipeConfig):
+    """The config of a recipe of one stage (E5-V, VLM2Vec, mmE5): it trains with :func:`run_stage`."""
+
+    def run(self) -> StageResult:
+        """Train the stage (:func:`run_stage`)."""
+        return run_stage(self)
+
+    def plan_lines(self) -> list[str]:
+        """What ``--dry-run`` prints: the checked plan (the folder is left as it was when a check fails)."""
+        return dry_run(self).lines()
 
 
 @dataclass

@@ -16,8 +16,9 @@ import datasets
 
 from mm_st import templates
 from mm_st.data.converters import MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
-from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
+from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, _f
 from mm_st.training.data import MMEBTrainData, Sources, check_not_empty
+from mm_st.training.stage import StageConfig
 
 VLM2VEC_SRC = "VLM2Vec (arXiv 2410.05160) v1 and TIGER-AI-Lab/VLM2Vec"
 VLM2VEC_LLAVA = "TIGER-AI-Lab/VLM2Vec scripts/aws/llava16-mistral-lora8-bs1024-step2k.sh @fa630fd"
@@ -26,7 +27,7 @@ _VLM = templates.RECIPE_FACTS["vlm2vec"]
 
 
 @dataclass
-class VLM2VecConfig(MMEBTrainData, RecipeConfig):
+class VLM2VecConfig(MMEBTrainData, StageConfig):
     """VLM2Vec v1 on MMEB-train: shared in-batch negatives, tau 0.02, LoRA, GradCache for the large batch."""
 
     recipe: ClassVar[str] = "vlm2vec"
