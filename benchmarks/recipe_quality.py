@@ -123,7 +123,7 @@ def stock_arm(config, steps: int) -> dict:
     set_seed(config.seed)
     model = build_stage_model(plan)
     out: dict = {}
-    named = config.prepare(model, named, plan)  # the recipe's own preparation (mmE5 mining, E5-V cut), as run_stage
+    named = config.prepare(model, named, plan.context())  # the recipe's own preparation (mmE5 mining, E5-V cut), as run_stage
     if config.recipe == "e5v":
         out["before_text_recall_at_1"] = text_to_text_recall(model)
     train = training_dataset(named, config.batch_mixing, config.seed)

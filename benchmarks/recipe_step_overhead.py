@@ -78,7 +78,7 @@ def prepare(recipe: str, args: argparse.Namespace, workdir: Path):
     model = build_stage_model(plan)
     set_seed(config.seed)
     loop_model = build_stage_model(plan)
-    named = config.prepare(model, named, plan)  # the recipe's own preparation (mmE5 mining, E5-V cut), as run_stage
+    named = config.prepare(model, named, plan.context())  # the recipe's own preparation (mmE5 mining, E5-V cut), as run_stage
     return config, plan, training_dataset(named, config.batch_mixing, config.seed), model, loop_model
 
 

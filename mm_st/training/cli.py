@@ -24,7 +24,8 @@ import sys
 from mm_st.hub import PushError
 from mm_st.training import console
 from mm_st.training.config import RecipeConfig, add_arguments, config_from_args
-from mm_st.training.stage import TrainingDiverged, is_main_process
+from mm_st.training.distributed import is_main_process
+from mm_st.training.trainer import TrainingDiverged
 
 # The failure classes of a recipe run that come from its inputs, not from a bug: printed as `error: ...` (a failed
 # push after training, mm_st.hub.PushError, is one: the model is saved, the message says how to push it again).

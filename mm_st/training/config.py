@@ -32,6 +32,8 @@ import json
 import math
 import os
 import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -101,11 +103,33 @@ def config_field(default: Any, source: str, help: str = "", valid: Range | None 
 
 
 _f = config_field  # the short name recipe modules use (`from mm_st.training.config import config_field as _f`)
+# The hooks a recipe config must define (abstract in RecipeConfig), and what each says. A stage's config defines the
+# data hooks; StageConfig (mm_st.training.stage) and MultiStageConfig (mm_st.training.multistage) define run and plan_lines.
+DATA_HOOKS = {"sources": "where its data comes from", "load_datasets": "how its data is read"}
+REQUIRED_HOOKS = {**DATA_HOOKS,
+                  "run": "how it trains: derive from mm_st.training.stage.StageConfig (one stage) or "
+                         "mm_st.training.multistage.MultiStageConfig (several)",
+                  "plan_lines": "what --dry-run prints: StageConfig and MultiStageConfig define it"}
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a recipe's :meth:`RecipeConfig.prepare` hook may use of the running stage, and nothing else of it."""
+
+    output_dir: Path
+    work_dir: Callable[[str], Path]  # a folder or file of this run's own, recorded: only it is ever removed
+    load_model: Callable[[str], Any]  # another model in the recipe's format (e.g. mmE5's mining model)
 
 
 @dataclass
-class RecipeConfig:
-    """Fields shared by every recipe; subclasses set the paper's values as defaults and their data hooks."""
+class RecipeConfig(ABC):
+    """Fields shared by every recipe; subclasses set the paper's values as defaults and their data hooks.
+
+    A recipe must define :meth:`sources`, :meth:`load_datasets`, :meth:`run` and :meth:`plan_lines`
+    (:data:`REQUIRED_HOOKS`; the last two come from :class:`~mm_st.training.stage.StageConfig`, a recipe of one stage,
+    or :class:`~mm_st.training.multistage.MultiStageConfig`); a class that lacks one cannot be instantiated (a
+    TypeError naming them). The other hooks have defaults.
+    """
 
     recipe: ClassVar[str] = ""
     embedded_overrides: ClassVar[dict[str, Any]] = {}
@@ -183,6 +207,14 @@ class RecipeConfig:
     merge_adapter: bool = _f(False, "mm_st", "push merged full weights instead of the adapter")
     hub_base_model: str | None = _f(None, "mm_st", "Hub id of the base model when --model is a local copy of it "
                                     "(the pushed adapter points there)")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "RecipeConfig":
+        missing = [name for name in REQUIRED_HOOKS if name in getattr(cls, "__abstractmethods__", ())]
+        if missing:
+            raise TypeError(f"{cls.__name__} is not a complete recipe config: it does not define "
+                            + ", ".join(f"{name}() ({REQUIRED_HOOKS[name]})" for name in missing)
+                            + "; every recipe config defines " + ", ".join(f"{name}()" for name in REQUIRED_HOOKS) + ".")
+        return super().__new__(cls)
 
     @classmethod
     def embedded_default(cls, **values: Any) -> "RecipeConfig":
@@ -286,10 +318,10 @@ class RecipeConfig:
 
     # -- what differs between recipes: data, preparation, plan ----------------------------------
 
+    @abstractmethod
     def sources(self, output_dir: Path, write: bool = True) -> "Sources":
         """Where the run reads from; with the embedded default, the emoji files under ``output_dir/data``
         (written when ``write``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not say where its data comes from.")
 
     def check_sources(self, sources: "Sources") -> None:
         """Fail early on a missing local file or directory, naming it."""
@@ -297,9 +329,9 @@ class RecipeConfig:
             if value is not None and not Path(value).is_dir():
                 raise FileNotFoundError(f"{self.recipe} config: {what} {value!r} is not a directory.")
 
+    @abstractmethod
     def load_datasets(self, sources: "Sources") -> dict[str, "datasets.Dataset"]:
         """One training dataset per source dataset (before :meth:`prepare`), capped by ``max_rows_per_dataset``."""
-        raise NotImplementedError(f"{type(self).__name__} does not say how its data is read.")
 
     def source_lines(self, sources: "Sources") -> list[str]:
         """What the plan says the run reads."""
@@ -309,8 +341,10 @@ class RecipeConfig:
         """Lines the plan prints about this recipe's preparation; raises for data it cannot prepare."""
         return []
 
-    def prepare(self, model: Any, named: dict[str, "datasets.Dataset"], work_dir: Path) -> dict[str, "datasets.Dataset"]:
-        """The training datasets from the loaded ones, with the model at hand (mining, cutting texts)."""
+    def prepare(self, model: Any, named: dict[str, "datasets.Dataset"],
+                context: StageContext) -> dict[str, "datasets.Dataset"]:
+        """The training datasets from the loaded ones, with the model at hand (mining, cutting texts); ``context``
+        is what the hook may use of the running stage (its own folders, another model)."""
         from mm_st.training.data import cut_texts
 
         if self.max_text_tokens:
@@ -345,17 +379,13 @@ class RecipeConfig:
         queries and documents differently; {} leaves it unset, as the papers' training code does."""
         return {}
 
+    @abstractmethod
     def run(self) -> Any:
-        """Train: one stage (:func:`~mm_st.training.run_stage`); a multi-stage recipe runs its stages."""
-        from mm_st.training.stage import run_stage
+        """Train: one stage (:class:`~mm_st.training.stage.StageConfig`) or the recipe's stages in order."""
 
-        return run_stage(self)
-
+    @abstractmethod
     def plan_lines(self) -> list[str]:
         """What ``--dry-run`` prints: the checked plan (the folder is left as it was when a check fails)."""
-        from mm_st.training.stage import dry_run
-
-        return dry_run(self).lines()
 
     def inputs(self) -> dict[str, str]:
         """The run's inputs (flag -> path), which starting over must never remove."""

@@ -16,8 +16,9 @@ import datasets
 
 from mm_st.recipes.e5v import FACTS
 from mm_st.training import embedded
-from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, config_field as _f
+from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, config_field as _f
 from mm_st.training.data import Sources, cap, embedded_dir, embedded_eval_data, hub_file
+from mm_st.training.stage import StageConfig
 
 E5V = FACTS  # the paper values and their source: declared by the recipe (mm_st.recipes.e5v)
 E5V_SRC = "kongds/E5-V run.sh / ft_llm.py"
@@ -27,7 +28,7 @@ E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj
 
 
 @dataclass
-class E5VConfig(RecipeConfig):
+class E5VConfig(StageConfig):
     """E5-V (arXiv 2407.12580): text-only NLI triplets on a LLaVA-NeXT-Llama-3 backbone, QLoRA."""
 
     recipe: ClassVar[str] = "e5v"

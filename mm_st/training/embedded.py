@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import random
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pyarrow as pa
@@ -412,3 +413,15 @@ def write_base_model(name: str, path: Path, seed: int) -> None:
     from mm_st.tiny import tiny_model
 
     tiny_model(name, path, seed=seed, head=False)
+
+
+def embedded_backbone(folder: Any, name: str, seed: int) -> Path:
+    """The embedded default's backbone ``name`` in a run folder (:class:`~mm_st.training.outputs.RunFolder`):
+    ``<run>/base-model/<name>-seed<seed>`` (a new seed or backbone gets its own folder), recorded and written once
+    when ``folder`` is the writer; the others only read the path."""
+    path = folder.root / "base-model" / f"{name}-seed{seed}"
+    if folder.writer:
+        folder.claim("base-model")
+        if not (path / "config.json").is_file():
+            write_base_model(name, path, seed)
+    return path

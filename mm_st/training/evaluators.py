@@ -6,15 +6,12 @@ the model) and ``curve_metric`` (drawn in ``training_curve.png``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+from mm_st.training.distributed import is_main_process
 
 
 class XTDEvaluator(BaseEvaluator):

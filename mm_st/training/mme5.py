@@ -28,9 +28,10 @@ import datasets
 from mm_st.data.converters import MME5_SYNTHETIC_CONFIGS, MME5_SYNTHETIC_REPO, MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
 from mm_st.recipes.mme5 import FACTS
 from mm_st.training import console, embedded
-from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, RecipeConfig, config_field as _f
+from mm_st.training.config import EMBEDDED_COMMON, NON_NEGATIVE, VISION_TOWER_HELP, StageContext, config_field as _f
 from mm_st.training.data import (MMEBTrainData, Sources, cap, check_configs_present, check_not_empty, embedded_dir,
                                  pad_negatives)
+from mm_st.training.stage import StageConfig
 from mm_st.training.vlm2vec import V1_TARGETS
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ SYNTHETIC = "synthetic/"  # prefix of the synthetic datasets' names
 
 
 @dataclass
-class MME5Config(MMEBTrainData, RecipeConfig):
+class MME5Config(MMEBTrainData, StageConfig):
     """mmE5: MMEB-train with negatives mined at rank 70 plus mmE5-synthetic; own-query negatives; DoRA."""
 
     recipe: ClassVar[str] = "mme5"
@@ -169,14 +170,15 @@ class MME5Config(MMEBTrainData, RecipeConfig):
                              f"its lowest-ranked non-positive candidate (rank <= {pool - 1}; fallback)")
         return lines
 
-    def prepare(self, model: Any, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
+    def prepare(self, model: Any, named: dict[str, datasets.Dataset],
+                context: StageContext) -> dict[str, datasets.Dataset]:
         if self.mines:
-            miner = model if self.mining_model is None else plan.load_model(self.mining_model)
-            cache = plan.work_dir("mining-cache") / f"rank-{os.environ.get('RANK', '0')}"
+            miner = model if self.mining_model is None else context.load_model(self.mining_model)
+            cache = context.work_dir("mining-cache") / f"rank-{os.environ.get('RANK', '0')}"
             named = {name: ds if name.startswith(SYNTHETIC) else self._mine(miner, name, ds, cache / name)
                      for name, ds in named.items()}
             check_not_empty(named, self.recipe)
-        return super().prepare(model, named, plan)
+        return super().prepare(model, named, context)
 
     def _mine(self, miner: Any, name: str, ds: datasets.Dataset, cache_dir: Path) -> datasets.Dataset:
         """The candidate at rank ``mine_rank`` among the dataset's distinct positives (nearest above on small pools)."""

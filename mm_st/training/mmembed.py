@@ -11,8 +11,10 @@
 3. **Continual text-to-text fine-tuning** from the stage-2 model (its ``model/`` folder, adapter-only
    or full) on text retrieval pairs (``--text-data``), mixed with a share of the M-BEIR rows.
 
+The stages are data (:data:`STAGE_SPECS`) on the multi-stage base (:mod:`mm_st.training.multistage`);
 ``<output_dir>/stage{1,2,3}/`` are ordinary stage folders (resumable, re-runs of a finished stage do
-nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprints, steps, scores).
+nothing); ``<output_dir>/stages.json`` records what ran (config, data fingerprints, steps, scores). Stage 2's
+mining: :mod:`mm_st.training.mmembed_mining`.
 ``--stages 2,3`` runs some stages (the earlier ones must have finished); ``--from-stage 2`` runs stage 2
 and the later ones again from scratch. After each stage the held-out M-BEIR tasks are scored (Recall
 and the wrong-modality top-1 rate), and the end prints every stage next to the untrained model and chance.
@@ -33,8 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -46,12 +46,21 @@ import datasets
 from mm_st.builder import ATTENTIONS, POOLINGS
 from mm_st.data.converters import MBEIR_REPO
 from mm_st.hub import CARD_STAGES
-from mm_st.training import console, embedded
+from mm_st.training import embedded
 from mm_st.training.config import (AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, VISION_TOWER_HELP, Range,
-                                   RecipeConfig, _f)
-from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir, training_dataset
+                                   RecipeConfig, StageContext, _f)
+from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir
+from mm_st.training.distributed import is_local_main, main_process_first
+from mm_st.training.fingerprints import files_fingerprint, mbeir_fingerprint
+from mm_st.training.fingerprints import saved_model_fingerprint as model_fingerprint  # noqa: F401  (the old name here)
+from mm_st.training.mmembed_mining import (check_shared_negatives, mined_negatives, mining_key, mining_line,
+                                           unmined_warnings)
+# Names that lived here before stage 2's mining moved to mm_st.training.mmembed_mining, kept importable.
+from mm_st.training.mmembed_mining import (fallback_note, listed_positives as _listed_positives,  # noqa: F401
+                                           mine_task as _mine_task, read_mined, report_mining, save_mined)
+from mm_st.training.multistage import MultiStageConfig, StagedRun, StageInputs, StageSpec, score_drops
+from mm_st.training.outputs import RunFolder
 
-logger = logging.getLogger(__name__)
 
 MMEMBED = "MM-Embed (arXiv 2411.02571)"
 PAPER_FACTS = "MM-Embed paper, as recorded in the project's paper facts"
@@ -65,7 +74,7 @@ TEXT_INSTRUCTION = "Retrieve the text that matches the given text."  # mm_st def
 
 
 @dataclass
-class MMEmbedConfig(RecipeConfig):
+class MMEmbedConfig(MultiStageConfig):
     """MM-Embed: M-BEIR with random negatives, then modality-aware hard negatives from the base model, then
     continual text-to-text fine-tuning (see the module docstring)."""
 
@@ -171,21 +180,6 @@ class MMEmbedConfig(RecipeConfig):
         if self.model is not None and 3 in numbers and self.text_data is None:
             raise ValueError("mmembed config: stage 3 needs --text-data (text retrieval pairs); or run --stages 1,2.")
 
-    def stage_numbers(self) -> list[int]:
-        try:
-            numbers = sorted({int(s) for s in self.stages})
-        except ValueError:
-            numbers = []
-        if not numbers or not set(numbers) <= {1, 2, 3}:
-            raise ValueError(f"mmembed config: stages must be some of 1, 2, 3, got {self.stages}.")
-        if self.from_stage and self.from_stage not in numbers:
-            raise ValueError(f"mmembed config: --from-stage {self.from_stage} is not among --stages "
-                             f"{','.join(map(str, numbers))}; run again from one of the chosen stages, or choose "
-                             f"--stages {','.join(str(n) for n in (1, 2, 3) if n >= self.from_stage)}.")
-        if self.from_stage:
-            numbers = [n for n in (1, 2, 3) if n >= self.from_stage and (n in numbers or n > self.from_stage)]
-        return numbers
-
     def negatives_per_row(self) -> int:
         """Stage 2's mined negatives; stages 1 and 3 train on in-batch negatives only (whatever num_negatives says)."""
         numbers = [self.stage] if self.stage else self.stage_numbers()
@@ -210,15 +204,14 @@ class MMEmbedConfig(RecipeConfig):
     def model_options(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "attention": self.attention}
 
-    # -- the recipe: its stages -----------------------------------------------------------------------
+    # -- the recipe: its stages (mm_st.training.multistage runs them) ----------------------------------------
 
-    def run(self) -> Any:
-        """Run the chosen stages (see the module docstring); the last stage's result."""
-        return MMEmbedRun(self).run()
+    @classmethod
+    def stage_specs(cls) -> list[StageSpec]:
+        return STAGE_SPECS
 
-    def plan_lines(self) -> list[str]:
-        """What ``--dry-run`` prints: each chosen stage's checked plan."""
-        return MMEmbedRun(self).plan_lines()
+    def staged_run(self) -> MMEmbedRun:
+        return MMEmbedRun(self)
 
 
 # -- the three stages: each its own config class (data, preparation), run by the shared stage runner ------------
@@ -339,13 +332,13 @@ class ModalityAwareStage(RandomNegativesStage):
     def earlier_before_scores(self) -> list[Path]:
         return [Path(self.output_dir).parent / "stage1" / "eval-before.json"]  # stage 1 started from the same base
 
-    def prepare(self, model: Any, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
-        from mm_st.training.distributed import main_process_first
+    def prepare(self, model: Any, named: dict[str, datasets.Dataset],
+                context: StageContext) -> dict[str, datasets.Dataset]:
 
         with main_process_first():  # the main process mines and saves; the others read what it saved
-            named = mined_negatives(self, named, plan)
+            named = mined_negatives(self, named, context)
         check_not_empty(named, "mmembed")
-        return super().prepare(model, named, plan)
+        return super().prepare(model, named, context)
 
 
 @dataclass
@@ -387,362 +380,49 @@ class TextStage(RandomNegativesStage):
                 + (f" + {self.multimodal_share:.0%} of the rows from M-BEIR {sources.data}" if self.multimodal_share else "")]
 
 
-STAGE_TITLES = {1: "random in-batch negatives on M-BEIR",
-                2: "modality-aware hard negatives, trained from the base model",
-                3: "continual text-to-text fine-tuning from the stage-2 model"}
-STAGES: dict[int, type[MMEmbedConfig]] = {1: RandomNegativesStage, 2: ModalityAwareStage, 3: TextStage}
+STAGE_SPECS = [
+    StageSpec(1, "random in-batch negatives on M-BEIR", RandomNegativesStage),
+    StageSpec(2, "modality-aware hard negatives, trained from the base model", ModalityAwareStage),
+    StageSpec(3, "continual text-to-text fine-tuning from the stage-2 model", TextStage, starts_from=2,
+              fields_from={"learning_rate": "text_learning_rate", "max_steps": "text_steps"}),
+]
+STAGE_TITLES = {spec.number: spec.title for spec in STAGE_SPECS}
+STAGES: dict[int, type[MMEmbedConfig]] = {spec.number: spec.config for spec in STAGE_SPECS}
 
 
 # -- stage 2's mining -------------------------------------------------------------------------------------------
-
-
-def _listed_positives(root: Path, split: str) -> dict[str, list[str]]:
-    """Each training query's ``pos_cand_list`` by qid (every listed positive is excluded from its negatives)."""
-    from mm_st.data.mbeir import mbeir_query_files, query_rows
-
-    listed: dict[str, list[str]] = {}
-    for path in mbeir_query_files(root, split):
-        for entry in (row.data for row in query_rows(path)):
-            ids = entry.get("pos_cand_list")
-            if isinstance(entry.get("qid"), str) and isinstance(ids, list):
-                listed.setdefault(entry["qid"], []).extend(d for d in ids if isinstance(d, str))
-    return listed
-
-
-def _fingerprint(paths: list[Path]) -> str:
-    """sha256 of files' names and bytes (data a stage read)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def mbeir_fingerprint(root: str, split: str) -> str:
-    """What an M-BEIR root's ``split`` holds (query files, the split's pool files and instructions), or the Hub id."""
-    from mm_st.data.mbeir import mbeir_pool_files, mbeir_query_files
-    from mm_st.io import is_local
-
-    if not is_local(root):
-        return f"hub:{root}"
-    base = Path(root)
-    files = [*mbeir_query_files(base, split), *mbeir_pool_files(base, split),
-             *(base / "instructions").glob("*.tsv")]
-    return _fingerprint(files)
-
-
-def model_fingerprint(folder: str) -> str:
-    """What a saved model folder's weights are (safetensors files)."""
-    files = list(Path(folder).glob("*.safetensors"))
-    return _fingerprint(files) if files else f"model:{folder}"
-
-
-def _window(pool: list[dict], positive_modality: str, ranks: tuple[int, int]) -> tuple[int, int]:
-    """The type-2 rank window, moved up when the pool holds fewer right-modality candidates than its last rank."""
-    first, last = ranks
-    available = sum(1 for entry in pool if entry.get("modality") == positive_modality) - 1
-    if available >= last:
-        return first, last
-    width = last - first
-    return max(1, available - width), max(1, available)
-
-
-MINED_FORMAT = 2  # image paths relative to the M-BEIR root (format 1: absolute or working-directory-relative paths)
-KEY_NAMES = {"miner": "the mining model's weights", "data": "the M-BEIR data"}
-
-
-def mining_key(stage: ModalityAwareStage, tasks: list[str], miner: bool = True) -> dict[str, Any]:
-    """What a set of mined negatives depends on (``mining.json``'s ``key``); ``miner=False`` leaves out the
-    mining model (in the plan, before stage 1 has written it)."""
-    from mm_st.training.heldout import held_out_fingerprint
-
-    key = {"format": MINED_FORMAT, "data": mbeir_fingerprint(stage.data, stage.data_split), "ranks": list(stage.ranks()),
-           "top_k": stage.mining_top_k, "num_negatives": stage.num_negatives, "tasks": sorted(tasks),
-           "max_rows_per_dataset": stage.max_rows_per_dataset, **stage.mining_filters(), "fallback": "nearest",
-           "excludes": "pos_cand_list"}
-    held_out = held_out_fingerprint(stage.eval_data)
-    if held_out:  # the training queries mined for: the held-out ones are not among them
-        key["held_out"] = held_out
-    return {"miner": model_fingerprint(stage.mining_model), **key} if miner else key
-
-
-def shared_negatives(stage: ModalityAwareStage) -> Path | None:
-    """The folder ``--mined-negatives`` points at (read, never rewritten), None for the recipe's own folder."""
-    if not stage.mined_negatives:
-        return None
-    folder = Path(stage.mined_negatives)
-    own = Path(stage.output_dir).parent / "mined-negatives"
-    return None if folder.resolve() == own.resolve() else folder
-
-
-def check_shared_negatives(stage: ModalityAwareStage, key: dict[str, Any]) -> None:
-    """A ``--mined-negatives`` folder holding a set mined with other settings (those in ``key``), or files that are
-    no such set, is an error naming what differs; nothing in it is changed."""
-    folder = shared_negatives(stage)
-    if folder is None:
-        return
-    record = folder / "mining.json"
-    advice = ("a folder --mined-negatives points at is read, never rewritten: leave --mined-negatives out to mine into "
-              "this run's own folder, or point it at a set mined with these settings")
-    if record.is_file():
-        saved = json.loads(record.read_text(encoding="utf-8")).get("key", {})
-        differing = {k: (saved.get(k), v) for k, v in key.items() if saved.get(k) != v}
-        if differing:
-            details = "; ".join(f"{KEY_NAMES.get(k, k)}: {a!r} in the folder, {b!r} for this run"
-                                for k, (a, b) in differing.items())
-            raise ValueError(f"mmembed stage 2: --mined-negatives {str(folder)!r} holds negatives mined with other "
-                             f"settings ({details}); {advice}.")
-    elif folder.is_dir() and any(folder.iterdir()):
-        raise ValueError(f"mmembed stage 2: --mined-negatives {str(folder)!r} holds files but no mining.json (not a set "
-                         f"of mined negatives, or one whose mining was stopped); {advice}, or an empty or new folder.")
-
-
-def _change_images(table: Any, change: Any) -> Any:
-    """``table`` (pyarrow) with ``change(path)`` applied to the image path of every input column (the ``image``
-    field, a path or datasets' ``{bytes, path}`` image struct)."""
-    import pyarrow as pa
-
-    def changed(values: Any) -> Any:
-        kind = values.type
-        if pa.types.is_struct(kind):
-            fields = [changed(values.field(i)) if kind.field(i).name == "path" else values.field(i)
-                      for i in range(kind.num_fields)]
-            return pa.StructArray.from_arrays(fields, fields=list(kind), mask=values.is_null())
-        return pa.array([change(path) if path else path for path in values.to_pylist()], type=kind)
-
-    for index, column in enumerate(table.column_names):
-        kind = table.schema.field(column).type
-        if not (pa.types.is_struct(kind) and kind.get_field_index("image") >= 0):
-            continue
-        values = table.column(column).combine_chunks()
-        fields = [changed(values.field(i)) if kind.field(i).name == "image" else values.field(i)
-                  for i in range(kind.num_fields)]
-        rebuilt = pa.StructArray.from_arrays(fields, fields=list(kind), mask=values.is_null())
-        table = table.set_column(index, table.schema.field(column), rebuilt)
-    return table
-
-
-def save_mined(ds: datasets.Dataset, path: Path, root: Path) -> None:
-    """Mined rows as parquet, image paths relative to the M-BEIR root (a set shared with another run, folder or
-    machine reads its images from that run's own copy of the data, which ``mining.json``'s fingerprint matches)."""
-    import pyarrow.parquet as pq
-
-    base = root.resolve()
-    pq.write_table(_change_images(ds.flatten_indices().data.table, lambda p: Path(p).relative_to(base).as_posix()),
-                   str(path))
-
-
-def read_mined(path: Path, root: Path) -> datasets.Dataset:
-    """Mined rows saved by :func:`save_mined`, each image path resolved inside this run's M-BEIR root."""
-    import pyarrow.parquet as pq
-
-    from mm_st.io import resolve_inside
-
-    where = f"{str(path)!r}"
-    return datasets.Dataset(_change_images(pq.read_table(str(path)), lambda p: str(resolve_inside(root, p, where))))
-
-
-def mined_negatives(stage: ModalityAwareStage, named: dict[str, datasets.Dataset], plan: Any) -> dict[str, datasets.Dataset]:
-    """Each task's rows with ``num_negatives`` modality-aware negatives mined by ``stage.mining_model``, saved as
-    parquet in ``stage.mined_negatives`` (the recipe's ``<output_dir>/mined-negatives/``, outside the stage's own
-    folder, so that starting stage 2 over keeps them) with ``mining.json`` (what they were mined from and, per task,
-    the counts: negatives by type, candidates filtered as likely false negatives, rows without a negative): a
-    re-run with the same miner, data and settings reads them instead of mining again. A folder the user points at
-    (``--mined-negatives DIR``) is read when it matches, mined into when it is new or empty, never rewritten."""
-    from mm_st.data.mbeir import mbeir_root
-    from mm_st.training.distributed import is_main_process
-
-    folder = Path(stage.mined_negatives) if stage.mined_negatives else plan.work_dir("mined-negatives")
-    root = mbeir_root(stage.data)  # a local root, or the Hub snapshot
-    key = mining_key(stage, list(named))
-    record = folder / "mining.json"
-    saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    if saved.get("key") == key:
-        logger.info("stage 2: reusing the mined negatives in %s", folder)
-        report_mining(stage, saved["counts"])
-        return {name: read_mined(folder / f"{name}.parquet", root) for name in sorted(named)}
-    check_shared_negatives(stage, key)
-    if shared_negatives(stage) is not None and is_main_process():
-        print(f"stage 2: mining into {str(folder)!r} (--mined-negatives: a new folder, shared from now on)", flush=True)
-    if not is_main_process():
-        raise RuntimeError(f"rank {os.environ.get('RANK')}: the main process did not save the mined negatives of this "
-                           f"run in {str(folder)!r} ({record.name} is missing or records other inputs).")
-    folder.mkdir(parents=True, exist_ok=True)
-    record.unlink(missing_ok=True)
-    miner = plan.load_model(stage.mining_model)
-    pools = stage.candidate_pools()
-    listed = _listed_positives(root, stage.data_split)
-    out, counts = {}, {}
-    for name, ds in named.items():
-        mined, counts[name] = _mine_task(stage, name, ds, pools, listed, miner, plan)
-        save_mined(mined, folder / f"{name}.parquet", root)
-        out[name] = read_mined(folder / f"{name}.parquet", root)
-    record.write_text(json.dumps({"key": key, "counts": counts}, indent=2) + "\n", encoding="utf-8")
-    report_mining(stage, counts)
-    return out
-
-
-def _mine_task(stage: ModalityAwareStage, name: str, ds: datasets.Dataset, pools: dict[str, list[dict]],
-               listed: dict[str, list[str]], miner: Any, plan: Any) -> tuple[datasets.Dataset, dict[str, Any]]:
-    """One task's mined rows and its counts for ``mining.json``."""
-    from mm_st.mining import mine_hard_negatives
-
-    dataset_id = ds[0]["qid"].split(":")[0]
-    pool = pools.get(dataset_id)
-    if not pool:
-        from mm_st.data.mbeir import mbeir_root
-
-        raise ValueError(f"mmembed stage 2: task {name} has no candidate pool for dataset id {dataset_id!r} in the "
-                         f"pool files of split {stage.data_split!r} under {str(mbeir_root(stage.data) / 'cand_pool')!r} "
-                         "(the plan's 'mined pools' line names them).")
-    corpus = [{"text": e.get("txt") or None, "image": e["image"]} for e in pool]  # images checked inside the root
-    pool_ids = {e["did"] for e in pool}
-    others = [[d for d in listed.get(qid, []) if d in pool_ids and d != first]
-              for qid, first in zip(ds["qid"], ds["positive_id"])]
-    positive_modality = next(e.get("modality") for e in pool if e["did"] == ds[0]["positive_id"])
-    ranks = _window(pool, positive_modality, stage.ranks())
-    mined, report = mine_hard_negatives(
-        miner, list(ds["anchor"]), corpus, list(ds["positive_id"]), other_positives=others,
-        corpus_ids=[e["did"] for e in pool], strategy="modality_aware", ranks=ranks, top_k=stage.mining_top_k,
-        num_negatives=stage.num_negatives, fallback="nearest", **stage.mining_filters(),
-        cache_dir=plan.work_dir("mining-cache"), return_report=True,  # one cache: the shared pool is encoded once
-        show_progress_bar=console.library_bars())
-    kinds = [kind for row in report.negative_type for kind in row]
-    counts = {"rows": len(mined), "of": len(ds), "type1": kinds.count("type1"), "type2": kinds.count("type2"),
-              "fallback": kinds.count("fallback"), "fallback_rows": len(report.fallback_queries),
-              "fallback_rows_filtered": sum(1 for q in report.fallback_queries if report.filtered[q]),
-              "dropped": len(report.dropped_queries), "filtered_false_negatives": report.margin_removed,
-              "queries_with_filtered": sum(1 for f in report.filtered if f), "type2_ranks": list(ranks)}
-    return mined, {**counts, "fallback_note": fallback_note(stage, name, counts)}
-
-
-def fallback_note(stage: ModalityAwareStage, name: str, c: dict[str, Any]) -> str | None:
-    """A line for a task where more than ``max_unmined_share`` of the rows found no candidate in the type-2
-    window and took the nearest one above it (kept, but not the negative the window asks for), with the reason."""
-    share = c["fallback_rows"] / max(c["of"], 1)
-    if share <= stage.max_unmined_share:
-        return None
-    low, high = c["type2_ranks"]
-    reasons = [f"for {c['fallback_rows_filtered']} of them the false-negative filter ({stage.filter_line(short=True)}) "
-               "removed the window's candidates" if c["fallback_rows_filtered"] else "",
-               f"{c['fallback_rows'] - c['fallback_rows_filtered']} had too few right-modality candidates besides their "
-               f"positives in the top {stage.mining_top_k}" if c["fallback_rows"] > c["fallback_rows_filtered"] else ""]
-    return (f"stage 2, {name}: {c['fallback_rows']} of {c['of']} rows ({share:.0%}) had no candidate at ranks "
-            f"{low}-{high} and took the nearest one above them: " + "; ".join(r for r in reasons if r))
-
-
-def _unmined_warnings(stage: MMEmbedConfig, counts: dict[str, dict[str, Any]]) -> list[str]:
-    """A warning per task whose mining left more than ``max_unmined_share`` of its rows without a negative."""
-    out = []
-    for name, c in counts.items():
-        share = c["dropped"] / max(c["of"], 1)
-        if share > stage.max_unmined_share:
-            out.append(f"warning: stage 2 lost {share:.0%} of task {name}'s rows ({c['dropped']} of {c['of']}; more "
-                       f"than max_unmined_share {stage.max_unmined_share:g}): no negative is left in its pool "
-                       "after the exclusions and the filter; lower --mining-relative-margin or add candidates")
-    return out
-
-
-def score_drops(before: dict[str, float], after: dict[str, float], earlier: dict[str, dict[str, Any]], n: int,
-                threshold: float) -> list[str]:
-    """Warnings for each held-out task whose top-1 score (``hit_rate_at_1``: the top-1 candidate is relevant;
-    Recall@1 where it is missing) after stage ``n`` is more than ``threshold`` below the model the stage started
-    from or below an earlier stage's model (``earlier``: ``stages.json``'s stages)."""
-    from mm_st.training.evaluators import TOP1_METRIC
-
-    references = [("its start", before)] + [(f"stage {m}", earlier[str(m)].get("after") or {})
-                                            for m in range(1, n) if str(m) in earlier]
-    tasks = sorted({key.split("/")[1] for key in after if key.startswith("mbeir/")})
-    out = []
-    for task in tasks:
-        metric = TOP1_METRIC if f"mbeir/{task}/{TOP1_METRIC}" in after else "recall_at_1"
-        key = f"mbeir/{task}/{metric}"
-        if key not in after:
-            continue
-        drops: dict[float, list[str]] = {}  # one warning per score: its start is often an earlier stage's model
-        for label, scores in references:
-            previous = scores.get(key)
-            if previous is not None and previous - after[key] > threshold:
-                drops.setdefault(previous, []).append(label)
-        for previous, labels in drops.items():
-            out.append(f"warning: stage {n} lowered {task} {metric} against {' = '.join(labels)}: {previous:.3f} -> "
-                       f"{after[key]:.3f} (more than max_score_drop {threshold:g})")
-    return out
-
-
-def report_mining(stage: ModalityAwareStage, counts: dict[str, dict[str, Any]]) -> list[str]:
-    """Print each task's mining line, and a warning for every task that lost rows; the warnings (also in
-    ``stages.json`` through :meth:`MMEmbedRun.record`)."""
-    from mm_st.training.distributed import is_main_process
-
-    lines = []
-    for name, c in counts.items():
-        lines.append(f"stage 2, {name}: {c['rows']} of {c['of']} rows mined ({c['type1']} type-1, {c['type2']} type-2 "
-                     f"at ranks {c['type2_ranks'][0]}-{c['type2_ranks'][1]}, {c['fallback']} nearest-the-window "
-                     f"fallback); {c['filtered_false_negatives']:,} candidates filtered as likely false negatives")
-        if c["dropped"]:
-            lines.append(f"stage 2, {name}: {c['dropped']} of {c['of']} rows dropped: no candidate besides the "
-                         "positives, their duplicates and the filtered ones is left in the task's pool")
-        if c.get("fallback_note"):  # mining.json of older runs has none
-            lines.append(c["fallback_note"])
-    warnings = _unmined_warnings(stage, counts)
-    if is_main_process():
-        print("\n".join(lines + warnings), flush=True)
-    return warnings
-
-
-def mining_line(folder: Path) -> str:
-    """One line on stage 2's mined negatives (``mining.json``'s counts, summed over tasks)."""
-    counts = json.loads((folder / "mining.json").read_text(encoding="utf-8"))["counts"].values()
-    total = {key: sum(c[key] for c in counts) for key in ("rows", "of", "type1", "type2", "fallback")}
-    return (f"mined negatives: {total['rows']:,} of {total['of']:,} queries have a mined negative ({total['type1']:,} type-1, "
-            f"{total['type2']:,} type-2, {total['fallback']:,} fallback), saved in {folder}")
 
 
 # -- the whole recipe ----------------------------------------------------------------------------------------------
 
 
 @dataclass
-class RecipeInputs:
-    base_model: str
+class RecipeInputs(StageInputs):
+    """What every MM-Embed stage reads: the base model, the M-BEIR data, the held-out data and the text pairs."""
+
     data: str
     eval_data: str | None
     text_data: str | None
 
 
-class MMEmbedRun:
+class MMEmbedRun(StagedRun):
     """Runs the chosen stages of an :class:`MMEmbedConfig` (the embedded default's inputs written once under its
-    output folder) and records them in ``stages.json``."""
+    output folder) and records them in ``stages.json`` (data fingerprints, mining counts, warnings, held-out data)."""
 
-    def __init__(self, config: MMEmbedConfig) -> None:
-        from mm_st.training.stage import output_dir_of
-
-        config.check()
-        self.config = config
-        self.root = output_dir_of(config).resolve()
+    title = "MM-Embed"
 
     def inputs(self, write: bool = True) -> RecipeInputs:
         c = self.config
         if not c.embedded:
             held_out = str(self.root / "held-out") if self.holds_out() else None
             return RecipeInputs(c.model, c.data, c.eval_data or held_out, c.text_data)
-        from mm_st.training.distributed import is_local_main, main_process_first
-        from mm_st.training.outputs import RunFolder
 
         folder = RunFolder(self.root, is_local_main() and write)
-        name = c.family or c.tiny_family
-        base = self.root / "base-model" / f"{name}-seed{c.seed}"
         data = embedded_dir(c, self.root / "data", "mbeir")
         text = embedded_dir(c, self.root / "data", "text-pairs")
         with main_process_first(local=True) if write else nullcontext():  # the others read what this node's first wrote
+            base = embedded.embedded_backbone(folder, c.family or c.tiny_family, c.seed)
             if folder.writer:
-                folder.claim("base-model")
-                if not (base / "config.json").is_file():
-                    embedded.write_base_model(name, base, c.seed)
                 folder.claim("data")
                 embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
                 embedded.write_mbeir(data, split="test", seed=c.seed)
@@ -759,9 +439,7 @@ class MMEmbedRun:
         inputs, without evaluation data when every task is too small to hold a query out."""
         if not self.holds_out():
             return inputs
-        from mm_st.training.distributed import is_local_main, main_process_first
         from mm_st.training.heldout import held_out_key, is_held_out, read_record
-        from mm_st.training.outputs import RunFolder
 
         c = self.config
         folder = RunFolder(self.root, is_local_main())
@@ -786,57 +464,30 @@ class MMEmbedRun:
     def check_own_folders(self) -> None:
         """The recipe's own folders that a later stage writes (``mined-negatives/``) must not be a user's: refused in
         the plan, before stage 1 trains."""
-        from mm_st.training.outputs import RunFolder
 
         if 2 in self.config.stage_numbers() and not self.config.mined_negatives:
             RunFolder(self.root, writer=False).check_claimable("mined-negatives")
 
-    def stage_dir(self, n: int) -> Path:
-        return self.root / f"stage{n}"
-
-    def stage_config(self, n: int, inputs: RecipeInputs) -> MMEmbedConfig:
-        c = self.config
-        values = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
-        values.update(stages=[str(n)], from_stage=0, output_dir=str(self.stage_dir(n)), model=inputs.base_model,
-                      data=inputs.data, eval_data=inputs.eval_data, text_data=inputs.text_data)
-        if n == 2:
-            values["mining_model"] = c.mining_model or str(self.stage_dir(1) / "model")
-            values["mined_negatives"] = c.mined_negatives or str(self.root / "mined-negatives")
-        if n == 3:
-            values.update(model=str(self.stage_dir(2) / "model"), learning_rate=c.text_learning_rate,
-                          max_steps=c.text_steps)
-        if c.from_stage and n >= c.from_stage:
-            values["resume"] = "never"
-        values.update(from_stage=0, push_to_hub=None)  # the recipe pushes its last stage's model (run)
-        return STAGES[n](**values)
-
-    def _needs(self, n: int) -> Path | None:
-        """The earlier stage's model a stage starts from or mines with, if it is not there."""
-        needed = {2: self.stage_dir(1) / "model", 3: self.stage_dir(2) / "model"}.get(n)
-        if n == 2 and self.config.mining_model:
-            return None
-        return needed if needed is not None and not (needed / "modules.json").is_file() else None
-
-    def plan_lines(self) -> list[str]:
-        from mm_st.training.stage import dry_run
-
-        self.check_own_folders()
+    def prepare_inputs(self) -> RecipeInputs:
         inputs = self.inputs()
         self.check_inputs_unchanged(inputs)
-        inputs = self.write_held_out(inputs)
-        lines = [f"mm_st mmembed recipe{' (embedded default: offline, CPU)' if self.config.embedded else ''}: stages "
-                 f"{', '.join(map(str, self.config.stage_numbers()))} in {self.root}",
-                 self.comparison_line(inputs)]
-        for n in self.config.stage_numbers():
-            stage = self.stage_config(n, inputs)
-            missing = self._needs(n)
-            if missing is not None and n == 3:
-                stage.model = inputs.base_model  # planned on the base model: stage 2's does not exist yet
-            lines += ["", *dry_run(stage).lines()]
-            if missing is not None:
-                lines.append(f"note: stage {n} starts from / mines with {missing}, written by stage {n - 1} (not there "
-                             "yet); the plan above used the base model")
-        return lines
+        return self.write_held_out(inputs)
+
+    def stage_values(self, spec: StageSpec, inputs: RecipeInputs) -> dict[str, Any]:
+        """Stage 2 mines with stage 1's model (or --mining-model) into the recipe's own folder (or
+        --mined-negatives), outside its stage folder, so that starting stage 2 over keeps them."""
+        c = self.config
+        if spec.number != 2:
+            return {}
+        return {"mining_model": c.mining_model or str(self.stage_model(1)),
+                "mined_negatives": c.mined_negatives or str(self.root / "mined-negatives")}
+
+    def before_stage(self, n: int, stage: MMEmbedConfig) -> None:
+        if n == 2 and not self.config.mined_negatives and is_local_main():
+            RunFolder(self.root).claim("mined-negatives")
+
+    def plan_header(self, inputs: RecipeInputs) -> list[str]:
+        return [*super().plan_header(inputs), self.comparison_line(inputs)]
 
     def comparison_line(self, inputs: RecipeInputs) -> str:
         """What the plan says about comparing the stages on held-out data."""
@@ -854,80 +505,23 @@ class MMEmbedRun:
         return (f"held-out comparison: after each stage, each task of {inputs.eval_data} against the model the stage "
                 f"started from and the earlier stages; a top-1 drop above {c.max_score_drop:g} is a warning")
 
-    def run(self) -> Any:
-        from mm_st.training.outputs import RunFolder
-        from mm_st.training.distributed import is_local_main, is_main_process
-        from mm_st.training.stage import run_stage
-
-        numbers = self.config.stage_numbers()
-        for n in numbers:  # before anything is written
-            missing = self._needs(n)
-            if missing is not None and n - 1 not in numbers:
-                raise FileNotFoundError(f"mmembed stage {n} needs {str(missing)!r} (stage {n - 1}'s model); run "
-                                        f"--stages {n - 1},{n} (or --from-stage {n - 1}).")
-        self.check_own_folders()
-        if self.config.push_to_hub and is_main_process():
-            from mm_st.hub import check_hub_access
-
-            check_hub_access(self.config.push_to_hub)  # a wrong or read-only token fails now, not after training
-        inputs = self.inputs()
-        self.check_inputs_unchanged(inputs)
-        inputs = self.write_held_out(inputs)
-        results = {}
-        for n in numbers:
-            stage = self.stage_config(n, inputs)
-            if n == 2 and not self.config.mined_negatives and is_local_main():
-                RunFolder(self.root).claim("mined-negatives")
-            if is_main_process():
-                print(f"\n=== MM-Embed stage {n}: {STAGE_TITLES[n]} ===", flush=True)
-            results[n] = run_stage(stage)
-            if is_main_process():
-                self.record(n, stage, results[n])
-                if n == 2 and not results[n].already_finished:
-                    print(mining_line(Path(stage.mined_negatives)), flush=True)
-        last = max(results)
-        if is_main_process():
-            print("\n".join(self.summary()), flush=True)
-            self.write_card_stages(last, results[last].model_dir)
-            if self.config.push_to_hub:
-                from mm_st.hub import push_trained_model
-
-                push_trained_model(self.config, results[last].model_dir,
-                                   RunFolder(self.stage_dir(last), is_local_main()))
-        return results[last]
-
     # -- stages.json -------------------------------------------------------------------------------------------
 
-    def manifest_path(self) -> Path:
-        return self.root / "stages.json"
-
-    def manifest(self) -> dict[str, Any]:
-        path = self.manifest_path()
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"recipe": "mmembed", "stages": {}}
-
     def record(self, n: int, stage: MMEmbedConfig, result: Any) -> None:
-        from mm_st.training.outputs import RunFolder
-
         data = self.fingerprints(n, stage)
         warnings: list[str] = []
         mining = None
         if n == 2:
             mined = Path(stage.mined_negatives)
-            data["mined_negatives"] = _fingerprint(list(mined.glob("*.parquet"))) if mined.is_dir() else None
+            data["mined_negatives"] = files_fingerprint(list(mined.glob("*.parquet"))) if mined.is_dir() else None
             record = mined / "mining.json"
             mining = json.loads(record.read_text(encoding="utf-8"))["counts"] if record.is_file() else None
-            warnings += _unmined_warnings(stage, mining or {})
+            warnings += unmined_warnings(stage, mining or {})
         manifest = self.manifest()
         drops = score_drops(result.before, result.after, manifest["stages"], n, stage.max_score_drop)
         for line in drops:
             print(line, flush=True)
         warnings += drops
-        manifest["stages"][str(n)] = {
-            "title": STAGE_TITLES[n], "output_dir": stage.output_dir, "model_dir": str(result.model_dir),
-            "starts_from": stage.model, "steps": result.steps, "data": data, "before": result.before,
-            "after": result.after, "config": {"recipe": stage.recipe, **stage.to_dict()},
-            **({"mining": mining} if mining is not None else {}), "warnings": warnings,
-        }
         if self.holds_out() and stage.eval_data:
             from mm_st.training.heldout import held_out_fingerprint, read_record
 
@@ -935,8 +529,16 @@ class MMEmbedRun:
             manifest["held_out"] = {"folder": stage.eval_data, "share": held_out["key"]["share"], "seed": stage.seed,
                                     "queries": {name: len(t["qids"]) for name, t in held_out["tasks"].items()},
                                     "fingerprint": held_out_fingerprint(stage.eval_data)}
-        RunFolder(self.root).claim("stages.json")
-        self.manifest_path().write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        self.write_stage(n, stage, result, {"data": data, **({"mining": mining} if mining is not None else {}),
+                                               "warnings": warnings}, manifest)
+
+    def after_stage(self, n: int, stage: MMEmbedConfig, result: Any) -> None:
+        if n == 2 and not result.already_finished:
+            print(mining_line(Path(stage.mined_negatives)), flush=True)
+
+    def finish(self, last: int, result: Any) -> None:
+        print("\n".join(self.summary()), flush=True)
+        self.write_card_stages(last, result.model_dir)
 
     def write_card_stages(self, last: int, model_dir: Path) -> None:
         """``<model_dir>/training_stages.json``: what the model card reports of the run (no local paths): the
@@ -955,13 +557,12 @@ class MMEmbedRun:
         if n == 3 and stage.text_data:
             from mm_st.io import is_local
 
-            data["text_pairs"] = _fingerprint([Path(stage.text_data)]) if is_local(stage.text_data) else f"hub:{stage.text_data}"
+            data["text_pairs"] = files_fingerprint([Path(stage.text_data)]) if is_local(stage.text_data) else f"hub:{stage.text_data}"
         return data
 
     def check_inputs_unchanged(self, inputs: RecipeInputs) -> None:
         """A finished stage that would be kept (not run again) whose inputs changed since it ran is an error naming
         the input and how to start over: its model no longer matches the data."""
-        from mm_st.training.outputs import RunFolder
 
         recorded = self.manifest()["stages"]
         flags = {"mbeir": ("the M-BEIR data", "--data"), "text_pairs": ("the text pairs", "--text-data")}

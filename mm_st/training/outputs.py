@@ -242,3 +242,21 @@ def last_complete_checkpoint(folder: Path) -> tuple[Path | None, dict[str, list[
             return path, skipped
         skipped[path.name] = gaps
     return None, skipped
+
+
+def resume_checkpoint(config: Any, output_dir: Path) -> str | None:
+    """The checkpoint to resume from (``--resume auto|always``): the newest COMPLETE one, None to start fresh."""
+    return resume_choice(config, output_dir)[0]
+
+
+def resume_choice(config: Any, output_dir: Path) -> tuple[str | None, dict[str, list[str]]]:
+    """(the checkpoint to resume from or None, the newer incomplete checkpoints skipped: name -> what each lacks)."""
+    folder = output_dir / "checkpoints"
+    last, skipped = last_complete_checkpoint(folder)
+    if config.resume == "always" and last is None:
+        lacking = "".join(f"; {name} is incomplete (lacks {', '.join(gaps)})" for name, gaps in skipped.items())
+        raise FileNotFoundError(f"--resume always: no complete checkpoint in {str(folder)!r} to resume from{lacking} "
+                                "(use --resume auto to start a new run there).")
+    if config.resume == "never":
+        return None, {}
+    return (str(last) if last is not None else None), skipped

@@ -16,8 +16,9 @@ import datasets
 
 from mm_st.data.converters import MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
 from mm_st.recipes.vlm2vec import FACTS
-from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, config_field as _f
+from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, config_field as _f
 from mm_st.training.data import MMEBTrainData, Sources, check_not_empty
+from mm_st.training.stage import StageConfig
 
 VLM2VEC_SRC = "VLM2Vec (arXiv 2410.05160) v1 and TIGER-AI-Lab/VLM2Vec"
 VLM2VEC_LLAVA = "TIGER-AI-Lab/VLM2Vec scripts/aws/llava16-mistral-lora8-bs1024-step2k.sh @fa630fd"
@@ -26,7 +27,7 @@ _VLM = FACTS  # the paper values and their source: declared by the recipe (mm_st
 
 
 @dataclass
-class VLM2VecConfig(MMEBTrainData, RecipeConfig):
+class VLM2VecConfig(MMEBTrainData, StageConfig):
     """VLM2Vec v1 on MMEB-train: shared in-batch negatives, tau 0.02, LoRA, GradCache for the large batch."""
 
     recipe: ClassVar[str] = "vlm2vec"
