@@ -7,8 +7,8 @@ site-packages (Python runs ``import`` lines of ``.pth`` files at start-up, see t
 
 ``install`` only puts a finder on ``sys.meta_path`` (standard library only: no torch, no mteb, no
 mm_st at start-up). When ``mteb`` is imported, the finder lets the normal machinery find it and
-wraps its loader, so that right after ``mteb/__init__`` has run, ``mm_st.evaluation`` is imported
-and registers its tasks, benchmarks and models. A failure there is a warning, never a broken
+wraps its loader, so that right after ``mteb/__init__`` has run,
+``mm_st.evaluation.registry.register()`` registers mm_st's tasks, benchmarks and models. A failure there is a warning, never a broken
 ``import mteb``. ``MM_ST_MTEB_PLUGIN=0`` disables the hook.
 
 Example (what the ``.pth`` line does)::
@@ -26,7 +26,9 @@ TARGET = "mteb"
 
 def _register() -> None:
     try:
-        import mm_st.evaluation  # noqa: F401  (registers on import)
+        from mm_st.evaluation.registry import register
+
+        register()
     except Exception as exc:  # a broken plugin must not break `import mteb`
         import warnings
 

@@ -212,7 +212,7 @@ def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
         "e5v": {"CIRRComposedImageRetrieval": e5v_cirr, "CIRRIT2IRetrieval": e5v_cirr, "MMEB-CIRR": e5v_cirr},
     }
     # mm_st's local M-BEIR tasks and their union-pool tasks get what mteb's task over the same data gets
-    from mm_st.evaluation.mbeir import GLOBAL_PREFIX, MBEIR_LOCAL_FILES, PREFIX
+    from mm_st.evaluation.mbeir_files import GLOBAL_PREFIX, MBEIR_LOCAL_FILES, PREFIX
 
     for table in tables.values():
         table.update({prefix + f.name: table[f.mteb_task] for f in MBEIR_LOCAL_FILES if f.mteb_task in table

@@ -42,21 +42,24 @@ from mteb.types import PromptType
 
 from mm_st.data.mbeir import MBEIRRow, candidate_rows, pool_rows, query_rows
 from mm_st.evaluation import data as eval_data
-from mm_st.evaluation.mbeir import (
+from mm_st.evaluation.mbeir_files import (
     EMOJI_FILES,
     GLOBAL_PREFIX,
     MBEIR_LOCAL_FILES,
-    MBEIR_TASK_CLASSES,
     MODALITIES,
     PREFIX,
     UNION_POOL,
-    MBEIRLocalTask,
     MBEIRTaskFiles,
     _letters,
     paper_metric,
 )
+from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES, MBEIRLocalTask, local_task_names
 from mm_st.evaluation.tasks import _FEATURES, check_modalities
+from mm_st.mining.search import TorchSearch, normalized, search
+from mm_st.mining.store import encode_chunked, model_fingerprint
 
+__all__ = ["MBEIR_GLOBAL_TASKS", "MBEIR_GLOBAL_TASK_CLASSES", "MBEIRGlobalTask", "UnionPoolSearch", "default_cache_dir",
+           "eval_task_names", "global_task_names", "global_tasks", "has_union_pool", "ranked", "union_pool"]
 CACHE_ENV = "MM_ST_MBEIR_CACHE"
 DEFAULT_CHUNK_SIZE = 16384  # document rows per cache file and per search step
 QUERY_CHUNK_SIZE = 1024
@@ -296,8 +299,6 @@ def _encode(encoder: Any, rows: Any, task_metadata: TaskMetadata, side: PromptTy
 
 def _model_identity(encoder: Any) -> dict[str, Any]:
     """What identifies the encoder's embeddings: its name, revision and :func:`mm_st.mining.store.model_fingerprint`."""
-    from mm_st.mining.store import model_fingerprint
-
     meta = encoder.mteb_model_meta
     return {"name": meta.name, "revision": meta.revision, **model_fingerprint(getattr(encoder, "model", encoder))}
 
@@ -341,8 +342,6 @@ class UnionPoolSearch:
 
     def index(self, corpus: Any, *, task_metadata: TaskMetadata, hf_split: str, hf_subset: str,
               encode_kwargs: dict[str, Any], num_proc: int | None = None, **kwargs: Any) -> None:
-        from mm_st.mining.store import encode_chunked
-
         info = {"pool": self.pool_fingerprint, "model": _model_identity(self.encoder),
                 **_document_side(self.encoder, task_metadata)}
         key = (str(self.cache_dir),
@@ -361,8 +360,6 @@ class UnionPoolSearch:
     def search(self, queries: Any, *, task_metadata: TaskMetadata, hf_split: str, hf_subset: str, top_k: int,
                encode_kwargs: dict[str, Any], top_ranked: Any = None, num_proc: int | None = None,
                **kwargs: Any) -> dict[str, dict[str, float]]:
-        from mm_st.mining.search import TorchSearch, normalized
-
         if self.store is None:
             raise ValueError("UnionPoolSearch: index() the pool before searching.")
         array = _encode(self.encoder, queries, task_metadata, PromptType.query, hf_split, hf_subset, encode_kwargs)
@@ -380,8 +377,6 @@ class UnionPoolSearch:
 
 def ranked(Q: torch.Tensor, store: Any, top_k: int, query_chunk_size: int, searcher: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``top_k`` (cosine scores, pool rows) per query over the whole store, nothing excluded."""
-    from mm_st.mining.search import search
-
     size = len(store)
     return search(Q, store, min(top_k, size), group=np.arange(size), is_duplicate=np.zeros(size, dtype=bool),
                   excluded=np.full((Q.size(0), 1), -1), query_chunk_size=query_chunk_size, searcher=searcher,
@@ -462,8 +457,18 @@ def _global_class(files: MBEIRTaskFiles) -> type[MBEIRGlobalTask]:
 # keyed "global-<name>", as mm_st.evaluation.mbeir.mbeir_tasks shortens "MMST-MBEIR-global-<name>"
 MBEIR_GLOBAL_TASK_CLASSES: dict[str, type[MBEIRGlobalTask]] = {
     GLOBAL_PREFIX[len(PREFIX):] + f.name: _global_class(f) for f in (*MBEIR_LOCAL_FILES, *EMOJI_FILES)}
-globals().update({cls.__name__: cls for cls in MBEIR_GLOBAL_TASK_CLASSES.values()})
 MBEIR_GLOBAL_TASKS: dict[str, str] = {GLOBAL_PREFIX + f.name: paper_metric(f) for f in MBEIR_LOCAL_FILES}  # name -> paper metric
+TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MBEIRGlobalTask]] = {
+    cls.__name__: cls for cls in MBEIR_GLOBAL_TASK_CLASSES.values()}
+__all__ += [*TASK_CLASSES_BY_CLASS_NAME]
+
+
+def __getattr__(name: str) -> type[MBEIRGlobalTask]:
+    """The task classes by class name (``MBEIRGlobalVisualNewst2i``, listed in ``__all__``)."""
+    try:
+        return TASK_CLASSES_BY_CLASS_NAME[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def global_task_names(root: str | os.PathLike, split: str = "test") -> list[str]:
@@ -476,11 +481,9 @@ def global_task_names(root: str | os.PathLike, split: str = "test") -> list[str]
 def eval_task_names(root: str | os.PathLike) -> list[str] | None:
     """For a training recipe's held-out evaluation: every local and union-pool task of ``root`` when it has a
     union test pool, else None (the local tasks, the default)."""
-    from mm_st.evaluation.mbeir import mbeir_tasks
-
     if not has_union_pool(root):
         return None
-    return [t.metadata.name[len(PREFIX):] for t in mbeir_tasks(data=root, with_global=True)]
+    return local_task_names(Path(root)) + global_task_names(root)
 
 
 def _key(name: str) -> str:

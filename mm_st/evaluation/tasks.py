@@ -116,6 +116,15 @@ def _reusable(model: Any) -> bool:
     return isinstance(model, EncoderProtocol) and not isinstance(model, SearchProtocol)
 
 
+MM_ST_TASK_NAMES: set[str] = set()  # every task class of mm_st (and of benchmark modules built on MMSTRetrievalTask)
+
+
+def is_mm_st_task(name: str) -> bool:
+    """Whether ``name`` is a task declared on :class:`MMSTRetrievalTask` (its prompts are complete: mteb's
+    default prompts never apply to it)."""
+    return name in MM_ST_TASK_NAMES
+
+
 class MMSTRetrievalTask(AbsTaskRetrieval):
     """Base of mm_st's tasks: a fixed declaration plus where the data are.
 
@@ -132,6 +141,11 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
     kind: ClassVar[str] = "mmeb"
     default_source: ClassVar[str | None] = None
     k_values: Sequence[int] = (1, 3, 5, 10)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "metadata" in cls.__dict__:
+            MM_ST_TASK_NAMES.add(cls.metadata.name)
 
     def __init__(self, data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -319,7 +333,15 @@ def _mmeb_task_class(entry: MMEBDataset) -> type[MMEBTask]:
 
 
 MMEB_TASK_CLASSES: dict[str, type[MMEBTask]] = {name: _mmeb_task_class(entry) for name, entry in MMEB.items()}
-globals().update({cls.__name__: cls for cls in MMEB_TASK_CLASSES.values()})
+TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MMEBTask]] = {cls.__name__: cls for cls in MMEB_TASK_CLASSES.values()}
+
+
+def __getattr__(name: str) -> type[MMEBTask]:
+    """The MMEB task classes by class name (``MMEBVOC2007``, listed in ``__all__``)."""
+    try:
+        return TASK_CLASSES_BY_CLASS_NAME[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def mmeb_tasks(
@@ -501,3 +523,5 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
 
 
 ALL_TASK_CLASSES: list[type[MMSTRetrievalTask]] = [*MMEB_TASK_CLASSES.values(), XTDT2IRetrieval, CIRRComposedImageRetrieval]
+__all__ = ["ALL_TASK_CLASSES", "CIRRComposedImageRetrieval", "MMEBTask", "MMEB_TASK_CLASSES", "MMSTRetrievalTask",
+           "XTDT2IRetrieval", "check_modalities", "is_mm_st_task", "mmeb_tasks", *TASK_CLASSES_BY_CLASS_NAME]
