@@ -46,12 +46,22 @@ __all__ = sorted([*_EXPORTS, *_WITHOUT_MTEB])
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name) or _WITHOUT_MTEB.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _submodule(name)
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     if name in _EXPORTS:  # an mteb object: mteb is imported now, so mm_st registers with it
         importlib.import_module(f"{__name__}.registry").register()
     globals()[name] = value
     return value
+
+
+def _submodule(name: str) -> Any:
+    """``mm_st.evaluation.<name>`` as an attribute (``mm_st.evaluation.data``), imported on first use."""
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def __dir__() -> list[str]:
