@@ -54,7 +54,7 @@ from mm_st.evaluation.mbeir_files import (
     paper_metric,
 )
 from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES, MBEIRLocalTask, local_task_names
-from mm_st.evaluation.tasks import _FEATURES, check_modalities
+from mm_st.evaluation.tasks import _FEATURES, check_modalities, module_getattr
 from mm_st.mining.search import TorchSearch, normalized, search
 from mm_st.mining.store import encode_chunked, model_fingerprint
 
@@ -462,13 +462,7 @@ TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MBEIRGlobalTask]] = {
     cls.__name__: cls for cls in MBEIR_GLOBAL_TASK_CLASSES.values()}
 __all__ += [*TASK_CLASSES_BY_CLASS_NAME]
 
-
-def __getattr__(name: str) -> type[MBEIRGlobalTask]:
-    """The task classes by class name (``MBEIRGlobalVisualNewst2i``, listed in ``__all__``)."""
-    try:
-        return TASK_CLASSES_BY_CLASS_NAME[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = module_getattr(__name__, TASK_CLASSES_BY_CLASS_NAME)  # MBEIR...: listed in __all__
 
 
 def global_task_names(root: str | os.PathLike, split: str = "test") -> list[str]:

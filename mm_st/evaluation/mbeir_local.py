@@ -38,7 +38,7 @@ from mm_st.evaluation.mbeir_files import (
     _parts,
     paper_metric,
 )
-from mm_st.evaluation.tasks import MMSTRetrievalTask, _split, check_declared_modalities
+from mm_st.evaluation.tasks import MMSTRetrievalTask, _split, check_declared_modalities, module_getattr
 
 logger = logging.getLogger(__name__)
 
@@ -256,13 +256,7 @@ TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MBEIRLocalTask]] = {cls.__name__: cls
 __all__ = ["MBEIRLocalTask", "MBEIR_TASK_CLASSES", "local_task_names", "wrong_modality_at_1",
            *TASK_CLASSES_BY_CLASS_NAME]
 
-
-def __getattr__(name: str) -> type[MBEIRLocalTask]:
-    """The task classes by class name (``MBEIRVisualNewst2i``), as mteb's task modules expose theirs."""
-    try:
-        return TASK_CLASSES_BY_CLASS_NAME[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = module_getattr(__name__, TASK_CLASSES_BY_CLASS_NAME)  # MBEIR...: listed in __all__
 
 
 def local_task_names(root: Path) -> list[str]:

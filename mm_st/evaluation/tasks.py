@@ -304,6 +304,19 @@ class MMEBTask(MMSTRetrievalTask):
         return _split(list(corpus_index.values()), texts, images), relevant, top_ranked
 
 
+def module_getattr(module: str, classes: dict[str, type]) -> Any:
+    """A module ``__getattr__`` giving the task classes a module makes in a loop by class name (``MMEBVOC2007``), so
+    ``module.MMEBVOC2007`` (and pickling by qualified name) work as for classes written out."""
+
+    def __getattr__(name: str) -> type:
+        try:
+            return classes[name]
+        except KeyError:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
 def _class_name(name: str) -> str:
     return "MMEB" + re.sub(r"[^0-9A-Za-z]", "", name)
 
@@ -334,14 +347,7 @@ def _mmeb_task_class(entry: MMEBDataset) -> type[MMEBTask]:
 
 MMEB_TASK_CLASSES: dict[str, type[MMEBTask]] = {name: _mmeb_task_class(entry) for name, entry in MMEB.items()}
 TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MMEBTask]] = {cls.__name__: cls for cls in MMEB_TASK_CLASSES.values()}
-
-
-def __getattr__(name: str) -> type[MMEBTask]:
-    """The MMEB task classes by class name (``MMEBVOC2007``, listed in ``__all__``)."""
-    try:
-        return TASK_CLASSES_BY_CLASS_NAME[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = module_getattr(__name__, TASK_CLASSES_BY_CLASS_NAME)  # MMEBVOC2007, ... (listed in __all__)
 
 
 def mmeb_tasks(
