@@ -99,6 +99,7 @@ def test_tasks_are_declarations_that_read_nothing_until_loaded(data, monkeypatch
 
     for name in ("resolve_source", "is_local", "local_dir", "fingerprint", "mmeb_files", "read_mmeb_rows"):
         monkeypatch.setattr(E.data, name, no_io)
+    monkeypatch.setattr(E.data.DataSource, "resolve", no_io)
     tasks = [*E.mmeb_tasks(data=data["mmeb"]), E.XTDT2IRetrieval(data=data["xtd"]), E.CIRRComposedImageRetrieval(data=data["cirr"])]
     monkeypatch.undo()
     declared = {type(task): type(task).metadata.model_dump() for task in tasks}

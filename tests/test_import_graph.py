@@ -15,6 +15,7 @@ import mteb
 import pytest
 
 from mm_st.evaluation import benchmarks, registry
+from mm_st.evaluation.data import DataLayoutError
 from mm_st.evaluation.tasks import MM_ST_TASK_NAMES
 from tests.mmst_eval_data import OracleEncoder
 
@@ -161,18 +162,18 @@ TOY = '''
 """A toy benchmark: two text queries, two documents, read from $MM_ST_TOY_DATA (a JSON file)."""
 
 import json
-import os
 
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.benchmarks.benchmark import Benchmark
 
+from mm_st.evaluation.data import DataSource
 from mm_st.evaluation.tasks import MMSTRetrievalTask, _split
 
-DATA_ENV, IMAGES_ENV = "MM_ST_TOY_DATA", None
-LAYOUT = "<data>: a JSON file {\\"queries\\": {id: text}, \\"corpus\\": {id: text}, \\"relevant\\": {query id: doc id}}"
+DATA = DataSource("TOY", "MM_ST_TOY_DATA", None, "<data>: a JSON file of queries, corpus and relevant")
 
 
 class ToyRetrieval(MMSTRetrievalTask):
+    data_source = DATA
     metadata = TaskMetadata(
         name="MMST-Toy-Retrieval", description="Toy.", reference=None,
         dataset={"path": "mm_st/toy", "revision": "1"}, type="Retrieval", category="t2t", modalities=["text"],
@@ -181,7 +182,8 @@ class ToyRetrieval(MMSTRetrievalTask):
     )
 
     def build(self):
-        rows = json.loads(open(self.data or os.environ[DATA_ENV], encoding="utf-8").read())
+        with open(self.source(), encoding="utf-8") as handle:
+            rows = json.load(handle)
         queries, corpus = rows["queries"], rows["corpus"]
         split = {"queries": _split(list(queries), list(queries.values()), [None] * len(queries)),
                  "corpus": _split(list(corpus), list(corpus.values()), [None] * len(corpus)),
@@ -236,3 +238,9 @@ def test_a_benchmark_is_one_module_found_by_the_scan_and_run_by_mteb(toy_benchma
         result = mteb.evaluate(OracleEncoder(2, reverse=reverse, vectors=vectors), list(bench.tasks), cache=None,
                                show_progress_bar=False)
         assert result.task_results[0].get_score() == expected
+    # its data variable is read where the data are loaded, and an unset one is named with the layout
+    toy.ToyRetrieval(data=None)  # creating a task reads nothing
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MM_ST_TOY_DATA")
+        with pytest.raises(DataLayoutError, match=r"No TOY data configured: .* set \$MM_ST_TOY_DATA .*\n<data>: a JSON"):
+            toy.ToyRetrieval().load_data()

@@ -99,7 +99,7 @@ def mbeir_tasks(names: Sequence[str] | None = None, data: str | os.PathLike | No
         cache_dir: where union-pool tasks cache the pool's embeddings.
     """
     if names is None:
-        root = eval_data.mbeir_dir(eval_data.resolve_source("mbeir", data, None))
+        root = eval_data.mbeir_dir(eval_data.SOURCES["mbeir"].resolve(data))
         names = local_task_names(root) + (global_task_names(root) if with_global else [])
     short = [_short(n) for n in names]
     known = {**MBEIR_TASK_CLASSES, **MBEIR_GLOBAL_TASK_CLASSES}

@@ -413,7 +413,7 @@ class MBEIRGlobalTask(MBEIRLocalTask):
 
     def build(self) -> dict:
         root = eval_data.mbeir_dir(self.source())
-        images = eval_data.image_root("mbeir", self.image_root, [root])
+        images = self.data_source.images(self.image_root, [root])
         splits, self.pool_modalities = {}, {}
         for split in self.eval_splits:
             pool = union_pool(self, root, images, split)
@@ -492,7 +492,7 @@ def global_tasks(names: list[str] | None = None, data: str | os.PathLike | None 
     """Union-pool task instances: ``names`` as ``load_mbeir`` names them (``"VisualNews_t2i"``) or task names;
     default every task of the root ``data`` (``$MM_ST_MBEIR_DATA``) that has a query file."""
     if names is None:
-        root = eval_data.mbeir_dir(eval_data.resolve_source("mbeir", data, None))
+        root = eval_data.mbeir_dir(eval_data.SOURCES["mbeir"].resolve(data))
         keys = global_task_names(root)
         if not keys:
             raise eval_data.DataLayoutError(

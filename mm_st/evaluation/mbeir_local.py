@@ -92,12 +92,12 @@ class MBEIRLocalTask(MMSTRetrievalTask):
     """
 
     files: ClassVar[MBEIRTaskFiles]
-    kind = "mbeir"
+    data_source = eval_data.SOURCES["mbeir"]
     k_values: Sequence[int] = (1, 5, 10, 20, 50)
 
     def build(self) -> dict:
         root = eval_data.mbeir_dir(self.source())
-        images = eval_data.image_root("mbeir", self.image_root, [root])
+        images = self.data_source.images(self.image_root, [root])
         query_path, pool_path = (eval_data.mbeir_file(root, f) for f in (self.files.query_file, self.files.pool_file))
         pool = [row.data for row in pool_rows([pool_path])]
         queries = [row.data for row in query_rows(query_path)]

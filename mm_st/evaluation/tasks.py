@@ -134,12 +134,12 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
     its own format). Rows that do not fit the declaration are refused there, naming the row.
 
     Args:
-        data: local directory or Hub dataset repo; default ``$MM_ST_<KIND>_DATA``, else the Hub default.
+        data: local directory or Hub dataset repo; default the task's ``data_source`` variable
+            (``$MM_ST_<NAME>_DATA``), else its Hub default.
         image_root: directory the image paths are relative to (see :mod:`mm_st.evaluation.data`).
     """
 
-    kind: ClassVar[str] = "mmeb"
-    default_source: ClassVar[str | None] = None
+    data_source: ClassVar[eval_data.DataSource] = eval_data.SOURCES["mmeb"]
     k_values: Sequence[int] = (1, 3, 5, 10)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -154,7 +154,7 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
 
     # -- data -----------------------------------------------------------------------------------
     def source(self) -> str:
-        return eval_data.resolve_source(self.kind, self.data, self.default_source)
+        return self.data_source.resolve(self.data)
 
     def load_data(self, num_proc: int | None = None, *, timer=None, **kwargs) -> None:
         if self.data_loaded:
@@ -238,8 +238,7 @@ class MMEBTask(MMSTRetrievalTask):
     """
 
     entry: ClassVar[MMEBDataset]
-    kind = "mmeb"
-    default_source = eval_data.MMEB_HUB
+    data_source = eval_data.SOURCES["mmeb"]
 
     def build(self) -> dict:
         name, source = self.metadata.name, self.source()
@@ -375,7 +374,7 @@ MME5_XTD_LANGUAGES = ("es", "it", "ko", "pl", "ru", "tr", "zh")  # mmE5's report
 class XTDT2IRetrieval(MMSTRetrievalTask):
     """XTD10: a caption in one language retrieves its image among 1000 MSCOCO images (Recall@10)."""
 
-    kind = "xtd"
+    data_source = eval_data.SOURCES["xtd"]
     metadata = TaskMetadata(
         name="XTDT2IRetrieval",
         description="XTD10 multilingual text-to-image retrieval over 1000 MSCOCO images; one subset per language.",
@@ -404,7 +403,7 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
     def build(self) -> dict:
         data_dir = eval_data.xtd_dir(self.source())
         names = eval_data.read_lines(data_dir / "test_image_names.txt")
-        root = eval_data.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
+        root = self.data_source.images(self.image_root, [data_dir / "images", data_dir])
         images = [eval_data.image_file(root, n, f"XTD image {i}", eval_data.XTD_LAYOUT) for i, n in enumerate(names)]
         corpus = _split(names, [""] * len(names), images)
         out = {}
@@ -441,7 +440,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
     split has no targets).
     """
 
-    kind = "cirr"
+    data_source = eval_data.SOURCES["cirr"]
     k_values: Sequence[int] = (1, 2, 3, 5, 10, 50)
     metadata = TaskMetadata(
         name="CIRRComposedImageRetrieval",
@@ -479,7 +478,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
                 captions = json.load(handle)
             with (data_dir / "image_splits" / f"split.rc2.{split}.json").open(encoding="utf-8") as handle:
                 image_paths = json.load(handle)
-            root = eval_data.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
+            root = self.data_source.images(self.image_root, [data_dir / "img_raw", data_dir])
             names = list(image_paths)
             files = {n: eval_data.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", eval_data.CIRR_LAYOUT) for n in names}
             q_ids, q_text, q_images, relevant, ranked, subsets = [], [], [], {}, {}, {}

@@ -3,8 +3,8 @@ M-BEIR.
 
 Every module of this package is a benchmark: :func:`mm_st.evaluation.registry.register` scans the package
 (``pkgutil``, modules whose name starts with ``_`` left out) and hands each module's ``TASKS`` (task classes) and
-``BENCHMARK`` (a function returning an mteb ``Benchmark``, or None) to mteb; ``DATA_ENV`` / ``IMAGES_ENV`` and
-``LAYOUT`` say where its data come from. Adding a benchmark is adding a module here (docs/architecture.md,
+``BENCHMARK`` (a function returning an mteb ``Benchmark``, or None) to mteb; ``DATA``
+(:class:`~mm_st.evaluation.data.DataSource`: variables, layout, Hub default) says where its data come from. Adding a benchmark is adding a module here (docs/architecture.md,
 "Add a benchmark").
 
 All are mteb ``Benchmark`` objects; grouped scores come from ``CustomGrouping`` and read back with

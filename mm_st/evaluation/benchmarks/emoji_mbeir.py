@@ -2,7 +2,7 @@
 (``MMST-MBEIR-Emoji_<t2i|i2t|t2t|i2i|it2t>``) and the ``MMST-Emoji-MBEIR`` benchmark: Recall@1 and the
 wrong-modality top-1 rate.
 
-Data: the layout ``mm_st.training.embedded.write_mbeir`` writes, ``$MM_ST_MBEIR_DATA`` (:data:`LAYOUT`).
+Data: the layout ``mm_st.training.embedded.write_mbeir`` writes, ``$MM_ST_MBEIR_DATA`` (:data:`DATA`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import os
 from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation
 
 from mm_st.evaluation.benchmark_scores import WRONG_MODALITY_SCORE, MixedPoolBenchmark
-from mm_st.evaluation.data import ENV
-from mm_st.evaluation.data import MBEIR_LAYOUT as LAYOUT
+from mm_st.evaluation.data import SOURCES
 from mm_st.evaluation.mbeir import mbeir_tasks
 from mm_st.evaluation.mbeir_files import EMOJI_FILES, EMOJI_MBEIR_TASK_NAMES
 from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES
 
-DATA_ENV, IMAGES_ENV = ENV["mbeir"]
+DATA = SOURCES["mbeir"]  # where its data come from: variables, layout, Hub default
 
 
 def emoji_mbeir_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:

@@ -1,7 +1,7 @@
 """M-BEIR's 16 local-pool test tasks read from a local root (``MMST-MBEIR-<name>``, :mod:`mm_st.evaluation.mbeir`)
 and the ``M-BEIR-local`` benchmark: the paper metric as main score and mean, and the wrong-modality top-1 rate.
 
-Data: a local M-BEIR root, ``$MM_ST_MBEIR_DATA`` / ``$MM_ST_MBEIR_IMAGES`` (:data:`LAYOUT`).
+Data: a local M-BEIR root, ``$MM_ST_MBEIR_DATA`` / ``$MM_ST_MBEIR_IMAGES`` (:data:`DATA`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import os
 from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation
 
 from mm_st.evaluation.benchmark_scores import MBEIR_SCORE, MBEIRBenchmark
-from mm_st.evaluation.data import ENV
-from mm_st.evaluation.data import MBEIR_LAYOUT as LAYOUT
+from mm_st.evaluation.data import SOURCES
 from mm_st.evaluation.mbeir import mbeir_tasks
 from mm_st.evaluation.mbeir_files import MBEIR_LOCAL_FILES, MBEIR_LOCAL_TASKS, UNIIR_CITATION
 from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES
 
-DATA_ENV, IMAGES_ENV = ENV["mbeir"]
+DATA = SOURCES["mbeir"]  # where its data come from: variables, layout, Hub default
 
 
 def mbeir_local_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:

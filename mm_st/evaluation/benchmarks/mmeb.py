@@ -1,7 +1,7 @@
 """MMEB v1 (VLM2Vec): the 36 ``MMEB-<dataset>`` tasks and the ``MMEB`` benchmark (overall, meta-task and IND/OOD
 means).
 
-Data: ``$MM_ST_MMEB_DATA`` / ``$MM_ST_MMEB_IMAGES`` (:data:`LAYOUT`), default the Hub's ``TIGER-Lab/MMEB-eval``.
+Data: ``$MM_ST_MMEB_DATA`` / ``$MM_ST_MMEB_IMAGES`` (:data:`DATA`), default the Hub's ``TIGER-Lab/MMEB-eval``.
 
 Example:
     >>> from mm_st.evaluation.benchmarks.mmeb import mmeb_benchmark
@@ -16,12 +16,11 @@ import os
 
 from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation, CustomGroup, CustomGrouping
 
-from mm_st.evaluation.data import ENV
-from mm_st.evaluation.data import MMEB_LAYOUT as LAYOUT
+from mm_st.evaluation.data import SOURCES
 from mm_st.evaluation.instructions import META_TASKS, MMEB
 from mm_st.evaluation.tasks import MMEB_TASK_CLASSES, VLM2VEC_CITATION, mmeb_tasks
 
-DATA_ENV, IMAGES_ENV = ENV["mmeb"]
+DATA = SOURCES["mmeb"]  # where its data come from: variables, layout, Hub default
 
 
 def mmeb_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:

@@ -1,7 +1,7 @@
 """XTD10 multilingual text-to-image retrieval: the ``XTDT2IRetrieval`` task and the ``XTD`` benchmark (mean over all
 languages and over mmE5's seven).
 
-Data: ``$MM_ST_XTD_DATA`` / ``$MM_ST_XTD_IMAGES`` (:data:`LAYOUT`).
+Data: ``$MM_ST_XTD_DATA`` / ``$MM_ST_XTD_IMAGES`` (:data:`DATA`).
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import os
 
 from mteb.benchmarks.benchmark import Benchmark, BenchmarkAggregation, CustomGroup, CustomGrouping
 
-from mm_st.evaluation.data import ENV
-from mm_st.evaluation.data import XTD_LAYOUT as LAYOUT
+from mm_st.evaluation.data import SOURCES
 from mm_st.evaluation.tasks import MME5_XTD_LANGUAGES, XTDT2IRetrieval
 
-DATA_ENV, IMAGES_ENV = ENV["xtd"]
+DATA = SOURCES["xtd"]  # where its data come from: variables, layout, Hub default
 
 
 def xtd_benchmark(data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None) -> Benchmark:
