@@ -26,7 +26,9 @@ the same task (dataset, query -> candidate modality):
   one pool that mixes images and texts; instructions from :data:`mm_st.data.emoji.EMOJI_MBEIR_TASKS`
   (the table the writer puts in the layout's ``query_instructions.tsv``); main score Recall@1.
 
-Every query is ranked against its task's whole local pool. Task instructions reach the model as for
+The task classes live in :mod:`mm_st.evaluation.mbeir_local` (local pools) and :mod:`mm_st.evaluation.mbeir_global`
+(the union pool), the file table in :mod:`mm_st.evaluation.mbeir_files`; this module runs them and re-exports their
+names. Every query is ranked against its task's whole local pool. Task instructions reach the model as for
 mm_st's other tasks (:class:`~mm_st.evaluation.model.MMSTEncoder`: the recipe's own wording where it has
 one, e.g. MM-Embed's M-BEIR instructions on queries only, else the task prompt).
 
