@@ -409,6 +409,21 @@ def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
 
 
 @pytest.mark.slow
+def test_start_up_hook_waits_for_the_mm_st_module_that_imported_mteb(tmp_path):
+    """Importing a module of mm_st.evaluation first (it imports mteb half-way through its own import) registers
+    once that import has finished: no half-imported module, no warning, every task there."""
+    command = _mteb_command(tmp_path / "site")
+    site = command[3] if len(command) > 1 else None
+    code = ("import sys{0}; import mm_st.evaluation.mbeir_global; import mteb; "
+            "print(mteb.get_task('MMST-MBEIR-global-Emoji_t2i').metadata.name, mteb.get_benchmark('MMEB').name)").format(
+        f"; import site; site.addsitedir({site!r})" if site else "")
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["MMST-MBEIR-global-Emoji_t2i", "MMEB"]
+
+
+@pytest.mark.slow
 def test_mteb_command_runs_a_task_and_the_benchmark_and_results_read_back(data, saved_model, tmp_path):
     command, results = _mteb_command(tmp_path / "site"), tmp_path / "results"
     env = _env(MM_ST_MMEB_DATA=str(data["mmeb"]))
