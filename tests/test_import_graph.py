@@ -167,7 +167,7 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.benchmarks.benchmark import Benchmark
 
 from mm_st.evaluation.data import DataSource
-from mm_st.evaluation.tasks import MMSTRetrievalTask, _split
+from mm_st.evaluation.tasks import MMSTRetrievalTask, split_rows
 
 DATA = DataSource("TOY", "MM_ST_TOY_DATA", None, "<data>: a JSON file of queries, corpus and relevant")
 
@@ -185,8 +185,8 @@ class ToyRetrieval(MMSTRetrievalTask):
         with open(self.source(), encoding="utf-8") as handle:
             rows = json.load(handle)
         queries, corpus = rows["queries"], rows["corpus"]
-        split = {"queries": _split(list(queries), list(queries.values()), [None] * len(queries)),
-                 "corpus": _split(list(corpus), list(corpus.values()), [None] * len(corpus)),
+        split = {"queries": split_rows(list(queries), list(queries.values()), [None] * len(queries)),
+                 "corpus": split_rows(list(corpus), list(corpus.values()), [None] * len(corpus)),
                  "relevant_docs": {q: {d: 1} for q, d in rows["relevant"].items()}, "top_ranked": None}
         return {"default": {"test": split}}
 

@@ -69,7 +69,7 @@ from mm_st.evaluation.mbeir_files import (  # noqa: F401  (re-exported: mm_st.ev
     UNION_POOL,
     WRONG_MODALITY,
     MBEIRTaskFiles,
-    _letters,
+    category_letters,
     paper_metric,
 )
 from mm_st.evaluation.mbeir_global import (
@@ -81,6 +81,8 @@ from mm_st.evaluation.mbeir_global import (
 )
 from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES, MBEIRLocalTask, local_task_names, wrong_modality_at_1
 from mm_st.evaluation.model import MMSTEncoder
+
+_letters = category_letters  # its old name
 
 
 def _short(name: str) -> str:

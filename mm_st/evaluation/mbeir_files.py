@@ -101,13 +101,13 @@ def paper_metric(files: MBEIRTaskFiles) -> str:
 
 
 
-def _parts(modality: str) -> set[str]:
+def modality_parts(modality: str) -> set[str]:
     return set(modality.split(","))
 
 
-def _letters(modality: str) -> str:
+def category_letters(modality: str) -> str:
     """mteb's category letters of an M-BEIR modality (``"image,text"`` -> ``"it"``)."""
-    parts = _parts(modality)
+    parts = modality_parts(modality)
     return ("i" if "image" in parts else "") + ("t" if "text" in parts else "")
 
 

@@ -50,11 +50,11 @@ from mm_st.evaluation.mbeir_files import (
     PREFIX,
     UNION_POOL,
     MBEIRTaskFiles,
-    _letters,
+    category_letters,
     paper_metric,
 )
 from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES, MBEIRLocalTask, local_task_names
-from mm_st.evaluation.tasks import _FEATURES, check_modalities, module_getattr
+from mm_st.evaluation.tasks import FEATURES, check_modalities, module_getattr
 from mm_st.mining.search import TorchSearch, normalized, search
 from mm_st.mining.store import encode_chunked, model_fingerprint
 
@@ -183,12 +183,12 @@ def _write_rows(task: MBEIRLocalTask, rows: Iterator[MBEIRRow], relative: str, i
     from datasets.arrow_writer import ArrowWriter
 
     hashes, codes, where = [], [], f"{relative} row"
-    with ArrowWriter(features=_FEATURES, path=str(folder / _ARROW_FILE)) as writer:
+    with ArrowWriter(features=FEATURES, path=str(folder / _ARROW_FILE)) as writer:
         for batch in _batches(rows, POOL_BATCH):
             checked = (task._candidate(row.data, where, row.index) for row in batch)
             ids, modality, texts, paths = map(list, zip(*checked))
             files = task._files(ids, texts, paths, images, "document", where, batch[0].index)
-            writer.write_batch(_FEATURES.encode_batch({"id": ids, "text": texts, "image": files}))
+            writer.write_batch(FEATURES.encode_batch({"id": ids, "text": texts, "image": files}))
             hashes.append(np.fromiter((_id_hash(did) for did in ids), np.uint64, len(ids)))
             codes.append(np.array([MODALITIES.index(m) for m in modality], np.uint8))
         if not hashes:
@@ -442,7 +442,7 @@ def _global_metadata(files: MBEIRTaskFiles) -> TaskMetadata:
         description=f"M-BEIR {files.name} over a local M-BEIR root: the queries of {files.query_file} ranked against "
                     f"UniIR's union pool {pool} (every task's candidates, all modalities), as MM-Embed measures "
                     "modality bias; Recall@k and the wrong-modality top-1 rate.",
-        category=f"{_letters(files.modalities[0])}2it",  # documents: the union pool (images, texts, pairs)
+        category=f"{category_letters(files.modalities[0])}2it",  # documents: the union pool (images, texts, pairs)
         modalities=["image", "text"],
         main_score=paper_metric(files) if files.mteb_task is not None else "recall_at_1",
     ))

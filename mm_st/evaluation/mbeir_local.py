@@ -34,11 +34,11 @@ from mm_st.evaluation.mbeir_files import (
     UNION_POOL,
     WRONG_MODALITY,
     MBEIRTaskFiles,
-    _letters,
-    _parts,
+    category_letters,
+    modality_parts,
     paper_metric,
 )
-from mm_st.evaluation.tasks import MMSTRetrievalTask, _split, check_declared_modalities, module_getattr
+from mm_st.evaluation.tasks import MMSTRetrievalTask, check_declared_modalities, split_rows, module_getattr
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
             ids.append(did)
             texts.append(text)
             paths.append(path)
-        return _split(ids, texts, self._files(ids, texts, paths, images, "document", where)), modality
+        return split_rows(ids, texts, self._files(ids, texts, paths, images, "document", where)), modality
 
     def _candidate(self, row: dict, where: str, index: int) -> tuple[str, str, str, str | None]:
         """One pool row checked: (id, modality, text or "", image path or None)."""
@@ -138,7 +138,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
             raise ValueError(f"{self.metadata.name}: {where} {index} has no string 'did'.")
         what = f"{where} {index} (candidate {did})"
         modality = self._modality(row.get("modality"), what)
-        parts = _parts(modality)
+        parts = modality_parts(modality)
         text = self._field(row.get("txt"), what, "txt") if "text" in parts else ""
         return did, modality, text, self._field(row.get("img_path"), what, "img_path") if "image" in parts else None
 
@@ -177,7 +177,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
                 raise ValueError(f"{self.metadata.name}: {what}: positive {missing[0]!r} is not in the task's pool "
                                  f"{pool_file or self.files.pool_file}.")
             query_modality = self._modality(row.get("query_modality"), what)
-            parts = _parts(query_modality)
+            parts = modality_parts(query_modality)
             task = mbeir_task_name(qid.split(":")[0], query_modality, modality[positives[0]])
             if task != self.files.name:
                 raise ValueError(f"{self.metadata.name}: {what} is a {task} query (dataset id, query modality, "
@@ -188,7 +188,7 @@ class MBEIRLocalTask(MMSTRetrievalTask):
             texts.append(self._field(row.get("query_txt"), what, "query_txt") if "text" in parts else "")
             paths.append(self._field(row.get("query_img_path"), what, "query_img_path") if "image" in parts else None)
             relevant[qid] = {did: 1 for did in positives}
-        return _split(ids, texts, self._files(ids, texts, paths, images, "query", where)), relevant
+        return split_rows(ids, texts, self._files(ids, texts, paths, images, "query", where)), relevant
 
     def _check_instruction(self, root: Path) -> None:
         """Warn when the layout's instruction for an emoji task is not the task's declared prompt."""
@@ -222,7 +222,7 @@ def _metadata(files: MBEIRTaskFiles) -> TaskMetadata:
             adapted_from=[files.mteb_task],
         ))
     spec = EMOJI_MBEIR_TASKS[files.name]
-    query = _letters(files.modalities[0])
+    query = category_letters(files.modalities[0])
     return TaskMetadata(
         name=PREFIX + files.name,
         description=f"mm_st's bundled emoji (unseen test split) as M-BEIR task {files.name}, ranked against one pool "

@@ -193,7 +193,7 @@ def _rgb(image: Any) -> Any:
     return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
 
 
-def _rows(batch: dict[str, Any]) -> list[Any]:
+def mteb_rows(batch: dict[str, Any]) -> list[Any]:
     """mteb batch columns -> sentence-transformers inputs (text, image or ``{"text", "image"}``)."""
     n = len(next(iter(v for k, v in batch.items() if k in ("text", "image"))))
     texts = batch.get("text") or [None] * n
@@ -290,7 +290,7 @@ class MMSTEncoder(AbsEncoder):
         batch_size = kwargs.get("batch_size", 32)
         out = []
         for batch in inputs:
-            items = _rows(batch)
+            items = mteb_rows(batch)
             out.append(np.asarray(encode(items, prompt=instruction, batch_size=batch_size, show_progress_bar=False,
                                          convert_to_numpy=True), dtype=np.float32))
             self.encoded[prompt_type.value if prompt_type else "other"] += len(items)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from mteb.models import ModelMeta
 
-from mm_st.evaluation.model import MMSTEncoder, _rows
+from mm_st.evaluation.model import MMSTEncoder, mteb_rows
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class MMSTReranker:
         out = []
         batches = zip(inputs1, inputs2, strict=True)
         for queries, documents in tqdm(batches, total=len(inputs1), desc="Reranking", disable=not kwargs.get("show_progress_bar")):
-            pairs = list(zip(_rows(queries), _rows(documents), strict=True))
+            pairs = list(zip(mteb_rows(queries), mteb_rows(documents), strict=True))
             out.append(np.asarray(self.model.predict(pairs, prompt=self.prompt, prompt_name=self.prompt_name,
                                                      batch_size=batch_size, show_progress_bar=False), dtype=np.float32))
             self.scored += len(pairs)

@@ -43,7 +43,7 @@ from mm_st.evaluation.instructions import MMEB, MMEBDataset, same_instruction, s
 
 logger = logging.getLogger(__name__)
 
-_FEATURES = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"), "image": datasets.Image()})
+FEATURES = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"), "image": datasets.Image()})
 
 VLM2VEC_CITATION = r"""
 @article{jiang2024vlm2vec,
@@ -72,8 +72,9 @@ def check_modalities(model: Any, metadata: TaskMetadata) -> None:
         )
 
 
-def _split(ids: list[str], texts: list[str], images: list[str | None]) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"id": ids, "text": texts, "image": images}, features=_FEATURES)
+def split_rows(ids: list[str], texts: list[str], images: list[str | None]) -> datasets.Dataset:
+    """A queries or corpus split for mteb: columns ``id``, ``text``, ``image`` (a path or None)."""
+    return datasets.Dataset.from_dict({"id": ids, "text": texts, "image": images}, features=FEATURES)
 
 
 class ReuseEncodings:
@@ -265,7 +266,7 @@ class MMEBTask(MMSTRetrievalTask):
                 raise ValueError(f"{name}: row {i} (query q{i}) has neither text nor image (qry_text={rows[i]['qry_text']!r}).")
         check_declared_modalities(name, self.metadata.category, "query", texts, paths, lambda i: f"row {i} (query q{i})")
         images = [image(path, f"query {i}") for i, path in enumerate(paths)]
-        return _split([f"q{i}" for i in range(len(rows))], texts, images)
+        return split_rows([f"q{i}" for i in range(len(rows))], texts, images)
 
     def _candidates(self, rows: list[dict], image: Any) -> tuple[datasets.Dataset, dict, dict]:
         """One corpus entry per unique (text, image path), in first-seen order; each query's list and positive."""
@@ -300,7 +301,7 @@ class MMEBTask(MMSTRetrievalTask):
                                  f"(tgt_text[{j}]={key[0]!r}, tgt_img_path[{j}]={key[1]!r}).")
         check_declared_modalities(name, self.metadata.category, "document", texts, [p for _, p in keys], where)
         images = [image(p, f"candidate {t!r}") for t, p in keys]
-        return _split(list(corpus_index.values()), texts, images), relevant, top_ranked
+        return split_rows(list(corpus_index.values()), texts, images), relevant, top_ranked
 
 
 def module_getattr(module: str, classes: dict[str, type]) -> Any:
@@ -405,7 +406,7 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
         names = eval_data.read_lines(data_dir / "test_image_names.txt")
         root = self.data_source.images(self.image_root, [data_dir / "images", data_dir])
         images = [eval_data.image_file(root, n, f"XTD image {i}", eval_data.XTD_LAYOUT) for i, n in enumerate(names)]
-        corpus = _split(names, [""] * len(names), images)
+        corpus = split_rows(names, [""] * len(names), images)
         out = {}
         for lang in self.hf_subsets:
             captions = eval_data.read_lines(eval_data.xtd_caption_file(data_dir, lang))
@@ -415,7 +416,7 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
                 )
             ids = [f"{lang}-{i}" for i in range(len(names))]
             out[lang] = {"test": {
-                "queries": _split(ids, captions, [None] * len(ids)),
+                "queries": split_rows(ids, captions, [None] * len(ids)),
                 "corpus": corpus,
                 "relevant_docs": {q: {n: 1} for q, n in zip(ids, names)},
                 "top_ranked": None,
@@ -499,8 +500,8 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
                 ranked[qid] = [n for n in names if n != ref]
                 subsets[qid] = [n for n in dict.fromkeys(item["img_set"]["members"]) if n != ref]
             out.setdefault("default", {})[split] = {
-                "queries": _split(q_ids, q_text, q_images),
-                "corpus": _split(names, [""] * len(names), [files[n] for n in names]),
+                "queries": split_rows(q_ids, q_text, q_images),
+                "corpus": split_rows(names, [""] * len(names), [files[n] for n in names]),
                 "relevant_docs": relevant,
                 "top_ranked": ranked,
             }
@@ -527,6 +528,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
         return scores
 
 
+_split = split_rows  # its old name
 ALL_TASK_CLASSES: list[type[MMSTRetrievalTask]] = [*MMEB_TASK_CLASSES.values(), XTDT2IRetrieval, CIRRComposedImageRetrieval]
 __all__ = ["ALL_TASK_CLASSES", "CIRRComposedImageRetrieval", "MMEBTask", "MMEB_TASK_CLASSES", "MMSTRetrievalTask",
-           "XTDT2IRetrieval", "check_modalities", "is_mm_st_task", "mmeb_tasks", *TASK_CLASSES_BY_CLASS_NAME]
+           "XTDT2IRetrieval", "check_modalities", "split_rows", "FEATURES", "is_mm_st_task", "mmeb_tasks", *TASK_CLASSES_BY_CLASS_NAME]
