@@ -125,27 +125,6 @@ def loading_kwargs(model_kwargs: dict | None, processor_kwargs: dict | None, *, 
     return model_kwargs, processor_kwargs
 
 
-# The transformers/peft pairs the test suite passes on (requirements.lock); see pyproject.toml for the ranges.
-TESTED_ADAPTER_PAIRS = "transformers 5.23.x with peft 0.21.2"
-
-
-def _add_adapter(model: MultimodalSentenceTransformer, config: Any) -> None:
-    """``model.add_adapter(config)``, with a clear error when the installed transformers refuses the installed peft."""
-    try:
-        model.add_adapter(config)
-    except ValueError as error:
-        if "PEFT" not in str(error):
-            raise
-        from importlib.metadata import version
-
-        raise ImportError(
-            f"Cannot add a LoRA/DoRA adapter: transformers {version('transformers')} does not accept peft "
-            f"{version('peft')} ({error}). Tested pairs: {TESTED_ADAPTER_PAIRS}. transformers 5.24 needs peft >= 0.22, "
-            "which is not released yet. Install the tested set: `pip install -c requirements.lock mm-st` from a checkout, "
-            "or `pip install 'transformers>=5.23,<5.24'`."
-        ) from error
-
-
 def build_model(
     model_name_or_path: str,
     recipe: str = "e5v",

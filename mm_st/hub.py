@@ -65,6 +65,9 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetens
 # the scores go to the card's model-index) and the trainer's checkpoints.
 NOT_PUSHED = ("README.md", "eval", "checkpoints")
 CARD_STAGES = "training_stages.json"  # a multi-stage recipe's stages and their scores, for the card (no local paths)
+# What a training run says about itself for the card (its config lines with their sources, the languages of its
+# data), written by mm_st.training next to the model: the card is rendered from the folder, never from training code.
+CARD_RECORD = "recipe_card.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # safetensors only
 LOCAL_VALUE = "<local path, not published>"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
@@ -195,12 +198,12 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _redact_paths(value: Any) -> Any:
+def redact_paths(value: Any) -> Any:
     """A recipe config with local paths (output and data directories of this machine) replaced by a marker."""
     if isinstance(value, dict):
-        return {k: _redact_paths(v) for k, v in value.items()}
+        return {k: redact_paths(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact_paths(v) for v in value]
+        return [redact_paths(v) for v in value]
     if isinstance(value, str) and (is_local_path(value) or ("/" in value and os.path.exists(value))):
         return LOCAL_VALUE
     return value
@@ -272,7 +275,7 @@ def plan_model_push(model_dir: str | os.PathLike, repo_id: str, *, merge_adapter
         if relative.split("/")[0] in NOT_PUSHED:
             continue
         files[relative] = path
-    for extra in ("training_curve.png", "eval_results.json", "recipe_config.json"):  # merged: from the trained folder
+    for extra in ("training_curve.png", "eval_results.json", "recipe_config.json", CARD_RECORD):  # merged: from the trained folder
         if extra not in files and (model_dir / extra).is_file():
             files[extra] = model_dir / extra
     problems = []
@@ -281,7 +284,7 @@ def plan_model_push(model_dir: str | os.PathLike, repo_id: str, *, merge_adapter
             continue
         data = json.loads(Path(value).read_text(encoding="utf-8"))
         if name == "recipe_config.json":
-            redacted = _redact_paths(data)
+            redacted = redact_paths(data)
             changed = redacted != data
             data = redacted
         else:
@@ -482,24 +485,11 @@ def _license_of(base_card: Any, local_base: str | None) -> str | None:
     return None
 
 
-def _config_lines(recipe_config: dict) -> list[str]:
-    """``field = value  (source)`` for each recipe config value (mm_st.training.config.describe)."""
-    from mm_st.training import CONFIGS
-    from mm_st.training.config import describe
-
-    recipe = recipe_config.get("recipe")
-    cls = CONFIGS.get(recipe)
-    if cls is None:
-        return [f"  {k} = {v!r}" for k, v in sorted(recipe_config.items())]
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(cls)}
-    try:
-        config = cls(**{k: v for k, v in recipe_config.items() if k in known})
-    except (TypeError, ValueError):
-        return [f"  {k} = {v!r}" for k, v in sorted(recipe_config.items())]
-    return describe(config) + [f"  {k} = {v!r}   (not a field of this mm_st version)" for k, v in
-                               sorted(recipe_config.items()) if k not in known and k != "recipe"]
+def _config_lines(model_dir: Path, recipe_config: dict) -> list[str]:
+    """``field = value  (source)`` for each recipe config value, as the run wrote them (:data:`CARD_RECORD`); a
+    folder without that record (saved by an older mm_st) gets ``field = value`` lines of its recipe config."""
+    return _read_json(model_dir / CARD_RECORD).get("config_lines") or [
+        f"  {k} = {v!r}" for k, v in sorted(redact_paths(recipe_config).items())]
 
 
 def _shipped_code(model_dir: Path) -> dict[str, str]:
@@ -537,10 +527,8 @@ def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, 
     eval_results = _mteb_eval_results(model_dir, repo_id, embedded) if (model_dir / "eval").is_dir() else []
     eval_tasks = [path.stem for path in _latest_mteb_results(model_dir)] if (model_dir / "eval").is_dir() else []
     local_base = _base_of(model_dir, recipe_config, base_model)[1]
-    if languages is None and embedded:
-        from mm_st.training.embedded import LANGUAGES
-
-        languages = list(LANGUAGES)
+    if languages is None:
+        languages = _read_json(model_dir / CARD_RECORD).get("languages") or None
     datasets = [recipe_config[k] for k in ("data", "synthetic_data") if _is_hub_id(recipe_config.get(k))]
     data = ModelCardData(
         library_name="sentence-transformers",
@@ -573,7 +561,7 @@ def render_model_card(model_dir: str | os.PathLike, *, repo_id: str, kind: str, 
         description=description, table=score_table(model_dir), eval_tasks=eval_tasks, eval_results=eval_results,
         languages=languages or [],
         eval_languages=recipe_config.get("eval_languages") or [],
-        recipe_config=recipe_config, config_lines=_config_lines(_redact_paths(recipe_config)) if recipe_config else [],
+        recipe_config=recipe_config, config_lines=_config_lines(model_dir, recipe_config) if recipe_config else [],
         datasets=datasets, local_value=LOCAL_VALUE, license=data.license,
         has_curve=(model_dir / "training_curve.png").is_file() if has_curve is None else has_curve,
         st_sections={k: _shift(v, 1) if k == "Training Details" else v for k, v in kept.items()},

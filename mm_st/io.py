@@ -6,8 +6,9 @@
   converters, evaluation data, synthesis pools and ``load_image``). NUL bytes are refused, and so is
   any path that ends up outside the root once resolved: ``..`` components, absolute paths and
   symbolic links that leave it.
-- The modality vocabulary: :data:`TEXT`, :data:`IMAGE`, :data:`IMAGE_TEXT` (:data:`MODALITIES`, with
-  stable ids :data:`MODALITY_IDS`), the fields of an input dict (:data:`FIELDS`) and :func:`modality_of`.
+- The modalities mm_st embeds, named in :mod:`mm_st.modality`'s vocabulary (sentence-transformers'):
+  :data:`TEXT`, :data:`IMAGE`, :data:`IMAGE_TEXT` (:data:`MODALITIES`, with stable ids :data:`MODALITY_IDS`),
+  the fields of an input dict (:data:`FIELDS`) and :func:`modality_of` (a video input is refused, naming it).
 
 Example:
     >>> import tempfile
@@ -33,9 +34,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-TEXT, IMAGE, IMAGE_TEXT = "text", "image", "image+text"
-MODALITIES = (TEXT, IMAGE, IMAGE_TEXT)
-MODALITY_IDS = {name: index for index, name in enumerate(MODALITIES)}  # stored by mm_st's losses and miner
+from mm_st.modality import IMAGE, IMAGE_TEXT, PARTS, TEXT, check_supported
+from mm_st.modality import SUPPORTED as MODALITIES
+from mm_st.modality import SUPPORTED_IDS as MODALITY_IDS  # stored by mm_st's losses and miner
+from mm_st.modality import name as _name
+
 FIELDS = (TEXT, IMAGE)  # the keys of an input dict / struct column; None means that modality is absent
 INSTRUCTION = "instruction"  # optional third key: the row's own instruction (rendered as ST's prompt= would be)
 
@@ -99,17 +102,20 @@ def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike, where: 
     return full
 
 
-def modality_name(has_text: bool, has_image: bool) -> str:
-    """:data:`TEXT`, :data:`IMAGE` or :data:`IMAGE_TEXT` of an input holding these."""
-    if not (has_text or has_image):
+def modality_name(has_text: bool, has_image: bool, *others: str) -> str:
+    """:data:`TEXT`, :data:`IMAGE` or :data:`IMAGE_TEXT` of an input holding these; ``others`` (e.g. ``"video"``)
+    are further parts it holds, refused by :func:`mm_st.modality.check_supported` naming the modality."""
+    held = [TEXT] * has_text + [IMAGE] * has_image + list(others)
+    if not held:
         raise ValueError("Input has neither text nor image.")
-    return IMAGE_TEXT if has_text and has_image else IMAGE if has_image else TEXT
+    return check_supported(_name(*held))
 
 
 def modality_of(item: Any) -> str:
     """The modality of one input: a str, an image (PIL or path), a ``{"text", "image"}`` dict or struct
     row (a ``None`` field is absent; neither is an error; an ``instruction`` field is not content), or
     chat messages (by the content parts of their non-system messages; no part at all counts as text).
+    A video (or audio) field or part is refused, naming the modality (:func:`mm_st.modality.check_supported`).
 
     Example:
         >>> modality_of("a cat"), modality_of({"image": "cat.png"})
@@ -127,8 +133,10 @@ def modality_of(item: Any) -> str:
                 continue  # the instruction, not the input's content
             content = message.get("content") if isinstance(message, dict) else None
             parts += [{"type": TEXT}] if isinstance(content, str) else [p for p in content or [] if isinstance(p, dict)]
-        has_image = any(p.get("type") == IMAGE for p in parts)
-        return modality_name(any(p.get("type") == TEXT for p in parts) or not has_image, has_image)
+        types = {p.get("type") for p in parts}
+        others = sorted(types & set(PARTS) - {TEXT, IMAGE})
+        return modality_name(TEXT in types or not (types & set(PARTS)), IMAGE in types, *others)
     if isinstance(item, dict):
-        return modality_name(item.get(TEXT) is not None, item.get(IMAGE) is not None)
+        others = [part for part in PARTS if part not in FIELDS and item.get(part) is not None]
+        return modality_name(item.get(TEXT) is not None, item.get(IMAGE) is not None, *others)
     return IMAGE

@@ -146,9 +146,9 @@ def _vision_config():
 def _processor(tokenizer):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from mm_st import testing
+    from mm_st.tiny import chatml_template
 
-    template = testing._chatml_template(None, image="<image>")  # the tiny fast_vlm's ChatML template
+    template = chatml_template(None, image="<image>")  # the tiny fast_vlm's ChatML template
     return LlavaProcessor(image_processor=CLIPImageProcessor(**image_processor_kwargs()), tokenizer=tokenizer,
                           patch_size=STRIDE, vision_feature_select_strategy="full", num_additional_image_tokens=0,
                           chat_template=template)
@@ -161,10 +161,10 @@ def _load_tower(model) -> None:
 
 
 def _tiny_lm_model(seed: int):
-    """The tiny fast_vlm of :mod:`mm_st.testing` with the EfficientNet-Lite0 tower and processor in place of its own."""
-    from mm_st import testing
+    """The tiny fast_vlm of :mod:`mm_st.tiny` with the EfficientNet-Lite0 tower and processor in place of its own."""
+    from mm_st import tiny
 
-    base = testing.SPECS["fast_vlm"]
+    base = tiny.SPECS["fast_vlm"]
 
     def config(ids: dict[str, int], vocab_size: int):
         built = base.build_config(ids, vocab_size)
@@ -173,7 +173,7 @@ def _tiny_lm_model(seed: int):
 
     spec = replace(base, build_config=config,
                    components={"image_processor": ("CLIPImageProcessor", image_processor_kwargs())})
-    return testing._build(spec, seed)
+    return tiny.build(spec, seed)
 
 
 def _smollm2_model(seed: int):

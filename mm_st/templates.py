@@ -1,7 +1,8 @@
 """Prompt templates: one registry of recipe x backbone-family strings, rendered into a chat template.
 
 A recipe (E5-V, mmE5, VLM2Vec, MM-Embed) is data: the exact prompt strings of its paper's reference
-code, each with its source. A backbone family is data too: how its processor writes an image in text
+code, each with its source, declared in its module of :mod:`mm_st.recipes` (:data:`RECIPES` and
+:data:`TRAIN_RECIPES` are views of that registry). A backbone family is data too: how its processor writes an image in text
 and which chat wrapper its language model speaks. :func:`render_chat_template` turns one recipe and
 one family into a Jinja chat template that sentence-transformers saves with the model, so a plain
 ``SentenceTransformer(path)`` reproduces the recipe without mm_st installed. That template is the one
@@ -38,16 +39,20 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+import mm_st.recipes  # noqa: F401  (registers mm_st's recipes)
 from mm_st.metadata import header as metadata_header
 from mm_st.metadata import recipe_metadata
+from mm_st.modality import IMAGE_TEXT, TEXT, prompt_key
+from mm_st.modality import IMAGE as IMAGE_MODALITY
+from mm_st.recipes.mmembed import MBEIR_INSTRUCTIONS  # noqa: F401  (re-exported: M-BEIR instructions used by MM-Embed)
+from mm_st.recipes.registry import INSTRUCTION, MODALITIES, Recipe, View  # noqa: F401  (re-exported)
 
 IMAGE = "<image>"
 SENT = "<sent>"
-INSTRUCTION = "{instruction}"
 FORMATS = ("inference", "train")
-MODALITIES = ("text", "image", "image_text")
 
 
 @dataclass(frozen=True)
@@ -158,209 +163,12 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Exact prompt strings of one paper, in one format (``inference`` or ``train``).
-
-    Attributes:
-        prompts: ``text`` / ``image`` / ``image_text`` prompts used when no instruction is given.
-        instructed: the same three, used with an instruction (``{instruction}`` is replaced by it).
-        query_prompts: no-instruction prompts for queries (``task="query"``) when they differ (MM-Embed).
-        instruct_documents: whether documents (``task="document"``) also get the instruction.
-        image_block: how ``<image>`` is written, per family (``"*"``: every family; the value may use
-            ``{placeholder}`` for the family's own), e.g. mmE5's Mllama rewrite, VLM2Vec's bare
-            ``<|image_pad|>`` on Qwen2-VL. Families not listed use their placeholder.
-        wrapped: whether the prompt goes inside the family's chat wrapper.
-        train_wrappers: for a training format, the wrapper used in place of each detected wrapper
-            (``"*"``: any other); empty: the detected wrapper.
-        extra_prompts: other named full prompts of the paper (CIRR, FashionIQ, ...) for ``prompt=``.
-        instruction_marker: the text that ends a query's instruction, for pooling that leaves the instruction
-            out (MM-Embed's ``"\\nQuery: "``, read by ``build_model(pooling="latent_attention")``); None: none.
-    """
-
-    name: str
-    prompts: dict[str, str]
-    instructed: dict[str, str]
-    query_prompts: dict[str, str] = field(default_factory=dict)
-    instruct_documents: bool = True
-    image_block: dict[str, str] = field(default_factory=dict)
-    wrapped: bool = False
-    train_wrappers: dict[str, str] = field(default_factory=dict)
-    extra_prompts: dict[str, str] = field(default_factory=dict)
-    instruction_marker: str | None = None
-    fmt: str = "inference"
-    source: str = ""
-
-    @property
-    def uses_instruction(self) -> bool:
-        """Whether an instruction reaches the model (False for E5-V)."""
-        return any(INSTRUCTION in p for p in self.instructed.values())
-
-
-def _fashioniq(x: str) -> dict[str, str]:
-    # kongds/E5-V retrieval.py: `if fiq_data_type == 'toptee': fiq_data_name = 'shirt'`
-    word = "shirt" if x == "toptee" else x
-    return {
-        f"fashioniq_{x}_candidate": f"<image>\n Describe this {word} in one word based on its style:",
-        f"fashioniq_{x}_query": f"<image> change the style of this {word} to <sent>\n Desribe this modified {word} in "
-        "one word based on its style:",
-    }
-
-
-_E5V_TEXT = "<sent>\nSummary above sentence in one word: "
-_E5V_IMAGE = "<image>\nSummary above image in one word: "
-_E5V_CIRR_QUERY = '<image>Modify this image with "<sent>", desribe modified image in one word:'
-_MME5_IMAGE = "<image>Represent the given image.\n"
-_VLM2VEC_IMAGE = "<image>\nRepresent the given image.\n"
-_MMEMBED = {"text": "<sent>", "image": "<image>\n", "image_text": "<image>\n<sent>"}
-
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe(
-            "e5v",
-            # kongds/E5-V retrieval.py: img_prompt / text_prompt inside llama3_template; the composed
-            # (image + text) prompt is its CIRR query prompt.
-            prompts={"text": _E5V_TEXT, "image": _E5V_IMAGE, "image_text": _E5V_CIRR_QUERY},
-            # TIGER-AI-Lab/VLM2Vec src/model/processor.py e5_v_prompt_template / process_input_text
-            # (HEAD 6e1e1d4): E5-V is evaluated WITHOUT its instruction; image + text gets
-            # '<image>\n{text}\nSummary above image and text in one word: '.
-            instructed={
-                "text": _E5V_TEXT,
-                "image": _E5V_IMAGE,
-                "image_text": "<image>\n<sent>\nSummary above image and text in one word: ",
-            },
-            wrapped=True,
-            extra_prompts={
-                # kongds/E5-V retrieval.py CIRR prompts (with ' [/INST]' removed for llama3)
-                "cirr_query": _E5V_CIRR_QUERY,
-                "cirr_candidate": "<image>\n Describe this image in one word:",
-                **_fashioniq("dress"),
-                **_fashioniq("shirt"),
-                **_fashioniq("toptee"),
-            },
-            source="E5-V (arXiv 2407.12580, kongds/E5-V retrieval.py); typos 'desribe'/'Desribe' kept for reproduction",
-        ),
-        Recipe(
-            "mme5",
-            # haon-chen/mmE5 demo.py (commit 4818cdf "align data format with model training"):
-            # '{image tokens}{instruction} {query}\n'; a bare image target '{image}Represent the given
-            # image.\n'; text targets plain.
-            prompts={"text": "<sent>", "image": _MME5_IMAGE, "image_text": "<image><sent>\n"},
-            instructed={k: "<image>{instruction} <sent>\n" for k in MODALITIES},
-            # haon-chen/mmE5 src/collator.py: '<|image_1|>\n' -> '<|image|><|begin_of_text|>' (Mllama);
-            # the other backbones keep VLM2Vec's '<|image_1|>\n' with their own token (src/dataset.py).
-            image_block={"mllama": "<|image|><|begin_of_text|>", "*": "{placeholder}\n"},
-            source="mmE5 (arXiv 2502.08468, haon-chen/mmE5 demo.py and src/collator.py)",
-        ),
-        Recipe(
-            "vlm2vec",
-            # TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_*.py (HEAD 6e1e1d4): queries and
-            # 'Represent the given image.' targets end in '\n' ("to stay consistent with v1 eval");
-            # '{image}\n{instruction} {text}'. Grounding crop targets (no '\n') and VisDial (an extra
-            # '\n') are per-task full prompts in mm_st.evaluation.instructions. The eval code writes
-            # '{image} ' + instruction and then .replace(' \n', '\n') on instructions that start with
-            # '\n' (image_qa / image_i2i_vg parsers add it), giving '\n' after the image token; only the
-            # demo scripts (experiments/examples/*/demo*.py) keep '{image} {instruction}' with a space.
-            prompts={"text": "<sent>", "image": _VLM2VEC_IMAGE, "image_text": "<image>\n<sent>\n"},
-            instructed={k: "<image>\n{instruction} <sent>\n" for k in MODALITIES},
-            # src/model/processor.py VLM_IMAGE_TOKENS: Qwen2(.5)-VL get the bare '<|image_pad|>'
-            image_block={"qwen2_vl": "<|image_pad|>", "qwen2_5_vl": "<|image_pad|>"},
-            source="VLM2Vec / MMEB (TIGER-AI-Lab/VLM2Vec eval code, HEAD 6e1e1d4)",
-        ),
-        Recipe(
-            "mmembed",
-            prompts=_MMEMBED,
-            instructed={k: "Instruct: {instruction}\nQuery: " + p for k, p in _MMEMBED.items()},
-            # nvidia/MM-Embed: query_prefix = 'Query: ' even without an instruction; documents bare
-            query_prompts={k: "Query: " + p for k, p in _MMEMBED.items()},
-            instruct_documents=False,
-            # nvidia/MM-Embed: calculate_instruction_length(tokenizer, prompts, f'\\n{query_prefix}') -> pool_mask
-            instruction_marker="\nQuery: ",
-            source="MM-Embed (arXiv 2411.02571, nvidia/MM-Embed model code): 'Instruct: ...\\nQuery: ' on queries only",
-        ),
-    )
-}
-
-
-def _strip_trailing_newline(prompts: dict[str, str]) -> dict[str, str]:
-    return {k: p[:-1] if p.endswith("\n") else p for k, p in prompts.items()}
-
-
+# The recipes (mm_st.recipes: one module each, registered once) seen from here: views of the registry.
+RECIPES: Mapping[str, Recipe] = View(lambda spec: spec.prompts, "inference prompts")
 # Training formats: what each reference training code feeds the model.
-TRAIN_RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        replace(
-            RECIPES["e5v"],
-            # kongds/E5-V run.sh TEMPLATE='*sent_0*\nSummary_above_sentence_in_one_word:' (no trailing
-            # space), wrapped by ft_llm.py only for llama-3 models, then de-tokenised (see the wrapper).
-            # E5-V trains on text only; the image prompts follow the same rule (mm_st extension).
-            prompts={k: p.rstrip(" ") for k, p in RECIPES["e5v"].prompts.items()},
-            instructed={k: p.rstrip(" ") for k, p in RECIPES["e5v"].instructed.items()},
-            train_wrappers={"llama3": "llama3_upstream_train", "*": "raw"},
-            fmt="train",
-            source="E5-V training text: kongds/E5-V ft_llm.py generate_sentemb_prompt + run.sh TEMPLATE",
-        ),
-        replace(
-            RECIPES["mme5"],
-            # haon-chen/mmE5 (HEAD 4818cdf) trains on rows as written after the placeholder swap: no
-            # trailing '\n' (e.g. '<|image|><|begin_of_text|>Represent the given image with the
-            # following question: What is in the image?'; the tokenizer adds a second BOS in front).
-            prompts=_strip_trailing_newline(RECIPES["mme5"].prompts),
-            instructed=_strip_trailing_newline(RECIPES["mme5"].instructed),
-            fmt="train",
-            source="mmE5 training text: haon-chen/mmE5 src/dataset.py + src/collator.py (rows as written)",
-        ),
-        replace(
-            RECIPES["vlm2vec"],
-            # TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py: MMEB-train rows as written with
-            # '<|image_1|>' swapped for the backbone's token: '{image}\n{instruction}{text}', no '\n' at the end.
-            prompts=_strip_trailing_newline(RECIPES["vlm2vec"].prompts),
-            instructed=_strip_trailing_newline(RECIPES["vlm2vec"].instructed),
-            fmt="train",
-            source="VLM2Vec training text: TIGER-AI-Lab/VLM2Vec src/data/dataset/mmeb_dataset.py (rows as written)",
-        ),
-        # MM-Embed released no training code: its training format is its inference format.
-        replace(RECIPES["mmembed"], fmt="train", source=RECIPES["mmembed"].source + "; no public training code"),
-    )
-}
-
+TRAIN_RECIPES: Mapping[str, Recipe] = View(lambda spec: spec.train_prompts, "training prompts")
 # Training facts a recipe config reads; each with its source.
-RECIPE_FACTS: dict[str, dict[str, object]] = {
-    "e5v": {
-        "epochs": 2,  # kongds/E5-V run.sh EPOCH=2
-        "epochs_paper": 1,  # arXiv 2407.12580 text
-        "learning_rate": 4e-4,
-        "batch_size": 768,
-        "max_text_tokens": 32,  # run.sh --cutoff_len 32
-        "lora_r": 64,
-        "lora_alpha": 16,
-        "lora_dropout": 0.05,
-        "temperature": 0.05,
-        "train_template": "inference",  # mm_st default; "upstream" = TRAIN_RECIPES["e5v"]
-        "source": "kongds/E5-V run.sh and ft_llm.py; the paper says 1 epoch, run.sh runs 2",
-    },
-    "mme5": {"epochs": 1, "learning_rate": 1e-5, "max_length": 256, "temperature": 0.02, "dora_r": 8,
-             "source": "mmE5 paper and haon-chen/mmE5 scripts/train/train.sh"},
-    # lora_r: 8 in the authors' v1 LLaVA-NeXT / Phi-3.5-V runs (scripts/aws/*lora8*); 16 in the README's example
-    "vlm2vec": {"steps": 2000, "learning_rate": 2e-5, "batch_size": 1024, "temperature": 0.02, "lora_r": 8,
-                "lora_alpha": 64, "source": "TIGER-AI-Lab/VLM2Vec scripts/aws/llava16-mistral-lora8-bs1024-step2k.sh"},
-}
-
-# M-BEIR query instructions used by MM-Embed, keyed by mteb-style task names.
-MBEIR_INSTRUCTIONS: dict[str, str] = {
-    "VisualNewsT2IRetrieval": "Identify the news-related image in line with the described event.",
-    "VisualNewsI2TRetrieval": "Find a caption for the news in the given photo.",
-    "Fashion200kT2IRetrieval": "Based on the following fashion description, retrieve the best matching image.",
-    "WebQAT2TRetrieval": "Retrieve passages from Wikipedia that provide answers to the following question.",
-    "NIGHTSI2IRetrieval": "Find a day-to-day image that looks similar to the provided image.",
-    "OVENIT2TRetrieval": "Retrieve a Wikipedia paragraph that provides an answer to the given query about the image.",
-    "InfoSeekIT2TRetrieval": "Retrieve a Wikipedia paragraph that provides an answer to the given query about the image.",
-    "FashionIQIT2IRetrieval": "Find a fashion image that aligns with the reference image and style note.",
-    "CIRRIT2IRetrieval": "Retrieve a day-to-day image that aligns with the modification instructions of the provided image.",
-    "MSCOCOT2IRetrieval": "Find me an everyday image that matches the given caption.",
-}
+RECIPE_FACTS: Mapping[str, Mapping[str, object]] = View(lambda spec: spec.facts, "paper training facts")
 
 
 def _known(kind: str, table: dict) -> str:
@@ -483,7 +291,7 @@ _JINJA = """\
 {%- endif -%}
 {%- endfor -%}
 {%- endfor -%}
-{%- set modality = 'image_text' if ns.images and ns.text else ('image' if ns.images else 'text') -%}
+{%- set modality = @IMAGE_TEXT@ if ns.images and ns.text else (@IMAGE@ if ns.images else @TEXT@) -%}
 {%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
 {%- set core = ns.instruction.rstrip(' ') -%}
 {%- set is_query = task is defined and task == 'query' -%}
@@ -505,6 +313,14 @@ _JINJA = """\
 {%- if STRIP -%}{%- set prompt = prompt.rstrip(' ') -%}{%- endif -%}
 {%- if full -%}{{- BOS + FULL_HEAD + prompt + FULL_TAIL -}}{%- else -%}{{- BOS + HEAD + prompt + TAIL -}}{%- endif -%}
 """
+# The saved templates' prompt keys (mm_st.modality.PROMPT_KEYS), written as Jinja literals.
+_JINJA = _JINJA.replace("@IMAGE_TEXT@", f"'{prompt_key(IMAGE_TEXT)}'").replace(
+    "@IMAGE@", f"'{prompt_key(IMAGE_MODALITY)}'").replace("@TEXT@", f"'{prompt_key(TEXT)}'")
+
+
+def _saved_keys(prompts: dict[str, str]) -> dict[str, str]:
+    """A recipe's prompts keyed as saved chat templates key them (``image+text`` -> ``image_text``)."""
+    return {prompt_key(modality): prompt for modality, prompt in prompts.items()}
 
 
 def render_chat_template(
@@ -524,9 +340,9 @@ def render_chat_template(
     (head, tail), (full_head, full_tail) = chosen.parts(), chosen.parts(full=True)
     constants = {
         "INSTRUCT_DOCUMENTS": "true" if rec.instruct_documents else "false",
-        "PROMPTS": _lit(rec.prompts),
-        "INSTRUCTED": _lit(rec.instructed),
-        "QUERY_PROMPTS": _lit(rec.query_prompts),
+        "PROMPTS": _lit(_saved_keys(rec.prompts)),
+        "INSTRUCTED": _lit(_saved_keys(rec.instructed)),
+        "QUERY_PROMPTS": _lit(_saved_keys(rec.query_prompts)),
         "IMAGE_BLOCK": _lit(image_block(rec, fam)),
         "MISSING_IMAGE": _lit(_missing_marker(IMAGE, "an image")),
         "MISSING_SENT": _lit(_missing_marker(SENT, "text")),

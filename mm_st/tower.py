@@ -103,8 +103,6 @@ def add_adapter(model: Any, config: Any, mode: str) -> None:
     """Set the tower up for ``mode`` and add the adapter ``config`` (a ``peft.PeftConfig``, or None)."""
     import copy
 
-    from mm_st.builder import _add_adapter
-
     check_mode(mode, config)
     backbone = model.transformers_model
     if mode == "train" or not has_tower(backbone):
@@ -116,3 +114,24 @@ def add_adapter(model: Any, config: Any, mode: str) -> None:
         config = copy.copy(config)
         config.target_modules = set(target_names(backbone, config.target_modules, mode))
         _add_adapter(model, config)
+
+
+# The transformers/peft pairs the test suite passes on (requirements.lock); see pyproject.toml for the ranges.
+TESTED_ADAPTER_PAIRS = "transformers 5.23.x with peft 0.21.2"
+
+
+def _add_adapter(model: Any, config: Any) -> None:
+    """``model.add_adapter(config)``, with a clear error when the installed transformers refuses the installed peft."""
+    try:
+        model.add_adapter(config)
+    except ValueError as error:
+        if "PEFT" not in str(error):
+            raise
+        from importlib.metadata import version
+
+        raise ImportError(
+            f"Cannot add a LoRA/DoRA adapter: transformers {version('transformers')} does not accept peft "
+            f"{version('peft')} ({error}). Tested pairs: {TESTED_ADAPTER_PAIRS}. transformers 5.24 needs peft >= 0.22, "
+            "which is not released yet. Install the tested set: `pip install -c requirements.lock mm-st` from a checkout, "
+            "or `pip install 'transformers>=5.23,<5.24'`."
+        ) from error

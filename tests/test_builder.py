@@ -265,3 +265,10 @@ def test_plain_prompt_never_replaces_the_input(recipe, emoji_images):
             one = model.encode_query([first], prompt=PLAIN_PROMPT)
             two = model.encode_query([second], prompt=PLAIN_PROMPT)
             assert np.isfinite(one).all() and np.abs(one - two).max() > 1e-4, (recipe, family, type(first))
+
+
+def test_pooling_and_attention_names_have_one_home():
+    from mm_st import builder
+    from mm_st.training import mmembed
+
+    assert mmembed.POOLINGS is builder.POOLINGS and mmembed.ATTENTIONS is builder.ATTENTIONS

@@ -131,13 +131,13 @@ def test_every_table_lists_the_tasks_in_one_order():
 
 
 def test_data_file_bars_show_only_with_verbose():
-    from mm_st.data import converters
+    from mm_st.data.rows import PROGRESS_MIN_ROWS, quiet_progress
 
-    rows = range(converters.PROGRESS_MIN_ROWS)  # large enough for a bar of its own
+    rows = range(PROGRESS_MIN_ROWS)  # large enough for a bar of its own
     console.configure(verbose=False)
-    assert converters._quiet(rows)  # "Converting <file>" bars: one per data file and stage before issue 27
+    assert quiet_progress(rows)  # "Converting <file>" bars: one per data file and stage before issue 27
     console.configure(verbose=True)
-    assert not converters._quiet(rows) and converters._quiet(range(3))
+    assert not quiet_progress(rows) and quiet_progress(range(3))
 
 
 def test_an_error_while_any_bar_is_open_starts_its_own_line(tmp_path, capfd, monkeypatch):

@@ -288,3 +288,47 @@ def test_mme5_empty_negative_texts_filled_as_upstream(tmp_path, emoji, image_roo
     assert kept["Retrieval"][1]["negative_2"] == {"text": "a kite", "image": None}
     with pytest.raises(ValueError, match=r"empty_negative_text must be one of \('fill', 'keep'\), got 'drop'"):
         load_mme5_synthetic(tmp_path / "syn", configs=["Retrieval"], image_root=image_root, empty_negative_text="drop")
+
+
+# Names mm_st.data.converters held before it was split into one module per format (users and scripts import them).
+CONVERTERS_NAMES = (
+    "load_mbeir", "load_mme5_synthetic", "load_mmeb_train", "load_nli", "load_text_pairs", "mbeir_candidate_pools",
+    "mbeir_instructions", "mbeir_modality", "mbeir_task_name", "mbeir_pool_files", "MBEIR_REPO", "MBEIR_DATASETS",
+    "MMEB_TRAIN_REPO", "MMEB_TRAIN_CONFIGS", "MME5_SYNTHETIC_REPO", "MME5_SYNTHETIC_CONFIGS", "IMAGE_PLACEHOLDERS",
+    "ON_MISSING", "PROGRESS_MIN_ROWS", "EMPTY_NEGATIVE_TEXT", "VLM2VEC_COLUMNS", "TEXT_PAIR_COLUMNS", "NLI_COLUMN_SETS",
+    "read_rows", "pool_rows", "query_rows",
+)
+
+
+def test_converters_re_exports_every_format_from_its_own_module():
+    import importlib
+
+    from mm_st.data import converters
+
+    homes = {"load_mmeb_train": "mmeb_train", "load_mme5_synthetic": "mme5_synthetic", "load_mbeir": "mbeir_train",
+             "load_nli": "nli", "load_text_pairs": "text_pairs", "ImageChecker": "images"}
+    for name in CONVERTERS_NAMES:
+        assert hasattr(converters, name), name
+    for name, module in homes.items():
+        assert getattr(converters, name) is getattr(importlib.import_module(f"mm_st.data.{module}"), name)
+        assert getattr(converters, name).__module__ == f"mm_st.data.{module}"
+
+
+def test_on_missing_has_one_home():
+    from mm_st.data import images
+    from mm_st.training import config
+
+    assert config.ON_MISSING is images.ON_MISSING == ("error", "skip")
+    with pytest.raises(ValueError, match=r"^on_missing must be one of \('error', 'skip'\), got 'ignore'\.$"):
+        images.check_on_missing("ignore")
+
+
+def test_a_missing_image_names_the_row_in_every_format_alike(tmp_path):
+    from mm_st.data.images import ImageChecker, image_roots, report_missing
+
+    checker = ImageChecker(image_roots(tmp_path))
+    assert checker.resolve("a.png", "row 0 qry") is None and checker.resolve("a.png", "row 1 qry") is None
+    assert checker.problems == ["row 0 qry: 'a.png'", "row 1 qry"]  # each file checked once; later rows named
+    with pytest.raises(FileNotFoundError, match=r"^T: 2 image reference\(s\) missing or unreadable in 2 of 5 rows"):
+        report_missing("T", checker.problems, {0, 1}, "error", 5)
+    report_missing("T", checker.problems, {0, 1}, "skip", 5)  # logged, not raised

@@ -132,12 +132,30 @@ def test_an_identical_copy_of_a_candidate_is_read_once_by_the_evaluation_and_the
     assert dict(union.pool_modalities["test"].items()) == {"4:0": "image", "4:1": "image", "4:2": "image"}
 
 
-def test_no_module_imports_a_private_name_of_the_data_package():
-    """The M-BEIR reader and the row reader are public: nothing imports ``mm_st.data``'s private names."""
+# Private names imported across modules in folders other branches of issue 31 restructure (evaluation/, training/);
+# an entry goes when its import does (the test fails on an entry that no longer exists).
+KNOWN_PRIVATE_IMPORTS = {
+    "training/heldout.py: mm_st.evaluation.mbeir._letters",
+    "training/mmembed.py: mm_st.training.config._f",
+}
+
+
+def _private_imports() -> set[str]:
+    """``<module>: <imported module>.<name>`` of every private name a module of mm_st imports from another."""
     package = Path(mm_st.__file__).parent
-    found = []
+    found = set()
     for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mm_st.data"):
-                found += [f"{path.relative_to(package)}: {alias.name}" for alias in node.names if alias.name.startswith("_")]
-    assert found == []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mm_st"):
+                found |= {f"{path.relative_to(package)}: {node.module}.{alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")}
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """The readers (rows, M-BEIR, images, columns) are public: no module of mm_st imports another's private name
+    (mm_st.data none at all); the known imports in other folders only shrink."""
+    found = _private_imports()
+    assert not {entry for entry in found if ": mm_st.data" in entry or entry.startswith("data/")}
+    assert found - KNOWN_PRIVATE_IMPORTS == set()
+    assert KNOWN_PRIVATE_IMPORTS - found == set(), "fixed: remove these entries from KNOWN_PRIVATE_IMPORTS"

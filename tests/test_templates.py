@@ -206,3 +206,38 @@ def test_item0_unused_e5v_instruction_is_logged_once(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "mm_st.model"]
     assert messages == ["Recipe 'e5v' has no instruction slot: the prompt 'Find it: ' is not shown to the model (as in "
                         "VLM2Vec's E5-V evaluation). Pass a full prompt with <sent> / <image> markers to change E5-V's prompt."]
+
+
+def test_add_a_backbone_family_guide(monkeypatch):
+    """docs/architecture.md "Add a backbone family": a Family entry for an existing transformers architecture (the
+    tiny LLaVA checkpoint), found by its model_type, rendering its own placeholder and wrapper; removed after."""
+    from PIL import Image
+
+    from mm_st import build_model
+    from mm_st.testing import tiny_model
+
+    toy = templates.Family("toy_llava", ("toy_llava",), "<image>", "chatml")  # ChatML instead of LLaVA's Vicuna
+    with monkeypatch.context() as patch:
+        patch.setitem(templates.FAMILIES, toy.name, toy)
+        assert templates.family_for_model_type("toy_llava") is toy
+        assert templates.render_prompt("vlm2vec", "toy_llava", text="a cat", num_images=1, instruction="Find it:") == (
+            "<image>\nFind it: a cat\n")
+        assert templates.render_prompt("e5v", "toy_llava", text="A dog.") == (
+            "<|im_start|>user\nA dog.\nSummary above sentence in one word: <|im_end|>\n<|im_start|>assistant\n")
+        model = build_model(tiny_model("llava"), recipe="e5v", family="toy_llava")
+        assert model[0].processor.chat_template.startswith("{#- mm_st recipe=e5v family=toy_llava ")  # mm_st.metadata
+        embeddings = model.encode(["A dog.", {"text": "a cat", "image": Image.new("RGB", (8, 8))}])
+        assert embeddings.shape == (2, model.get_embedding_dimension())
+    assert "toy_llava" not in templates.FAMILIES
+    with pytest.raises(ValueError, match="^Unknown backbone family 'toy_llava'"):
+        templates.get_family("toy_llava")
+
+
+def test_saved_chat_templates_keep_the_image_text_key_spelling():
+    """Saved models' chat templates key the image+text prompt "image_text" (mm_st.modality.PROMPT_KEYS): templates
+    rendered now are those saved before the vocabulary moved to "image+text", so old and new saves read alike."""
+    template = templates.render_chat_template("e5v", "llava_next")
+    assert '"image_text": "<image>Modify this image with \\"<sent>\\", desribe modified image in one word:"' in template
+    assert "{%- set modality = 'image_text' if ns.images and ns.text else ('image' if ns.images else 'text') -%}" in template
+    assert "image+text" not in template
+    assert templates.RECIPES["e5v"].prompts["image+text"] == templates.RECIPES["e5v"].extra_prompts["cirr_query"]

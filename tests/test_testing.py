@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mm_st import testing
+from mm_st import testing, tiny
 from mm_st.testing import TINY_FAMILIES, SPECS, tiny_model
 
 HIDDEN = 64
@@ -181,7 +181,7 @@ def test_deterministic(family, built, tmp_path):
 
 @pytest.mark.slow
 def test_tokenizer_training_is_deterministic_across_processes():
-    here = hashlib.sha256(testing._base_tokenizer_json().encode()).hexdigest()
+    here = hashlib.sha256(tiny._base_tokenizer_json().encode()).hexdigest()
     # Load the module file alone (not the heavy mm_st package): it only needs `tokenizers` for this.
     code = (
         "import hashlib, importlib.util, sys\n"
@@ -190,7 +190,7 @@ def test_tokenizer_training_is_deterministic_across_processes():
         "spec.loader.exec_module(module)\n"
         "print(hashlib.sha256(module._base_tokenizer_json().encode()).hexdigest())\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, testing.__file__], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code, tiny.__file__], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == here
 
 
@@ -204,25 +204,25 @@ def test_cache_reused(family, monkeypatch, tmp_path):
     def no_rebuild(*args, **kwargs):
         raise AssertionError("complete cache was rebuilt")
 
-    monkeypatch.setattr(testing, "_write", no_rebuild)
+    monkeypatch.setattr(tiny, "_write", no_rebuild)
     assert tiny_model(family) == first
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [f"{family}-seed0-v1"]  # no temp leftovers
 
 
 def test_cache_crash_leaves_nothing_and_incomplete_cache_is_rebuilt(monkeypatch, tmp_path):
     monkeypatch.setenv("MM_ST_CACHE", str(tmp_path))
-    write = testing._write
+    write = tiny._write
 
     def crash(spec, seed, directory, head=True):
         (directory / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(testing, "_write", crash)
+    monkeypatch.setattr(tiny, "_write", crash)
     with pytest.raises(KeyboardInterrupt):
         tiny_model("qwen2_vl")
     assert list((tmp_path / "tiny").iterdir()) == []
 
-    monkeypatch.setattr(testing, "_write", write)
+    monkeypatch.setattr(tiny, "_write", write)
     stale = tmp_path / "tiny" / "qwen2_vl-seed0-v1"
     stale.mkdir()
     (stale / "config.json").write_text("{}")  # no completion marker
@@ -239,3 +239,14 @@ def test_unknown_family():
 def test_registry():
     assert TINY_FAMILIES == ("llava", "llava_next", "mllama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "fast_vlm")
     assert set(SPECS) == set(TINY_FAMILIES)
+
+
+def test_mm_st_testing_keeps_every_name_of_its_production_home():
+    """mm_st.tiny is the production home (the embedded default trains its backbones); mm_st.testing reads the same."""
+    import mm_st.testing
+
+    for name in [*tiny.__all__, "_write", "_base_tokenizer_json", "_spec", "_CACHE_VERSION", "_corpus"]:
+        assert getattr(mm_st.testing, name) is getattr(tiny, name), name
+    assert mm_st.testing._build is tiny.build and mm_st.testing._chatml_template is tiny.chatml_template
+    with pytest.raises(AttributeError, match="no_such_name"):
+        mm_st.testing.no_such_name

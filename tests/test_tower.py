@@ -198,3 +198,28 @@ def test_continuing_a_saved_adapter_keeps_the_towers_lora_trainable_and_its_weig
     lora = [p for n, p in tower.named_parameters() if "lora_" in n]
     assert lora and all(p.requires_grad for p in lora) and not tower.training
     assert not any(p.requires_grad for n, p in tower.named_parameters() if "lora_" not in n)
+
+
+def test_the_tower_module_does_not_import_the_builder():
+    """builder -> tower runs one way (the adapter is attached in mm_st.tower): no import cycle between them."""
+    import ast
+    from pathlib import Path
+
+    import mm_st.tower
+
+    tree = ast.parse(Path(mm_st.tower.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "mm_st.builder" not in imported and "mm_st" not in imported
+
+
+def test_a_peft_that_transformers_refuses_names_the_tested_pairs():
+    from mm_st import tower
+
+    class Refusing:
+        def add_adapter(self, config):
+            raise ValueError("The installed PEFT version is too old.")
+
+    with pytest.raises(ImportError, match=r"^Cannot add a LoRA/DoRA adapter: transformers .* Tested pairs: "
+                                          + tower.TESTED_ADAPTER_PAIRS):
+        tower._add_adapter(Refusing(), config=None)

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import datasets
 
+from mm_st.modality import IMAGE_TEXT, to_mbeir
+
 EMOJI_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "pl", "tr", "ru", "ar", "hi", "sw", "ja", "zh", "ko")
 SPLITS = ("train", "test")
 DATA_DIR = Path(__file__).parent / "emoji"
@@ -66,7 +68,7 @@ EMOJI_MBEIR_TASKS: dict[str, EmojiMBEIRTask] = {
     "Emoji_i2t": EmojiMBEIRTask(3, "image", "text", "Find the name of the emoji shown in the image."),
     "Emoji_t2t": EmojiMBEIRTask(1, "text", "text", "Find the keywords that describe this emoji name."),
     "Emoji_i2i": EmojiMBEIRTask(4, "image", "image", "Find the plain emoji image that shows the same emoji as the given picture."),
-    "Emoji_it2t": EmojiMBEIRTask(6, "image,text", "text", "Find the category name that answers the question about the emoji image."),
+    "Emoji_it2t": EmojiMBEIRTask(6, to_mbeir(IMAGE_TEXT), "text", "Find the category name that answers the question about the emoji image."),
 }
 # Where write_mbeir puts each task's queries and the split's one pool (relative to the M-BEIR root)
 EMOJI_MBEIR_QUERY_FILE = "query/{split}/mbeir_emoji_task{task_id}_{split}.jsonl"

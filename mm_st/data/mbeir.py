@@ -35,7 +35,8 @@ from typing import Any
 
 from mm_st.data.emoji import EMOJI_MBEIR_DATASET
 from mm_st.data.rows import jsonl_rows
-from mm_st.io import IMAGE, TEXT, PathOutsideRoot, hub_snapshot, is_local
+from mm_st.io import PathOutsideRoot, hub_snapshot, is_local
+from mm_st.modality import MBEIR_SPELLINGS, from_mbeir, to_letters, to_mbeir
 
 MBEIR_REPO = "TIGER-Lab/M-BEIR"
 # M-BEIR (UniIR) ids: the prefix of every qid / did names the source dataset.
@@ -44,7 +45,8 @@ MBEIR_DATASETS = {
     "5": "OVEN", "6": "InfoSeek", "7": "FashionIQ", "8": "CIRR", "9": "MSCOCO",
     EMOJI_MBEIR_DATASET[0]: EMOJI_MBEIR_DATASET[1],  # not UniIR's: the bundled emoji (MM-Embed's embedded default)
 }  # fmt: skip
-MBEIR_MODALITY_NAMES = {TEXT: "t", IMAGE: "i", "image,text": "it"}  # M-BEIR's spelling of image+text
+# M-BEIR's spelling of a modality -> the letters of its task names ("image,text" -> "it")
+MBEIR_MODALITY_NAMES = {spelling: to_letters(modality) for modality, spelling in MBEIR_SPELLINGS.items()}
 SPLIT_WORDS = ("train", "val", "test")  # the split words of M-BEIR's file names
 
 
@@ -121,11 +123,9 @@ def _check_inside(value: Any, row: MBEIRRow, what: str) -> None:
 
 def mbeir_modality(value: Any, where: str) -> str:
     """An M-BEIR modality as M-BEIR's code spells it: ``text``, ``image`` or ``image,text`` (``"text,image"`` and
-    spaces read the same); anything else is an error naming ``where``. Training and evaluation read it alike."""
-    parts = {part.strip() for part in value.split(",")} if isinstance(value, str) else set()
-    if not parts or not parts <= {TEXT, IMAGE}:
-        raise ValueError(f"{where} has modality {value!r}; expected one of 'text', 'image', 'image,text'.")
-    return ",".join(sorted(parts))
+    spaces read the same); anything else is an error naming ``where``. Training and evaluation read it alike
+    (through :func:`mm_st.modality.from_mbeir`)."""
+    return to_mbeir(from_mbeir(value, where))
 
 
 def _modality_or_none(value: Any, where: str) -> Any:

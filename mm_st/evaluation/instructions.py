@@ -11,8 +11,8 @@ punctuation follow VLM2Vec's ``archive/instruction_dict.py`` where it lists the 
 VOC2007 / ObjectNet without a final period, ImageNet-1K / SUN397 with one).
 Sources: VLM2Vec / MMEB (TIGER-Lab; the eval rows, ``archive/instruction_dict.py``), the MMEB-eval
 strings as quoted by third-party evaluators; punctuation differs between sources, which is why the
-split tolerates trailing ``" .:"``. M-BEIR instructions for MM-Embed
-come from :data:`mm_st.templates.MBEIR_INSTRUCTIONS` (mteb's own task prompts otherwise).
+split tolerates trailing ``" .:"``. Which instruction a recipe gives which task is declared by the recipe
+(:mod:`mm_st.recipes`; e.g. MM-Embed's M-BEIR instructions) and read here by :func:`recipe_task_prompts`.
 
 Example:
     >>> from mm_st.evaluation.instructions import MMEB, split_instruction
@@ -26,6 +26,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from mm_st.recipes.registry import specs
+from mm_st.recipes.vlm2vec import VLM2VEC_MMEB_PROMPTS  # noqa: F401  (re-exported: declared by the VLM2Vec recipe)
 
 IMAGE_TOKEN = "<|image_1|>"  # VLM2Vec's image placeholder in MMEB rows
 _TAIL = " .:\n"  # punctuation that may follow an instruction's core (differs between sources)
@@ -140,10 +143,8 @@ def same_instruction(a: str, b: str) -> bool:
     return _core(a) == _core(b)
 
 
-# Per-recipe instructions for mteb tasks (query / document). Recipes not listed use the task prompt.
-# "mmembed": MM-Embed's M-BEIR instructions (queries only; the recipe never instructs documents).
-# "vlm2vec" / "mme5": MMEB's wording for the M-BEIR tasks that have an MMEB counterpart.
-# "e5v": E5-V's own CIRR prompts (they replace the whole prompt, markers included).
+# MMEB's wording for the M-BEIR tasks that have an MMEB counterpart (recipes that declare ``mmeb_instructions``:
+# VLM2Vec, mmE5).
 def _mbeir_mmeb_style() -> dict[str, dict[str, str]]:
     pairs = {
         "VisualNewsT2IRetrieval": "VisualNews_t2i",
@@ -176,41 +177,17 @@ MBEIR_TASKS: dict[str, str] = {
 }
 
 
-# VLM2Vec's MMEB evaluation (TIGER-AI-Lab/VLM2Vec src/data/eval_dataset/image_t2i_eval.py and
-# image_i2i_vg_dataset.py, HEAD 6e1e1d4) departs from '{image}\n{instruction} {text}\n' in two places:
-# VisDial queries get an extra '\n' ("to be consistent with v1"), and grounding crop targets (no
-# caption) get no '\n'. They are full prompts around the rows' own instruction ('{instruction}').
-# HEAD reads ziyjiang/MMEB_Test_Instruct (instruction and text in separate columns, joined by one
-# space); mm_st splits the MMEB-eval rows instead, which gives the same text when the row has one
-# space between instruction and text (what the v1 rows hold).
-VLM2VEC_MMEB_PROMPTS: dict[str, dict[str, str]] = {
-    "MMEB-VisDial": {"query": "{instruction} <sent>\n\n", "document": "{instruction}"},
-    **{
-        f"MMEB-{name}": {"query": "{instruction}", "document": "<image>\n{instruction}"}
-        for name in ("MSCOCO", "RefCOCO", "Visual7W-Pointing")
-    },
-}
-
-
 def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
-    """``{recipe: {task name: {"query": ..., "document": ...}}}`` overriding the task prompts.
+    """``{recipe: {task name: {"query": ..., "document": ...}}}`` overriding the task prompts: a view of what each
+    registered recipe declares (:class:`mm_st.recipes.RecipeSpec` ``task_prompts`` over MMEB's wording when it sets
+    ``mmeb_instructions``). Recipes that declare none use the task prompts.
 
     A value may hold ``{instruction}``: the task's own instruction for that side goes there. A side
     a task's entry does not name gets no instruction.
     """
-    from mm_st import templates
-
     mmeb_style = _mbeir_mmeb_style()
-    e5v = templates.RECIPES["e5v"].extra_prompts
-    e5v_cirr = {"query": e5v["cirr_query"], "document": e5v["cirr_candidate"]}
-    mmembed = {task: {"query": text} for task, text in templates.MBEIR_INSTRUCTIONS.items()}
-    mmembed["CIRRComposedImageRetrieval"] = {"query": templates.MBEIR_INSTRUCTIONS["CIRRIT2IRetrieval"]}
-    tables = {
-        "mmembed": mmembed,
-        "vlm2vec": {**mmeb_style, **VLM2VEC_MMEB_PROMPTS},
-        "mme5": mmeb_style,
-        "e5v": {"CIRRComposedImageRetrieval": e5v_cirr, "CIRRIT2IRetrieval": e5v_cirr, "MMEB-CIRR": e5v_cirr},
-    }
+    tables = {spec.name: {**(mmeb_style if spec.mmeb_instructions else {}), **spec.task_prompts} for spec in specs()
+              if spec.task_prompts or spec.mmeb_instructions}
     # mm_st's local M-BEIR tasks and their union-pool tasks get what mteb's task over the same data gets
     from mm_st.evaluation.mbeir_files import GLOBAL_PREFIX, MBEIR_LOCAL_FILES, PREFIX
 

@@ -16,17 +16,18 @@ from dataclasses import dataclass
 
 from mm_st.data.emoji import EMOJI_MBEIR_DATASET, EMOJI_MBEIR_POOL_FILE, EMOJI_MBEIR_QUERY_FILE, EMOJI_MBEIR_TASKS
 from mm_st.data.mbeir import mbeir_task_name
+from mm_st.modality import MBEIR_SPELLINGS, from_mbeir, to_letters
 
 WRONG_MODALITY = "wrong_modality_at_1"
 PREFIX = "MMST-MBEIR-"
 GLOBAL_PREFIX = PREFIX + "global-"  # the union-pool tasks (mm_st.evaluation.mbeir_global)
 UNION_POOL = "cand_pool/global/mbeir_union_{split}_cand_pool.jsonl"  # UniIR's union (global) pool of a split
-MODALITIES = ("text", "image", "image,text")  # M-BEIR's candidate / query modality values
+MODALITIES = tuple(MBEIR_SPELLINGS.values())  # M-BEIR's candidate / query modality values (mm_st.modality)
+_T, _I, _IT = MODALITIES
 # UniIR's task ids, query -> candidate modality (TIGER-AI-Lab/UniIR src/data/preprocessing/utils.py, MBEIR_TASK;
 # 5, image -> image,text, is unused there).
 UNIIR_TASKS: dict[int, tuple[str, str]] = {
-    0: ("text", "image"), 1: ("text", "text"), 2: ("text", "image,text"), 3: ("image", "text"),
-    4: ("image", "image"), 6: ("image,text", "text"), 7: ("image,text", "image"), 8: ("image,text", "image,text"),
+    0: (_T, _I), 1: (_T, _T), 2: (_T, _IT), 3: (_I, _T), 4: (_I, _I), 6: (_IT, _T), 7: (_IT, _I), 8: (_IT, _IT),
 }  # fmt: skip
 
 UNIIR_CITATION = r"""
@@ -107,8 +108,7 @@ def modality_parts(modality: str) -> set[str]:
 
 def category_letters(modality: str) -> str:
     """mteb's category letters of an M-BEIR modality (``"image,text"`` -> ``"it"``)."""
-    parts = modality_parts(modality)
-    return ("i" if "image" in parts else "") + ("t" if "text" in parts else "")
+    return to_letters(from_mbeir(modality, "M-BEIR modality"))
 
 
 MBEIR_LOCAL_TASKS: dict[str, str] = {PREFIX + f.name: paper_metric(f) for f in MBEIR_LOCAL_FILES}  # name -> paper metric

@@ -312,26 +312,24 @@ PAPER_MODELS: list[ModelMeta] = []
 
 
 def paper_models() -> list[ModelMeta]:
-    """mteb entries that build the paper models' public weights with mm_st's recipes.
+    """mteb entries that build the paper models' public weights with mm_st's recipes: a view of the registered
+    recipes' ``paper_models`` (:mod:`mm_st.recipes`).
 
     Named ``mm_st/...`` so mteb's own entries for the same weights stay untouched. MM-Embed
     (``nvidia/MM-Embed``) and VLM2Vec's Phi-3.5-V checkpoints need remote code and have no entry.
     """
-    if PAPER_MODELS:
-        return PAPER_MODELS
-    common = dict(languages=["eng-Latn"], open_weights=True, embed_dim=4096)
-    PAPER_MODELS.extend([
-        _meta("mm_st/e5-v", None, "e5v", ["image", "text"], {"model_path": "royokong/e5-v", "recipe": "e5v"},
-              adapted_from="royokong/e5-v", reference="https://huggingface.co/royokong/e5-v",
-              public_training_code="https://github.com/kongds/E5-V", use_instructions=False, **common),
-        _meta("mm_st/mmE5-mllama-11b-instruct", None, "mme5", ["image", "text"],
-              {"model_path": "intfloat/mmE5-mllama-11b-instruct", "recipe": "mme5"},
-              adapted_from="intfloat/mmE5-mllama-11b-instruct",
-              reference="https://huggingface.co/intfloat/mmE5-mllama-11b-instruct",
-              public_training_code="https://github.com/haon-chen/mmE5", **common),
-        _meta("mm_st/VLM2Vec-LLaVa-Next", None, "vlm2vec", ["image", "text"],
-              {"model_path": "TIGER-Lab/VLM2Vec-LLaVa-Next", "recipe": "vlm2vec"},
-              adapted_from="TIGER-Lab/VLM2Vec-LLaVa-Next", reference="https://huggingface.co/TIGER-Lab/VLM2Vec-LLaVa-Next",
-              public_training_code="https://github.com/TIGER-AI-Lab/VLM2Vec", **common),
-    ])
+    from mm_st.recipes.registry import specs
+
+    declared = [(spec.name, paper) for spec in specs() for paper in spec.paper_models]
+    if [meta.name for meta in PAPER_MODELS] != [paper.name for _, paper in declared]:
+        PAPER_MODELS[:] = [_paper_meta(recipe, paper) for recipe, paper in declared]
     return PAPER_MODELS
+
+
+def _paper_meta(recipe: str, paper: Any) -> ModelMeta:
+    """The mteb entry of one :class:`mm_st.recipes.PaperModel` built with ``recipe``."""
+    instructions = {} if paper.use_instructions is None else {"use_instructions": paper.use_instructions}
+    return _meta(paper.name, None, recipe, ["image", "text"], {"model_path": paper.weights, "recipe": recipe},
+                 adapted_from=paper.weights, reference=f"https://huggingface.co/{paper.weights}",
+                 public_training_code=paper.training_code, languages=["eng-Latn"], open_weights=True, embed_dim=4096,
+                 **instructions)

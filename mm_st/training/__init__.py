@@ -10,6 +10,10 @@ are thin drivers over :func:`mm_st.training.cli.main`. In Python::
     result = run_stage(config)            # result.model_dir: SentenceTransformer(result.model_dir) loads it
 """
 
+import importlib
+from collections.abc import Mapping
+
+from mm_st.recipes.registry import RecipeSpec, View
 from mm_st.training.config import RecipeConfig, describe, load_config
 from mm_st.training.e5v import E5VConfig
 from mm_st.training.mme5 import MME5Config
@@ -17,7 +21,21 @@ from mm_st.training.mmembed import MMEmbedConfig
 from mm_st.training.stage import Plan, StageResult, TrainingDiverged, plan_stage, run_stage
 from mm_st.training.vlm2vec import VLM2VecConfig
 
-CONFIGS: dict[str, type[RecipeConfig]] = {c.recipe: c for c in (E5VConfig, VLM2VecConfig, MME5Config, MMEmbedConfig)}
+
+
+def config_class(spec: RecipeSpec) -> type[RecipeConfig] | None:
+    """A registered recipe's training config class (``spec.config``, imported when named ``"module:Class"``)."""
+    config = spec.config
+    if isinstance(config, str):
+        module, _, name = config.partition(":")
+        config = getattr(importlib.import_module(module), name)
+        if config.recipe != spec.name:
+            raise ValueError(f"recipe {spec.name!r}: its config class {spec.config} says recipe {config.recipe!r}.")
+    return config
+
+
+# The registered recipes' config classes (mm_st.recipes: each recipe registers once), a view of the registry.
+CONFIGS: Mapping[str, type[RecipeConfig]] = View(config_class, "training configs")
 
 __all__ = ["CONFIGS", "E5VConfig", "MME5Config", "MMEmbedConfig", "Plan", "RecipeConfig", "StageResult", "TrainingDiverged",
            "VLM2VecConfig", "describe", "load_config", "plan_stage", "run_stage"]

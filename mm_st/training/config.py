@@ -7,7 +7,9 @@ data comes from, how it is read and prepared (mining, sentence cutting), what th
 stage runner (:mod:`mm_st.training.stage`) only calls these methods. Values come, lowest first, from
 the class defaults, the embedded default (only when neither a model nor training data is given: a
 tiny backbone and the bundled emoji data, sized for a CPU), a YAML/JSON file (``--config``) and flags.
-Every numeric field has a valid range, checked with the other fields when the config is read.
+Every numeric field has a valid range, checked with the other fields when the config is built
+(:meth:`RecipeConfig.validate`); what needs the machine (a token to push with, the data's files) is checked before
+a run or a dry run (:meth:`RecipeConfig.check`, :meth:`RecipeConfig.check_sources`).
 
 Example:
     >>> from mm_st.training import E5VConfig, load_config
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mm_st import templates
+from mm_st.data.images import ON_MISSING
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -45,7 +48,6 @@ ADAPTERS = ("lora", "dora", "none")
 BATCH_MIXING = ("mixed", "per_dataset")
 RESUME = ("auto", "always", "never")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
-ON_MISSING = ("error", "skip")
 EMBEDDED = "embedded default (tiny backbone, bundled emoji data, CPU-sized)"
 # What every embedded default changes: CPU-sized batches without GradCache, a larger learning rate, and full
 # weights (a random tiny backbone has nothing for an adapter to adapt: DoRA r=8 on the tiny VLM2Vec run stayed
@@ -90,12 +92,15 @@ AT_LEAST_1 = Range(1)
 SHARE = Range(0, 1, high_open=True)
 
 
-def _f(default: Any, source: str, help: str = "", valid: Range | None = None) -> Any:
+def config_field(default: Any, source: str, help: str = "", valid: Range | None = None) -> Any:
     """A config field with its source, a help line for ``--help`` and, for numbers, its valid range."""
     metadata = {"source": source, "help": help, "valid": valid}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+_f = config_field  # the short name recipe modules use (`from mm_st.training.config import config_field as _f`)
 
 
 @dataclass
@@ -215,8 +220,12 @@ class RecipeConfig:
         the adapter only)."""
         return "train" if self.vision_tower == "lora" and self.adapter == "none" else self.vision_tower
 
-    def check(self) -> None:
-        """Raise ValueError naming the field of the first invalid or inconsistent value."""
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field of the first invalid or inconsistent value. Pure (reads no file, network
+        or environment), so it runs when the config is built; a recipe adds its own (``super().validate()``)."""
         from transformers.trainer_utils import SchedulerType
 
         from mm_st import tower
@@ -240,13 +249,12 @@ class RecipeConfig:
         if self.warmup >= 1 and not float(self.warmup).is_integer():
             raise ValueError(f"{self.recipe} config: warmup must be a share < 1 or a whole number of steps, got {self.warmup!r}.")
         if self.push_to_hub or self.hub_base_model:
-            from mm_st.hub import PushError, check_push_target, check_repo_id
+            from mm_st.hub import PushError, check_repo_id
 
-            try:  # before training: a repo id that is not org/name, or no token, fails now, not after hours
-                if self.hub_base_model:
-                    check_repo_id(self.hub_base_model)
-                if self.push_to_hub:
-                    check_push_target(self.push_to_hub)
+            try:  # a repo id that is not org/name fails now, not after hours of training
+                for repo_id in (self.hub_base_model, self.push_to_hub):
+                    if repo_id:
+                        check_repo_id(repo_id)
             except PushError as exc:
                 raise ValueError(f"{self.recipe} config: push_to_hub: {exc}") from None
         given = [name for name in self.data_fields if getattr(self, name) is not None]
@@ -254,6 +262,19 @@ class RecipeConfig:
             raise ValueError(f"{self.recipe} config: --{given[0].replace('_', '-')} is set but --model is not; give the "
                              "backbone to train (a Hub id or local directory). The embedded tiny random backbone is only "
                              "used when neither a model nor training data is given.")
+
+    def check(self) -> None:
+        """The pre-flight check of a run or a dry run: :meth:`validate` (fields may have changed since the config was
+        built), then what needs this machine: a token to push with. The data's paths and layouts are checked by
+        :meth:`check_sources` once the plan has resolved them."""
+        self.validate()
+        if self.push_to_hub:
+            from mm_st.hub import PushError, hub_token
+
+            try:  # before training: no token fails now, not after hours
+                hub_token()
+            except PushError as exc:
+                raise ValueError(f"{self.recipe} config: push_to_hub: {exc}") from None
 
     def negatives_per_row(self) -> int:
         """Hard negatives each training row carries (0: the batch's other rows are the only negatives)."""
@@ -487,3 +508,15 @@ def describe(config: RecipeConfig) -> list[str]:
             source = EMBEDDED if config.embedded and f.name in config.embedded_overrides else "set for this run"
         lines.append(f"  {f.name} = {value!r}" + (f"   ({source})" if source else ""))
     return lines
+
+
+def card_record(config: RecipeConfig) -> dict[str, Any]:
+    """What the model card says about this run (:data:`mm_st.hub.CARD_RECORD`, saved next to the model, so the card
+    is rendered without training code): the :func:`describe` lines, local paths replaced by a marker, and the
+    languages of the embedded data."""
+    from mm_st.hub import redact_paths
+    from mm_st.training.embedded import LANGUAGES
+
+    values = config.to_dict()
+    shown = dataclasses.replace(config, **{k: v for k, v in redact_paths(values).items() if v != values[k]})
+    return {"config_lines": describe(shown), "languages": list(LANGUAGES) if config.embedded else []}

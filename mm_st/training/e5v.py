@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 import datasets
 
-from mm_st import templates
+from mm_st.recipes.e5v import FACTS
 from mm_st.training import embedded
-from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
+from mm_st.training.config import AT_LEAST_1, EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, config_field as _f
 from mm_st.training.data import Sources, cap, embedded_dir, embedded_eval_data, hub_file
 
-E5V = templates.RECIPE_FACTS["e5v"]
+E5V = FACTS  # the paper values and their source: declared by the recipe (mm_st.recipes.e5v)
 E5V_SRC = "kongds/E5-V run.sh / ft_llm.py"
 # The language model's projections: any module path without a vision part (vision_tower, vision_model, visual),
 # so text-only LMs (layers.N.self_attn.q_proj) and every MLLM family match.
@@ -62,10 +62,14 @@ class E5VConfig(RecipeConfig):
                                      "before the template")
 
     def __post_init__(self) -> None:
-        if self.train_template not in ("inference", "upstream"):
-            raise ValueError(f"e5v config: train_template={self.train_template!r} is not one of inference, upstream.")
         if self.train_template == "upstream":
             self.prompt_format = "train"
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.train_template not in ("inference", "upstream"):
+            raise ValueError(f"e5v config: train_template={self.train_template!r} is not one of inference, upstream.")
+        super().validate()
 
     def sources(self, output_dir: Path, write: bool = True) -> Sources:
         if self.embedded:

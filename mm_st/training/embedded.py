@@ -386,7 +386,7 @@ def _fast_vlm_lite0(path: Path, seed: int) -> None:
     fast_vlm_path("tiny", path, seed=seed)
 
 
-# Pretrained embedded backbones beside mm_st.testing's tiny random families: name -> (template family, writer(path,
+# Pretrained embedded backbones beside mm_st.tiny's tiny random families: name -> (template family, writer(path,
 # seed), config values it sets). A pretrained tower stays frozen: its ImageNet features are what it brings, and full
 # weights at the embedded learning rate (1e-3) would destroy them.
 PRETRAINED_BACKBONES = {
@@ -405,10 +405,10 @@ def backbone_overrides(name: str) -> dict:
 
 
 def write_base_model(name: str, path: Path, seed: int) -> None:
-    """Write the embedded backbone ``name`` (a pretrained one, or a tiny random family of :mod:`mm_st.testing`)."""
+    """Write the embedded backbone ``name`` (a pretrained one, or a tiny random family of :mod:`mm_st.tiny`)."""
     if name in PRETRAINED_BACKBONES:
         PRETRAINED_BACKBONES[name][1](Path(path), seed)
         return
-    from mm_st.testing import tiny_model
+    from mm_st.tiny import tiny_model
 
     tiny_model(name, path, seed=seed, head=False)

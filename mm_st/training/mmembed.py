@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import datasets
 
+from mm_st.builder import ATTENTIONS, POOLINGS
 from mm_st.data.converters import MBEIR_REPO
 from mm_st.hub import CARD_STAGES
 from mm_st.training import console, embedded
@@ -58,8 +59,6 @@ UNIIR = ("TIGER-AI-Lab/UniIR @98dc570 (M-BEIR's reference training code): trains
          "tasks (query/union_train/mbeir_union_up_train.jsonl) with a shuffled sampler, so every batch mixes tasks; "
          "MM-Embed's own batch composition is not in its public sources")
 NOT_PUBLIC = "mm_st default: MM-Embed released no training code and its paper gives no value we could read"
-POOLINGS = ("lasttoken", "latent_attention")
-ATTENTIONS = ("causal", "bidirectional")
 NV_RETRIEVER = ("NV-Retriever (arXiv 2407.15831): TopK-PercPos, a negative must score below 95% of the positive's "
                 "score, its best setting; sentence-transformers' mine_hard_negatives(relative_margin=0.05)")
 TEXT_INSTRUCTION = "Retrieve the text that matches the given text."  # mm_st default for pairs without one
@@ -154,8 +153,8 @@ class MMEmbedConfig(RecipeConfig):
                            VISION_TOWER_HELP)
     max_length: int | None = _f(512, NOT_PUBLIC)
 
-    def check(self) -> None:
-        super().check()
+    def validate(self) -> None:
+        super().validate()
         numbers = self.stage_numbers()
         if self.pooling not in POOLINGS:
             raise ValueError(f"mmembed config: pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}.")

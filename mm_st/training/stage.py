@@ -43,8 +43,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from mm_st import templates
+from mm_st.hub import CARD_RECORD
 from mm_st.training import console
-from mm_st.training.config import RecipeConfig, describe
+from mm_st.training.config import RecipeConfig, card_record, describe
 from mm_st.training.data import Sources, training_dataset
 from mm_st.training.distributed import (barrier, every_parameter_used, is_local_main, is_main_process,
                                         main_process_first, world_size)
@@ -651,6 +652,7 @@ def _run(config: RecipeConfig, counter: _StepCounter) -> StageResult:
                             evaluator.curve_metric if evaluator else None)
         (model_dir / "recipe_config.json").write_text(json.dumps(_run_record(config), indent=2, sort_keys=True) + "\n",
                                                       encoding="utf-8")
+        (model_dir / CARD_RECORD).write_text(json.dumps(card_record(config), indent=2) + "\n", encoding="utf-8")
         (model_dir / "eval_results.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n",
                                                      encoding="utf-8")
         if evaluator and (config.stage_table or console.verbose()):

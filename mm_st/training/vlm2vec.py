@@ -14,15 +14,15 @@ from typing import Any, ClassVar
 
 import datasets
 
-from mm_st import templates
 from mm_st.data.converters import MMEB_TRAIN_CONFIGS, MMEB_TRAIN_REPO
-from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, _f
+from mm_st.recipes.vlm2vec import FACTS
+from mm_st.training.config import EMBEDDED_COMMON, VISION_TOWER_HELP, RecipeConfig, config_field as _f
 from mm_st.training.data import MMEBTrainData, Sources, check_not_empty
 
 VLM2VEC_SRC = "VLM2Vec (arXiv 2410.05160) v1 and TIGER-AI-Lab/VLM2Vec"
 VLM2VEC_LLAVA = "TIGER-AI-Lab/VLM2Vec scripts/aws/llava16-mistral-lora8-bs1024-step2k.sh @fa630fd"
 V1_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj,k_proj,q_proj,out_proj,v_proj"
-_VLM = templates.RECIPE_FACTS["vlm2vec"]
+_VLM = FACTS  # the paper values and their source: declared by the recipe (mm_st.recipes.vlm2vec)
 
 
 @dataclass
