@@ -5,7 +5,8 @@ mteb start-up hook goes to the top of site-packages: ``mm_st_mteb.pth`` + ``_mm_
 Metadata lives in pyproject.toml; for the hook (see
 ``mm_st/evaluation/_hook.py``). A regular wheel gets them from ``build_lib``; an editable install
 (``pip install -e .``, PEP 660) gets them in the editable wheel, which setuptools assembles in ``install_lib``.
-After editing ``_hook.py``, re-run ``pip install -e .``: the installed file is a copy.
+After editing ``_hook.py``, re-run ``pip install -e .``: the installed file is a copy (scripts/env.sh rebuilds its
+environment when this file changes; the hook calls ``mm_st.evaluation.registry.register()``).
 """
 
 from pathlib import Path

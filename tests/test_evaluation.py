@@ -99,6 +99,7 @@ def test_tasks_are_declarations_that_read_nothing_until_loaded(data, monkeypatch
 
     for name in ("resolve_source", "is_local", "local_dir", "fingerprint", "mmeb_files", "read_mmeb_rows"):
         monkeypatch.setattr(E.data, name, no_io)
+    monkeypatch.setattr(E.data.DataSource, "resolve", no_io)
     tasks = [*E.mmeb_tasks(data=data["mmeb"]), E.XTDT2IRetrieval(data=data["xtd"]), E.CIRRComposedImageRetrieval(data=data["cirr"])]
     monkeypatch.undo()
     declared = {type(task): type(task).metadata.model_dump() for task in tasks}
@@ -405,6 +406,21 @@ def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
     off = subprocess.run([sys.executable, "-c", code], env={**_env(), "MM_ST_MTEB_PLUGIN": "0"}, capture_output=True,
                          text=True, timeout=120)
     assert off.returncode != 0 and "MMEB-VOC2007" in off.stderr  # not registered: KeyError from mteb
+
+
+@pytest.mark.slow
+def test_start_up_hook_waits_for_the_mm_st_module_that_imported_mteb(tmp_path):
+    """Importing a module of mm_st.evaluation first (it imports mteb half-way through its own import) registers
+    once that import has finished: no half-imported module, no warning, every task there."""
+    command = _mteb_command(tmp_path / "site")
+    site = command[3] if len(command) > 1 else None
+    code = ("import sys{0}; import mm_st.evaluation.mbeir_global; import mteb; "
+            "print(mteb.get_task('MMST-MBEIR-global-Emoji_t2i').metadata.name, mteb.get_benchmark('MMEB').name)").format(
+        f"; import site; site.addsitedir({site!r})" if site else "")
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["MMST-MBEIR-global-Emoji_t2i", "MMEB"]
 
 
 @pytest.mark.slow

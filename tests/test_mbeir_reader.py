@@ -135,10 +135,6 @@ def test_an_identical_copy_of_a_candidate_is_read_once_by_the_evaluation_and_the
 # Private names imported across modules in folders other branches of issue 31 restructure (evaluation/, training/);
 # an entry goes when its import does (the test fails on an entry that no longer exists).
 KNOWN_PRIVATE_IMPORTS = {
-    "evaluation/mbeir.py: mm_st.evaluation.tasks._split",
-    "evaluation/mbeir_global.py: mm_st.evaluation.mbeir._letters",
-    "evaluation/mbeir_global.py: mm_st.evaluation.tasks._FEATURES",
-    "evaluation/rerank.py: mm_st.evaluation.model._rows",
     "training/heldout.py: mm_st.evaluation.mbeir._letters",
     "training/mmembed.py: mm_st.training.config._f",
 }

@@ -7,8 +7,10 @@ site-packages (Python runs ``import`` lines of ``.pth`` files at start-up, see t
 
 ``install`` only puts a finder on ``sys.meta_path`` (standard library only: no torch, no mteb, no
 mm_st at start-up). When ``mteb`` is imported, the finder lets the normal machinery find it and
-wraps its loader, so that right after ``mteb/__init__`` has run, ``mm_st.evaluation`` is imported
-and registers its tasks, benchmarks and models. A failure there is a warning, never a broken
+wraps its loader, so that right after ``mteb/__init__`` has run, ``mm_st.evaluation.registry.register()``
+registers mm_st's tasks, benchmarks and models. When a module of mm_st.evaluation is what imported mteb, that
+module is half made at that moment (and registering imports it): registration waits until its import has finished
+(the finder wraps the loaders of mm_st.evaluation's modules for that). A failure there is a warning, never a broken
 ``import mteb``. ``MM_ST_MTEB_PLUGIN=0`` disables the hook.
 
 Example (what the ``.pth`` line does)::
@@ -22,11 +24,30 @@ import os
 import sys
 
 TARGET = "mteb"
+PACKAGE = "mm_st.evaluation"  # registering imports its modules: not while one of them is half imported
+_state = {"pending": False}
 
 
-def _register() -> None:
+def _importing(package: str, but: str | None = None) -> bool:
+    """Whether a module of ``package`` (other than ``but``) is being imported right now."""
+    return any(
+        (name == package or name.startswith(package + ".")) and name != but
+        and getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+    )
+
+
+def _register(finished: str | None = None) -> None:
+    """Register mm_st with mteb; when an mm_st.evaluation module is being imported (it imported mteb first), wait
+    until that import has finished (``finished``: the module whose import just ended)."""
+    if _importing(PACKAGE, but=finished):
+        _state["pending"] = True
+        return
+    _state["pending"] = False
     try:
-        import mm_st.evaluation  # noqa: F401  (registers on import)
+        from mm_st.evaluation.registry import register
+
+        register()
     except Exception as exc:  # a broken plugin must not break `import mteb`
         import warnings
 
@@ -34,7 +55,8 @@ def _register() -> None:
 
 
 class _Loader:
-    """Delegates to mteb's own loader, then registers mm_st (a plain class: importlib.abc costs start-up time)."""
+    """Delegates to the module's own loader, then registers mm_st: after ``mteb``, and after a module of
+    mm_st.evaluation while registration waits for it (a plain class: importlib.abc costs start-up time)."""
 
     def __init__(self, loader):
         self._loader = loader
@@ -44,14 +66,18 @@ class _Loader:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _register()
+        if module.__name__ == TARGET:
+            _register()
+        elif _state["pending"]:
+            _register(finished=module.__name__)
 
     def __getattr__(self, name):  # resource readers, get_source, ... of the wrapped loader
         return getattr(self._loader, name)
 
 
 class _Finder:
-    """``sys.meta_path`` finder that only answers for ``mteb``, with mteb's real spec and a wrapped loader."""
+    """``sys.meta_path`` finder that only answers for ``mteb`` and mm_st.evaluation's modules, with their real spec
+    and a wrapped loader."""
 
     mm_st_mteb_hook = True
 
@@ -59,7 +85,8 @@ class _Finder:
         self._searching = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != TARGET or self._searching:
+        ours = fullname == PACKAGE or fullname.startswith(PACKAGE + ".")
+        if (fullname != TARGET and not ours) or self._searching:
             return None
         import importlib.util
 

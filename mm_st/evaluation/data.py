@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,6 @@ from mm_st.io import PathOutsideRoot, hub_snapshot, is_local, resolve_inside
 
 MMEB_HUB = "TIGER-Lab/MMEB-eval"
 MMEB_COLUMNS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")
-
-ENV = {
-    "mmeb": ("MM_ST_MMEB_DATA", "MM_ST_MMEB_IMAGES"),
-    "xtd": ("MM_ST_XTD_DATA", "MM_ST_XTD_IMAGES"),
-    "cirr": ("MM_ST_CIRR_DATA", "MM_ST_CIRR_IMAGES"),
-    "mbeir": ("MM_ST_MBEIR_DATA", "MM_ST_MBEIR_IMAGES"),
-}
 
 MMEB_LAYOUT = """\
 Expected layout of a local MMEB-eval directory (a mirror of the Hub dataset TIGER-Lab/MMEB-eval):
@@ -90,16 +84,57 @@ class DataLayoutError(FileNotFoundError):
     """Evaluation data is missing or incomplete; the message shows the expected layout."""
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """Where one benchmark's data come from: ``data=``, else ``$<data_env>``, else ``default`` (a Hub dataset repo);
+    its images under ``image_root=``, else ``$<images_env>``, else a default folder. ``name`` is how errors name the
+    data set, ``layout`` the expected layout they show.
+
+    >>> toy = DataSource("TOY", "MM_ST_TOY_DATA", None, "<data>/rows.jsonl")
+    >>> toy.resolve("/data/toy")
+    '/data/toy'
+    """
+
+    name: str
+    data_env: str
+    images_env: str | None
+    layout: str
+    default: str | None = None
+
+    def resolve(self, data: str | os.PathLike | None) -> str:
+        """The configured source: ``data``, else the data variable, else ``default``; none is a
+        :class:`DataLayoutError` showing the layout."""
+        value = data if data is not None else os.environ.get(self.data_env) or self.default
+        if value is None:
+            raise DataLayoutError(
+                f"No {self.name} data configured: pass data=... or set ${self.data_env} to a local directory "
+                f"or a Hub dataset repo with this layout.\n{self.layout}"
+            )
+        return os.fspath(value)
+
+    def images(self, explicit: str | os.PathLike | None, candidates: list[Path]) -> Path:
+        """The image root: ``explicit``, else the images variable, else the first existing candidate (else the last)."""
+        value = explicit if explicit is not None else os.environ.get(self.images_env) if self.images_env else None
+        if value is not None:
+            return Path(value).expanduser()
+        for candidate in candidates:
+            if candidate.is_dir():
+                return candidate
+        return candidates[-1]
+
+
+SOURCES = {
+    "mmeb": DataSource("MMEB", "MM_ST_MMEB_DATA", "MM_ST_MMEB_IMAGES", MMEB_LAYOUT, MMEB_HUB),
+    "xtd": DataSource("XTD", "MM_ST_XTD_DATA", "MM_ST_XTD_IMAGES", XTD_LAYOUT),
+    "cirr": DataSource("CIRR", "MM_ST_CIRR_DATA", "MM_ST_CIRR_IMAGES", CIRR_LAYOUT),
+    "mbeir": DataSource("MBEIR", "MM_ST_MBEIR_DATA", "MM_ST_MBEIR_IMAGES", MBEIR_LAYOUT),
+}
+ENV = {kind: (source.data_env, source.images_env) for kind, source in SOURCES.items()}
+
+
 def resolve_source(kind: str, data: str | os.PathLike | None, default: str | None) -> str:
-    """The configured source: ``data``, else the environment variable of ``kind``, else ``default``."""
-    value = data if data is not None else os.environ.get(ENV[kind][0]) or default
-    if value is None:
-        layout = {"xtd": XTD_LAYOUT, "cirr": CIRR_LAYOUT, "mbeir": MBEIR_LAYOUT}.get(kind, MMEB_LAYOUT)
-        raise DataLayoutError(
-            f"No {kind.upper()} data configured: pass data=... or set ${ENV[kind][0]} to a local directory "
-            f"or a Hub dataset repo with this layout.\n{layout}"
-        )
-    return os.fspath(value)
+    """The configured source of :data:`SOURCES` ``[kind]``, ``default`` replacing its Hub default."""
+    return replace(SOURCES[kind], default=default).resolve(data)
 
 
 def local_dir(source: str, kind: str, layout: str) -> Path:
@@ -110,14 +145,8 @@ def local_dir(source: str, kind: str, layout: str) -> Path:
 
 
 def image_root(kind: str, explicit: str | os.PathLike | None, candidates: list[Path]) -> Path:
-    """The image root: ``explicit``, else the images environment variable, else the first existing candidate."""
-    value = explicit if explicit is not None else os.environ.get(ENV[kind][1])
-    if value is not None:
-        return Path(value).expanduser()
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    return candidates[-1]
+    """The image root of :data:`SOURCES` ``[kind]`` (:meth:`DataSource.images`)."""
+    return SOURCES[kind].images(explicit, candidates)
 
 
 def image_file(root: Path, relative: str, what: str, layout: str) -> str:
@@ -218,7 +247,8 @@ def read_mmeb_rows(
     rows = datasets.load_dataset(source, name, split="test", revision=revision).to_list()
     _check_columns(rows, f"for {name!r} from the Hub repo {source!r}")
     root = Path(images) if images is not None else (
-        Path(os.environ[ENV["mmeb"][1]]) if ENV["mmeb"][1] in os.environ else hub_mmeb_images(source, revision)
+        Path(os.environ[SOURCES["mmeb"].images_env]) if SOURCES["mmeb"].images_env in os.environ
+        else hub_mmeb_images(source, revision)
     )
     return rows, root
 

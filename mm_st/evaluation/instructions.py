@@ -189,7 +189,7 @@ def recipe_task_prompts() -> dict[str, dict[str, dict[str, str]]]:
     tables = {spec.name: {**(mmeb_style if spec.mmeb_instructions else {}), **spec.task_prompts} for spec in specs()
               if spec.task_prompts or spec.mmeb_instructions}
     # mm_st's local M-BEIR tasks and their union-pool tasks get what mteb's task over the same data gets
-    from mm_st.evaluation.mbeir import GLOBAL_PREFIX, MBEIR_LOCAL_FILES, PREFIX
+    from mm_st.evaluation.mbeir_files import GLOBAL_PREFIX, MBEIR_LOCAL_FILES, PREFIX
 
     for table in tables.values():
         table.update({prefix + f.name: table[f.mteb_task] for f in MBEIR_LOCAL_FILES if f.mteb_task in table

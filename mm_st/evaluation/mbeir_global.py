@@ -42,21 +42,24 @@ from mteb.types import PromptType
 
 from mm_st.data.mbeir import MBEIRRow, candidate_rows, pool_rows, query_rows
 from mm_st.evaluation import data as eval_data
-from mm_st.evaluation.mbeir import (
+from mm_st.evaluation.mbeir_files import (
     EMOJI_FILES,
     GLOBAL_PREFIX,
     MBEIR_LOCAL_FILES,
-    MBEIR_TASK_CLASSES,
     MODALITIES,
     PREFIX,
     UNION_POOL,
-    MBEIRLocalTask,
     MBEIRTaskFiles,
-    _letters,
+    category_letters,
     paper_metric,
 )
-from mm_st.evaluation.tasks import _FEATURES, check_modalities
+from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES, MBEIRLocalTask, local_task_names
+from mm_st.evaluation.tasks import FEATURES, check_modalities, module_getattr
+from mm_st.mining.search import TorchSearch, normalized, search
+from mm_st.mining.store import encode_chunked, model_fingerprint
 
+__all__ = ["MBEIR_GLOBAL_TASKS", "MBEIR_GLOBAL_TASK_CLASSES", "MBEIRGlobalTask", "UnionPoolSearch", "default_cache_dir",
+           "eval_task_names", "global_task_names", "global_tasks", "has_union_pool", "ranked", "union_pool"]
 CACHE_ENV = "MM_ST_MBEIR_CACHE"
 DEFAULT_CHUNK_SIZE = 16384  # document rows per cache file and per search step
 QUERY_CHUNK_SIZE = 1024
@@ -180,12 +183,12 @@ def _write_rows(task: MBEIRLocalTask, rows: Iterator[MBEIRRow], relative: str, i
     from datasets.arrow_writer import ArrowWriter
 
     hashes, codes, where = [], [], f"{relative} row"
-    with ArrowWriter(features=_FEATURES, path=str(folder / _ARROW_FILE)) as writer:
+    with ArrowWriter(features=FEATURES, path=str(folder / _ARROW_FILE)) as writer:
         for batch in _batches(rows, POOL_BATCH):
             checked = (task._candidate(row.data, where, row.index) for row in batch)
             ids, modality, texts, paths = map(list, zip(*checked))
             files = task._files(ids, texts, paths, images, "document", where, batch[0].index)
-            writer.write_batch(_FEATURES.encode_batch({"id": ids, "text": texts, "image": files}))
+            writer.write_batch(FEATURES.encode_batch({"id": ids, "text": texts, "image": files}))
             hashes.append(np.fromiter((_id_hash(did) for did in ids), np.uint64, len(ids)))
             codes.append(np.array([MODALITIES.index(m) for m in modality], np.uint8))
         if not hashes:
@@ -296,8 +299,6 @@ def _encode(encoder: Any, rows: Any, task_metadata: TaskMetadata, side: PromptTy
 
 def _model_identity(encoder: Any) -> dict[str, Any]:
     """What identifies the encoder's embeddings: its name, revision and :func:`mm_st.mining.store.model_fingerprint`."""
-    from mm_st.mining.store import model_fingerprint
-
     meta = encoder.mteb_model_meta
     return {"name": meta.name, "revision": meta.revision, **model_fingerprint(getattr(encoder, "model", encoder))}
 
@@ -341,8 +342,6 @@ class UnionPoolSearch:
 
     def index(self, corpus: Any, *, task_metadata: TaskMetadata, hf_split: str, hf_subset: str,
               encode_kwargs: dict[str, Any], num_proc: int | None = None, **kwargs: Any) -> None:
-        from mm_st.mining.store import encode_chunked
-
         info = {"pool": self.pool_fingerprint, "model": _model_identity(self.encoder),
                 **_document_side(self.encoder, task_metadata)}
         key = (str(self.cache_dir),
@@ -361,8 +360,6 @@ class UnionPoolSearch:
     def search(self, queries: Any, *, task_metadata: TaskMetadata, hf_split: str, hf_subset: str, top_k: int,
                encode_kwargs: dict[str, Any], top_ranked: Any = None, num_proc: int | None = None,
                **kwargs: Any) -> dict[str, dict[str, float]]:
-        from mm_st.mining.search import TorchSearch, normalized
-
         if self.store is None:
             raise ValueError("UnionPoolSearch: index() the pool before searching.")
         array = _encode(self.encoder, queries, task_metadata, PromptType.query, hf_split, hf_subset, encode_kwargs)
@@ -380,8 +377,6 @@ class UnionPoolSearch:
 
 def ranked(Q: torch.Tensor, store: Any, top_k: int, query_chunk_size: int, searcher: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``top_k`` (cosine scores, pool rows) per query over the whole store, nothing excluded."""
-    from mm_st.mining.search import search
-
     size = len(store)
     return search(Q, store, min(top_k, size), group=np.arange(size), is_duplicate=np.zeros(size, dtype=bool),
                   excluded=np.full((Q.size(0), 1), -1), query_chunk_size=query_chunk_size, searcher=searcher,
@@ -418,7 +413,7 @@ class MBEIRGlobalTask(MBEIRLocalTask):
 
     def build(self) -> dict:
         root = eval_data.mbeir_dir(self.source())
-        images = eval_data.image_root("mbeir", self.image_root, [root])
+        images = self.data_source.images(self.image_root, [root])
         splits, self.pool_modalities = {}, {}
         for split in self.eval_splits:
             pool = union_pool(self, root, images, split)
@@ -447,7 +442,7 @@ def _global_metadata(files: MBEIRTaskFiles) -> TaskMetadata:
         description=f"M-BEIR {files.name} over a local M-BEIR root: the queries of {files.query_file} ranked against "
                     f"UniIR's union pool {pool} (every task's candidates, all modalities), as MM-Embed measures "
                     "modality bias; Recall@k and the wrong-modality top-1 rate.",
-        category=f"{_letters(files.modalities[0])}2it",  # documents: the union pool (images, texts, pairs)
+        category=f"{category_letters(files.modalities[0])}2it",  # documents: the union pool (images, texts, pairs)
         modalities=["image", "text"],
         main_score=paper_metric(files) if files.mteb_task is not None else "recall_at_1",
     ))
@@ -462,8 +457,12 @@ def _global_class(files: MBEIRTaskFiles) -> type[MBEIRGlobalTask]:
 # keyed "global-<name>", as mm_st.evaluation.mbeir.mbeir_tasks shortens "MMST-MBEIR-global-<name>"
 MBEIR_GLOBAL_TASK_CLASSES: dict[str, type[MBEIRGlobalTask]] = {
     GLOBAL_PREFIX[len(PREFIX):] + f.name: _global_class(f) for f in (*MBEIR_LOCAL_FILES, *EMOJI_FILES)}
-globals().update({cls.__name__: cls for cls in MBEIR_GLOBAL_TASK_CLASSES.values()})
 MBEIR_GLOBAL_TASKS: dict[str, str] = {GLOBAL_PREFIX + f.name: paper_metric(f) for f in MBEIR_LOCAL_FILES}  # name -> paper metric
+TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MBEIRGlobalTask]] = {
+    cls.__name__: cls for cls in MBEIR_GLOBAL_TASK_CLASSES.values()}
+__all__ += [*TASK_CLASSES_BY_CLASS_NAME]
+
+__getattr__ = module_getattr(__name__, TASK_CLASSES_BY_CLASS_NAME)  # MBEIR...: listed in __all__
 
 
 def global_task_names(root: str | os.PathLike, split: str = "test") -> list[str]:
@@ -476,11 +475,9 @@ def global_task_names(root: str | os.PathLike, split: str = "test") -> list[str]
 def eval_task_names(root: str | os.PathLike) -> list[str] | None:
     """For a training recipe's held-out evaluation: every local and union-pool task of ``root`` when it has a
     union test pool, else None (the local tasks, the default)."""
-    from mm_st.evaluation.mbeir import mbeir_tasks
-
     if not has_union_pool(root):
         return None
-    return [t.metadata.name[len(PREFIX):] for t in mbeir_tasks(data=root, with_global=True)]
+    return local_task_names(Path(root)) + global_task_names(root)
 
 
 def _key(name: str) -> str:
@@ -495,7 +492,7 @@ def global_tasks(names: list[str] | None = None, data: str | os.PathLike | None 
     """Union-pool task instances: ``names`` as ``load_mbeir`` names them (``"VisualNews_t2i"``) or task names;
     default every task of the root ``data`` (``$MM_ST_MBEIR_DATA``) that has a query file."""
     if names is None:
-        root = eval_data.mbeir_dir(eval_data.resolve_source("mbeir", data, None))
+        root = eval_data.mbeir_dir(eval_data.SOURCES["mbeir"].resolve(data))
         keys = global_task_names(root)
         if not keys:
             raise eval_data.DataLayoutError(

@@ -34,7 +34,10 @@ from mteb.models.model_meta import ScoringFunction
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.types import PromptType
 
-from mm_st import metadata
+from mm_st import metadata, templates
+from mm_st.evaluation.data import fingerprint
+from mm_st.evaluation.instructions import recipe_task_prompts
+from mm_st.evaluation.tasks import is_mm_st_task
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +84,6 @@ def _hub_metadata(repo_id: str, revision: str | None) -> dict[str, str | None] |
 
 
 def _local_revision(path: Path) -> str:
-    from mm_st.evaluation.data import fingerprint
-
     return fingerprint([p for p in path.rglob("*") if p.is_file()])
 
 
@@ -110,8 +111,6 @@ def mm_st_model_meta(model_name: str, revision: str | None = None, allow_hub: bo
 
 def _meta(name: str, revision: str | None, recipe: str | None, modalities: list[str], loader_kwargs: dict,
           **fields: Any) -> ModelMeta:
-    from mm_st import templates
-
     fields.setdefault("use_instructions", recipe is not None and templates.get_recipe(recipe).uses_instruction)
     return ModelMeta.create_empty(
         overwrites=dict(
@@ -194,7 +193,7 @@ def _rgb(image: Any) -> Any:
     return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
 
 
-def _rows(batch: dict[str, Any]) -> list[Any]:
+def mteb_rows(batch: dict[str, Any]) -> list[Any]:
     """mteb batch columns -> sentence-transformers inputs (text, image or ``{"text", "image"}``)."""
     n = len(next(iter(v for k, v in batch.items() if k in ("text", "image"))))
     texts = batch.get("text") or [None] * n
@@ -230,8 +229,6 @@ class MMSTEncoder(AbsEncoder):
 
     def __init__(self, model: Any, *, name: str | None = None, revision: str | None = None, recipe: str | None = None,
                  prompts: dict[str, dict[str, str]] | None = None, meta: ModelMeta | None = None) -> None:
-        from mm_st.evaluation.instructions import recipe_task_prompts
-
         self.model = model
         self.recipe = recipe or recipe_of(model)
         if self.recipe is None:
@@ -249,8 +246,6 @@ class MMSTEncoder(AbsEncoder):
     # -- instructions ---------------------------------------------------------------------------
     def instruction(self, task_metadata: Any, prompt_type: PromptType | None) -> str | None:
         """The instruction this model gets for one side of a task (None: the recipe's plain prompts)."""
-        from mm_st import templates
-
         if self.recipe is None or prompt_type is None:
             return None
         recipe = templates.get_recipe(self.recipe)
@@ -269,8 +264,6 @@ class MMSTEncoder(AbsEncoder):
 
     @staticmethod
     def _task_prompt(task_metadata: Any, side: str) -> str | None:
-        from mm_st.evaluation.registry import is_mm_st_task
-
         prompt = task_metadata.prompt
         text = prompt.get(side) if isinstance(prompt, dict) else (prompt if side == "query" else None)
         if not text and side == "query" and not is_mm_st_task(task_metadata.name):
@@ -297,7 +290,7 @@ class MMSTEncoder(AbsEncoder):
         batch_size = kwargs.get("batch_size", 32)
         out = []
         for batch in inputs:
-            items = _rows(batch)
+            items = mteb_rows(batch)
             out.append(np.asarray(encode(items, prompt=instruction, batch_size=batch_size, show_progress_bar=False,
                                          convert_to_numpy=True), dtype=np.float32))
             self.encoded[prompt_type.value if prompt_type else "other"] += len(items)

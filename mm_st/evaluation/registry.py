@@ -15,16 +15,23 @@
   end the command with that message as Python's last traceback line writes it, without the traceback
   (:func:`cli_excepthook`; ``MM_ST_TRACEBACK=1`` keeps the traceback). Other errors are printed as before.
 
-It runs when ``mm_st.evaluation`` is imported, and, with mm_st installed, whenever ``mteb`` is
-imported (the ``mm_st_mteb.pth`` start-up hook, see :mod:`mm_st.evaluation._hook`). Registering
-twice is a no-op. Set ``MM_ST_MTEB_PLUGIN=0`` to keep the hook from registering.
+The tasks and benchmarks are found by scanning :mod:`mm_st.evaluation.benchmarks` (one module per benchmark,
+:func:`benchmark_modules`), as mteb finds its own.
+
+With mm_st installed it runs whenever ``mteb`` is imported (the ``mm_st_mteb.pth`` start-up hook, see
+:mod:`mm_st.evaluation._hook`), and where mm_st hands names to mteb (:func:`mm_st.evaluation.mbeir.evaluate_mbeir`,
+the public names of :mod:`mm_st.evaluation` that are mteb objects); importing a helper such as
+:mod:`mm_st.evaluation.data` registers nothing and does not import mteb. Registering twice is a no-op. Set
+``MM_ST_MTEB_PLUGIN=0`` to keep the hook from registering.
 
 This module is the one place that touches mteb's internals. :data:`MTEB_INTERNALS` lists each one
 it (and CIRR's scoring) relies on; :func:`register` raises when the installed mteb no longer
 matches one, and a contract test fails.
 
 Example:
-    >>> import mteb, mm_st.evaluation
+    >>> import mteb
+    >>> from mm_st.evaluation.registry import register
+    >>> register()
     >>> mteb.get_task("MMEB-VOC2007").metadata.main_score
     'precision_at_1'
     >>> mteb.get_benchmark("MMEB").name
@@ -38,16 +45,23 @@ import importlib
 import inspect
 import logging
 import os
+import pkgutil
 import sys
 import types
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import mteb
+
+from mm_st.evaluation import benchmarks
+from mm_st.evaluation.data import DataLayoutError
+from mm_st.evaluation.model import UntrustedModelCode, mm_st_model_meta, paper_models
+from mm_st.evaluation.tasks import is_mm_st_task  # noqa: F401  (its old home)
 
 logger = logging.getLogger(__name__)
 
 _state = {"done": False}
-_OUR_TASKS: set[str] = set()
 
 
 def _signature_is(*names: str) -> Callable[[Any], bool]:
@@ -117,8 +131,17 @@ def mteb_internals_problems() -> list[str]:
     return problems
 
 
-def is_mm_st_task(name: str) -> bool:
-    return name in _OUR_TASKS
+def benchmark_modules() -> list[types.ModuleType]:
+    """The benchmark modules: every module of :mod:`mm_st.evaluation.benchmarks` (``pkgutil`` over its
+    ``__path__``) whose name does not start with ``_``, in name order. Each has ``TASKS`` and ``BENCHMARK``."""
+    found = sorted(info.name for info in pkgutil.iter_modules(benchmarks.__path__) if not info.name.startswith("_"))
+    return [importlib.import_module(f"{benchmarks.__name__}.{name}") for name in found]
+
+
+def registry_attribute(module: types.ModuleType) -> str:
+    """The attribute of ``mteb.benchmarks.benchmarks`` a benchmark module's benchmark is registered as
+    (``MM_ST_<MODULE NAME>``, e.g. ``MM_ST_MMEB``)."""
+    return "MM_ST_" + module.__name__.rsplit(".", 1)[-1].upper()
 
 
 def register() -> None:
@@ -131,14 +154,13 @@ def register() -> None:
         return
     problems = mteb_internals_problems()
     if problems:
-        import mteb
-
         raise RuntimeError(
             f"mm_st cannot register with mteb {mteb.__version__}: internals it relies on changed (mteb has no "
             "plugin API): " + "; ".join(problems) + ". Install an mteb within mm_st's tested range."
         )
-    _register_tasks()
-    _register_benchmarks()
+    modules = benchmark_modules()
+    _register_tasks(modules)
+    _register_benchmarks(modules)
     _register_models()
     if _is_mteb_command(sys.argv):
         sys.excepthook = cli_excepthook(sys.excepthook)
@@ -155,8 +177,6 @@ def cli_excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
     """A ``sys.excepthook`` that prints an mm_st input error as one ``module.Error: message`` entry, the line
     that ends Python's (and so mteb's) traceback of any error, without the traceback above it; any other error
     goes to ``previous``."""
-    from mm_st.evaluation.data import DataLayoutError
-    from mm_st.evaluation.model import UntrustedModelCode
 
     def hook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
         if issubclass(kind, (DataLayoutError, UntrustedModelCode)) and os.environ.get("MM_ST_TRACEBACK") != "1":
@@ -167,17 +187,11 @@ def cli_excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
     return hook
 
 
-def _register_tasks() -> None:
+def _register_tasks(modules: list[types.ModuleType]) -> None:
     registry = importlib.import_module("mteb.get_tasks")  # the module (``mteb.get_tasks`` is the function)
-
-    from mm_st.evaluation.mbeir import MBEIR_TASK_CLASSES
-    from mm_st.evaluation.mbeir_global import MBEIR_GLOBAL_TASK_CLASSES
-    from mm_st.evaluation.tasks import ALL_TASK_CLASSES
-
     added = []
-    for cls in (*ALL_TASK_CLASSES, *MBEIR_TASK_CLASSES.values(), *MBEIR_GLOBAL_TASK_CLASSES.values()):
+    for cls in (cls for module in modules for cls in module.TASKS):
         name = cls.metadata.name
-        _OUR_TASKS.add(name)
         existing = registry._TASKS_REGISTRY.get(name)
         if existing is None:
             registry._TASKS_REGISTRY[name] = cls
@@ -187,35 +201,20 @@ def _register_tasks() -> None:
     registry.TASK_LIST = tuple(registry.TASK_LIST) + tuple(added)
 
 
-def _register_benchmarks() -> None:
+def _register_benchmarks(modules: list[types.ModuleType]) -> None:
     module = importlib.import_module("mteb.benchmarks.benchmarks")
     get_benchmark = importlib.import_module("mteb.benchmarks.get_benchmark")
-
-    from mm_st.evaluation.benchmarks import (
-        emoji_mbeir_benchmark,
-        mbeir_benchmark,
-        mbeir_global_benchmark,
-        mbeir_local_benchmark,
-        mmeb_benchmark,
-        xtd_benchmark,
-    )
-
-    for attr, build in (("MM_ST_MMEB", mmeb_benchmark), ("MM_ST_XTD", xtd_benchmark), ("MM_ST_MBEIR", mbeir_benchmark),
-                        ("MM_ST_MBEIR_LOCAL", mbeir_local_benchmark), ("MM_ST_EMOJI_MBEIR", emoji_mbeir_benchmark),
-                        ("MM_ST_MBEIR_GLOBAL", mbeir_global_benchmark)):
-        if not hasattr(module, attr):
-            setattr(module, attr, build())
+    for benchmark_module in modules:
+        attribute = registry_attribute(benchmark_module)
+        if benchmark_module.BENCHMARK is not None and not hasattr(module, attribute):
+            setattr(module, attribute, benchmark_module.BENCHMARK())
     get_benchmark._build_registry.cache_clear()
     get_benchmark._build_aliases_registry.cache_clear()
 
 
 def _register_models() -> None:
-    import mteb
-
     lookup = importlib.import_module("mteb.models.get_model_meta")
     from mteb.models.model_implementations import MODEL_REGISTRY
-
-    from mm_st.evaluation.model import mm_st_model_meta, paper_models
 
     for meta in paper_models():
         MODEL_REGISTRY.setdefault(meta.name, meta)

@@ -43,7 +43,7 @@ from mm_st.evaluation.instructions import MMEB, MMEBDataset, same_instruction, s
 
 logger = logging.getLogger(__name__)
 
-_FEATURES = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"), "image": datasets.Image()})
+FEATURES = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"), "image": datasets.Image()})
 
 VLM2VEC_CITATION = r"""
 @article{jiang2024vlm2vec,
@@ -72,8 +72,9 @@ def check_modalities(model: Any, metadata: TaskMetadata) -> None:
         )
 
 
-def _split(ids: list[str], texts: list[str], images: list[str | None]) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({"id": ids, "text": texts, "image": images}, features=_FEATURES)
+def split_rows(ids: list[str], texts: list[str], images: list[str | None]) -> datasets.Dataset:
+    """A queries or corpus split for mteb: columns ``id``, ``text``, ``image`` (a path or None)."""
+    return datasets.Dataset.from_dict({"id": ids, "text": texts, "image": images}, features=FEATURES)
 
 
 class ReuseEncodings:
@@ -116,6 +117,15 @@ def _reusable(model: Any) -> bool:
     return isinstance(model, EncoderProtocol) and not isinstance(model, SearchProtocol)
 
 
+MM_ST_TASK_NAMES: set[str] = set()  # every task class of mm_st (and of benchmark modules built on MMSTRetrievalTask)
+
+
+def is_mm_st_task(name: str) -> bool:
+    """Whether ``name`` is a task declared on :class:`MMSTRetrievalTask` (its prompts are complete: mteb's
+    default prompts never apply to it)."""
+    return name in MM_ST_TASK_NAMES
+
+
 class MMSTRetrievalTask(AbsTaskRetrieval):
     """Base of mm_st's tasks: a fixed declaration plus where the data are.
 
@@ -125,13 +135,18 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
     its own format). Rows that do not fit the declaration are refused there, naming the row.
 
     Args:
-        data: local directory or Hub dataset repo; default ``$MM_ST_<KIND>_DATA``, else the Hub default.
+        data: local directory or Hub dataset repo; default the task's ``data_source`` variable
+            (``$MM_ST_<NAME>_DATA``), else its Hub default.
         image_root: directory the image paths are relative to (see :mod:`mm_st.evaluation.data`).
     """
 
-    kind: ClassVar[str] = "mmeb"
-    default_source: ClassVar[str | None] = None
+    data_source: ClassVar[eval_data.DataSource] = eval_data.SOURCES["mmeb"]
     k_values: Sequence[int] = (1, 3, 5, 10)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "metadata" in cls.__dict__:
+            MM_ST_TASK_NAMES.add(cls.metadata.name)
 
     def __init__(self, data: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -140,7 +155,7 @@ class MMSTRetrievalTask(AbsTaskRetrieval):
 
     # -- data -----------------------------------------------------------------------------------
     def source(self) -> str:
-        return eval_data.resolve_source(self.kind, self.data, self.default_source)
+        return self.data_source.resolve(self.data)
 
     def load_data(self, num_proc: int | None = None, *, timer=None, **kwargs) -> None:
         if self.data_loaded:
@@ -224,8 +239,7 @@ class MMEBTask(MMSTRetrievalTask):
     """
 
     entry: ClassVar[MMEBDataset]
-    kind = "mmeb"
-    default_source = eval_data.MMEB_HUB
+    data_source = eval_data.SOURCES["mmeb"]
 
     def build(self) -> dict:
         name, source = self.metadata.name, self.source()
@@ -252,7 +266,7 @@ class MMEBTask(MMSTRetrievalTask):
                 raise ValueError(f"{name}: row {i} (query q{i}) has neither text nor image (qry_text={rows[i]['qry_text']!r}).")
         check_declared_modalities(name, self.metadata.category, "query", texts, paths, lambda i: f"row {i} (query q{i})")
         images = [image(path, f"query {i}") for i, path in enumerate(paths)]
-        return _split([f"q{i}" for i in range(len(rows))], texts, images)
+        return split_rows([f"q{i}" for i in range(len(rows))], texts, images)
 
     def _candidates(self, rows: list[dict], image: Any) -> tuple[datasets.Dataset, dict, dict]:
         """One corpus entry per unique (text, image path), in first-seen order; each query's list and positive."""
@@ -287,7 +301,20 @@ class MMEBTask(MMSTRetrievalTask):
                                  f"(tgt_text[{j}]={key[0]!r}, tgt_img_path[{j}]={key[1]!r}).")
         check_declared_modalities(name, self.metadata.category, "document", texts, [p for _, p in keys], where)
         images = [image(p, f"candidate {t!r}") for t, p in keys]
-        return _split(list(corpus_index.values()), texts, images), relevant, top_ranked
+        return split_rows(list(corpus_index.values()), texts, images), relevant, top_ranked
+
+
+def module_getattr(module: str, classes: dict[str, type]) -> Any:
+    """A module ``__getattr__`` giving the task classes a module makes in a loop by class name (``MMEBVOC2007``), so
+    ``module.MMEBVOC2007`` (and pickling by qualified name) work as for classes written out."""
+
+    def __getattr__(name: str) -> type:
+        try:
+            return classes[name]
+        except KeyError:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+
+    return __getattr__
 
 
 def _class_name(name: str) -> str:
@@ -319,7 +346,8 @@ def _mmeb_task_class(entry: MMEBDataset) -> type[MMEBTask]:
 
 
 MMEB_TASK_CLASSES: dict[str, type[MMEBTask]] = {name: _mmeb_task_class(entry) for name, entry in MMEB.items()}
-globals().update({cls.__name__: cls for cls in MMEB_TASK_CLASSES.values()})
+TASK_CLASSES_BY_CLASS_NAME: dict[str, type[MMEBTask]] = {cls.__name__: cls for cls in MMEB_TASK_CLASSES.values()}
+__getattr__ = module_getattr(__name__, TASK_CLASSES_BY_CLASS_NAME)  # MMEBVOC2007, ... (listed in __all__)
 
 
 def mmeb_tasks(
@@ -347,7 +375,7 @@ MME5_XTD_LANGUAGES = ("es", "it", "ko", "pl", "ru", "tr", "zh")  # mmE5's report
 class XTDT2IRetrieval(MMSTRetrievalTask):
     """XTD10: a caption in one language retrieves its image among 1000 MSCOCO images (Recall@10)."""
 
-    kind = "xtd"
+    data_source = eval_data.SOURCES["xtd"]
     metadata = TaskMetadata(
         name="XTDT2IRetrieval",
         description="XTD10 multilingual text-to-image retrieval over 1000 MSCOCO images; one subset per language.",
@@ -376,9 +404,9 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
     def build(self) -> dict:
         data_dir = eval_data.xtd_dir(self.source())
         names = eval_data.read_lines(data_dir / "test_image_names.txt")
-        root = eval_data.image_root("xtd", self.image_root, [data_dir / "images", data_dir])
+        root = self.data_source.images(self.image_root, [data_dir / "images", data_dir])
         images = [eval_data.image_file(root, n, f"XTD image {i}", eval_data.XTD_LAYOUT) for i, n in enumerate(names)]
-        corpus = _split(names, [""] * len(names), images)
+        corpus = split_rows(names, [""] * len(names), images)
         out = {}
         for lang in self.hf_subsets:
             captions = eval_data.read_lines(eval_data.xtd_caption_file(data_dir, lang))
@@ -388,7 +416,7 @@ class XTDT2IRetrieval(MMSTRetrievalTask):
                 )
             ids = [f"{lang}-{i}" for i in range(len(names))]
             out[lang] = {"test": {
-                "queries": _split(ids, captions, [None] * len(ids)),
+                "queries": split_rows(ids, captions, [None] * len(ids)),
                 "corpus": corpus,
                 "relevant_docs": {q: {n: 1} for q, n in zip(ids, names)},
                 "top_ranked": None,
@@ -413,7 +441,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
     split has no targets).
     """
 
-    kind = "cirr"
+    data_source = eval_data.SOURCES["cirr"]
     k_values: Sequence[int] = (1, 2, 3, 5, 10, 50)
     metadata = TaskMetadata(
         name="CIRRComposedImageRetrieval",
@@ -451,7 +479,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
                 captions = json.load(handle)
             with (data_dir / "image_splits" / f"split.rc2.{split}.json").open(encoding="utf-8") as handle:
                 image_paths = json.load(handle)
-            root = eval_data.image_root("cirr", self.image_root, [data_dir / "img_raw", data_dir])
+            root = self.data_source.images(self.image_root, [data_dir / "img_raw", data_dir])
             names = list(image_paths)
             files = {n: eval_data.image_file(root, image_paths[n], f"CIRR {split} image {n!r}", eval_data.CIRR_LAYOUT) for n in names}
             q_ids, q_text, q_images, relevant, ranked, subsets = [], [], [], {}, {}, {}
@@ -472,8 +500,8 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
                 ranked[qid] = [n for n in names if n != ref]
                 subsets[qid] = [n for n in dict.fromkeys(item["img_set"]["members"]) if n != ref]
             out.setdefault("default", {})[split] = {
-                "queries": _split(q_ids, q_text, q_images),
-                "corpus": _split(names, [""] * len(names), [files[n] for n in names]),
+                "queries": split_rows(q_ids, q_text, q_images),
+                "corpus": split_rows(names, [""] * len(names), [files[n] for n in names]),
                 "relevant_docs": relevant,
                 "top_ranked": ranked,
             }
@@ -500,4 +528,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
         return scores
 
 
+_split = split_rows  # its old name
 ALL_TASK_CLASSES: list[type[MMSTRetrievalTask]] = [*MMEB_TASK_CLASSES.values(), XTDT2IRetrieval, CIRRComposedImageRetrieval]
+__all__ = ["ALL_TASK_CLASSES", "CIRRComposedImageRetrieval", "MMEBTask", "MMEB_TASK_CLASSES", "MMSTRetrievalTask",
+           "XTDT2IRetrieval", "check_modalities", "split_rows", "FEATURES", "is_mm_st_task", "mmeb_tasks", *TASK_CLASSES_BY_CLASS_NAME]
