@@ -423,7 +423,9 @@ def _mteb_eval_results(model_dir: Path, repo_id: str, embedded: bool) -> list[An
     config (tasks of one layout share their dataset's path)."""
     import mteb
 
-    import mm_st.evaluation  # noqa: F401  (registers mm_st's tasks, which mteb's conversion looks up)
+    from mm_st.evaluation.registry import register
+
+    register()  # mm_st's tasks, which mteb's conversion looks up (also with MM_ST_MTEB_PLUGIN=0)
 
     results = []
     for path in _latest_mteb_results(model_dir):

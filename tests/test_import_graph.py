@@ -22,13 +22,6 @@ from tests.mmst_eval_data import OracleEncoder
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mm_st"
 
-# Cycles other branches of issue 31 remove (training.config <-> training.stage: the stage runner split). The test
-# asserts the cycles found EQUAL this set: a new cycle fails it, and so does a known one that disappeared (empty it then).
-KNOWN_CYCLES = {
-    frozenset({"mm_st.training.config", "mm_st.training.stage"}),
-}
-
-
 def module_files() -> dict[str, Path]:
     """``{dotted module name: file}`` of every module under mm_st/ (a package by its ``__init__.py``)."""
     out = {}
@@ -118,14 +111,10 @@ def test_the_graph_reader_finds_a_cycle_through_function_local_and_relative_impo
     assert found == {"mm_st.evaluation.data", "mm_st.io", "mm_st.evaluation.mbeir_files", "mm_st.evaluation.tasks"}
 
 
-def test_mm_st_has_no_import_cycles_but_the_known_ones():
+def test_mm_st_has_no_import_cycles():
     graph = import_graph()
-    found = cycles(graph)
-    new = [describe(c, graph) for c in found - KNOWN_CYCLES]
-    assert not new, "import cycles: " + " | ".join(new)
-    gone = [sorted(c) for c in KNOWN_CYCLES - found]
-    assert not gone, f"known cycles no longer found (remove them from KNOWN_CYCLES): {gone}"
-    assert not [c for c in found if any(m.startswith("mm_st.evaluation") for m in c)]
+    found = [describe(c, graph) for c in cycles(graph)]
+    assert not found, "import cycles: " + " | ".join(found)
 
 
 def test_importing_mm_st_and_its_helpers_does_not_import_mteb():
