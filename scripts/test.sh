@@ -7,4 +7,9 @@
 #   bash scripts/test.sh tests/test_x.py -k name  # one file / test
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
+# Compiled bytecode is kept (in the venv, out of the checkout): each worker and each process a test starts (recipes,
+# torchrun ranks, mteb) would otherwise compile torch, transformers, mteb and mm_st from source again, seconds of CPU
+# each, wherever PYTHONDONTWRITEBYTECODE is set (issue 30).
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$VENV/pycache}"
 exec python -m pytest -q -n "${MM_ST_TEST_WORKERS:-2}" --dist worksteal "$@"

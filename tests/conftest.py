@@ -8,7 +8,9 @@ own pytest session with one torch thread). So every test must be isolated from t
 - ports: ``tests.synthesis_support.free_port()`` for servers and ``torchrun --master_port`` (never a fixed port:
   the other worker, or another checkout's suite, may hold it);
 - subprocesses inherit ``OMP_NUM_THREADS=1`` and ``MM_ST_CACHE`` from conftest.py (the run's shared cache of tiny
-  models and the SmolLM2 conversion; ``mm_st.cache`` builds each entry once even when both workers ask for it).
+  models and the SmolLM2 conversion; ``mm_st.cache`` builds each entry once even when both workers ask for it), and
+  ``PYTHONPYCACHEPREFIX`` from scripts/test.sh (the venv's bytecode cache: a process started by a test reads compiled
+  torch, transformers, mteb and mm_st instead of compiling them again, even where ``PYTHONDONTWRITEBYTECODE`` is set).
 
 Slow tests: mark a test that takes more than about 2 s on a quiet machine (a recipe run, a subprocess that imports
 torch, a server, a real LM) with ``@pytest.mark.slow`` (or ``pytestmark = pytest.mark.slow`` for a whole file).
