@@ -14,8 +14,9 @@ from mm_st.modality import IMAGE, IMAGE_TEXT, TEXT
 from mm_st.recipes import PaperModel, Recipe, RecipeSpec, registered
 from mm_st.training import CONFIGS
 from mm_st.training.cli import main
-from mm_st.training.config import EMBEDDED_COMMON, RecipeConfig, config_field
+from mm_st.training.config import EMBEDDED_COMMON, config_field
 from mm_st.training.data import MMEBTrainData, Sources
+from mm_st.training.stage import StageConfig
 
 # -- the recipe's module: steps 1-4 of the guide -------------------------------------------------------------------
 
@@ -33,7 +34,7 @@ FACTS = {"temperature": 0.07, "learning_rate": 3e-4, "source": "Toy paper, table
 
 # 3. its training config: the paper's values as defaults (each with its source) and where its data comes from
 @dataclass
-class ToyConfig(MMEBTrainData, RecipeConfig):
+class ToyConfig(MMEBTrainData, StageConfig):
     """The toy recipe: MMEB-train layout, in-batch negatives."""
 
     recipe: ClassVar[str] = "toy"
