@@ -1,4 +1,4 @@
-"""Run by tests/test_losses.py under torchrun (2 CPU processes, gloo): one rank's half of a batch.
+"""Run by tests/losses/test_losses.py under torchrun (2 CPU processes, gloo): one rank's half of a batch.
 
 Writes rank-averaged loss and parameter gradients (what DDP would apply) to argv[2].
 """
@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from mm_st import build_model
 from mm_st.losses import MultimodalInfoNCELoss
-from tests.test_losses import dist_batch
+from tests.losses.test_losses import dist_batch
 
 torch.set_num_threads(1)
 dist.init_process_group("gloo")

@@ -2,7 +2,7 @@
 
 Every row is derived from emoji indices, so an oracle encoder (:class:`OracleEncoder`) knows which
 query belongs with which candidate: images are keyed by their pixels, texts by the emoji name.
-Used by tests/test_evaluation.py and benchmarks/mmeb_eval.py.
+Used by tests/evaluation/test_evaluation.py and benchmarks/mmeb_eval.py.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def _cached(function: Any) -> bool:
 GET_MODEL_META_PARAMETERS = ("model_name", "revision", "fetch_from_hf", "fill_missing", "experiment_kwargs")
 
 # Every mteb internal mm_st relies on (mteb has no plugin API): what it must be, who uses it, and the
-# check. register() refuses to run when one has changed, and tests/test_evaluation.py::
+# check. register() refuses to run when one has changed, and tests/evaluation/test_evaluation.py::
 # test_mteb_internals_contract fails (it never merely warns).
 MTEB_INTERNALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "mteb.get_tasks._TASKS_REGISTRY": ("a dict task name -> task class, read by mteb.get_task (tasks)",

@@ -517,7 +517,7 @@ class CIRRComposedImageRetrieval(MMSTRetrievalTask):
     # query; task_specific_scores() only sees the top max(k_values) results, which need not hold the
     # image set. So the subset pass reruns mteb's retrieval with the set lists as top_ranked (the
     # ReuseEncodings proxy makes it encode nothing again) and adds the scores. Pinned by
-    # tests/test_evaluation.py::test_mteb_internals_contract.
+    # tests/evaluation/test_evaluation.py::test_mteb_internals_contract.
     def _evaluate_subset(self, model, data_split, *, hf_split: str, prediction_folder=None, **kwargs):
         scores = super()._evaluate_subset(model, data_split, hf_split=hf_split, prediction_folder=prediction_folder, **kwargs)
         within = {**data_split, "top_ranked": self._subset_lists[hf_split]}

@@ -10,7 +10,7 @@ a recipe's prompts never imports training code).
 Everything else reads this registry through views that list the registered recipes:
 ``mm_st.templates.RECIPES`` / ``TRAIN_RECIPES`` / ``RECIPE_FACTS``, ``mm_st.training.CONFIGS``,
 ``mm_st.evaluation.paper_models()`` and ``mm_st.evaluation.instructions.recipe_task_prompts()``. mm_st's own recipes
-are the modules of :mod:`mm_st.recipes` (one each); ``tests/test_add_a_recipe.py`` adds one from outside.
+are the modules of :mod:`mm_st.recipes` (one each); ``tests/training/test_add_a_recipe.py`` adds one from outside.
 
 Example:
     >>> from mm_st.recipes import registry

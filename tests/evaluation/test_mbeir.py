@@ -23,7 +23,7 @@ from mm_st.evaluation.mbeir import MBEIR_TASK_CLASSES, _pool_sharing_encoder
 from mm_st.testing import tiny_model
 from mm_st.training.embedded import MBEIR_QUESTION, mbeir_paraphrase, write_mbeir
 from tests.mmst_eval_data import OracleEncoder, emoji
-from tests.test_evaluation import _env, _mteb_command
+from tests.evaluation.test_evaluation import _env, _mteb_command
 
 TASKS = ["Emoji_i2i", "Emoji_i2t", "Emoji_it2t", "Emoji_t2i", "Emoji_t2t"]
 LIMIT = 12

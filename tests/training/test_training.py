@@ -18,7 +18,7 @@ from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, ru
 from mm_st.training.cli import main
 from tests.synthesis_support import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 E5V_LM_ONLY = r"^(?!.*vision|.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 V1_TARGETS = "qkv_proj,o_proj,gate_up_proj,down_proj,k_proj,q_proj,out_proj,v_proj"
 FAST = ["--eval-languages", "en", "--logging-steps", "1"]

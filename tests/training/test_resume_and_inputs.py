@@ -17,7 +17,7 @@ from mm_st.training import MMEmbedConfig, VLM2VecConfig
 from mm_st.training.cli import main
 from mm_st.training.outputs import RunFolder
 from tests.recipe_data import tree_hashes, write_user_mbeir
-from tests.test_training_hardening import backbone, mmeb_data  # noqa: F401  (its fixtures, shared)
+from tests.training.test_users_data import backbone, mmeb_data  # noqa: F401  (its fixtures, shared)
 
 QUICK = ["--global-batch-size", "8", "--no-evaluate", "--adapter", "none", "--logging-steps", "1"]
 

@@ -23,8 +23,8 @@ from mm_st.mining.store import Embeddings
 from mm_st.testing import tiny_model
 from mm_st.training.embedded import write_mbeir
 from tests.mmst_eval_data import emoji
-from tests.test_evaluation import _env, _mteb_command
-from tests.test_mbeir_eval import _inputs, _jsonl
+from tests.evaluation.test_evaluation import _env, _mteb_command
+from tests.evaluation.test_mbeir import _inputs, _jsonl
 
 LIMIT = 6
 LOCAL_POOL = "cand_pool/local/mbeir_emoji_test_cand_pool.jsonl"

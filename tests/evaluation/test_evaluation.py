@@ -26,7 +26,7 @@ from mm_st.evaluation.instructions import MMEB, same_instruction
 from mm_st.testing import tiny_model
 from tests.mmst_eval_data import CIRR_QUERIES, OracleEncoder, write_cirr, write_mmeb, write_xtd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_QUERIES, N_CANDIDATES, POOL = 3, 4, 6
 
 

@@ -21,7 +21,7 @@ from mm_st.training.cli import main
 from mm_st.training.config import field_range
 from tests.recipe_data import CLASSIFY, listing, tree_hashes, write_classification, write_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--max-steps", "2", "--save-steps", "2", "--global-batch-size", "8", "--no-evaluate", "--adapter", "none",
          "--logging-steps", "1"]
 

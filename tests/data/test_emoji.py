@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mm_st.data import EMOJI_LANGUAGES, load_emoji
 
-_spec = importlib.util.spec_from_file_location("build_emoji", Path(__file__).resolve().parents[1] / "scripts" / "build_emoji.py")
+_spec = importlib.util.spec_from_file_location("build_emoji", Path(__file__).resolve().parents[2] / "scripts" / "build_emoji.py")
 build_emoji = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_emoji)  # the maintainer script that built the bundled data
 

@@ -30,7 +30,7 @@ from mm_st.synthesis import (
 from mm_st.synthesis.config import image_roles
 from tests.synthesis_support import ServerNotReady, StubOpenAIServer, TransformersServe, fake_answer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def journal_ids(path):
@@ -320,7 +320,7 @@ def test_runtime_code_never_imports_test_code():
 
 @pytest.mark.slow
 def test_export_round_trip_loads_with_converter_and_trains(tmp_path, monkeypatch):
-    from tests.test_data_converters import one_training_step
+    from tests.data.test_converters import one_training_step
 
     from mm_st import build_model
     from mm_st.testing import tiny_model

@@ -371,7 +371,7 @@ def test_gather_across_two_processes_matches_one_process(tmp_path):
 
     path = tiny_model("qwen2_vl")
     out = tmp_path / "dist.pt"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",

@@ -26,7 +26,7 @@ from mm_st.training.embedded import write_mbeir
 from tests.recipe_data import tree_hashes, write_user_mbeir
 from tests.synthesis_support import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # a CPU-sized chain: tiny pools, a few steps per stage, evaluation on a small held-out split
 SMALL = ["--max-rows-per-dataset", "40", "--max-steps", "3", "--text-steps", "2", "--global-batch-size", "8",
          "--save-steps", "2", "--logging-steps", "1", "--mining-top-k", "10", "--mining-ranks", "6,8"]

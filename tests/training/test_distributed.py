@@ -1,5 +1,5 @@
 """mm_st.training.distributed in one process: the DDP helper that makes every parameter take part in a step (the
-two-process runs are in tests/test_mmembed.py and tests/test_training.py)."""
+two-process runs are in tests/training/test_mmembed.py and tests/training/test_training.py)."""
 
 from __future__ import annotations
 
