@@ -82,7 +82,6 @@ from mm_st.evaluation.mbeir_global import (
 from mm_st.evaluation.mbeir_local import MBEIR_TASK_CLASSES, MBEIRLocalTask, local_task_names, wrong_modality_at_1
 from mm_st.evaluation.model import MMSTEncoder
 
-_letters = category_letters  # its old name
 
 
 def _short(name: str) -> str:

@@ -189,14 +189,14 @@ def _task_class(name: str, task: dict[str, Any]) -> type:
 
 def _metadata(name: str, task: dict[str, Any]) -> Any:
     """The emoji M-BEIR tasks' declaration (mixed pool, Recall@1, UniIR's citation) for held-out task ``name``."""
-    from mm_st.evaluation.mbeir import EMOJI_FILES, MBEIR_TASK_CLASSES, PREFIX, _letters
+    from mm_st.evaluation.mbeir import EMOJI_FILES, MBEIR_TASK_CLASSES, PREFIX, category_letters
 
     return MBEIR_TASK_CLASSES[EMOJI_FILES[0].name].metadata.model_copy(update=dict(
         name=f"{PREFIX}heldout-{name}",
         description=f"Training queries of M-BEIR task {name} held out of a recipe run (never trained on), ranked "
                     "against their dataset's training pool (mm_st.training.heldout).",
         dataset={"path": "local/mm_st-held-out", "revision": "held-out"},
-        category=f"{_letters(task['query_modality'])}2it",  # the pool may mix images and texts
+        category=f"{category_letters(task['query_modality'])}2it",  # the pool may mix images and texts
         sample_creation="found",
         prompt={"query": task["instruction"]} if task.get("instruction") else None,
     ))

@@ -48,7 +48,8 @@ from mm_st.data.converters import MBEIR_REPO
 from mm_st.hub import CARD_STAGES
 from mm_st.training import embedded
 from mm_st.training.config import (AT_LEAST_1, EMBEDDED_COMMON, NON_NEGATIVE, POSITIVE, SHARE, VISION_TOWER_HELP, Range,
-                                   RecipeConfig, StageContext, _f)
+                                   RecipeConfig, StageContext)
+from mm_st.training.config import config_field as _f
 from mm_st.training.data import Sources, cap, check_not_empty, embedded_dir
 from mm_st.training.distributed import is_local_main, main_process_first
 from mm_st.training.fingerprints import files_fingerprint, mbeir_fingerprint

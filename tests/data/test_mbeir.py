@@ -132,14 +132,6 @@ def test_an_identical_copy_of_a_candidate_is_read_once_by_the_evaluation_and_the
     assert dict(union.pool_modalities["test"].items()) == {"4:0": "image", "4:1": "image", "4:2": "image"}
 
 
-# Private names imported across modules in folders other branches of issue 31 restructure (evaluation/, training/);
-# an entry goes when its import does (the test fails on an entry that no longer exists).
-KNOWN_PRIVATE_IMPORTS = {
-    "training/heldout.py: mm_st.evaluation.mbeir._letters",
-    "training/mmembed.py: mm_st.training.config._f",
-}
-
-
 def _private_imports() -> set[str]:
     """``<module>: <imported module>.<name>`` of every private name a module of mm_st imports from another."""
     package = Path(mm_st.__file__).parent
@@ -153,9 +145,6 @@ def _private_imports() -> set[str]:
 
 
 def test_no_module_imports_a_private_name_of_another():
-    """The readers (rows, M-BEIR, images, columns) are public: no module of mm_st imports another's private name
-    (mm_st.data none at all); the known imports in other folders only shrink."""
-    found = _private_imports()
-    assert not {entry for entry in found if ": mm_st.data" in entry or entry.startswith("data/")}
-    assert found - KNOWN_PRIVATE_IMPORTS == set()
-    assert KNOWN_PRIVATE_IMPORTS - found == set(), "fixed: remove these entries from KNOWN_PRIVATE_IMPORTS"
+    """What one module of mm_st uses of another is public (the readers, the evaluation's file table, the config's
+    field helper): no module imports another's private name."""
+    assert _private_imports() == set()
