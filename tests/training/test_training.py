@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -250,18 +251,22 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path):
     """torchrun, 2 CPU processes (gloo), cross-device negatives: losses equal 1 process with both halves."""
-    script = str(ROOT / "recipes" / "train_vlm2vec.py")
     # the 1-process reference in this process (the recipe script is `main(VLM2VecConfig)`): no interpreter start-up
     assert main(VLM2VecConfig, [*TWO_PROC, "--global-batch-size", "16", "--output-dir", str(tmp_path / "one")]) == 0
     single = _trainer_losses(tmp_path / "one" / "checkpoints" / "checkpoint-2")
-    for name, extra in (("two", []), ("two-gradcache", ["--mini-batch-size", "4"])):  # GradCache under DDP too
-        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                              str(free_port()), script, *TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir",
-                              str(tmp_path / name)], env=_env(), capture_output=True, text=True, timeout=900)
-        assert two.returncode == 0, two.stderr[-3000:]
+    cases = (("two", []), ("two-gradcache", ["--mini-batch-size", "4"]))  # GradCache under DDP too
+    # one torchrun start serves both 2-process runs: each rank runs the recipe's main once per case, in turn
+    runs = [[*TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir", str(tmp_path / name)] for name, extra in cases]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(free_port()), str(ROOT / "tests" / "recipe_runs_worker.py"), json.dumps(runs)], env=_env(),
+                         capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    outputs = re.split(r"^=== run \d+ ===$", two.stdout, flags=re.MULTILINE)[1:]  # the main process's output, by run
+    assert len(outputs) == len(cases), two.stdout[-3000:]
+    for (name, extra), stdout in zip(cases, outputs):
         plan = (tmp_path / name / "plan.txt").read_text(encoding="utf-8")  # the full plan (the console's is short)
         assert "16 queries per step = 8 per process x 2 process(es)" in plan
-        assert ("CachedMultimodalInfoNCELoss" in plan) == ("CachedMultimodalInfoNCELoss" in two.stdout) == bool(extra)
+        assert ("CachedMultimodalInfoNCELoss" in plan) == ("CachedMultimodalInfoNCELoss" in stdout) == bool(extra)
         double = _trainer_losses(tmp_path / name / "checkpoints" / "checkpoint-2")
         assert sorted(single) == sorted(double) == [1, 2]
         for step in single:
