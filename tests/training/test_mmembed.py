@@ -24,6 +24,7 @@ from mm_st.training import MMEmbedConfig, console
 from mm_st.training.cli import main
 from mm_st.training.embedded import write_mbeir
 from tests.recipe_data import tree_hashes, write_user_mbeir
+from tests.recipe_runs_worker import outputs_by_run
 from tests.synthesis_support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -414,11 +415,13 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{p.name}/{k}": v for p in sorted(model_dir.rglob("*.safetensors")) for k, v in load_file(p).items()}
 
 
-def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+def _torchrun(runs: list[list[str]]) -> subprocess.CompletedProcess:
+    """One torchrun start (2 processes) running the MM-Embed recipe's main once per argument list, in turn
+    (tests/recipe_runs_worker.py; recipes/train_mmembed.py is that main)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                           str(ROOT / "recipes" / "train_mmembed.py"), *argv], env=env, capture_output=True, text=True,
-                          timeout=900)
+                           str(ROOT / "tests" / "recipe_runs_worker.py"), "MMEmbedConfig", json.dumps(runs)], env=env,
+                          capture_output=True, text=True, timeout=900)
 
 
 def _same_stages(one: Path, two: Path, stages: tuple[int, ...]) -> None:
@@ -445,29 +448,49 @@ def _same_stages(one: Path, two: Path, stages: tuple[int, ...]) -> None:
             assert rows(one, name) == rows(two, name), name
 
 
+TWO_PROCESS_CASES = ("embedded", "user-qwen2_vl")
+
+
+def _two_process_case(case: str, root: Path, heldout: Path) -> tuple[list[str], tuple[int, ...]]:
+    """The recipe's arguments (no output folder) and the stages it runs, for one case of the 2-process test."""
+    if case == "embedded":  # its three stages: the backbone and data are written by rank 0 and read by both
+        return [*SMALL, "--no-evaluate", *DIST], (1, 2, 3)
+    data = write_mbeir(root / "mbeir", split="train", limit=24)
+    return ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2",
+            "--eval-data", str(heldout),
+            "--max-steps", "2", "--global-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
+            "--mining-top-k", "10", "--mining-ranks", "6,8", *DIST], (1, 2)
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory, heldout) -> dict[str, tuple[Path, tuple[int, ...], str]]:
+    """Each case of test_two_processes_run_the_stages_of_one_process run in 1 process (here) and in 2 (torchrun):
+    both 2-process runs in one torchrun start, one after the other. Per case: its folder (one/, two/), its stages and
+    the 2-process run's main-process output."""
+    root = tmp_path_factory.mktemp("two-process")
+    cases = {case: _two_process_case(case, root / case, heldout) for case in TWO_PROCESS_CASES}
+    for case, (argv, _) in cases.items():
+        assert main(MMEmbedConfig, [*argv, "--output-dir", str(root / case / "one")]) == 0, case
+    two = _torchrun([[*argv, "--output-dir", str(root / case / "two")] for case, (argv, _) in cases.items()])
+    assert two.returncode == 0, two.stderr[-3000:]
+    outputs = outputs_by_run(two.stdout)
+    assert len(outputs) == len(cases), two.stdout[-3000:]
+    return {case: (root / case, stages, out) for (case, (_, stages)), out in zip(cases.items(), outputs)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["embedded", "user-qwen2_vl"])
-def test_two_processes_run_the_stages_of_one_process(tmp_path, heldout, case):
+@pytest.mark.parametrize("case", TWO_PROCESS_CASES)
+def test_two_processes_run_the_stages_of_one_process(two_process_runs, case):
     """torchrun, 2 CPU processes (gloo) at the same global batch: every stage boundary, the embedded default's files and
     stage 2's mining wait for the process that writes them; the losses, mined negatives and saved models are those of
     1 process. The user case mixes image and text columns on a LoRA model (DDP once failed there: a vision-tower
-    parameter 'marked as ready twice') and is evaluated after each stage (rank 0 evaluates while the other waits)."""
-    if case == "embedded":  # its three stages: the backbone and data are written by rank 0 and read by both
-        argv, stages = [*SMALL, "--no-evaluate", *DIST], (1, 2, 3)
-    else:
-        data = write_mbeir(tmp_path / "mbeir", split="train", limit=24)
-        argv = ["--model", tiny_model("qwen2_vl", head=False), "--data", str(data), "--stages", "1,2",
-                "--eval-data", str(heldout),
-                "--max-steps", "2", "--global-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
-                "--mining-top-k", "10", "--mining-ranks", "6,8", *DIST]
-        stages = (1, 2)
-    assert main(MMEmbedConfig, [*argv, "--output-dir", str(tmp_path / "one")]) == 0
-    two = _torchrun([*argv, "--output-dir", str(tmp_path / "two")])
-    assert two.returncode == 0, two.stderr[-3000:]
+    parameter 'marked as ready twice') and is evaluated after each stage (rank 0 evaluates while the other waits).
+    Both cases' 2-process runs share one torchrun start (fixture two_process_runs)."""
+    tmp_path, stages, two_stdout = two_process_runs[case]
     for n in stages:  # the full plan (the console's is short)
         plan = (tmp_path / "two" / f"stage{n}" / "plan.txt").read_text(encoding="utf-8")
         assert "8 queries per step = 4 per process x 2 process(es)" in plan, n
-    assert two.stdout.count("=== MM-Embed stage") == len(stages)  # printed once, by the main process
+    assert two_stdout.count("=== MM-Embed stage") == len(stages)  # printed once, by the main process
     _same_stages(tmp_path / "one", tmp_path / "two", stages)
     single, double = _manifest(tmp_path / "one")["stages"], _manifest(tmp_path / "two")["stages"]
     for n in map(str, stages):

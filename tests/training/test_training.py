@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import torch
 
 from mm_st.training import E5VConfig, MME5Config, VLM2VecConfig, load_config, run_stage
 from mm_st.training.cli import main
+from tests.recipe_runs_worker import outputs_by_run
 from tests.synthesis_support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,10 +258,10 @@ def test_two_processes_give_the_loss_of_one_process_on_the_whole_batch(tmp_path)
     # one torchrun start serves both 2-process runs: each rank runs the recipe's main once per case, in turn
     runs = [[*TWO_PROC, *extra, "--global-batch-size", "16", "--output-dir", str(tmp_path / name)] for name, extra in cases]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(free_port()), str(ROOT / "tests" / "recipe_runs_worker.py"), json.dumps(runs)], env=_env(),
-                         capture_output=True, text=True, timeout=900)
+                          str(free_port()), str(ROOT / "tests" / "recipe_runs_worker.py"), "VLM2VecConfig",
+                          json.dumps(runs)], env=_env(), capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
-    outputs = re.split(r"^=== run \d+ ===$", two.stdout, flags=re.MULTILINE)[1:]  # the main process's output, by run
+    outputs = outputs_by_run(two.stdout)  # the main process's output, by run
     assert len(outputs) == len(cases), two.stdout[-3000:]
     for (name, extra), stdout in zip(cases, outputs):
         plan = (tmp_path / name / "plan.txt").read_text(encoding="utf-8")  # the full plan (the console's is short)
