@@ -66,4 +66,4 @@ def pytest_collection_modifyitems(items):
 
 
 # Scripts run as subprocesses by the tests; importing them (doctest collection) would run them.
-collect_ignore = ["dist_loss_worker.py", "synthesis_crash_worker.py"]
+collect_ignore = ["dist_loss_worker.py", "recipe_runs_worker.py", "synthesis_crash_worker.py"]

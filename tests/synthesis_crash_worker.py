@@ -1,4 +1,5 @@
-"""Subprocess for the crash-safety test: run a slow scripted synthesis into ``argv[1]`` (killed mid-run by the test)."""
+"""Subprocess for the crash-safety test: run a slow scripted synthesis into ``argv[1]`` (killed mid-run by the test).
+The restart after the kill calls :func:`run` in the test's own process (no interpreter start-up)."""
 
 import sys
 
@@ -11,7 +12,13 @@ from tests.synthesis_support import fake_answer  # noqa: E402
 
 CONFIG = dict(num_samples=40, languages={"en": 0.5, "de": 0.25, "sw": 0.25}, seed=7)
 
+
+def run(folder: str, delay: float = 0.05) -> str:
+    """Synthesize into ``folder``; the summary line ``DONE <accepted> <rejected> <pending>``."""
+    summary = synthesize(SynthesisConfig(**CONFIG), ScriptedBackend(fake_answer, concurrency=2, delay=delay), folder,
+                         progress=False, verbose=False)
+    return f"DONE {summary['accepted']} {summary['rejected']} {summary['pending']}"
+
+
 if __name__ == "__main__":
-    delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.05
-    summary = synthesize(SynthesisConfig(**CONFIG), ScriptedBackend(fake_answer, concurrency=2, delay=delay), sys.argv[1], progress=False, verbose=False)
-    print("DONE", summary["accepted"], summary["rejected"], summary["pending"])
+    print(run(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 0.05))
