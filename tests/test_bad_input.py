@@ -365,7 +365,8 @@ def test_second_synthesis_run_on_a_locked_output_dir_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
+def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path, capsys):
+    import importlib.util
     import os
     import subprocess
     import sys
@@ -380,14 +381,17 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (run / "journal.jsonl").is_file():
         time.sleep(0.05)
-    second = subprocess.run(
-        [sys.executable, str(root / "recipes" / "synthesize_mme5_data.py"), "--backend", "dry-run", "--num-samples", "40",
-         "--output-dir", str(run), "--no-progress"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    out, _ = first.communicate(timeout=180)
-    assert second.returncode == 2, second.stderr[-2000:]
-    assert "is in use by another synthesis run" in second.stderr and str(run) in second.stderr
+    # the second run: the recipe script's main in this process (the first run is another process: the lock is the OS's)
+    spec = importlib.util.spec_from_file_location("synthesize_recipe", root / "recipes" / "synthesize_mme5_data.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    try:
+        code = recipe.main(["--backend", "dry-run", "--num-samples", "40", "--output-dir", str(run), "--no-progress"])
+    finally:
+        out, _ = first.communicate(timeout=180)
+    second_err = capsys.readouterr().err
+    assert code == 2, second_err[-2000:]
+    assert "is in use by another synthesis run" in second_err and str(run) in second_err
     assert first.returncode == 0 and "DONE 40 0 0" in out
     ids = [json.loads(line)["id"] for line in (run / "journal.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 40
