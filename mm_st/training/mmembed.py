@@ -428,7 +428,7 @@ class MMEmbedRun(StagedRun):
                 embedded.write_mbeir(data, split="train", limit=c.max_rows_per_dataset, seed=c.seed)
                 embedded.write_mbeir(data, split="test", seed=c.seed)
                 embedded.write_text_pairs(text, limit=c.max_rows_per_dataset)
-        return RecipeInputs(str(base), str(data), str(data), str(text / "text-pairs.jsonl"))
+        return RecipeInputs(str(base), str(data), c.eval_data or str(data), str(text / "text-pairs.jsonl"))
 
     def holds_out(self) -> bool:
         """Whether this run holds out training queries to score its stages on (no --eval-data)."""

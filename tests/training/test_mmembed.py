@@ -199,6 +199,15 @@ def test_dry_run_plans_every_stage(tmp_path, capsys):
     assert "false-negative filter: max_score 0.9;" in printed and "held-out comparison: none" in printed
 
 
+def test_the_embedded_default_scores_its_stages_on_the_eval_data_given(tmp_path, heldout, capsys):
+    """--eval-data is honoured on the embedded default too (it used to be replaced by the bundled test split)."""
+    argv = ["--dry-run", "--output-dir", str(tmp_path / "run"), "--eval-data", str(heldout), *SMALL]
+    assert main(MMEmbedConfig, argv) == 0
+    printed = capsys.readouterr().out
+    assert f"held-out comparison: after each stage, each task of {heldout}" in printed
+    assert "mbeir-seed42" not in printed.split("held-out comparison:")[1].splitlines()[0]
+
+
 # -- a user's M-BEIR data: small pools, long texts, missing images ---------------------------------------------------
 
 
