@@ -83,10 +83,10 @@ def test_an_mbeir_modality_outside_m_beir_is_refused_naming_the_row(spelled):
 
 def test_the_m_beir_reader_and_the_evaluation_read_a_pool_spelled_text_image_alike():
     from mm_st.data.mbeir import mbeir_modality
-    from mm_st.evaluation.mbeir import UNIIR_TASKS, _letters
+    from mm_st.evaluation.mbeir import UNIIR_TASKS, category_letters
 
     assert mbeir_modality("text,image", "q") == mbeir_modality("image,text", "q") == "image,text"
-    assert UNIIR_TASKS[6] == ("image,text", "text") and _letters("text,image") == "it"
+    assert UNIIR_TASKS[6] == ("image,text", "text") and category_letters("text,image") == "it"
 
 
 @pytest.mark.parametrize("letters, named", [("t", TEXT), ("i", IMAGE), ("it", IMAGE_TEXT), ("vt", VIDEO_TEXT),
