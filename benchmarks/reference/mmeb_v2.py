@@ -10,8 +10,9 @@ query and the candidate side: the sampled frame paths, the instruction texts and
   / ``data_prepare`` / ``corpus_prepare`` (``src/data/eval_dataset/{msrvtt,vidore}_dataset.py``, frames from
   ``process_video_frames``), ``generate_cand_dataset``, ``MultimodalEvalDataCollator`` (``src/data/collator/
   eval_collator.py``) with ``Qwen2_VL_process_fn`` (``src/model/processor.py``).
-- Redirected: ``load_hf_dataset`` (``src/utils/dataset_utils.py``) reads the Hub repository it is asked for from the
-  local copy under ``hub/<repo>/[<subset>/]<split>-*.parquet`` (nothing is downloaded).
+- Redirected: the parsers' ``load_hf_dataset((repo, subset, split))`` (``src/utils/dataset_utils.py``) is called
+  with the local copy ``<root>/<repo>`` (the Hub repo's files, as mm_st's MMEB-V2 layout has them) for ``repo``:
+  nothing is downloaded.
 - Replaced: VLM2Vec's vendored ``Qwen2VLProcessor`` by transformers' ``AutoProcessor`` of the tiny ``qwen2_vl``
   checkpoint, with VLM2Vec's image sizes (``load_processor``: ``size={"shortest_edge": resize_min_pixels,
   "longest_edge": resize_max_pixels}``) given to its image AND video processor: the vendored processor sends
@@ -73,23 +74,23 @@ def parse_args():
 # The tiny layout
 
 
-def write_layout(root: Path) -> Path:
-    """Write the tiny MMEB-V2 layout under ``root``; returns ``root/data`` (VLM2Vec's ``--data_basedir``).
+def write_layout(root: Path) -> None:
+    """Write the tiny MMEB-V2 layout under ``root`` (VLM2Vec's ``--data_basedir``, mm_st's MMEB-V2 root).
 
-    - ``data/video-tasks/frames/video_ret/MSR-VTT/<video id>/frame_*.jpg``: :data:`VIDEOS`, frames drawn with
-      Pillow (a shape moving with the frame number, the frame number written). The videos themselves are not
-      written: VLM2Vec's ``save_frames`` only extracts frames when the frame folder has none.
-    - ``data/visdoc-tasks/ViDoRe_arxivqa/<corpus-id>.png``: the :data:`PAGES` (text drawn into white pages).
-    - ``hub/VLM2Vec/MSR-VTT/test_1k/test-00000-of-00001.parquet`` (``video_id``, ``video``, ``caption``) and
-      ``hub/vidore/arxivqa_test_subsampled_beir/{queries,qrels,corpus}/test-00000-of-00001.parquet`` (the BEIR
-      columns; the corpus holds the same page PNGs as ``image``).
+    - ``video-tasks/frames/video_ret/MSR-VTT/<video id>/frame_*.jpg``: :data:`VIDEOS` and :data:`SHORT_VIDEO`,
+      frames drawn with Pillow (a disc moving with the frame number, the number written). The videos themselves
+      are not written: VLM2Vec's ``save_frames`` only extracts frames when the frame folder has none.
+    - ``<repo>/``: a local copy of each Hub dataset repo the two parsers load, as ``hf download --local-dir`` gives
+      it (a README whose ``configs`` name the parquet files): ``VLM2Vec/MSR-VTT`` (config ``test_1k``: ``video_id``,
+      ``video``, ``caption``) and ``vidore/arxivqa_test_subsampled_beir`` (configs ``queries``, ``qrels``,
+      ``corpus``: the BEIR columns, the :data:`PAGES` as PNG ``image``). VLM2Vec's ``corpus_prepare`` writes the
+      pages to its ``image_root`` (``visdoc-tasks/ViDoRe_arxivqa/<corpus-id>.png``) itself.
     """
     import datasets
     from PIL import Image, ImageDraw
 
     root = Path(root)
-    data, hub = root / "data", root / "hub"
-    frames_root = data / "video-tasks" / "frames" / "video_ret" / VIDEO_TASK
+    frames_root = root / "video-tasks" / "frames" / "video_ret" / VIDEO_TASK
     for number, (video_id, caption, count, size, pattern) in enumerate(VIDEOS + [SHORT_VIDEO]):
         folder = frames_root / video_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -102,51 +103,45 @@ def write_layout(root: Path) -> Path:
             frame.save(folder / pattern.format(k + (pattern == "frame_{}.jpg")), quality=90)
     videos = {"video_id": [v[0] for v in VIDEOS], "video": [f"{v[0]}.mp4" for v in VIDEOS],
               "caption": [v[1] for v in VIDEOS]}  # fmt: skip
-    _write_parquet(datasets.Dataset.from_dict(videos), hub, HUB[VIDEO_TASK])
+    write_hub_copy(root, HUB[VIDEO_TASK], {HUB[VIDEO_TASK][1]: datasets.Dataset.from_dict(videos)})
 
-    pages_root = data / "visdoc-tasks" / VISDOC_TASK
-    pages_root.mkdir(parents=True, exist_ok=True)
+    pages = []
     for corpus_id, lines in PAGES:
         page = Image.new("RGB", (210, 297), "white")
         draw = ImageDraw.Draw(page)
         for row, line in enumerate(lines):
             draw.text((12, 16 + 22 * row), line, fill=(0, 0, 0))
-        page.save(pages_root / f"{corpus_id}.png")
-    repo, _, split = HUB[VISDOC_TASK]
+        pages.append(page)
     queries = {"query-id": [q for q, _ in QUERIES], "query": [t for _, t in QUERIES]}
     qrels = {"query-id": [q for q, _, _ in QRELS], "corpus-id": [c for _, c, _ in QRELS],
              "score": [s for _, _, s in QRELS]}  # fmt: skip
-    corpus = datasets.Dataset.from_dict(
-        {"corpus-id": [c for c, _ in PAGES], "image": [str(pages_root / f"{c}.png") for c, _ in PAGES]}
-    ).cast_column("image", datasets.Image())
-    for subset, table in (("queries", datasets.Dataset.from_dict(queries)), ("qrels", datasets.Dataset.from_dict(qrels)),
-                          ("corpus", corpus)):  # fmt: skip
-        _write_parquet(table, hub, (repo, subset, split))
-    return data
+    corpus = datasets.Dataset.from_dict({"corpus-id": [c for c, _ in PAGES], "image": pages},
+                                        features=datasets.Features({"corpus-id": datasets.Value("int64"),
+                                                                    "image": datasets.Image()}))  # fmt: skip
+    write_hub_copy(root, HUB[VISDOC_TASK], {"queries": datasets.Dataset.from_dict(queries),
+                                            "qrels": datasets.Dataset.from_dict(qrels), "corpus": corpus})  # fmt: skip
 
 
-def _write_parquet(table, hub: Path, hf_path: tuple) -> None:
-    path = hub_files(hub, hf_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(str(path).replace("*", "00000-of-00001"))
+def write_hub_copy(root: Path, hf_path: tuple, subsets: dict) -> None:
+    """``root/<repo>``: each subset's parquet file and a README whose ``configs`` name them (the Hub's layout)."""
+    repo, _, split = hf_path
+    folder = Path(root, repo)
+    configs = []
+    for subset, table in subsets.items():
+        (folder / subset).mkdir(parents=True, exist_ok=True)
+        table.to_parquet(str(folder / subset / f"{split}-00000-of-00001.parquet"))
+        configs.append(f"- config_name: {subset}\n  data_files:\n  - split: {split}\n    path: {subset}/{split}-*\n")
+    (folder / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n", encoding="utf-8")
 
 
-def hub_files(hub: Path, hf_path: tuple) -> Path:
-    """The local copy of Hub dataset ``(repo, subset, split)``: ``hub/<repo>/[<subset>/]<split>-*.parquet``."""
-    repo, subset, split = hf_path
-    folder = Path(hub, repo, subset) if subset else Path(hub, repo)
-    return folder / f"{split or 'test'}-*.parquet"
-
-
-def redirect_hub(hub: Path, modules: list) -> None:
-    """Replace ``load_hf_dataset`` (as imported by each module) by a reader of the local copies (:func:`hub_files`)."""
-    import datasets
+def redirect_hub(root: Path, modules: list) -> None:
+    """Each module's ``load_hf_dataset((repo, subset, split))`` -> VLM2Vec's own ``load_hf_dataset`` of the local
+    copy ``root/<repo>`` (:func:`write_hub_copy`): ``datasets.load_dataset(root/<repo>, subset, split=split)``."""
+    from src.utils.dataset_utils import load_hf_dataset
 
     def load_local(hf_path):
-        files = hub_files(hub, hf_path)
-        if not list(files.parent.glob(files.name)):
-            raise FileNotFoundError(f"no local copy of Hub dataset {hf_path}: expected {files}")
-        return datasets.load_dataset("parquet", data_files=str(files), split="train")
+        repo, subset, split = hf_path
+        return load_hf_dataset((str(Path(root, repo)), subset, split))
 
     for module in modules:
         module.load_hf_dataset = load_local
@@ -156,14 +151,14 @@ def redirect_hub(hub: Path, modules: list) -> None:
 # VLM2Vec's side
 
 
-def task_config(upstream: Path, name: str, data: Path) -> dict:
-    """The task's entry of the pinned eval yaml, its data paths joined to ``data`` as ``eval.py`` does."""
+def task_config(upstream: Path, name: str, root: Path) -> dict:
+    """The task's entry of the pinned eval yaml, its data paths joined to ``root`` as ``eval.py`` does."""
     import yaml
 
     config = dict(yaml.safe_load((Path(upstream) / TASK_CONFIGS[name]).read_text(encoding="utf-8"))[name])
     for key in DATA_DIR_KEYS:
         if config.get(key):
-            config[key] = os.path.join(str(data), config[key])
+            config[key] = os.path.join(str(root), config[key])
     return config
 
 
@@ -211,7 +206,7 @@ def relative(path: str, root: Path) -> str:
     return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
 
 
-def run_reference(args, root: Path, data: Path, checkpoint: str) -> dict[str, dict[str, list[dict]]]:
+def run_reference(args, root: Path, checkpoint: str) -> dict[str, dict[str, list[dict]]]:
     """Per task and side (``query`` / ``candidate``): the rows the reference's parser and eval collator give."""
     import src.data.eval_dataset.msrvtt_dataset as msrvtt
     import src.data.eval_dataset.vidore_dataset as vidore
@@ -220,13 +215,13 @@ def run_reference(args, root: Path, data: Path, checkpoint: str) -> dict[str, di
     from src.data.eval_dataset.base_eval_dataset import AutoEvalPairDataset, generate_cand_dataset
 
     common.quiet_logging()
-    redirect_hub(root / "hub", [msrvtt, vidore])
+    redirect_hub(root, [msrvtt, vidore])
     model_args = ModelArguments(model_name=checkpoint, model_backbone=FAMILY)
-    data_args = DataArguments(data_basedir=str(data))
+    data_args = DataArguments(data_basedir=str(root))
     processor = reference_processor(checkpoint, data_args)
     sides = {}
     for name in (VIDEO_TASK, VISDOC_TASK):
-        config = task_config(args.upstream, name, data)
+        config = task_config(args.upstream, name, root)
         queries, corpus = AutoEvalPairDataset.instantiate(model_args=model_args, data_args=data_args, **config)
         candidates = generate_cand_dataset(queries, corpus)
         sides[name] = {
@@ -238,7 +233,7 @@ def run_reference(args, root: Path, data: Path, checkpoint: str) -> dict[str, di
             "candidate_names": [str(row["dataset_infos"]["cand_name"]) for row in candidates],
             "query_labels": [row["dataset_infos"]["label_name"] for row in queries],
         }  # fmt: skip
-    sides["short_video_probe"] = short_video_probe(msrvtt, task_config(args.upstream, VIDEO_TASK, data), root)
+    sides["short_video_probe"] = short_video_probe(msrvtt, task_config(args.upstream, VIDEO_TASK, root), root)
     sides["processor"] = processor
     sides["vendored"] = vendored_image_processor(args.upstream, checkpoint, data_args)
     return sides
@@ -285,9 +280,9 @@ def main() -> None:
     from mm_st.testing import tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="mm_st-reference-mmeb-v2-"))
-    data = write_layout(root)
+    write_layout(root)
     checkpoint = tiny_model(FAMILY)
-    reference = run_reference(args, root, data, checkpoint)
+    reference = run_reference(args, root, checkpoint)
     tokenizer = reference["processor"].tokenizer
     tasks: dict[str, Any] = {}
     for name in (VIDEO_TASK, VISDOC_TASK):
