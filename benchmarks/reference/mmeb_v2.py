@@ -33,9 +33,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import common
 
 FAMILY = "qwen2_vl"
+RECIPE = "vlm2vec"
+VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")  # expanded by the processor: one per merged patch
+# --align: VLM2Vec-V2's eval text (process_input_text: "{instruction} {text}", "{video or image token} {instruction}")
+# as mm_st per-task full prompts around the task's own instruction (MMSTEncoder(prompts=...)).
+V2_TEXT_PROMPTS = {"query": "{instruction} <sent>", "document": "<image> {instruction}"}
 VIDEO_TASK, VISDOC_TASK = "MSR-VTT", "ViDoRe_arxivqa"
 TASK_CONFIGS = {VIDEO_TASK: "experiments/public/eval/video.yaml", VISDOC_TASK: "experiments/public/eval/visdoc.yaml"}
 HUB = {VIDEO_TASK: ("VLM2Vec/MSR-VTT", "test_1k", "test"),
@@ -67,7 +74,11 @@ QRELS = [(1, 101, 1), (2, 102, 1), (2, 103, 1), (3, 104, 1), (3, 105, 0)]  # a s
 
 
 def parse_args():
-    return common.base_parser(__doc__).parse_args()
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--recipe", default=RECIPE, help=f"mm_st recipe of the tiny model (default {RECIPE})")
+    parser.add_argument("--align", action="store_true",
+                        help="diagnosis: mm_st given VLM2Vec-V2's eval text and VLM2Vec's processor sizes")
+    return parser.parse_args()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,7 +231,7 @@ def run_reference(args, root: Path, checkpoint: str) -> dict[str, dict[str, list
     data_args = DataArguments(data_basedir=str(root))
     processor = reference_processor(checkpoint, data_args)
     sides = {}
-    for name in (VIDEO_TASK, VISDOC_TASK):
+    for name, parser in ((VIDEO_TASK, msrvtt), (VISDOC_TASK, vidore)):
         config = task_config(args.upstream, name, root)
         queries, corpus = AutoEvalPairDataset.instantiate(model_args=model_args, data_args=data_args, **config)
         candidates = generate_cand_dataset(queries, corpus)
@@ -231,12 +242,20 @@ def run_reference(args, root: Path, checkpoint: str) -> dict[str, dict[str, list
             "candidate": reference_side(MultimodalEvalDataCollator(processor, model_args, data_args, "cand"),
                                         list(candidates), root),
             "candidate_names": [str(row["dataset_infos"]["cand_name"]) for row in candidates],
-            "query_labels": [row["dataset_infos"]["label_name"] for row in queries],
+            "relevant": [relevant_of(row["dataset_infos"]) for row in queries],
+            "instructions": {"query": parser.TASK_INST_QRY, "candidate": parser.TASK_INST_TGT},
         }  # fmt: skip
     sides["short_video_probe"] = short_video_probe(msrvtt, task_config(args.upstream, VIDEO_TASK, root), root)
     sides["processor"] = processor
     sides["vendored"] = vendored_image_processor(args.upstream, checkpoint, data_args)
     return sides
+
+
+def relevant_of(infos: dict) -> dict[str, int]:
+    """A query's positives as ``{candidate name: relevance}`` (``label_name`` and, for pages, ``rel_scores``)."""
+    labels = infos["label_name"] if isinstance(infos["label_name"], list) else [infos["label_name"]]
+    scores = infos.get("rel_scores") or [1] * len(labels)
+    return {str(label): int(score) for label, score in zip(labels, scores)}
 
 
 def short_video_probe(msrvtt, config: dict, root: Path) -> dict:
@@ -266,11 +285,177 @@ def vendored_video_grids(vendored, rows: list[dict], root: Path) -> list[list[in
 
 
 # ------------------------------------------------------------------------------------------------
+# mm_st's side
+
+
+def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> dict[str, dict[str, Any]]:
+    """Per task: mm_st's MMEB-V2 task on ``root``, encoded through ``MMSTEncoder`` as mteb encodes it (mteb's own
+    dataloader), each batch's ``model.preprocess`` recorded: the inputs, the instruction and the features.
+
+    ``align``: mm_st given VLM2Vec-V2's eval text (:data:`V2_TEXT_PROMPTS`) and VLM2Vec's processor sizes
+    (``resize_min_pixels`` / ``resize_max_pixels`` on its image and video processor), the two things the default
+    run shows to differ."""
+    from mteb._create_dataloaders import create_dataloader
+    from mteb.types import PromptType
+
+    from mm_st import build_model
+    from mm_st.evaluation import MMSTEncoder
+    from mm_st.evaluation.benchmarks.mmeb_v2 import mmeb_v2_tasks
+
+    model = build_model(checkpoint, recipe=recipe).eval()
+    prompts = None
+    if align:
+        from src.arguments import DataArguments
+
+        size = {"shortest_edge": DataArguments.resize_min_pixels, "longest_edge": DataArguments.resize_max_pixels}
+        for processor in (model[0].processor.image_processor, model[0].processor.video_processor):
+            processor.size = dict(size)
+        prompts = {f"MMEB-{name}": V2_TEXT_PROMPTS for name in (VIDEO_TASK, VISDOC_TASK)}
+    encoder = MMSTEncoder(model, name="local/tiny-qwen2_vl", prompts=prompts)
+    calls = record_preprocess(model)
+    out = {}
+    for task in mmeb_v2_tasks([VIDEO_TASK, VISDOC_TASK], data=root):
+        task.load_data()
+        split = task.dataset["default"]["test"]
+        entry: dict[str, Any] = {"task": task.metadata.name, "candidate_names": list(task.candidate_names),
+                                 "relevant": split["relevant_docs"], "top_ranked": split.get("top_ranked")}  # fmt: skip
+        for side, key, prompt_type in (("query", "queries", PromptType.query),
+                                       ("candidate", "corpus", PromptType.document)):  # fmt: skip
+            calls.clear()
+            loader = create_dataloader(split[key], task_metadata=task.metadata, prompt_type=prompt_type, batch_size=8)
+            encoder.encode(loader, task_metadata=task.metadata, hf_split="test", hf_subset="default",
+                           prompt_type=prompt_type, batch_size=8)  # fmt: skip
+            entry[side] = [row for call in calls for row in mm_st_rows(*call, model=model, root=root)]
+            entry[f"{side}_ids"] = list(split[key]["id"])  # q0.. / c0.. (candidate_names in this order)
+            entry[f"{side}_instruction"] = encoder.instruction(task.metadata, prompt_type)
+        out[task.entry.name] = entry
+    out["num_frames"] = getattr(model[0], "num_frames", None) or 8
+    out["processor"] = (f"image size {dict(model[0].processor.image_processor.size)}, video size "
+                        f"{dict(model[0].processor.video_processor.size)}")
+    return out
+
+
+def record_preprocess(model) -> list[tuple]:
+    """Wrap ``model.preprocess`` (what sentence-transformers' ``encode`` calls per batch) to record each call."""
+    calls: list[tuple] = []
+    original = model.preprocess
+
+    def recording(inputs, prompt=None, **kwargs):
+        features = original(inputs, prompt=prompt, **kwargs)
+        calls.append((list(inputs), prompt, features))
+        return features
+
+    model.preprocess = recording
+    return calls
+
+
+def mm_st_rows(inputs: list, prompt: str | None, features: dict, *, model, root: Path) -> list[dict]:
+    """Each input of one ``preprocess`` call: its frame paths (mm_st's own sampling of the input), token ids, grid
+    and pixel values, the instruction it was given."""
+    rows = feature_rows(features)
+    num_frames = getattr(model[0], "num_frames", None) or 8
+    for index, (item, row) in enumerate(zip(inputs, rows)):
+        row["prompt"] = prompt
+        video = item.get("video") if isinstance(item, dict) else None
+        if video is not None:
+            from mm_st.inputs import video_frames
+
+            row["paths"] = [relative(str(f), root) for f in video_frames(video, index, num_frames, load=False)]
+    return rows
+
+
+def feature_rows(features: dict) -> list[dict]:
+    """Per caller row of mm_st features (modality-grouped or not): unpadded ids, vision grid and pixel values."""
+    from mm_st.model import GROUP_ROWS_KEY, GROUPS_KEY
+
+    if GROUPS_KEY not in features:
+        return _group_rows(features)
+    rows: dict[int, dict] = {}
+    for group, caller_rows in zip(features[GROUPS_KEY], features[GROUP_ROWS_KEY]):
+        rows.update(zip(caller_rows.tolist(), _group_rows(group)))
+    return [rows[i] for i in range(len(rows))]
+
+
+def _group_rows(features: dict) -> list[dict]:
+    ids = common.reference_row_ids(features["input_ids"], features["attention_mask"])
+    rows = [{"ids": row_ids} for row_ids in ids]
+    for pixels_key, grid_key in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        if grid_key not in features:
+            continue
+        grids = features[grid_key].reshape(-1, 3)
+        if len(grids) != len(rows):  # a modality group: every row has one image / one video
+            raise RuntimeError(f"{len(grids)} {grid_key} rows for {len(rows)} inputs: not one vision input per row")
+        starts = [0, *grids.prod(dim=1).cumsum(0).tolist()]
+        for k, row in enumerate(rows):
+            row["grid"] = [int(x) for x in grids[k]]
+            row["pixels"] = features[pixels_key][starts[k] : starts[k + 1]].detach().float().numpy()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def summary(rows: list[dict]) -> list[dict]:
     """The rows without their pixel arrays, for the result file."""
     return [{k: v for k, v in row.items() if k != "pixels"} | {"tokens": len(row["ids"])} for row in rows]
+
+
+def compare_side(theirs: list[dict], mine: list[dict], tokenizer) -> dict[str, Any]:
+    """Row by row: token ids (:func:`common.compare_ids`), frame paths, vision grids, pixel values; and for each row
+    whose ids differ, why: ``text`` (the ids without the vision placeholder tokens differ: the text around the
+    image / video) and / or ``grid`` (the processor resized the image / frames to another grid: another number of
+    placeholder tokens). A differing row with neither is ``unexplained``."""
+    out = common.compare_ids([r["ids"] for r in mine], [r["ids"] for r in theirs], tokenizer)
+    if "first_mismatch" in out:
+        out["first_mismatch"] = {k: common.shorten(v) if isinstance(v, str) else v
+                                 for k, v in out["first_mismatch"].items()}  # fmt: skip
+    placeholders = {tokenizer.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDERS}
+    causes = {"text": 0, "grid": 0, "unexplained": 0}
+    for a, b in zip(theirs, mine):
+        if a["ids"] == b["ids"]:
+            continue
+        text = [t for t in a["ids"] if t not in placeholders] != [t for t in b["ids"] if t not in placeholders]
+        grid = a.get("grid") != b.get("grid")
+        causes["text"] += text
+        causes["grid"] += grid
+        causes["unexplained"] += not (text or grid)
+    out["differing_rows_by_cause"] = causes
+    videos = [(a["paths"], b.get("paths")) for a, b in zip(theirs, mine) if len(a["paths"]) > 1]
+    if videos:
+        out["frames_equal"] = sum(a == b for a, b in videos)
+        out["videos"] = len(videos)
+    out["grids_equal"] = sum(a.get("grid") == b.get("grid") for a, b in zip(theirs, mine))
+    diffs = [float(np.abs(a["pixels"] - b["pixels"]).max()) for a, b in zip(theirs, mine)
+             if "pixels" in a and "pixels" in b and a["pixels"].shape == b["pixels"].shape]  # fmt: skip
+    out["pixel_rows_compared"] = len(diffs)
+    out["pixels_max_abs_diff"] = max(diffs) if diffs else None
+    return out
+
+
+def compare_task(theirs: dict, mine: dict, tokenizer) -> dict[str, Any]:
+    """Both sides of one task: queries in row order, candidates matched by VLM2Vec's candidate name."""
+    names = dict(zip(mine["candidate_ids"], mine["candidate_names"]))
+    by_name = dict(zip(mine["candidate_names"], mine["candidate"]))
+    relevant = [{names[c]: int(s) for c, s in mine["relevant"][q].items()} for q in mine["query_ids"]]
+    return {
+        "query": compare_side(theirs["query"], mine["query"], tokenizer),
+        "candidate": compare_side(theirs["candidate"], [by_name.get(n, {"ids": []}) for n in theirs["candidate_names"]],
+                                  tokenizer),
+        "candidate_names_equal": theirs["candidate_names"] == mine["candidate_names"],
+        "relevant_equal": theirs["relevant"] == relevant,
+        "instructions": {side: {"reference": theirs["instructions"][side], "mm_st": mine[f"{side}_instruction"]}
+                         for side in ("query", "candidate")},
+        "example_mm_st_text": {side: common.shorten(tokenizer.decode(mine[side][0]["ids"]))
+                               for side in ("query", "candidate")},
+    }  # fmt: skip
+
+
+def mm_st_short_video(root: Path, model_num_frames: int) -> list[str]:
+    """mm_st's frames of :data:`SHORT_VIDEO` (its frame folder as a video input)."""
+    from mm_st.inputs import video_frames
+
+    folder = root / "video-tasks" / "frames" / "video_ret" / VIDEO_TASK / SHORT_VIDEO[0]
+    return [relative(str(f), root) for f in video_frames(str(folder), 0, model_num_frames, load=False)]
 
 
 def main() -> None:
@@ -283,24 +468,32 @@ def main() -> None:
     write_layout(root)
     checkpoint = tiny_model(FAMILY)
     reference = run_reference(args, root, checkpoint)
+    mine = run_mm_st(root, checkpoint, args.recipe, align=args.align)
     tokenizer = reference["processor"].tokenizer
     tasks: dict[str, Any] = {}
     for name in (VIDEO_TASK, VISDOC_TASK):
-        side = reference[name]
-        entry = {"config": {k: v if k not in DATA_DIR_KEYS else relative(v, root) for k, v in side["config"].items()},
-                 "candidate_names": side["candidate_names"], "query_labels": side["query_labels"],
-                 "reference": {"query": summary(side["query"]), "candidate": summary(side["candidate"])}}  # fmt: skip
-        entry["example_reference_text"] = common.shorten(tokenizer.decode(side["candidate"][0]["ids"]))
+        theirs = reference[name]
+        entry = {"config": {k: v if k not in DATA_DIR_KEYS else relative(v, root) for k, v in theirs["config"].items()},
+                 "mm_st_task": mine[name]["task"], **compare_task(theirs, mine[name], tokenizer),
+                 "example_reference_text": {side: common.shorten(tokenizer.decode(theirs[side][0]["ids"]))
+                                            for side in ("query", "candidate")},
+                 "reference": {side: summary(theirs[side]) for side in ("query", "candidate")},
+                 "mm_st": {side: summary(mine[name][side]) for side in ("query", "candidate")}}  # fmt: skip
         if name == VIDEO_TASK:
-            grids = vendored_video_grids(reference["vendored"], side["candidate"], root)
+            grids = vendored_video_grids(reference["vendored"], theirs["candidate"], root)
             entry["vendored_video_grids"] = grids
-            entry["vendored_video_grid_equal"] = grids == [row["grid"] for row in side["candidate"]]
+            entry["vendored_video_grid_equal"] = grids == [row["grid"] for row in theirs["candidate"]]
+            entry["short_video"] = reference["short_video_probe"] | {
+                "mm_st_frames": mm_st_short_video(root, mine["num_frames"])}
         tasks[name] = entry
-        print(f"{name}: {len(side['query'])} queries, {len(side['candidate'])} candidates; "
-              f"candidate 0: {entry['example_reference_text']!r}")
-    tasks[VIDEO_TASK]["short_video_probe"] = reference["short_video_probe"]
-    common.write_result(args, "mmeb_v2_inputs", {
+        print(f"{name}: " + "; ".join(
+            f"{side} ids {entry[side]['ids_equal']}/{entry[side]['rows']}"
+            + (f", frames {entry[side]['frames_equal']}/{entry[side]['videos']}" if "videos" in entry[side] else "")
+            + f", max |pixel diff| {entry[side]['pixels_max_abs_diff']}" for side in ("query", "candidate")))
+    common.write_result(args, "mmeb_v2_inputs" + ("_aligned" if args.align else ""), {
         "reference": "TIGER-AI-Lab/VLM2Vec", "commit": common.upstream_commit(args.upstream), "family": FAMILY,
+        "recipe": args.recipe, "aligned": args.align, "num_frames_mm_st": mine["num_frames"],
+        "mm_st_processor": mine["processor"],
         "reference_processor": f"{type(reference['processor']).__name__}, image size "
                                f"{dict(reference['processor'].image_processor.size)}, video size "
                                f"{dict(reference['processor'].video_processor.size)}",
