@@ -329,7 +329,7 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> 
             entry[f"{side}_ids"] = list(split[key]["id"])  # q0.. / c0.. (candidate_names in this order)
             entry[f"{side}_instruction"] = encoder.instruction(task.metadata, prompt_type)
         out[task.entry.name] = entry
-    out["num_frames"] = getattr(model[0], "num_frames", None) or 8
+    out["num_frames"] = model.num_frames
     out["processor"] = (f"image size {dict(model[0].processor.image_processor.size)}, video size "
                         f"{dict(model[0].processor.video_processor.size)}")
     return out
@@ -353,7 +353,7 @@ def mm_st_rows(inputs: list, prompt: str | None, features: dict, *, model, root:
     """Each input of one ``preprocess`` call: its frame paths (mm_st's own sampling of the input), token ids, grid
     and pixel values, the instruction it was given."""
     rows = feature_rows(features)
-    num_frames = getattr(model[0], "num_frames", None) or 8
+    num_frames = model.num_frames
     for index, (item, row) in enumerate(zip(inputs, rows)):
         row["prompt"] = prompt
         video = item.get("video") if isinstance(item, dict) else None
