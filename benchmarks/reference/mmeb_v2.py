@@ -27,7 +27,7 @@ Usage::
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -301,6 +301,8 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> 
     from mm_st import build_model
     from mm_st.evaluation import MMSTEncoder
     from mm_st.evaluation.benchmarks.mmeb_v2 import mmeb_v2_tasks
+    from mm_st.evaluation.model import mteb_rows
+    from mm_st.inputs import normalize_inputs
 
     model = build_model(checkpoint, recipe=recipe).eval()
     prompts = None
@@ -325,7 +327,11 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> 
             loader = create_dataloader(split[key], task_metadata=task.metadata, prompt_type=prompt_type, batch_size=8)
             encoder.encode(loader, task_metadata=task.metadata, hf_split="test", hf_subset="default",
                            prompt_type=prompt_type, batch_size=8)  # fmt: skip
-            entry[side] = [row for call in calls for row in mm_st_rows(*call, model=model, root=root)]
+            recorded = {input_key(item): row for call in calls
+                        for item, row in zip(call[0], mm_st_rows(*call, model=model, root=root))}  # fmt: skip
+            # encode batches inputs sorted by length: back to the task's row order, input by input
+            given = [item for batch in loader for item in normalize_inputs(mteb_rows(batch), load=False)]
+            entry[side] = [recorded[input_key(item)] for item in given]
             entry[f"{side}_ids"] = list(split[key]["id"])  # q0.. / c0.. (candidate_names in this order)
             entry[f"{side}_instruction"] = encoder.instruction(task.metadata, prompt_type)
         out[task.entry.name] = entry
@@ -333,6 +339,27 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> 
     out["processor"] = (f"image size {dict(model[0].processor.image_processor.size)}, video size "
                         f"{dict(model[0].processor.video_processor.size)}")
     return out
+
+
+def input_key(item: Any) -> Any:
+    """A hashable key of one mm_st input: its text, the pixels of its images, the resolved paths of its frames."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return tuple((k, media_key(v) if k in ("image", "video") else input_key(v)) for k, v in sorted(item.items()))
+    if isinstance(item, (list, tuple)):
+        return tuple(input_key(v) for v in item)
+    return media_key(item)
+
+
+def media_key(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return tuple(media_key(v) for v in value)
+    if isinstance(value, (str, os.PathLike)):
+        return str(Path(value).resolve())
+    return hashlib.sha1(value.convert("RGB").tobytes()).hexdigest()  # a PIL image
 
 
 def record_preprocess(model) -> list[tuple]:
