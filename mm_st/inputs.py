@@ -282,17 +282,18 @@ def _frame(frame: Any, index: int, position: int, root: str | os.PathLike | None
 
 def decode_video(path: Path, index: int, num_frames: int) -> list[Image.Image]:
     """The sampled frames (:func:`sample_frames`) of a video file, decoded by transformers' ``load_video`` with the
-    first installed decoder (PyAV, decord, OpenCV, torchcodec); without one, an error that says how to extract frames."""
+    first installed decoder (PyAV, decord, OpenCV: each gives RGB frames, height x width x 3); without one, an error
+    that says how to extract frames."""
     import importlib.util
 
     from transformers.video_utils import load_video
 
-    backends = {"av": "pyav", "decord": "decord", "cv2": "opencv", "torchcodec": "torchcodec"}
+    backends = {"av": "pyav", "decord": "decord", "cv2": "opencv"}
     backend = next((name for module, name in backends.items() if importlib.util.find_spec(module)), None)
     if backend is None:
         raise ValueError(
-            f"Input {index}: {str(path)!r} is a video file, and no video decoder is installed (PyAV, decord, OpenCV "
-            "or torchcodec: e.g. pip install av). Or extract its frames into a directory and pass that: "
+            f"Input {index}: {str(path)!r} is a video file, and no video decoder is installed (PyAV, decord or "
+            "OpenCV: e.g. pip install av). Or extract its frames into a directory and pass that: "
             f"ffmpeg -i {path.name} frames/frame_%04d.jpg"
         )
 

@@ -114,6 +114,29 @@ def test_a_video_file_without_a_decoder_says_how_to_extract_frames(tmp_path, mon
         normalize_input({"video": str(tmp_path / "clip.mp4")}, 1)
 
 
+def test_a_video_file_is_decoded_at_vlm2vec_v2_s_frames(tmp_path, monkeypatch):
+    """Through transformers' load_video with an installed decoder (here a stand-in for PyAV: 20 frames, frame i
+    filled with the value i): mm_st's frame indices reach the decoder, and its RGB frames come back as PIL images."""
+    import importlib.util
+
+    from transformers import video_utils
+    from transformers.video_utils import VideoMetadata
+
+    def fake_pyav(path, sample_indices_fn, **kwargs):
+        metadata = VideoMetadata(total_num_frames=20, fps=10.0, duration=2.0, video_backend="pyav")
+        indices = sample_indices_fn(metadata)
+        return np.stack([np.full((8, 8, 3), i, dtype=np.uint8) for i in indices]), metadata
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "av" else real_find_spec(name, *a))
+    monkeypatch.setattr(video_utils, "is_av_available", lambda: True)
+    monkeypatch.setitem(video_utils.VIDEO_DECODERS, "pyav", fake_pyav)
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
+    frames = normalize_input({"video": tmp_path / "clip.mp4"}, 0)["video"]
+    assert [int(np.asarray(frame)[0, 0, 0]) for frame in frames] == [0, 2, 5, 8, 10, 13, 16, 19]
+    assert all(isinstance(frame, Image.Image) and frame.size == (8, 8) for frame in frames)
+
+
 def test_an_empty_frame_directory_and_an_image_with_a_video_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"^Input 0: the frame directory .* holds no frame images \(.jpg, .jpeg, .png\)"):
         normalize_input({"video": tmp_path}, 0)
@@ -256,3 +279,17 @@ def test_a_saved_model_takes_st_s_native_video_input_without_mm_st(qwen2_vl, tmp
     result = json.loads(run.stdout.split("RESULT", 1)[1])
     assert np.abs(np.array(result["alone"]) - expected).max() <= 1e-6
     assert np.abs(np.array(result["batch"]) - expected).max() <= 1e-5  # one padded batch: text and video rows
+
+
+def test_qwen_embeds_image_and_video_rows_in_one_padded_forward_too(qwen2_vl):
+    """Grouping is not needed for correctness here: Qwen2-VL's forward takes image and video rows together."""
+    _, model = qwen2_vl
+    batch = ["a dog", {"video": make_frames(4, seed=12)}, {"image": make_frames(1, seed=13)[0], "text": TEXT},
+             {"video": make_frames(2, seed=14, size=64), "text": TEXT}]
+    grouped = model.encode(batch, batch_size=len(batch))
+    try:
+        model.group_modalities = False
+        assert "mm_st_groups" not in model.preprocess(batch)
+        assert np.abs(model.encode(batch, batch_size=len(batch)) - grouped).max() <= 1e-6
+    finally:
+        model.group_modalities = True
