@@ -273,14 +273,15 @@ def short_video_probe(msrvtt, config: dict, root: Path) -> dict:
     return probe | {"parser_refuses": False}
 
 
-def vendored_video_grids(vendored, rows: list[dict], root: Path) -> list[list[int]]:
-    """The video grid VLM2Vec's vendored image processor gives each candidate's frames."""
+def video_grids(processor, rows: list[dict], root: Path, **kwargs) -> list[list[int]]:
+    """The video grid ``processor`` gives each candidate's frames (VLM2Vec's vendored image processor's video path
+    takes ``images=None``; transformers' video processor takes the frames alone)."""
     from PIL import Image
 
     grids = []
     for row in rows:
         frames = [Image.open(root / p) for p in row["paths"]]
-        grids.append([int(x) for x in vendored(images=None, videos=[frames], return_tensors="np")["video_grid_thw"][0]])
+        grids.append([int(x) for x in processor(videos=[frames], return_tensors="np", **kwargs)["video_grid_thw"][0]])
     return grids
 
 
@@ -507,9 +508,13 @@ def main() -> None:
                  "reference": {side: summary(theirs[side]) for side in ("query", "candidate")},
                  "mm_st": {side: summary(mine[name][side]) for side in ("query", "candidate")}}  # fmt: skip
         if name == VIDEO_TASK:
-            grids = vendored_video_grids(reference["vendored"], theirs["candidate"], root)
+            grids = video_grids(reference["vendored"], theirs["candidate"], root, images=None)
             entry["vendored_video_grids"] = grids
             entry["vendored_video_grid_equal"] = grids == [row["grid"] for row in theirs["candidate"]]
+            # what a checkpoint without video sizes of its own gets: the class defaults (not a check)
+            default = type(reference["processor"].video_processor)()
+            entry["transformers_default_video_size"] = dict(default.size)
+            entry["transformers_default_video_grids"] = video_grids(default, theirs["candidate"], root)
             entry["short_video"] = reference["short_video_probe"] | {
                 "mm_st_frames": mm_st_short_video(root, mine["num_frames"])}
         tasks[name] = entry
