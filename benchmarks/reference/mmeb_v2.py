@@ -19,10 +19,18 @@ query and the candidate side: the sampled frame paths, the instruction texts and
   videos through its image processor (``processing_qwen2_vl.py``: ``self.image_processor(images=None,
   videos=videos)``). The vendored image processor's video grid is computed as well (loaded from its file; it
   needs nothing stubbed) and compared with transformers' (``vendored_video_grid_equal``).
+- mm_st: ``mmeb_v2_tasks([...], data=root)`` (``$MM_ST_MMEB_V2_DATA``'s layout), ``load_data``, the queries and the
+  corpus through mteb's ``create_dataloader`` and ``MMSTEncoder.encode`` of ``build_model(tiny_model("qwen2_vl"),
+  recipe=--recipe)``; each ``model.preprocess`` call recorded (inputs, instruction, features), the rows put back in
+  the task's order (``encode`` batches inputs sorted by length) and matched to the reference's: queries by row,
+  candidates by VLM2Vec's candidate name.
+
+Diagnosis switch: ``--align`` gives mm_st VLM2Vec-V2's eval text (:data:`V2_TEXT_PROMPTS`, per-task prompts of
+``MMSTEncoder``) and VLM2Vec's processor sizes, the two things that differ as mm_st ships (RESULTS.md).
 
 Usage::
 
-    python benchmarks/reference/mmeb_v2.py --upstream path/to/VLM2Vec
+    python benchmarks/reference/mmeb_v2.py --upstream path/to/VLM2Vec [--align]
 """
 
 from __future__ import annotations
