@@ -388,14 +388,14 @@ def record_preprocess(model) -> list[tuple]:
 def mm_st_rows(inputs: list, prompt: str | None, features: dict, *, model, root: Path) -> list[dict]:
     """Each input of one ``preprocess`` call: its frame paths (mm_st's own sampling of the input), token ids, grid
     and pixel values, the instruction it was given."""
+    from mm_st.inputs import video_frames
+
     rows = feature_rows(features)
     num_frames = model.num_frames
     for index, (item, row) in enumerate(zip(inputs, rows)):
         row["prompt"] = prompt
         video = item.get("video") if isinstance(item, dict) else None
         if video is not None:
-            from mm_st.inputs import video_frames
-
             row["paths"] = [relative(str(f), root) for f in video_frames(video, index, num_frames, load=False)]
     return rows
 
@@ -486,12 +486,12 @@ def compare_task(theirs: dict, mine: dict, tokenizer) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def mm_st_short_video(root: Path, model_num_frames: int) -> list[str]:
-    """mm_st's frames of :data:`SHORT_VIDEO` (its frame folder as a video input)."""
+def mm_st_folder_frames(root: Path, video_id: str, num_frames: int) -> list[str]:
+    """The frames mm_st's model samples from a video's frame folder given as the input (``{"video": folder}``)."""
     from mm_st.inputs import video_frames
 
-    folder = root / "video-tasks" / "frames" / "video_ret" / VIDEO_TASK / SHORT_VIDEO[0]
-    return [relative(str(f), root) for f in video_frames(str(folder), 0, model_num_frames, load=False)]
+    folder = root / "video-tasks" / "frames" / "video_ret" / VIDEO_TASK / video_id
+    return [relative(str(f), root) for f in video_frames(str(folder), 0, num_frames, load=False)]
 
 
 def main() -> None:
@@ -524,7 +524,11 @@ def main() -> None:
             entry["transformers_default_video_size"] = dict(default.size)
             entry["transformers_default_video_grids"] = video_grids(default, theirs["candidate"], root)
             entry["short_video"] = reference["short_video_probe"] | {
-                "mm_st_frames": mm_st_short_video(root, mine["num_frames"])}
+                "mm_st_frames": mm_st_folder_frames(root, SHORT_VIDEO[0], mine["num_frames"])}
+            # the model's own sampling of each frame folder (the task hands it frames it sampled itself)
+            folders = [mm_st_folder_frames(root, video[0], mine["num_frames"]) for video in VIDEOS]
+            by_name = dict(zip(theirs["candidate_names"], theirs["candidate"]))
+            entry["model_folder_sampling_equal"] = folders == [by_name[video[0]]["paths"] for video in VIDEOS]
         tasks[name] = entry
         print(f"{name}: " + "; ".join(
             f"{side} ids {entry[side]['ids_equal']}/{entry[side]['rows']}"

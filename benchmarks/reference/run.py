@@ -187,6 +187,9 @@ def check_inputs(result: dict, name: str, check: Checks) -> None:
             check(task["vendored_video_grid_equal"],
                   f"{label}: VLM2Vec's vendored image processor gives the same video grids as transformers' "
                   f"video processor ({task['vendored_video_grids']})")
+        if "model_folder_sampling_equal" in task:
+            check(task["model_folder_sampling_equal"],
+                  f"{label}: mm_st's model samples each frame folder given as {{'video': folder}} to VLM2Vec's frames")
         if "short_video" in task:
             short = task["short_video"]
             check(short["parser_refuses"] and short["mm_st_frames"] == short["process_video_frames"],
