@@ -58,6 +58,8 @@ Expected layout of a local MMEB-V2 root (VLM2Vec's evaluation data, experiments/
 
 SOURCE = DataSource("MMEB-V2", "MM_ST_MMEB_V2_DATA", None, LAYOUT)
 
+INSTRUCTION_COLUMN = "mm_st_instruction"  # a query's own instruction ("" = the task's), read by MMSTEncoder
+IMAGE_COLUMN = "mm_st_image"  # an image beside a video-category query (MomentSeeker), read by MMSTEncoder
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # vision_utils.py IMAGE_EXTENSIONS
 QA_PROMPT = ("Given a video and a question, select the most accurate answer from the provided candidates. "
              "Return only the exact text of your chosen answer. Question: ")  # TASK_PROMPT of the video QA parsers
@@ -247,20 +249,38 @@ def root_dir(data: str | os.PathLike | None = None) -> Path:
 
 
 def load_split(dataset: V2Dataset, root: Path, subset: str | None = None, repo: str | None = None):
-    """``datasets.load_dataset`` of the local copy of ``dataset``'s repo (``subset`` overrides its own)."""
+    """The rows ``datasets.load_dataset(<root>/<repo>, subset, split=...)`` gives for the local copy of ``dataset``'s
+    repo (``subset`` overrides its own), read straight from its data files: nothing is cached, so a changed copy is
+    read as it is now."""
     import datasets
 
     repo = repo or dataset.hf[0]
     subset = subset if subset is not None else dataset.hf[1]
+    split = dataset.hf[2]
     where = root / repo
     if not where.is_dir():
         raise DataLayoutError(f"{dataset.name}: the local copy of the Hugging Face dataset {repo!r} is missing: "
                               f"{str(where)!r}.\n{LAYOUT}")
     try:
-        return datasets.load_dataset(str(where), subset, split=dataset.hf[2])
-    except (ValueError, FileNotFoundError) as error:
-        raise DataLayoutError(f"{dataset.name}: cannot read {str(where)!r} (subset {subset!r}, split "
-                              f"{dataset.hf[2]!r}): {error}\n{LAYOUT}") from None
+        data_files = datasets.load_dataset_builder(str(where), subset).config.data_files or {}
+        files = [str(f) for f in data_files[split]]
+        return datasets.concatenate_datasets([_read_table(f) for f in files])
+    except (ValueError, FileNotFoundError, KeyError, OSError) as error:
+        raise DataLayoutError(f"{dataset.name}: cannot read split {split!r} of subset {subset!r} from {str(where)!r}: "
+                              f"{type(error).__name__}: {error}\n{LAYOUT}") from None
+
+
+def _read_table(path: str):
+    """One data file as a ``datasets.Dataset`` (features from the file's own metadata: images stay images)."""
+    import datasets
+    import pyarrow.json
+    import pyarrow.parquet
+
+    if path.endswith(".parquet"):
+        return datasets.Dataset(pyarrow.parquet.read_table(path))
+    if path.endswith((".json", ".jsonl")):
+        return datasets.Dataset(pyarrow.json.read_json(path))
+    raise ValueError(f"{path!r}: only .parquet and .json/.jsonl data files are read")
 
 
 def _natural(name: str) -> list:
@@ -443,10 +463,6 @@ def _video_qa(d: V2Dataset, root: Path, out: TaskInputs) -> None:
         out.add(Item(text=text, video=video(d, root, *folder.split("/"))), _texts(names, texts), {answer: 1})
 
 
-def _page_name(d: V2Dataset, corpus_id: Any) -> str:
-    return str(corpus_id)
-
-
 @parser("vidore", "visrag")
 def _pages(d: V2Dataset, root: Path, out: TaskInputs) -> None:
     queries, qrels, corpus = (load_split(d, root, subset=s) for s in ("queries", "qrels", "corpus"))
@@ -473,10 +489,12 @@ def _pages(d: V2Dataset, root: Path, out: TaskInputs) -> None:
 
 def task_inputs(name: str, data: str | os.PathLike | None = None) -> TaskInputs:
     """The queries, candidates and positives of MMEB-V2 dataset ``name`` (a key of :data:`DATASETS`) as VLM2Vec's
-    parser builds them from the local root ``data`` (default ``$MM_ST_MMEB_V2_DATA``).
+    parser builds them from the local root ``data`` (default ``$MM_ST_MMEB_V2_DATA``). Query ``i``'s instruction
+    is ``queries[i].instruction`` or the dataset's ``query_instruction``; a candidate's is ``document_instruction``.
 
     >>> inputs = task_inputs("MSR-VTT", "/path/to/mmeb-v2")  # doctest: +SKIP
-    >>> inputs.queries[0].text, inputs.candidates[inputs.ranked and ...]  # doctest: +SKIP
+    >>> inputs.queries[0].text, inputs.candidates[next(iter(inputs.relevant[0]))].video  # doctest: +SKIP
+    ('a man is driving a car', ('.../video7020/frame_0000.jpg', ...))
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown MMEB-V2 dataset {name!r}. Known: {', '.join(DATASETS)}.")

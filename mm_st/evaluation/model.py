@@ -37,11 +37,12 @@ from mteb.types import PromptType
 from mm_st import metadata, templates
 from mm_st.evaluation.data import fingerprint
 from mm_st.evaluation.instructions import recipe_task_prompts
+from mm_st.evaluation.mmeb_v2_files import IMAGE_COLUMN, INSTRUCTION_COLUMN
 from mm_st.evaluation.tasks import is_mm_st_task
 
 logger = logging.getLogger(__name__)
 
-_MTEB_MODALITIES = ("image", "text")
+_MTEB_MODALITIES = ("image", "text", "video")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,22 +194,77 @@ def _rgb(image: Any) -> Any:
     return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
 
 
-def mteb_rows(batch: dict[str, Any]) -> list[Any]:
-    """mteb batch columns -> sentence-transformers inputs (text, image or ``{"text", "image"}``)."""
-    n = len(next(iter(v for k, v in batch.items() if k in ("text", "image"))))
-    texts = batch.get("text") or [None] * n
-    images = batch.get("image") or [None] * n
+def _frame(frame: Any) -> Any:
+    """One frame of a tensor video (``C,H,W`` or ``H,W,C``, uint8 or float in [0, 1]) as a PIL image."""
+    from PIL import Image
+
+    array = np.asarray(frame.detach().cpu() if hasattr(frame, "detach") else frame)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return _rgb(Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array))
+
+
+def video_frames(video: Any) -> Any:
+    """An mteb video value in mm_st's video form (VIDEO_CONTRACT): a list of frames (PIL images or paths) or a path.
+
+    mm_st's tasks give frame paths; mteb's ``VideoInput`` holds a tensor of frames (``T,C,H,W`` or ``T,H,W,C``),
+    which becomes a list of PIL images; a path (a frame folder or video file) or a list of frames is kept as is.
+    """
+    if hasattr(video, "ndim") and getattr(video, "ndim", 0) == 4:
+        return [_frame(frame) for frame in video]
+    if isinstance(video, dict) and "frames" in video:
+        return video_frames(video["frames"])
+    if isinstance(video, (list, tuple)):
+        return [_rgb(f) if hasattr(f, "mode") else (f if isinstance(f, (str, os.PathLike)) else _frame(f)) for f in video]
+    return video
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value)
+    return len(value) > 0 if isinstance(value, (list, tuple)) else True
+
+
+def _open_image(path: str) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def mteb_rows(batch: dict[str, Any], instruction: str | None = None) -> list[Any]:
+    """mteb batch columns -> sentence-transformers inputs: text, an image, ``{"text", "image"}`` or
+    ``{"video", "text"}`` (:func:`video_frames`).
+
+    Queries of a task whose rows carry their own instruction (``mm_st_instruction``, MomentSeeker) become dicts with
+    ``"instruction"``: the row's, else ``instruction`` (the task's); None leaves them without one (the recipe takes
+    no instruction). An ``mm_st_image`` path is the row's image where the task's category has no image column.
+    """
+    n = len(next(iter(v for k, v in batch.items() if k in ("text", "image", "video", "id"))))
+    texts, images, videos = ([None] * n if batch.get(k) is None else batch[k] for k in ("text", "image", "video"))
+    own = batch.get(INSTRUCTION_COLUMN) if instruction is not None else None
+    extra_images = batch.get(IMAGE_COLUMN) or [None] * n
     out = []
-    for text, image in zip(texts, images):
-        text = text if isinstance(text, str) and text else None
-        if image is not None and text is not None:
-            out.append({"text": text, "image": _rgb(image)})
-        elif image is not None:
-            out.append(_rgb(image))
-        elif text is not None:
-            out.append(text)
+    for index, (text, image, video, extra) in enumerate(zip(texts, images, videos, extra_images)):
+        item: dict[str, Any] = {}
+        if _present(video):
+            item["video"] = video_frames(video)
+        if image is not None or _present(extra):
+            item["image"] = _rgb(image if image is not None else _open_image(extra))
+        if isinstance(text, str) and text:
+            item["text"] = text
+        if not item:
+            raise ValueError(f"mteb input {index} has neither text, image nor video.")
+        if own is not None:
+            out.append({**item, "instruction": own[index] or instruction})
+        elif len(item) == 1 and "video" not in item:
+            out.append(next(iter(item.values())))
         else:
-            raise ValueError("An mteb input has neither text nor image.")
+            out.append(item)
     return out
 
 
@@ -290,8 +346,9 @@ class MMSTEncoder(AbsEncoder):
         batch_size = kwargs.get("batch_size", 32)
         out = []
         for batch in inputs:
-            items = mteb_rows(batch)
-            out.append(np.asarray(encode(items, prompt=instruction, batch_size=batch_size, show_progress_bar=False,
+            items = mteb_rows(batch, instruction)
+            per_row = any(isinstance(item, dict) and "instruction" in item for item in items)
+            out.append(np.asarray(encode(items, prompt=None if per_row else instruction, batch_size=batch_size, show_progress_bar=False,
                                          convert_to_numpy=True), dtype=np.float32))
             self.encoded[prompt_type.value if prompt_type else "other"] += len(items)
         if not out:

@@ -65,8 +65,7 @@ VLM2VEC_V2_CITATION = r"""
 }
 """
 
-INSTRUCTION_COLUMN = "mm_st_instruction"  # a query's own instruction ("" = the task's), read by MMSTEncoder
-IMAGE_COLUMN = "mm_st_image"  # an image beside a video-category query (MomentSeeker), read by MMSTEncoder
+INSTRUCTION_COLUMN, IMAGE_COLUMN = files.INSTRUCTION_COLUMN, files.IMAGE_COLUMN
 MAIN_SCORE = {"video": "precision_at_1", "visdoc": "ndcg_at_5"}  # Hit@1 / nDCG@5 (report_score_v2.py)
 MODALITIES = {"v": "video", "t": "text", "i": "image"}
 _LANGUAGES = ["eng-Latn", "fra-Latn", "spa-Latn", "deu-Latn"]  # ViDoRe v2 multilingual query languages
@@ -99,9 +98,9 @@ class MMEBV2Task(MMSTRetrievalTask):
             "queries": self._rows(qids, inputs.queries, "query"),
             "corpus": self._rows(list(ids.values()), list(inputs.candidates.values()), "document"),
             "relevant_docs": {q: {ids[n]: s for n, s in rel.items()} for q, rel in zip(qids, inputs.relevant)},
+            "top_ranked": None if inputs.ranked is None else
+            {q: list(dict.fromkeys(ids[n] for n in r)) for q, r in zip(qids, inputs.ranked)},
         }
-        if inputs.ranked is not None:
-            split["top_ranked"] = {q: list(dict.fromkeys(ids[n] for n in r)) for q, r in zip(qids, inputs.ranked)}
         self.candidate_counts = {"unique": len(names), "queries": len(qids)}
         return {"default": {"test": split}}
 
