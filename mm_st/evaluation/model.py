@@ -110,10 +110,19 @@ def mm_st_model_meta(model_name: str, revision: str | None = None, allow_hub: bo
     return _meta(model_name, revision, found["recipe"], ["image", "text"], {})
 
 
+class MMSTModelMeta(ModelMeta):
+    """mteb's ``ModelMeta`` for mm_st models: a model that takes video does not need mteb's ``video`` extra
+    (torchcodec, which decodes video files) to load, because mm_st's tasks give videos as frame files and mm_st
+    reads them itself (docs/evaluation.md); mteb's other extras still apply."""
+
+    def _resolve_extras_groups(self) -> list[str]:
+        return [group for group in super()._resolve_extras_groups() if group != "video"]
+
+
 def _meta(name: str, revision: str | None, recipe: str | None, modalities: list[str], loader_kwargs: dict,
           **fields: Any) -> ModelMeta:
     fields.setdefault("use_instructions", recipe is not None and templates.get_recipe(recipe).uses_instruction)
-    return ModelMeta.create_empty(
+    return MMSTModelMeta.create_empty(
         overwrites=dict(
             loader=load_mm_st_model,
             loader_kwargs=loader_kwargs,

@@ -97,6 +97,10 @@ MTEB_INTERNALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
                                                          lambda o: isinstance(o, dict)),
     "mteb.models.get_model_meta.get_model_meta": (f"a function{GET_MODEL_META_PARAMETERS} that mteb.get_model calls "
                                                   "(mm_st models by path)", _signature_is(*GET_MODEL_META_PARAMETERS)),
+    "mteb.models.model_meta.ModelMeta._resolve_extras_groups": (
+        "a method (self) returning the extras groups ModelMeta._check_requirements checks before loading a model "
+        "(mm_st's models drop 'video': they read frame files, mm_st/evaluation/model.py MMSTModelMeta)",
+        _signature_is("self")),
     "mteb.abstasks.retrieval.AbsTaskRetrieval._evaluate_subset": (
         "a method (self, model, data_split, *, hf_split, hf_subset, prediction_folder, ...) that AbsTask.evaluate "
         "calls per subset (CIRR's second ranking, mm_st/evaluation/tasks.py)", _evaluate_subset_ok),

@@ -256,3 +256,16 @@ def test_a_model_without_video_is_refused_before_encoding(root, monkeypatch):
     with pytest.raises(ValueError, match=r"local/tiny does not run on video and MMEB-MSR-VTT contains video"):
         mteb.evaluate(encoder, V2.mmeb_v2_tasks(["MSR-VTT"]), cache=None, show_progress_bar=False)
     assert sum(encoder.encoded.values()) == 0
+
+
+def test_a_video_model_loads_without_mtebs_video_extra():
+    """mm_st reads frame files itself: mteb's `video` extra (torchcodec, for video files) is not asked for."""
+    from mteb.models import ModelMeta
+
+    from mm_st.evaluation.model import _meta
+
+    meta = _meta("local/video", "1", "vlm2vec", ["image", "text", "video"], {})
+    assert "video" in meta.modalities and "video" not in meta._resolve_extras_groups()
+    meta._check_requirements()  # raises ImportError naming torchcodec for a plain ModelMeta without it
+    plain = ModelMeta.create_empty(overwrites={"name": "x/y", "modalities": ["image", "text", "video"]})
+    assert "video" in plain._resolve_extras_groups()
