@@ -96,7 +96,7 @@ class V2Dataset:
     language: str | None = None  # visdoc: keep the queries of this language (dataset_hf_path.py's subset slot)
     source_name: str = ""  # VLM2Vec's dataset_name where it differs from the key (K700 -> Kinetics-700)
     in_table: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    num_rows: int | None = None  # num_sample_per_subset: the first rows only (sample_dataset)
 
     @property
     def category(self) -> str:
@@ -115,9 +115,10 @@ _MRET = "video-tasks/frames/video_mret/"
 _QA = "video-tasks/frames/video_qa/"
 
 
-def _classification(name, source, frames, instruction, eval_type="global", parser="video_classification"):
+def _classification(name, source, frames, instruction, eval_type="global", parser="video_classification",
+                    num_rows=None):
     return V2Dataset(name, "video", "CLS", parser, (f"VLM2Vec/{source}", None, "test"), eval_type, instruction,
-                     frame_root=_CLS + frames, source_name=source)
+                     frame_root=_CLS + frames, source_name=source, num_rows=num_rows)
 
 
 def _retrieval(name, parser, hf, frames, instruction):
@@ -137,7 +138,7 @@ _VIDEO = [  # video.yaml, in VLM2Vec's table order (report_score_v2.py)
     _classification("K700", "Kinetics-700", "K700", "Recognize the category of the video content."),
     _classification("SmthSmthV2", "SmthSmthV2", "SSv2",
                     "What actions or object interactions are being performed by the person in the video?",
-                    eval_type="local", parser="ssv2"),
+                    eval_type="local", parser="ssv2", num_rows=1000),
     _classification("HMDB51", "HMDB51", "HMDB51",
                     "What actions or objects interactions are the person in the video doing?"),
     _classification("UCF101", "UCF101", "UCF101",
@@ -263,8 +264,8 @@ def load_split(dataset: V2Dataset, root: Path, subset: str | None = None, repo: 
                               f"{str(where)!r}.\n{LAYOUT}")
     try:
         data_files = datasets.load_dataset_builder(str(where), subset).config.data_files or {}
-        files = [str(f) for f in data_files[split]]
-        return datasets.concatenate_datasets([_read_table(f) for f in files])
+        rows = datasets.concatenate_datasets([_read_table(str(f)) for f in data_files[split]])
+        return rows.select(range(dataset.num_rows)) if dataset.num_rows and dataset.num_rows < len(rows) else rows
     except (ValueError, FileNotFoundError, KeyError, OSError) as error:
         raise DataLayoutError(f"{dataset.name}: cannot read split {split!r} of subset {subset!r} from {str(where)!r}: "
                               f"{type(error).__name__}: {error}\n{LAYOUT}") from None

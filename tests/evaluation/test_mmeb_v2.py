@@ -269,3 +269,12 @@ def test_a_video_model_loads_without_mtebs_video_extra():
     meta._check_requirements()  # raises ImportError naming torchcodec for a plain ModelMeta without it
     plain = ModelMeta.create_empty(overwrites={"name": "x/y", "modalities": ["image", "text", "video"]})
     assert "video" in plain._resolve_extras_groups()
+
+
+def test_smthsmthv2_keeps_the_first_rows_as_the_config_says(root, monkeypatch):
+    assert F.DATASETS["SmthSmthV2"].num_rows == 1000  # video.yaml num_sample_per_subset: 1000 (sample_dataset)
+    assert {e.num_rows for n, e in F.DATASETS.items() if n != "SmthSmthV2"} == {None}
+    import dataclasses
+
+    monkeypatch.setitem(F.DATASETS, "SmthSmthV2", dataclasses.replace(F.DATASETS["SmthSmthV2"], num_rows=1))
+    assert F.task_inputs("SmthSmthV2", root).ranked == [["key0 a", "key2 pushing", "key5 b"]]
