@@ -278,3 +278,56 @@ def test_smthsmthv2_keeps_the_first_rows_as_the_config_says(root, monkeypatch):
 
     monkeypatch.setitem(F.DATASETS, "SmthSmthV2", dataclasses.replace(F.DATASETS["SmthSmthV2"], num_rows=1))
     assert F.task_inputs("SmthSmthV2", root).ranked == [["key0 a", "key2 pushing", "key5 b"]]
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end with a backbone that takes video (Qwen2-VL)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny-qwen2-vl"
+    build_model(tiny_model("qwen2_vl"), recipe="vlm2vec").save(str(path))
+    return path
+
+
+def test_video_inputs_reach_the_model_as_the_contract_says(root, video_model, monkeypatch):
+    from mteb._create_dataloaders import create_dataloader
+    from mteb.types import PromptType
+
+    monkeypatch.setenv("MM_ST_MMEB_V2_DATA", str(root))
+    encoder = mteb.get_model(str(video_model))
+    assert "video" in encoder.mteb_model_meta.modalities
+    model = encoder.model
+    for name in ("MSR-VTT", "MomentSeeker"):
+        task = V2.mmeb_v2_tasks([name])[0]
+        task.load_data()
+        split = task.dataset["default"]["test"]
+        inputs = F.task_inputs(name, root)
+        for side, rows, items in ((PromptType.document, split["corpus"], list(inputs.candidates.values())),
+                                  (PromptType.query, split["queries"], inputs.queries)):
+            loader = create_dataloader(rows, task_metadata=task.metadata, prompt_type=side, batch_size=4)
+            got = encoder.encode(loader, task_metadata=task.metadata, hf_split="test", hf_subset="default",
+                                 prompt_type=side)
+            prompt = task.metadata.prompt.get(side.value)
+            by_hand = [{**({"video": list(i.video)} if i.video else {}), **({"text": i.text} if i.text else {}),
+                        **({"image": Image.open(i.image).convert("RGB")} if isinstance(i.image, str) else {}),
+                        "instruction": i.instruction or prompt} for i in items]
+            encode = model.encode_query if side == PromptType.query else model.encode_document
+            want = encode(by_hand, convert_to_numpy=True)
+            assert np.abs(got - want).max() < 1e-5, (name, side)
+
+
+def test_mteb_command_scores_video_and_visdoc_tasks_of_mmeb_v2(root, video_model, tmp_path, monkeypatch):
+    bench = mteb.get_benchmark("MMEB-V2")
+    keep = ("MMEB-MSR-VTT", "MMEB-ActivityNetQA", "MMEB-MomentSeeker", "MMEB-ViDoRe_arxivqa")
+    monkeypatch.setattr(bench, "tasks", [t for t in bench.tasks if t.metadata.name in keep])  # all 78: pinned above
+    results = tmp_path / "results"
+    mteb_command_here(["run", "-m", str(video_model), "-b", "MMEB-V2", "--output-folder", str(results), "-v", "1",
+                       "--batch-size", "4"], monkeypatch, MM_ST_MMEB_V2_DATA=str(root))
+    files = {p.stem: json.loads(p.read_text())["scores"]["test"][0] for p in results.rglob("MMEB-*.json")}
+    assert set(files) == set(keep)
+    for name, scores in files.items():
+        metric = "ndcg_at_5" if "ViDoRe" in name else "precision_at_1"
+        assert scores["main_score"] == scores[metric] and 0.0 <= scores["main_score"] <= 1.0
