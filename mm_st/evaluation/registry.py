@@ -3,7 +3,8 @@
 :func:`register` adds, at runtime and without touching mteb's files:
 
 - the tasks to mteb's task registry (``mteb.get_task("MMEB-VOC2007")``, ``mteb run -t``);
-- the ``MMEB``, ``XTD``, ``M-BEIR``, ``M-BEIR-local``, ``M-BEIR-global`` and ``MMST-Emoji-MBEIR`` benchmarks
+- the ``MMEB``, ``MMEB-V2`` (``-video``, ``-visdoc``), ``XTD``, ``M-BEIR``, ``M-BEIR-local``, ``M-BEIR-global`` and
+  ``MMST-Emoji-MBEIR`` benchmarks
   to its benchmark registry (``mteb run -b MMEB``; ``M-BEIR-global`` holds the union-pool tasks of the root
   ``$MM_ST_MBEIR_DATA`` names when registering, see :func:`mm_st.evaluation.benchmarks.mbeir_global_benchmark`);
 - the paper-model entries (:func:`mm_st.evaluation.model.paper_models`) to its model registry;
