@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from mm_st.evaluation.data import DataLayoutError, DataSource
+from mm_st.io import resolve_inside
 from mm_st.evaluation.mmeb_v2_labels import VIDEO_CLASSIFICATION_LABELS
 
 SOURCE_COMMIT = "6e1e1d42d4cba85ae4db4d3f7a25cba2465d1e16"
@@ -308,9 +309,14 @@ def sample_frames(frames: list[str], num_frames: int | None) -> list[str]:
     return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames, dtype=int)]
 
 
+def inside(dataset: V2Dataset, root: Path, *parts: str) -> Path:
+    """``<root>/<frame_root>/<parts...>``, refused (naming the dataset) when a data value leads it out of the root."""
+    return resolve_inside(root, Path(dataset.frame_root or "", *parts), where=dataset.name, what="frame")
+
+
 def video(dataset: V2Dataset, root: Path, *parts: str, num_frames: int | None = -1) -> tuple[str, ...]:
     """The sampled frames of ``<root>/<frame_root>/<parts...>``."""
-    folder = root.joinpath(dataset.frame_root or "", *parts)
+    folder = inside(dataset, root, *parts)
     return tuple(sample_frames(load_frames(dataset, folder), dataset.num_frames if num_frames == -1 else num_frames))
 
 
@@ -370,7 +376,7 @@ def _video_retrieval(d: V2Dataset, root: Path, out: TaskInputs) -> None:
 def _moment_retrieval(d: V2Dataset, root: Path, out: TaskInputs) -> None:
     for row in load_split(d, root):  # moment_retrieval_datasets.py: clips are the folders beside query/
         video_name = os.path.splitext(os.path.basename(row["video_path"]))[0]
-        folder = root / (d.frame_root or "") / video_name
+        folder = inside(d, root, video_name)
         query = Item(text=row["query"], video=video(d, root, video_name, "query"))
         clips = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "query") if folder.is_dir() else []
         positive = [c for c in clips if c.startswith("positive")]
@@ -387,14 +393,14 @@ def _clip_folder(path: str) -> str:
 
 @parser("momentseeker")
 def _momentseeker(d: V2Dataset, root: Path, out: TaskInputs) -> None:
-    frames = root / (d.frame_root or "")
+    frames = inside(d, root)
     for row in load_split(d, root):  # momentseeker_dataset.py: the query's modality picks its instruction
         given = row["input_frames"] or ""
         if given.endswith(".mp4"):
             query = Item(text=row["query"], video=video(d, root, "video_frames", _clip_folder(given)),
                          instruction=MOMENTSEEKER_QUERY["video"])
         elif given.endswith(".jpg"):
-            image = frames / f"query_{given}"
+            image = inside(d, root, f"query_{given}")
             if not image.is_file():
                 raise DataLayoutError(f"{d.name}: the query image {str(image)!r} is missing.\n{LAYOUT}")
             query = Item(text=row["query"], image=str(image), instruction=MOMENTSEEKER_QUERY["image"])
@@ -416,25 +422,38 @@ def _strip_letter(option: str) -> str:
     return option[option.find(". "):].strip(". ")  # videomme / egoschema: "A. answer" -> "answer"
 
 
-def _qa_row(d: V2Dataset, row: dict) -> tuple[str, str, list[str], list[str], str]:
-    """(frame folder, query text, candidate names, candidate texts, positive name) of one QA row."""
-    if d.parser == "videomme":
-        options = list(row["options"])
-        text = row["question"] + "\n" + "\n".join(options)
-        return row["videoID"], text, options, [_strip_letter(o) for o in options], options["ABCD".index(row["answer"])]
-    if d.parser == "nextqa":
-        options = [row[f"a{i}"] for i in range(5)]
-        return str(row["video"]), options_template(row["question"], options), options, options, options[row["answer"]]
-    if d.parser == "egoschema":
-        options = list(row["option"])
-        answer = options[int(row["answer"])]
-        return str(row["video_idx"]), row["question"] + " ".join(options), options, [_strip_letter(o) for o in options], answer
-    if d.parser == "mvbench":
-        options = [f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(row["candidates"])]
-        answer = options[list(row["candidates"]).index(row["answer"])]
-        return f"{row['subset']}/{row['video']}", options_template(row["question"], list(row["candidates"])), options, options, answer
-    options = ["yes", "no"]  # activitynetqa
+def _videomme(row: dict) -> tuple:
+    options = list(row["options"])
+    text = row["question"] + "\n" + "\n".join(options)
+    return row["videoID"], text, options, [_strip_letter(o) for o in options], options["ABCD".index(row["answer"])]
+
+
+def _nextqa(row: dict) -> tuple:
+    options = [row[f"a{i}"] for i in range(5)]
+    return str(row["video"]), options_template(row["question"], options), options, options, options[row["answer"]]
+
+
+def _egoschema(row: dict) -> tuple:
+    options = list(row["option"])
+    text = row["question"] + " ".join(options)
+    return str(row["video_idx"]), text, options, [_strip_letter(o) for o in options], options[int(row["answer"])]
+
+
+def _mvbench(row: dict) -> tuple:
+    candidates = list(row["candidates"])
+    options = [f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(candidates)]
+    answer = options[candidates.index(row["answer"])] if row["answer"] in candidates else row["answer"]
+    return f"{row['subset']}/{row['video']}", options_template(row["question"], candidates), options, options, answer
+
+
+def _activitynetqa(row: dict) -> tuple:
+    options = ["yes", "no"]
     return f"v_{row['video_name']}", row["question"] + "? (A) yes; (B) no.", options, options, row["answer"]
+
+
+# parser: a row -> (frame folder, query text, candidate names, candidate texts, positive name), as its data_prepare
+QA_ROWS = {"videomme": _videomme, "nextqa": _nextqa, "egoschema": _egoschema, "mvbench": _mvbench,
+           "activitynetqa": _activitynetqa}
 
 
 MVBENCH_SUBSETS = (  # mvbench_dataset.py subset_meta, in its order
@@ -457,7 +476,7 @@ def _qa_rows(d: V2Dataset, root: Path) -> Iterable[dict]:
 @parser("videomme", "nextqa", "egoschema", "mvbench", "activitynetqa")
 def _video_qa(d: V2Dataset, root: Path, out: TaskInputs) -> None:
     for row in _qa_rows(d, root):
-        folder, text, names, texts, answer = _qa_row(d, row)
+        folder, text, names, texts, answer = QA_ROWS[d.parser](row)
         if answer not in names:
             raise DataLayoutError(f"{d.name}: row {len(out.queries)}'s answer {answer!r} is none of its options "
                                   f"{names}.\n{LAYOUT}")

@@ -23,7 +23,8 @@ from mm_st.evaluation.model import MMSTEncoder, mteb_rows, video_frames
 from mm_st.evaluation.registry import register
 from mm_st.testing import tiny_model
 from tests.evaluation.test_evaluation import mteb_command_here
-from tests.mmeb_v2_layout import WRITTEN, KeyEncoder, write_frames, write_layout
+from mm_st.io import PathOutsideRoot
+from tests.mmeb_v2_layout import WRITTEN, KeyEncoder, write_frames, write_hf, write_layout
 
 register()
 
@@ -199,6 +200,9 @@ def test_data_errors_name_the_dataset_and_the_file(root, tmp_path, monkeypatch):
     write_frames(copy / F.DATASETS["MSR-VTT"].frame_root / "video7020", 1, n=0)
     with pytest.raises(DataLayoutError, match=r"MSR-VTT: the frame folder '.*video7020' has no frame images"):
         F.task_inputs("MSR-VTT", copy)
+    write_hf(copy, "VLM2Vec/MSVD", {None: {"video_id": ["../../../../../outside"], "video": ["x.mp4"], "caption": [["c"]]}})
+    with pytest.raises(PathOutsideRoot, match=r"MSVD: frame path '.*outside' resolves outside"):
+        F.task_inputs("MSVD", copy)  # a data value never leads out of the root
     monkeypatch.delenv("MM_ST_MMEB_V2_DATA", raising=False)
     with pytest.raises(DataLayoutError, match=r"No MMEB-V2 data configured: pass data=... or set \$MM_ST_MMEB_V2_DATA"):
         F.root_dir(None)
