@@ -524,3 +524,20 @@ def task_inputs(name: str, data: str | os.PathLike | None = None) -> TaskInputs:
     if not out.queries:
         raise DataLayoutError(f"{name}: {dataset.hf[0]} has no query rows.\n{LAYOUT}")
     return out
+
+
+def model_inputs(name: str, inputs: TaskInputs) -> tuple[list[dict], list[dict]]:
+    """(queries, candidates) of :func:`task_inputs` as mm_st's model takes them (``model.encode_query`` /
+    ``encode_document``): ``{"video": [frame paths], "text": ..., "image": ..., "instruction": ...}`` with the fields
+    an input has and the instruction VLM2Vec gives it (a recipe that takes no instruction ignores it in mteb, not here).
+    Candidates come in the order of ``inputs.candidates``."""
+    dataset = DATASETS[name]
+
+    def form(item: Item, instruction: str | None) -> dict:
+        fields = {"video": list(item.video) if item.video else None, "text": item.text or None, "image": item.image,
+                  "instruction": item.instruction or instruction}
+        return {k: v for k, v in fields.items() if v is not None}
+
+    return ([form(q, dataset.query_instruction) for q in inputs.queries],
+            [form(c, dataset.document_instruction) for c in inputs.candidates.values()])
+

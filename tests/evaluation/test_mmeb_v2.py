@@ -308,19 +308,19 @@ def test_video_inputs_reach_the_model_as_the_contract_says(root, video_model, mo
         task = V2.mmeb_v2_tasks([name])[0]
         task.load_data()
         split = task.dataset["default"]["test"]
-        inputs = F.task_inputs(name, root)
-        for side, rows, items in ((PromptType.document, split["corpus"], list(inputs.candidates.values())),
-                                  (PromptType.query, split["queries"], inputs.queries)):
+        queries, candidates = F.model_inputs(name, F.task_inputs(name, root))
+        for side, rows, items in ((PromptType.document, split["corpus"], candidates),
+                                  (PromptType.query, split["queries"], queries)):
             loader = create_dataloader(rows, task_metadata=task.metadata, prompt_type=side, batch_size=4)
             got = encoder.encode(loader, task_metadata=task.metadata, hf_split="test", hf_subset="default",
                                  prompt_type=side)
-            prompt = task.metadata.prompt.get(side.value)
-            by_hand = [{**({"video": list(i.video)} if i.video else {}), **({"text": i.text} if i.text else {}),
-                        **({"image": Image.open(i.image).convert("RGB")} if isinstance(i.image, str) else {}),
-                        "instruction": i.instruction or prompt} for i in items]
+            by_hand = [{**item, "image": Image.open(item["image"]).convert("RGB")} if "image" in item else item
+                       for item in items]
             encode = model.encode_query if side == PromptType.query else model.encode_document
             want = encode(by_hand, convert_to_numpy=True)
             assert np.abs(got - want).max() < 1e-5, (name, side)
+    assert queries[0] == {"text": "key3 text only", "instruction": F.MOMENTSEEKER_QUERY["text"]}  # MomentSeeker's
+    assert queries[1]["video"][0].endswith("video_frames/src_q/frame_0.png") and len(queries[1]["video"]) == 6
 
 
 def test_mteb_command_scores_video_and_visdoc_tasks_of_mmeb_v2(root, video_model, tmp_path, monkeypatch):
