@@ -223,10 +223,8 @@ def video_frames(video: Any) -> Any:
     """
     if hasattr(video, "ndim") and getattr(video, "ndim", 0) == 4:
         return [_frame(frame) for frame in video]
-    if isinstance(video, dict) and "frames" in video:
-        return video_frames(video["frames"])
     if isinstance(video, (list, tuple)):
-        return [_rgb(f) if hasattr(f, "mode") else (f if isinstance(f, (str, os.PathLike)) else _frame(f)) for f in video]
+        return [f if isinstance(f, (str, os.PathLike)) else _rgb(f) if hasattr(f, "mode") else _frame(f) for f in video]
     return video
 
 
@@ -356,8 +354,9 @@ class MMSTEncoder(AbsEncoder):
         out = []
         for batch in inputs:
             items = mteb_rows(batch, instruction)
-            per_row = any(isinstance(item, dict) and "instruction" in item for item in items)
-            out.append(np.asarray(encode(items, prompt=None if per_row else instruction, batch_size=batch_size, show_progress_bar=False,
+            per_row = any(isinstance(item, dict) and "instruction" in item for item in items)  # MomentSeeker
+            prompt = None if per_row else instruction
+            out.append(np.asarray(encode(items, prompt=prompt, batch_size=batch_size, show_progress_bar=False,
                                          convert_to_numpy=True), dtype=np.float32))
             self.encoded[prompt_type.value if prompt_type else "other"] += len(items)
         if not out:
