@@ -55,11 +55,26 @@ def recipe_of(model: Any) -> str | None:
     return (metadata.of_model(model) or {}).get("recipe")
 
 
+def _modalities(config_text: str | None, default: list[str]) -> list[str]:
+    """The mteb modalities a saved ``sentence_bert_config.json`` declares (its ``modality_config``), else ``default``."""
+    modality_config = json.loads(config_text).get("modality_config", {}) if config_text else {}
+    return [m for m in _MTEB_MODALITIES if m in modality_config] or default
+
+
 def _modalities_of_dir(path: Path) -> list[str]:
     config = path / "sentence_bert_config.json"
-    modality_config = json.loads(config.read_text(encoding="utf-8")).get("modality_config", {}) if config.is_file() else {}
-    found = [m for m in _MTEB_MODALITIES if m in modality_config]
-    return found or ["text"]
+    return _modalities(config.read_text(encoding="utf-8") if config.is_file() else None, ["text"])
+
+
+def _hub_modalities(repo_id: str, revision: str | None) -> list[str]:
+    """The modalities of a Hub model's ``sentence_bert_config.json`` (image and text when it cannot be read)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        text = Path(hf_hub_download(repo_id, "sentence_bert_config.json", revision=revision)).read_text(encoding="utf-8")
+    except Exception:  # no such file, no network: mm_st's models take image and text
+        text = None
+    return _modalities(text, ["image", "text"])
 
 
 def _hub_metadata(repo_id: str, revision: str | None) -> dict[str, str | None] | None:
@@ -107,7 +122,7 @@ def mm_st_model_meta(model_name: str, revision: str | None = None, allow_hub: bo
     found = _hub_metadata(model_name, revision)
     if found is None:
         return None
-    return _meta(model_name, revision, found["recipe"], ["image", "text"], {})
+    return _meta(model_name, revision, found["recipe"], _hub_modalities(model_name, revision), {})
 
 
 class MMSTModelMeta(ModelMeta):

@@ -335,3 +335,21 @@ def test_mteb_command_scores_video_and_visdoc_tasks_of_mmeb_v2(root, video_model
     for name, scores in files.items():
         metric = "ndcg_at_5" if "ViDoRe" in name else "precision_at_1"
         assert scores["main_score"] == scores[metric] and 0.0 <= scores["main_score"] <= 1.0
+
+
+def test_a_hub_model_declares_the_video_its_saved_config_has(video_model, monkeypatch):
+    """`mteb run -m org/name` of an mm_st model on the Hub: its modalities come from its sentence_bert_config.json."""
+    from mm_st.evaluation.model import mm_st_model_meta
+    from mm_st.hub import push_folder
+    from tests.hub_server import FakeHub, use_in_process
+
+    with FakeHub(token="hf_test") as hub:
+        from huggingface_hub import constants
+
+        use_in_process(monkeypatch, hub, "hf_test")
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_HOME", str(video_model.parent / "hf-home"))
+        push_folder(video_model, "org/tiny-qwen2-vl", repo_type="model", endpoint=hub.url)
+        meta = mm_st_model_meta("org/tiny-qwen2-vl")
+    assert meta is not None and meta.modalities == ["image", "text", "video"]
