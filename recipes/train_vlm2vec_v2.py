@@ -7,8 +7,8 @@ document pages) and scores held-out items before and after (Hit@1 per modality g
 
     python recipes/train_vlm2vec_v2.py                   # embedded default: offline, CPU, a few minutes
     python recipes/train_vlm2vec_v2.py --dry-run         # the checked plan, every value with its source
-    torchrun --nproc_per_node 8 recipes/train_vlm2vec_v2.py --model Qwen/Qwen2-VL-2B-Instruct \\
-        --data VLM2Vec/experiments/public/train/train_alltasks.yaml --data-basedir /data/vlm2vec_train/..
+    python recipes/train_vlm2vec_v2.py --dry-run --config recipes/configs/vlm2vec_v2.yaml
+    torchrun --nproc_per_node 8 recipes/train_vlm2vec_v2.py --config recipes/configs/vlm2vec_v2.yaml
 """
 
 import sys
