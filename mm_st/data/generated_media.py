@@ -201,7 +201,9 @@ def write_pages(directory: str | Path, items: Sequence[PageItem], name: str) -> 
         {"query": [i.question for i in items], "image": images, "source": [i.source for i in items]},
         features=datasets.Features({"query": datasets.Value("string"), "image": datasets.Image(),
                                     "source": datasets.Value("string")}))
+    import pyarrow.parquet as pq
+
     paths = directory / f"{name}-colpali.parquet", directory / f"{name}-visrag.parquet"
-    colpali.to_parquet(str(paths[0]))
-    visrag.to_parquet(str(paths[1]))
+    for ds, path in ((colpali, paths[0]), (visrag, paths[1])):
+        pq.write_table(ds.data.table, path)  # the features travel in the schema's metadata
     return paths

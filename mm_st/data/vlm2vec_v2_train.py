@@ -5,7 +5,7 @@ Each entry of the YAML is one dataset: ``dataset_parser`` (:data:`PARSERS`: ``mm
 / ``llavahound_qa`` video rows, ``vidore`` / ``visrag`` document pages), its ``weight`` (the share of sub-batches drawn
 from it, ``src/data/loader/mixed_dataset.py:9-11``) and its files. Relative paths are read under ``basedir`` (V2's
 ``--data_basedir``), else next to the YAML. The text around each row's image or video is V2's parser's own, carried
-per row as a full prompt (``instruction`` with ``<image>`` / ``<video>`` / ``<sent>`` markers,
+per row as a full prompt (``instruction`` with ``<image>`` (an image's or a video's) / ``<sent>`` markers,
 :mod:`mm_st.recipes.vlm2vec_v2`). A video is the list of its frame files sampled as V2's ``process_video_frames``
 does (``src/utils/vision_utils/vision_utils.py:254-284``).
 
@@ -245,7 +245,11 @@ def _report(entry: V2Dataset, missing: list[str], on_missing: str, total: int) -
 def _page_rows(entry: V2Dataset, columns: tuple[str, ...]) -> datasets.Dataset:
     source = entry.source()
     if source.endswith(".parquet"):
-        ds = datasets.load_dataset("parquet", data_files=source, split="train")
+        import pyarrow.parquet as pq
+
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"{entry.where}: {source!r} not found.")
+        ds = datasets.Dataset(pq.read_table(source))
     else:
         ds = datasets.load_dataset(source, split=entry.options.get("dataset_split", "train"))
     missing = [c for c in columns if c not in ds.column_names]

@@ -5,7 +5,7 @@ data in sub-batches each drawn from one dataset; its training config is
 Every string and value below is read from TIGER-AI-Lab/VLM2Vec at commit 6e1e1d42d4cba85ae4db4d3f7a25cba2465d1e16
 (:data:`PINNED`), cited as ``file:line``. V2's image rows are MMEB-train's, fed as written (VLM2Vec's training format);
 its video and visual-document parsers write each row's text around the image / video token in their own ways, which
-the training data carry per row as a full prompt (:data:`VIDEO` / ``<image>`` / ``<sent>`` markers, see
+the training data carry per row as a full prompt (``<image>`` / ``<sent>`` markers; a video's is ``<image>`` too, see
 :mod:`mm_st.data.vlm2vec_v2_train`).
 
 Example:
@@ -30,8 +30,10 @@ SCRIPT = f"{PINNED} experiments/public/train/train_v2-qwen2vl-2B.sh"
 ALLTASKS = f"{PINNED} experiments/public/train/train_alltasks.yaml"
 ARGUMENTS = f"{PINNED} src/arguments.py"
 
-# The markers of a full prompt (mm_st.templates): <sent> the row's text, <image> the image block; VIDEO the video's.
-SENT, IMAGE, VIDEO = "<sent>", "<image>", "<video>"
+# The markers of a full prompt (mm_st.templates): <sent> the row's text, <image> the image block, and for a video the
+# video block (mm_st writes a video where an image would go: VLM2Vec's bare '<|image_pad|>' -> '<|video_pad|>').
+SENT, IMAGE = "<sent>", "<image>"
+VIDEO = IMAGE
 
 # V2's evaluation and MMEB-train rows are VLM2Vec's (the same eval code, src/data/eval_dataset/image_*.py, and
 # src/data/dataset/mmeb_dataset.py:69-72: rows as written, '<|image_1|>' -> the backbone's token).
@@ -96,7 +98,7 @@ VIDORE_QUERY_PROMPT = f"{IMAGE} {SENT}"
 
 
 def llava_hound_query(human_turn: str, prompt: str = "") -> str:
-    """A LLaVA-Hound query as a full prompt: ``prompt`` + the human turn, its ``<video>`` the video's marker
+    """A LLaVA-Hound query as a full prompt: ``prompt`` + the human turn, its ``<video>`` the video's marker (``<image>``)
     (llavahound_dataset_caption.py:10-13, llavahound_dataset_qa.py:10-15)."""
     return prompt + human_turn.replace(LLAVA_HOUND_VIDEO, VIDEO)
 

@@ -36,7 +36,7 @@ def test_video_and_visdoc_strings_are_the_pinned_parsers():
     assert len(v2.VISRAG_QUERY_PROMPTS) == len(v2.VISRAG_TARGET_PROMPTS) == 10
     assert v2.VIDORE_QUERY_PROMPT == "<image> <sent>"  # vidore_dataset.py:14-16, 29 (no prompt)
     assert v2.llava_hound_query("<video>\nWhat is it?", v2.QA_QUERY_PROMPT) == (
-        "Answer a question based on the content of a video. <video>\nWhat is it?")
+        "Answer a question based on the content of a video. <image>\nWhat is it?")  # a video goes where <image> is
 
 
 def test_rows_render_to_v2s_text_on_qwen2_vl():
@@ -112,7 +112,7 @@ def test_video_rows_without_frames_name_the_row_and_folder(tmp_path):
     assert len(ds) == 1 and ds[0]["anchor"] == {"text": "a red circle moving left", "image": None,
                                                 "instruction": v2.VRET_QRY_PROMPT + "<sent>"}
     assert [p.rsplit("/", 1)[1] for p in ds[0]["positive"]["video"]] == ["frame_0000.png", "frame_0001.png"]
-    assert ds[0]["positive"]["instruction"] == "Understand the content of the provided video: <video>"
+    assert ds[0]["positive"]["instruction"] == "Understand the content of the provided video: <image>"
 
 
 # -- the sampler ----------------------------------------------------------------------------------------------------------
@@ -176,10 +176,10 @@ def test_generated_layout_reads_back_with_held_out_items_apart(tmp_path):
         "A product manual page with technical specifications and instructions.  <image>")
     assert visrag[0]["positive"]["image"].size == (112, 112)
     caption = load_v2_dataset(entries["video_caption_300k"])
-    assert caption[0]["anchor"]["instruction"] == "<video>\nDescribe what happens in the video."
+    assert caption[0]["anchor"]["instruction"] == "<image>\nDescribe what happens in the video."
     assert caption[0]["positive"]["text"] == "a red circle moving right"  # item 0 is held out
     qa = load_v2_dataset(entries["video_qa_240k"])
-    assert qa[0]["anchor"]["instruction"] == ("Answer a question based on the content of a video. <video>\n"
+    assert qa[0]["anchor"]["instruction"] == ("Answer a question based on the content of a video. <image>\n"
                                               "What is the red shape doing?")
 
 
