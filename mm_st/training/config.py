@@ -382,6 +382,10 @@ class RecipeConfig(ABC):
 
         return MultiDatasetBatchSamplers.PROPORTIONAL
 
+    def batch_description(self) -> str:
+        """How the plan says batches are formed (after ``batches ``)."""
+        return "mixed across datasets" if self.batch_mixing == "mixed" else "one dataset each"
+
     def column_tasks(self) -> dict[str, str]:
         """sentence-transformers' ``task`` per training column (``router_mapping``), for templates that render
         queries and documents differently; {} leaves it unset, as the papers' training code does."""

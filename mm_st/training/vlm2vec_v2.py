@@ -309,6 +309,9 @@ class VLM2VecV2Config(StageConfig):
                 f"sub-batches of {self.interleave_batch_size} rows per process, each from one dataset drawn by "
                 f"weight: {shares}"]
 
+    def batch_description(self) -> str:
+        return f"of sub-batches of {self.interleave_batch_size} rows per process, each from one dataset"
+
     def batch_sampler(self, plan: Any) -> Any:
         """:class:`SubBatchSampler` over the loaded datasets (in the YAML's order), drawn by the YAML's weights."""
         weights = tuple(e.weight for e in self.entries(plan.sources.data))

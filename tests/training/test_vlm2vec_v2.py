@@ -157,6 +157,25 @@ def test_processes_share_each_sub_batch_dataset():
         assert not set(rank0) & set(rank1)
 
 
+class _FixedEncoder:
+    """encode() returns the vectors given for each input (by its text)."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode(self, inputs, convert_to_tensor=True, normalize_embeddings=True):
+        return torch.nn.functional.normalize(torch.tensor([self.vectors[x["text"]] for x in inputs]), dim=-1)
+
+
+def test_hit_at_1_counts_queries_whose_own_target_scores_highest():
+    from mm_st.training.vlm2vec_v2 import HeldOutHitEvaluator
+
+    ds = datasets.Dataset.from_dict({"anchor": [{"text": q} for q in "abc"], "positive": [{"text": t} for t in "xyz"]})
+    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 0.1], "x": [1.0, 0.0], "y": [0.0, 1.0], "z": [0.0, 1.0]}
+    # a -> x (hit), b -> y ties with its twin z (a tie with an identical target counts), c -> x beats z (miss)
+    assert HeldOutHitEvaluator.hit_at_1(_FixedEncoder(vectors), ds) == pytest.approx(2 / 3)
+
+
 # -- the embedded default --------------------------------------------------------------------------------------------------
 
 
@@ -190,7 +209,8 @@ def test_dry_run_prints_weights_and_sub_batches(tmp_path, capsys):
     assert ("sub-batches of 4 rows per process, each from one dataset drawn by weight: ImageNet_1K (image) 2.5%, "
             "MSCOCO_t2i (image) 2.5%, MSCOCO_i2t (image) 2.5%, colpali_train_set (visdoc) 25.0%, visrag-indomain "
             "(visdoc) 30.0%, video_caption_300k (video) 12.5%") in out
-    assert "video_qa_240k 8 rows" in out and "dry run: plan checked, nothing trained" in out
+    assert "video_qa_240k 8 rows = 64 rows; batches of sub-batches of 4 rows per process, each from one dataset" in out
+    assert "dry run: plan checked, nothing trained" in out
     assert not (tmp_path / "model").exists()
 
 
