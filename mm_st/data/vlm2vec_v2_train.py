@@ -116,12 +116,17 @@ def sample_frames(frames: list[str], num_frames: int | None) -> list[str]:
     return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames, dtype=int).tolist()]
 
 
-def video_frames(folder: Path, num_frames: int | None) -> list[str]:
-    """The sampled frame files of a video folder (files sorted by name); empty when there are none."""
+def video_frames(root: Path, video: str, num_frames: int | None, where: str) -> list[str]:
+    """The sampled frame files of video folder ``root/video`` (files sorted by name; empty when there are none),
+    each kept inside ``root`` (a ``..`` or a symbolic link out of it is an error naming ``where``)."""
+    from mm_st.io import resolve_inside
+
+    folder = resolve_inside(root, video, where=where, what="video")
     if not folder.is_dir():
         return []
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
-    return sample_frames([str(p) for p in files], num_frames)
+    frames = sample_frames([str(p) for p in files], num_frames)
+    return [str(resolve_inside(root, frame, where=where, what="video frame")) for frame in frames]
 
 
 # -- rows -> columns ------------------------------------------------------------------------------------------------
@@ -215,7 +220,7 @@ def _load_llava_hound(entry: V2Dataset, on_missing: str, seed: int) -> datasets.
     for index, row in enumerate(_llava_hound_rows(entry)):
         where = f"{entry.where} ({entry.path('dataset_path')}) row {index}"
         human, gpt = _turns(row, where)
-        frames = video_frames(frame_root / str(row.get("video", "")), num_frames)
+        frames = video_frames(frame_root, str(row.get("video", "")), num_frames, where)
         if not frames:
             missing.append(f"{where}: no frames under {str(frame_root / str(row.get('video', '')))!r}")
             continue

@@ -115,6 +115,16 @@ def test_video_rows_without_frames_name_the_row_and_folder(tmp_path):
     assert ds[0]["positive"]["instruction"] == "Understand the content of the provided video: <image>"
 
 
+def test_video_folders_stay_inside_the_frame_root(tmp_path):
+    media.write_videos(tmp_path / "frames", media.video_items()[:1], num_frames=2, size=28)
+    (tmp_path / "cap.jsonl").write_text(json.dumps({"id": "x", "video": "../outside", "conversations": [
+        {"from": "human", "value": "<video>"}, {"from": "gpt", "value": "c"}]}) + "\n", encoding="utf-8")
+    entry = V2Dataset("caps", "llavahound_caption", 1.0, {"dataset_path": "cap.jsonl", "video_frame_basedir": "frames",
+                                                          "num_frames": 2}, tmp_path)
+    with pytest.raises(ValueError, match=r"'caps' .*row 0: video path '../outside' resolves outside"):
+        load_v2_dataset(entry)
+
+
 # -- the sampler ----------------------------------------------------------------------------------------------------------
 
 
