@@ -31,7 +31,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from mm_st import templates
 from mm_st.latent_attention import LatentAttentionPooling, use_bidirectional_attention
 from mm_st.metadata import recipe_metadata
-from mm_st.model import MultimodalSentenceTransformer
+from mm_st.model import MultimodalSentenceTransformer, check_num_frames
 from mm_st.io import PathOutsideRoot, resolve_inside
 
 
@@ -74,6 +74,15 @@ def _recipe_chat_template(
     # saved in config_sentence_transformers.json (mm_st.metadata): the wrapper as resolved for this template
     meta = recipe_metadata(recipe.name, family.name, templates.wrapper_for(recipe, family, wrapper).name, fmt)
     return templates.render_chat_template(recipe.name, family.name, wrapper=wrapper, bos=bos, fmt=fmt), meta
+
+
+def use_own_frame_sampling(transformer: Transformer, family: templates.Family) -> None:
+    """On a backbone that takes video, have its video processor keep every frame given (``do_sample_frames=False``,
+    saved in the module's ``processing_kwargs``): mm_st samples the frames itself, as VLM2Vec-V2 does
+    (:func:`mm_st.inputs.sample_frames`); Qwen3-VL's processor would otherwise sample them again at 2 fps."""
+    if family.takes_video:
+        video = transformer.processing_kwargs.get("video", {})
+        transformer.processing_kwargs = {**transformer.processing_kwargs, "video": {**video, "do_sample_frames": False}}
 
 
 POOLINGS = ("lasttoken", "latent_attention")
@@ -144,6 +153,7 @@ def build_model(
     attention: str = "causal",
     pooling_kwargs: dict[str, Any] | None = None,
     vision_tower: str = "train",
+    num_frames: int | None = None,
 ) -> MultimodalSentenceTransformer:
     """Assemble a prompt-based embedding model from a multimodal LLM or a causal LM.
 
@@ -175,6 +185,8 @@ def build_model(
             (the hidden size), ``ff_mult`` (4), ``mask_marker`` (False).
         vision_tower: ``"train"`` (like the rest), ``"frozen"`` or ``"lora"`` (:mod:`mm_st.tower`; also applied when
             continuing a saved model).
+        num_frames: frames a video input is sampled to (VLM2Vec-V2's sampling, :func:`mm_st.inputs.sample_frames`);
+            saved with the model. None: 8 (VLM2Vec-V2's ``video.yaml``), or the saved model's own when continuing.
 
     Example:
         >>> from mm_st.testing import tiny_model
@@ -195,7 +207,7 @@ def build_model(
         return continue_from(model_name_or_path, recipe, prompt_format=prompt_format, family=family, wrapper=wrapper,
                              max_length=max_length, dtype=dtype, adapter=adapter, device=device, model_kwargs=model_kwargs,
                              processor_kwargs=processor_kwargs, trust_remote_code=trust_remote_code,
-                             vision_tower=vision_tower)
+                             vision_tower=vision_tower, num_frames=num_frames)
     tower.check_mode(vision_tower, adapter)
     check_backbone_folder(model_name_or_path)
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
@@ -216,6 +228,7 @@ def build_model(
         processor_kwargs={**processor_kwargs, "chat_template": chat_template},
         config_kwargs={"trust_remote_code": trust_remote_code} if trust_remote_code else None,
     )
+    use_own_frame_sampling(transformer, family_spec)
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
         tokenizer.chat_template = chat_template  # saved beside the processor's: keep the two files the same
@@ -242,6 +255,8 @@ def build_model(
     )
     model.model_card_data.model_name = f"SentenceTransformer: {recipe} recipe on a {family_spec.name} backbone (mm_st)"
     model.mm_st_metadata = meta
+    if num_frames is not None:
+        model.num_frames = check_num_frames(num_frames)
     tower.add_adapter(model, None if adapter is None else _peft_config(adapter), vision_tower)
     return model
 
@@ -296,6 +311,7 @@ def continue_from(
     processor_kwargs: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     vision_tower: str = "train",
+    num_frames: int | None = None,
 ) -> MultimodalSentenceTransformer:
     """A saved model (a folder with ``modules.json``) ready to train further with ``recipe``'s prompts.
 
@@ -354,6 +370,7 @@ def continue_from(
                                           processor_kwargs={**processor_kwargs, "chat_template": chat_template},
                                           trust_remote_code=trusted)
     transformer = model[0]
+    use_own_frame_sampling(transformer, family_spec)
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
         tokenizer.chat_template = chat_template
@@ -361,6 +378,8 @@ def continue_from(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.mm_st_metadata = meta
+    if num_frames is not None:
+        model.num_frames = check_num_frames(num_frames)
     backbone = transformer.model
     if getattr(backbone, "_hf_peft_config_loaded", False):
         tower.freeze(backbone, vision_tower)

@@ -7,8 +7,9 @@
   any path that ends up outside the root once resolved: ``..`` components, absolute paths and
   symbolic links that leave it.
 - The modalities mm_st embeds, named in :mod:`mm_st.modality`'s vocabulary (sentence-transformers'):
-  :data:`TEXT`, :data:`IMAGE`, :data:`IMAGE_TEXT` (:data:`MODALITIES`, with stable ids :data:`MODALITY_IDS`),
-  the fields of an input dict (:data:`FIELDS`) and :func:`modality_of` (a video input is refused, naming it).
+  :data:`TEXT`, :data:`IMAGE`, :data:`IMAGE_TEXT`, :data:`VIDEO`, :data:`VIDEO_TEXT` (:data:`MODALITIES`, with
+  stable ids :data:`MODALITY_IDS`), the fields of an input dict (:data:`FIELDS`) and :func:`modality_of` (an audio
+  input, or one holding an image and a video, is refused, naming its modality).
 
 Example:
     >>> import tempfile
@@ -34,12 +35,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mm_st.modality import IMAGE, IMAGE_TEXT, PARTS, TEXT, check_supported
+from mm_st.modality import IMAGE, IMAGE_TEXT, PARTS, TEXT, VIDEO, VIDEO_TEXT, check_supported
 from mm_st.modality import SUPPORTED as MODALITIES
 from mm_st.modality import SUPPORTED_IDS as MODALITY_IDS  # stored by mm_st's losses and miner
 from mm_st.modality import name as _name
 
-FIELDS = (TEXT, IMAGE)  # the keys of an input dict / struct column; None means that modality is absent
+FIELDS = (TEXT, IMAGE, VIDEO)  # the keys of an input dict / struct column; None means that modality is absent
 INSTRUCTION = "instruction"  # optional third key: the row's own instruction (rendered as ST's prompt= would be)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -103,11 +104,11 @@ def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike, where: 
 
 
 def modality_name(has_text: bool, has_image: bool, *others: str) -> str:
-    """:data:`TEXT`, :data:`IMAGE` or :data:`IMAGE_TEXT` of an input holding these; ``others`` (e.g. ``"video"``)
-    are further parts it holds, refused by :func:`mm_st.modality.check_supported` naming the modality."""
+    """The modality (:data:`MODALITIES`) of an input holding these; ``others`` (e.g. ``"video"``) are further parts
+    it holds; a combination mm_st does not embed is refused by :func:`mm_st.modality.check_supported`, naming it."""
     held = [TEXT] * has_text + [IMAGE] * has_image + list(others)
     if not held:
-        raise ValueError("Input has neither text nor image.")
+        raise ValueError("Input has neither text, image nor video.")
     return check_supported(_name(*held))
 
 
@@ -115,7 +116,8 @@ def modality_of(item: Any) -> str:
     """The modality of one input: a str, an image (PIL or path), a ``{"text", "image"}`` dict or struct
     row (a ``None`` field is absent; neither is an error; an ``instruction`` field is not content), or
     chat messages (by the content parts of their non-system messages; no part at all counts as text).
-    A video (or audio) field or part is refused, naming the modality (:func:`mm_st.modality.check_supported`).
+    An audio field or part, or an image with a video, is refused, naming the modality
+    (:func:`mm_st.modality.check_supported`).
 
     Example:
         >>> modality_of("a cat"), modality_of({"image": "cat.png"})
@@ -134,9 +136,9 @@ def modality_of(item: Any) -> str:
             content = message.get("content") if isinstance(message, dict) else None
             parts += [{"type": TEXT}] if isinstance(content, str) else [p for p in content or [] if isinstance(p, dict)]
         types = {p.get("type") for p in parts}
-        others = sorted(types & set(PARTS) - {TEXT, IMAGE})
+        others = sorted(types & set(PARTS) - {TEXT, IMAGE})  # video, audio
         return modality_name(TEXT in types or not (types & set(PARTS)), IMAGE in types, *others)
     if isinstance(item, dict):
-        others = [part for part in PARTS if part not in FIELDS and item.get(part) is not None]
+        others = [part for part in PARTS if part not in (TEXT, IMAGE) and item.get(part) is not None]
         return modality_name(item.get(TEXT) is not None, item.get(IMAGE) is not None, *others)
     return IMAGE

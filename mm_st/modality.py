@@ -8,8 +8,10 @@ and that spelling everywhere (:data:`IMAGE_TEXT` is ``"image+text"``): :func:`na
 (``import mm_st`` stays light); a test pins every name here to ST's.
 
 :data:`KNOWN` holds every combination of ST's content modalities; :data:`SUPPORTED` those mm_st's models embed
-today (text, image, image+text). :func:`check_supported` refuses the others naming the modality and the item:
-a video input is a known modality that mm_st cannot embed yet, ``"sound"`` is no modality at all.
+(text, image, image+text, video, text+video; video only on backbones whose processor has a video path, see
+:data:`mm_st.templates.FAMILIES`). :func:`check_supported` refuses the others naming the modality and the item:
+audio is a known modality that mm_st cannot embed yet, ``"sound"`` is no modality at all. A recipe's prompts are
+keyed by :data:`PROMPTED` (text, image, image+text): a video is written where the recipe writes its image.
 
 Other spellings are translated only where their files are read or written:
 
@@ -26,10 +28,10 @@ Example:
     ('image+text', 'image+text')
     >>> from_mbeir("text,image", where="pool.jsonl row 3"), to_letters(IMAGE_TEXT)
     ('image+text', 'it')
-    >>> check_supported("video", where="Input 2")
+    >>> check_supported("audio", where="Input 2")
     Traceback (most recent call last):
     ...
-    ValueError: Input 2 has modality 'video', which mm_st cannot embed yet (supported: text, image, image+text).
+    ValueError: Input 2 has modality 'audio', which mm_st cannot embed yet (supported: text, image, image+text, video, text+video).
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def name(*parts: str) -> str:
 IMAGE_TEXT = name(IMAGE, TEXT)
 VIDEO_TEXT = name(VIDEO, TEXT)
 KNOWN = tuple(name(*c) for size in range(1, len(PARTS) + 1) for c in combinations(PARTS, size))
-SUPPORTED = (TEXT, IMAGE, IMAGE_TEXT)  # what mm_st's models embed; ids below are stable (stored by losses, miner)
+PROMPTED = (TEXT, IMAGE, IMAGE_TEXT)  # the keys of a recipe's prompts (a video takes the image's prompt)
+# What mm_st's models embed; ids below are stable (stored by losses, miner): new modalities are appended.
+SUPPORTED = (*PROMPTED, VIDEO, VIDEO_TEXT)
 SUPPORTED_IDS = {modality: index for index, modality in enumerate(SUPPORTED)}
 
 
@@ -77,8 +81,8 @@ def check_known(modality: Any, where: str = "") -> str:
 
 
 def check_supported(modality: Any, where: str = "Input") -> str:
-    """``modality`` when mm_st's models embed it; an unknown one or a known one they cannot embed yet (video, audio)
-    is a ValueError naming it and ``where``."""
+    """``modality`` when mm_st's models embed it; an unknown one or a known one they cannot embed yet (audio,
+    image+video) is a ValueError naming it and ``where``."""
     check_known(modality, where)
     if modality not in SUPPORTED:
         raise ValueError(f"{where} has modality {modality!r}, which mm_st cannot embed yet "
@@ -147,7 +151,8 @@ PROMPT_KEYS = {TEXT: "text", IMAGE: "image", IMAGE_TEXT: "image_text"}  # persis
 
 
 def prompt_key(modality: str) -> str:
-    """The key of a modality's prompt in a saved chat template; a modality without one (video) is refused."""
+    """The key of a modality's prompt in a saved chat template; a modality without one (video) is refused: the saved
+    template gives a video the prompt of an image (:mod:`mm_st.templates`)."""
     if modality not in PROMPT_KEYS:
         check_known(modality)
         raise ValueError(f"No prompt for modality {modality!r}: recipes have prompts for {', '.join(PROMPT_KEYS)}.")

@@ -13,9 +13,15 @@ without mm_st (the opt-in latent-attention pooling ships its own code file inste
   which calls :meth:`preprocess` per column, but never in ``encode``), each row's content hash and
   modality id ride along, for the duplicate masking of :mod:`mm_st.losses` (see :meth:`preprocess`);
 - modality-grouped batching: a batch (an ``encode`` batch or a training column) that mixes text,
-  image and image+text inputs is preprocessed and run through the backbone as one sub-batch per
-  modality, and the embeddings come back in the caller's order. No text row is padded to the length
-  of an image row, and backbones whose processor cannot batch mixed inputs (Mllama) work on them.
+  image, image+text, video and text+video inputs is preprocessed and run through the backbone as one
+  sub-batch per modality, and the embeddings come back in the caller's order. No text row is padded to
+  the length of an image or video row, and backbones whose processor cannot batch mixed inputs (Mllama)
+  work on them;
+- videos (``{"video": frames | frame directory | video file, "text"?, "instruction"?}``), sampled to
+  :attr:`MultimodalSentenceTransformer.num_frames` frames as VLM2Vec-V2 samples (:func:`mm_st.inputs.video_frames`)
+  and embedded through the processor's own video path, on backbones that take video
+  (:func:`mm_st.templates.check_takes_video`). The frame count is saved in ``config_sentence_transformers.json``
+  (``"mm_st_video": {"num_frames": N}``); plain sentence-transformers takes the sampled frames as ``{"video": frames}``.
 
 Example:
     >>> from mm_st import build_model
@@ -38,7 +44,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.losses.gradcache import _create_minibatch  # ST's own row slicer (GradCache)
 from sentence_transformers.util import batch_to_device, cat_padded_token_embeddings
 
-from mm_st.inputs import content_key, has_image, load_images, normalize_inputs, text_of, with_text
+from mm_st.inputs import (DEFAULT_NUM_FRAMES, as_messages, content_key, has_image, has_media, has_video,
+                          is_messages, load_images, normalize_inputs, text_of, with_text)
 from mm_st.io import MODALITY_IDS, modality_of
 from mm_st.model_card import MultimodalModelCardData
 from mm_st.metadata import RecipeMetadataMixin, of_model
@@ -55,6 +62,8 @@ ROW_KEYS = (CONTENT_KEY, MODALITY_KEY)  # read by mm_st.losses, never passed to 
 ROWS_KEY = "input_ids"
 GROUPS_KEY = "mm_st_groups"  # list of feature dicts, one per modality, rows in ascending caller order
 GROUP_ROWS_KEY = "mm_st_group_rows"  # list of LongTensors: the caller rows of each group
+
+VIDEO_CONFIG_KEY = "mm_st_video"  # in config_sentence_transformers.json: {"num_frames": N}
 
 logger = logging.getLogger(__name__)
 # True while encode runs on inputs it has normalised itself: preprocess then only opens image paths.
@@ -77,6 +86,34 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
     _warned_unused_prompt: bool = False
     model_card_data_class = MultimodalModelCardData  # widget examples from {"text", "image"} columns
     group_modalities: bool = True
+    num_frames: int = DEFAULT_NUM_FRAMES  # frames a video is sampled to (VLM2Vec-V2's video.yaml: 8)
+
+    def _get_model_config(self) -> dict[str, Any]:
+        return {**super()._get_model_config(), VIDEO_CONFIG_KEY: {"num_frames": self.num_frames}}
+
+    def _parse_model_config(self, model_config: dict[str, Any]) -> None:
+        super()._parse_model_config(model_config)
+        saved = (model_config.get(VIDEO_CONFIG_KEY) or {}).get("num_frames")
+        if saved is not None:
+            self.num_frames = check_num_frames(saved, where=f"config_sentence_transformers.json {VIDEO_CONFIG_KEY!r}")
+
+    def _normalize(self, inputs: Sequence[Any], load: bool) -> list[Any]:
+        """:func:`mm_st.inputs.normalize_inputs` for this model; a video for a backbone without video is refused."""
+        items = normalize_inputs(inputs, supports_image=self.supports("image"), load=load, num_frames=self.num_frames)
+        for index, item in enumerate(items):
+            if has_video(item):
+                self._check_takes_video(index, modality_of(item))
+        return items
+
+    def _check_takes_video(self, index: int, modality: str) -> None:
+        from mm_st import templates
+
+        family = (of_model(self) or {}).get("family")
+        if family in templates.FAMILIES:
+            templates.check_takes_video(family, f"Input {index}", modality)
+        elif not self.supports("video"):
+            raise ValueError(f"Input {index} has modality {modality!r}, which this model's processor cannot embed "
+                             f"(families that take video: {', '.join(templates.video_families())}).")
 
     def save(self, path: str, *args, **kwargs) -> None:
         """sentence-transformers' ``save``, portable: DoRA magnitudes under keys its loader maps back, and no
@@ -111,7 +148,7 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
             if len(inputs) == 0:
                 empty = np.zeros((0, self.get_embedding_dimension()), dtype=np.float32)
                 return torch.from_numpy(empty) if kwargs.get("convert_to_tensor") else empty
-            inputs = normalize_inputs(inputs, supports_image=self.supports("image"), load=False)
+            inputs = self._normalize(inputs, load=False)
         token = _INPUTS_CHECKED.set(checked)
         try:
             return super().encode(inputs, *args, **kwargs)
@@ -151,7 +188,7 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
             return {}
         self._warn_if_prompt_unused(prompt)
         checked = _INPUTS_CHECKED.get()
-        items = load_images(inputs) if checked else normalize_inputs(inputs, supports_image=self.supports("image"))
+        items = load_images(inputs) if checked else self._normalize(inputs, load=True)
         if content_keys is None:
             content_keys = not torch.is_inference_mode_enabled()
         keys = row_keys(items) if content_keys else {}  # before truncation shortens any text
@@ -195,7 +232,8 @@ class MultimodalSentenceTransformer(RecipeMetadataMixin, SentenceTransformer):
         return super().forward(input, **kwargs)
 
     def _preprocess_group(self, items: list[Any], prompt: str | None, **kwargs) -> dict[str, Any]:
-        if not any(has_image(item) for item in items):
+        items = in_one_form(items)
+        if not any(has_media(item) for item in items):
             return super().preprocess(items, prompt=prompt, **kwargs)
         return self._preprocess_keeping_images(items, prompt, **kwargs)
 
@@ -343,8 +381,27 @@ def row_keys(items: list[Any]) -> dict[str, torch.Tensor]:
     }
 
 
+def in_one_form(items: list[Any]) -> list[Any]:
+    """``items`` as chat messages when some of them are (rows with an instruction beside rows without).
+
+    sentence-transformers 6.2's ``parse_inputs`` turns a batch mixing messages with other inputs into messages by
+    wrapping each message list as content of an unknown ``"message"`` type, which the chat template drops: the
+    instructed rows would be embedded as empty texts.
+    """
+    if all(map(is_messages, items)) or not any(map(is_messages, items)):
+        return items
+    return [item if is_messages(item) else as_messages(item, None) for item in items]
+
+
+def check_num_frames(value: Any, where: str = "num_frames") -> int:
+    """``value`` when it is a frame count (an int of at least 1); else a ValueError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: num_frames must be an int of at least 1, got {value!r}.")
+    return value
+
+
 def _modality_groups(items: list[Any]) -> list[list[int]]:
-    """Row indices of each modality present, in ``MODALITY_IDS`` order (text, image, image+text)."""
+    """Row indices of each modality present, in ``MODALITY_IDS`` order (text, image, image+text, video, text+video)."""
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(items):
         groups.setdefault(modality_of(item), []).append(index)

@@ -8,8 +8,12 @@ one family into a Jinja chat template that sentence-transformers saves with the 
 ``SentenceTransformer(path)`` reproduces the recipe without mm_st installed. That template is the one
 copy of the selection logic: :func:`render_prompt` renders it with transformers' chat-template renderer.
 
-Markers in prompt strings: ``<image>`` is replaced by the image block (once per image), ``<sent>`` by
-the input text. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and
+Markers in prompt strings: ``<image>`` is replaced by the image block (once per image) and the video block
+(once per video), ``<sent>`` by the input text. A video takes the prompt of an image (a text+video input that of
+an image+text input); the video block is the recipe's image block with the family's image token swapped for its
+video token (``<|vision_start|><|video_pad|><|vision_end|>`` as Qwen's own chat templates write a video; VLM2Vec's
+bare ``<|image_pad|>`` becomes VLM2Vec-V2's bare ``<|video_pad|>``). Families without a video token
+(:attr:`Family.video_token`) take no video: :func:`check_takes_video`. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and
 the one space before it go. The rendered template reads the ST ``task`` variable (``"query"`` /
 ``"document"``) and takes a system message (ST's ``prompt=``) as the instruction:
 
@@ -133,24 +137,37 @@ WRAPPERS: dict[str, Wrapper] = {
 
 @dataclass(frozen=True)
 class Family:
-    """A backbone family: config ``model_type`` values, image placeholder, default wrapper."""
+    """A backbone family: config ``model_type`` values, image placeholder, default wrapper, video capability.
+
+    Attributes:
+        video_token: ``(image token, video token)`` for families whose processor has a video path (``videos=``):
+            a video is written as the image block with the image token replaced by the video token. None: the
+            family takes no video.
+    """
 
     name: str
     model_types: tuple[str, ...]
     image_placeholder: str | None
     wrapper: str | None = None  # fallback when detection from the tokenizer finds nothing
+    video_token: tuple[str, str] | None = None
+
+    @property
+    def takes_video(self) -> bool:
+        return self.video_token is not None
 
 
 _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+# Qwen2-VL / Qwen2.5-VL / Qwen3-VL chat templates write {"type": "video"} as <|vision_start|><|video_pad|><|vision_end|>.
+_QWEN_VIDEO = ("<|image_pad|>", "<|video_pad|>")
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("llava", ("llava",), "<image>", "vicuna"),
         Family("llava_next", ("llava_next",), "<image>", "llama3"),
         Family("mllama", ("mllama",), "<|image|>", "llama3"),
-        Family("qwen2_vl", ("qwen2_vl",), _QWEN_IMAGE, "chatml"),
-        Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_IMAGE, "chatml"),
-        Family("qwen3_vl", ("qwen3_vl",), _QWEN_IMAGE, "chatml"),
+        Family("qwen2_vl", ("qwen2_vl",), _QWEN_IMAGE, "chatml", _QWEN_VIDEO),
+        Family("qwen2_5_vl", ("qwen2_5_vl",), _QWEN_IMAGE, "chatml", _QWEN_VIDEO),
+        Family("qwen3_vl", ("qwen3_vl",), _QWEN_IMAGE, "chatml", _QWEN_VIDEO),
         Family("idefics3", ("idefics3", "smolvlm"), "<image>", "idefics3"),
         # FastVLM (transformers FastVlmForConditionalGeneration: a timm tower through TimmWrapper, LlavaProcessor's
         # '<image>'); Apple's checkpoints and mm_st.real_vision speak ChatML (Qwen2 / SmolLM2).
@@ -222,6 +239,26 @@ def image_block(recipe: Recipe, family: Family) -> str:
     return block.replace("{placeholder}", family.image_placeholder)
 
 
+def video_block(recipe: Recipe, family: Family) -> str:
+    """How one video is written in the recipe's text on this family ("" for families that take no video)."""
+    if family.video_token is None:
+        return ""
+    image_token, video_token = family.video_token
+    return image_block(recipe, family).replace(image_token, video_token)
+
+
+def video_families() -> tuple[str, ...]:
+    """The families whose backbone embeds video."""
+    return tuple(name for name, family in FAMILIES.items() if family.takes_video)
+
+
+def check_takes_video(family: str, where: str, modality: str) -> None:
+    """A ValueError naming ``where`` and ``modality`` when the ``family`` backbone cannot embed video."""
+    if not get_family(family).takes_video:
+        raise ValueError(f"{where} has modality {modality!r}, which the {family} backbone cannot embed "
+                         f"(families that take video: {', '.join(video_families())}).")
+
+
 def wrapper_for(recipe: Recipe, family: Family, wrapper: str | None = None) -> Wrapper:
     """The chat wrapper a wrapped recipe uses (``raw`` for unwrapped recipes).
 
@@ -254,6 +291,7 @@ def render_prompt(
     task: str | None = None,
     wrapper: str | None = None,
     fmt: str = "inference",
+    num_videos: int = 0,
 ) -> str:
     """The literal prompt one input gets: :func:`render_chat_template`, rendered by transformers.
 
@@ -263,7 +301,8 @@ def render_prompt(
     from jinja2.exceptions import TemplateError
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    user = [{"type": "image"}] * num_images + ([{"type": "text", "text": text}] if text else [])
+    user = [{"type": "image"}] * num_images + [{"type": "video"}] * num_videos + (
+        [{"type": "text", "text": text}] if text else [])
     system = [{"role": "system", "content": [{"type": "text", "text": instruction}]}] if instruction else []
     template = render_chat_template(recipe, family, wrapper=wrapper, fmt=fmt)
     try:
@@ -279,24 +318,27 @@ def _lit(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-# Jinja: collect instruction (system), text and image count, choose the recipe prompt, fill markers.
+# Jinja: collect instruction (system), text, image and video count, choose the recipe prompt, fill markers.
 _JINJA = """\
-{%- set ns = namespace(text='', images=0, instruction='') -%}
+{%- set ns = namespace(text='', images=0, videos=0, instruction='') -%}
 {%- for message in messages -%}
 {%- set parts = [{'type': 'text', 'text': message['content']}] if message['content'] is string else message['content'] -%}
 {%- for part in parts -%}
 {%- if part['type'] == 'text' and message['role'] == 'system' -%}{%- set ns.instruction = ns.instruction + part['text'] -%}
 {%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}
 {%- elif part['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}
+{%- elif part['type'] == 'video' -%}{%- set ns.videos = ns.videos + 1 -%}
 {%- endif -%}
 {%- endfor -%}
 {%- endfor -%}
-{%- set modality = @IMAGE_TEXT@ if ns.images and ns.text else (@IMAGE@ if ns.images else @TEXT@) -%}
+{%- if ns.videos and not VIDEO_BLOCK -%}{{- raise_exception(NO_VIDEO) -}}{%- endif -%}
+{%- set media = ns.images + ns.videos -%}
+{%- set modality = @IMAGE_TEXT@ if media and ns.text else (@IMAGE@ if media else @TEXT@) -%}
 {%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
 {%- set core = ns.instruction.rstrip(' ') -%}
 {%- set is_query = task is defined and task == 'query' -%}
 {%- if full -%}
-{%- if ns.images and '<image>' not in ns.instruction -%}{{- raise_exception(MISSING_IMAGE) -}}{%- endif -%}
+{%- if media and '<image>' not in ns.instruction -%}{{- raise_exception(MISSING_IMAGE) -}}{%- endif -%}
 {%- if ns.text and '<sent>' not in ns.instruction -%}{{- raise_exception(MISSING_SENT) -}}{%- endif -%}
 {%- set prompt = ns.instruction -%}
 {%- elif core and (INSTRUCT_DOCUMENTS or task is not defined or task != 'document') -%}
@@ -304,7 +346,7 @@ _JINJA = """\
 {%- elif is_query and QUERY_PROMPTS -%}{%- set prompt = QUERY_PROMPTS[modality] -%}
 {%- else -%}{%- set prompt = PROMPTS[modality] -%}
 {%- endif -%}
-{%- if ns.images -%}{%- set prompt = prompt.replace('<image>', IMAGE_BLOCK * ns.images) -%}
+{%- if media -%}{%- set prompt = prompt.replace('<image>', IMAGE_BLOCK * ns.images + VIDEO_BLOCK * ns.videos) -%}
 {%- else -%}{%- set prompt = prompt.replace('<image>\\n', '').replace('<image>', '') -%}
 {%- endif -%}
 {%- if ns.text -%}{%- set prompt = prompt.replace('<sent>', ns.text) -%}
@@ -344,7 +386,10 @@ def render_chat_template(
         "INSTRUCTED": _lit(_saved_keys(rec.instructed)),
         "QUERY_PROMPTS": _lit(_saved_keys(rec.query_prompts)),
         "IMAGE_BLOCK": _lit(image_block(rec, fam)),
-        "MISSING_IMAGE": _lit(_missing_marker(IMAGE, "an image")),
+        "VIDEO_BLOCK": _lit(video_block(rec, fam)),
+        "NO_VIDEO": _lit(f"The {fam.name} backbone cannot embed video (families that take video: "
+                         f"{', '.join(video_families())})."),
+        "MISSING_IMAGE": _lit(_missing_marker(IMAGE, "an image or a video")),
         "MISSING_SENT": _lit(_missing_marker(SENT, "text")),
         "STRIP": "true" if chosen.strip else "false",
         "BOS": _lit(bos),

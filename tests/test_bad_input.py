@@ -274,7 +274,7 @@ def qwen():
         ("nested", TypeError, r"Input 1 is a list \(\['a', 'b'\]\): nested lists and pairs are not inputs"),
         ("pair", TypeError, r"Input 1 is a tuple"),
         ("array_in_dict", TypeError, r"Input 1: 'image' must be a PIL image or an image path, got ndarray of shape \(4, 4, 3\)"),
-        ("other_dict", ValueError, r"Input 1: a dict needs 'text' / 'image' keys .*got keys \['txt'\]"),
+        ("other_dict", ValueError, r"Input 1: a dict needs 'text' / 'image' / 'video' keys .*got keys \['txt'\]"),
     ],
 )
 def test_encode_bad_input_names_its_index(qwen, bad, error, message):

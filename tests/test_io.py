@@ -142,8 +142,8 @@ def test_synthesis_image_pool_refuses_a_leaving_link(tree, tmp_path):
 
 
 def test_modality_vocabulary_is_pinned():
-    assert MODALITIES == ("text", "image", "image+text")
-    assert MODALITY_IDS == {"text": 0, "image": 1, "image+text": 2}
+    assert MODALITIES == ("text", "image", "image+text", "video", "text+video")
+    assert MODALITY_IDS == {"text": 0, "image": 1, "image+text": 2, "video": 3, "text+video": 4}
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_modality_of(item, modality):
 
 
 def test_modality_of_refuses_an_empty_input():
-    with pytest.raises(ValueError, match="^Input has neither text nor image.$"):
+    with pytest.raises(ValueError, match="^Input has neither text, image nor video.$"):
         modality_of({"text": None, "image": None})
 
 

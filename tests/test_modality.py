@@ -46,14 +46,24 @@ def test_an_input_s_modality_is_st_s_inference_of_it():
 
 
 @pytest.mark.parametrize("item, named", [
-    ({"text": "a cat", "video": "cat.mp4"}, "text+video"),
-    ({"video": "cat.mp4"}, "video"),
-    ([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "a cat"}]}], "text+video"),
-    ({"image": "cat.png", "audio": "cat.wav"}, "audio+image"),
+    ({"text": "a cat", "video": "cat.mp4"}, VIDEO_TEXT),
+    ({"video": "cat.mp4"}, VIDEO),
+    ({"video": ["f0.png", "f1.png"], "text": None, "image": None}, VIDEO),
+    ([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "a cat"}]}], VIDEO_TEXT),
 ])
-def test_a_video_input_is_refused_naming_its_modality(item, named):
+def test_video_and_text_video_inputs_are_embeddable(item, named):
+    assert modality_of(item) == named and check_supported(named) == named
+    assert SUPPORTED.index(named) in (3, 4)  # appended: the ids of text, image, image+text stay 0, 1, 2
+
+
+@pytest.mark.parametrize("item, named", [
+    ({"image": "cat.png", "audio": "cat.wav"}, "audio+image"),
+    ({"image": "cat.png", "video": "cat.mp4"}, "image+video"),
+    ([{"role": "user", "content": [{"type": "audio"}]}], "audio"),
+])
+def test_an_audio_or_image_video_input_is_refused_naming_its_modality(item, named):
     with pytest.raises(ValueError, match=rf"^Input has modality '{re.escape(named)}', which mm_st cannot embed yet "
-                                         r"\(supported: text, image, image\+text\)\.$"):
+                                         r"\(supported: text, image, image\+text, video, text\+video\)\.$"):
         modality_of(item)
 
 
@@ -105,7 +115,7 @@ def test_mmeb_task_categories_all_read_in_the_vocabulary():
 
 
 def test_saved_prompt_keys_keep_their_spelling_and_video_has_none():
-    assert [prompt_key(m) for m in SUPPORTED] == ["text", "image", "image_text"]  # saved models' chat templates
+    assert [prompt_key(m) for m in modality.PROMPTED] == ["text", "image", "image_text"]  # saved models' chat templates
     with pytest.raises(ValueError, match=r"^No prompt for modality 'video': recipes have prompts for text, image, "):
         prompt_key(VIDEO)
 

@@ -238,6 +238,6 @@ def test_saved_chat_templates_keep_the_image_text_key_spelling():
     rendered now are those saved before the vocabulary moved to "image+text", so old and new saves read alike."""
     template = templates.render_chat_template("e5v", "llava_next")
     assert '"image_text": "<image>Modify this image with \\"<sent>\\", desribe modified image in one word:"' in template
-    assert "{%- set modality = 'image_text' if ns.images and ns.text else ('image' if ns.images else 'text') -%}" in template
+    assert "{%- set modality = 'image_text' if media and ns.text else ('image' if media else 'text') -%}" in template
     assert "image+text" not in template
     assert templates.RECIPES["e5v"].prompts["image+text"] == templates.RECIPES["e5v"].extra_prompts["cirr_query"]

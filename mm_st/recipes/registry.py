@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mm_st.modality import SUPPORTED as MODALITIES  # the keys of a recipe's prompts (mm_st.modality names)
+from mm_st.modality import PROMPTED as MODALITIES  # the keys of a recipe's prompts (mm_st.modality names)
 
 INSTRUCTION = "{instruction}"
 
