@@ -175,27 +175,7 @@ def _load_mmeb(entry: V2Dataset, on_missing: str, seed: int) -> datasets.Dataset
     loaded = load_mmeb_train(entry.source(), [subset], split=entry.options.get("dataset_split", "original"),
                              image_root=image_dir, num_negatives=0, on_missing=on_missing, seed=seed)
     ds = loaded[subset]
-    return with_row_prompts(ds.select(range(min(entry.limit, len(ds)))) if entry.limit else ds)
-
-
-def with_row_prompts(ds: datasets.Dataset) -> datasets.Dataset:
-    """MMEB rows with the recipe's training prompt of their modality as each row's full prompt (the text they render
-    to is the same): every V2 dataset's rows then carry a prompt, so sub-batches of different datasets share a batch
-    in one input form. Arrow-level: images are not decoded."""
-    import pyarrow as pa
-
-    prompts = v2.TRAIN_PROMPTS.prompts
-    columns = {}
-    for name in ("anchor", "positive"):
-        struct = ds.data.column(name).combine_chunks()
-        text, image = struct.field("text"), struct.field("image")
-        keys = [("image+text" if i and t else "image" if i else "text")
-                for t, i in zip(text.is_valid().to_pylist(), image.is_valid().to_pylist())]
-        instruction = pa.array([prompts[k] for k in keys], pa.string())
-        columns[name] = pa.StructArray.from_arrays([text, image, instruction], names=["text", "image", "instruction"])
-    features = datasets.Features({name: {"text": datasets.Value("string"), "image": datasets.Image(),
-                                         "instruction": datasets.Value("string")} for name in columns})
-    return datasets.Dataset(pa.table(columns), info=datasets.DatasetInfo(features=features))
+    return ds.select(range(min(entry.limit, len(ds)))) if entry.limit else ds
 
 
 def _llava_hound_rows(entry: V2Dataset) -> list[dict[str, Any]]:

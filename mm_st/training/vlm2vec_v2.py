@@ -318,6 +318,10 @@ class VLM2VecV2Config(StageConfig):
         return functools.partial(SubBatchSampler, weights=weights, sub_batch_size=self.interleave_batch_size,
                                  world_size=plan.world_size)
 
+    def model_options(self) -> dict[str, Any]:
+        """The saved model samples videos to ``num_frames`` frames (the YAML's entries sample their rows themselves)."""
+        return {"num_frames": self.num_frames}
+
     def evaluator(self, sources: Sources, results_dir: Path) -> Any:
         if not sources.eval_data:
             return None

@@ -234,7 +234,7 @@ def embedded_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("v2run")
     config = VLM2VecV2Config.embedded_default(
         max_steps=3, save_steps=3, logging_steps=1, max_rows_per_dataset=8, global_batch_size=4,
-        interleave_batch_size=2, output_dir=str(out / "run"), dataset_groups=["image", "visdoc"])
+        interleave_batch_size=2, output_dir=str(out / "run"))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         result = run_stage(config)
@@ -247,10 +247,14 @@ def test_embedded_run_trains_saves_and_reloads(embedded_run):
     result, model_dir, _ = embedded_run
     assert result.steps == 3 and result.model_dir == model_dir
     scores = json.loads((model_dir / "eval_results.json").read_text(encoding="utf-8"))
-    assert set(scores["after"]) == {"hit1_image", "hit1_visdoc", "hit1_mean"}
+    assert set(scores["after"]) == {"hit1_image", "hit1_video", "hit1_visdoc", "hit1_mean"}
     assert all(0.0 <= v <= 1.0 for v in scores["before"].values())
     loaded = SentenceTransformer(str(model_dir))
-    inputs = ["a red heart", {"text": "How many lamps?", "image": media.draw_page(media.page_items()[0])}]
+    saved = json.loads((model_dir / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    assert saved["mm_st_video"] == {"num_frames": 4}  # the embedded default's frame count travels with the model
+    frames = media.draw_video(media.video_items()[0], num_frames=4)
+    inputs = ["a red heart", {"text": "How many lamps?", "image": media.draw_page(media.page_items()[0])},
+              {"video": frames}]
     assert torch.allclose(loaded.encode(inputs, convert_to_tensor=True), result.model.encode(inputs, convert_to_tensor=True),
                           atol=1e-5)
     assert json.loads((model_dir / "recipe_config.json").read_text())["recipe"] == "vlm2vec_v2"
@@ -260,7 +264,7 @@ def test_embedded_run_prints_the_held_out_table(embedded_run):
     result, _, printed = embedded_run
     lines = printed[printed.index("Held-out Hit@1"):].splitlines()
     assert lines[1].split() == ["group", "datasets", "before", "after", "chance"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[2:5]}
-    assert list(rows) == ["image", "visdoc", "mean"] and [r[0] for r in rows.values()] == ["3", "2", "5"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:6]}
+    assert list(rows) == ["image", "video", "visdoc", "mean"] and [r[0] for r in rows.values()] == ["3", "3", "2", "8"]
     assert float(rows["mean"][2]) == pytest.approx(result.after["hit1_mean"], abs=1e-4)
     assert float(rows["mean"][3]) == pytest.approx(1 / 8)  # 8 held-out items per dataset (--max-rows-per-dataset 8)
