@@ -246,6 +246,11 @@ def test_embedded_run_trains_saves_and_reloads(embedded_run):
 
     result, model_dir, _ = embedded_run
     assert result.steps == 3 and result.model_dir == model_dir
+    # the run's sampler (seed 42, 8 datasets of 8 rows, the YAML's weights): steps 1 and 3 hold video sub-batches
+    sizes = [8] * 8
+    drawn = [[_dataset_of(b[k], sizes) for k in (0, 2)] for b in list(_sampler(sizes, (1, 1, 1, 10, 12, 5, 5, 5), 4, 2,
+                                                                               seed=42))[:3]]
+    assert drawn == [[6, 7], [4, 4], [2, 7]]  # 5-7: video_caption_300k(-video), video_qa_240k
     scores = json.loads((model_dir / "eval_results.json").read_text(encoding="utf-8"))
     assert set(scores["after"]) == {"hit1_image", "hit1_video", "hit1_visdoc", "hit1_mean"}
     assert all(0.0 <= v <= 1.0 for v in scores["before"].values())
