@@ -53,6 +53,17 @@ def video_items() -> list[VideoItem]:
     return [VideoItem(s, c, d) for s, c, d in itertools.product(SHAPES, COLOURS, DIRECTIONS)]
 
 
+def held_out_video(item: VideoItem) -> bool:
+    """A quarter of the videos, one direction per shape and colour (a Latin square), so that every shape, colour and
+    direction, and every pair of them but the held-out one, is also seen in training.
+
+    >>> held = [v for v in video_items() if held_out_video(v)]
+    >>> len(held), sorted({v.direction for v in held}) == sorted(DIRECTIONS)
+    (12, True)
+    """
+    return (SHAPES.index(item.shape) + list(COLOURS).index(item.colour) + list(DIRECTIONS).index(item.direction)) % 4 == 0
+
+
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, centre: tuple[float, float], radius: float, fill) -> None:
     x, y = centre
     box = (x - radius, y - radius, x + radius, y + radius)

@@ -165,7 +165,7 @@ class HeldOutHitEvaluator(BaseEvaluator):
 
 # -- the embedded default's data -------------------------------------------------------------------------------------
 
-HELD_OUT_EVERY = 4  # every 4th generated item (and the emoji test split) is held out
+HELD_OUT_EVERY = 4  # every 4th page (and the emoji test split; a quarter of the videos) is held out
 EMOJI_ROWS = 144  # emoji per MMEB-style dataset in the embedded default (the generated sets have 36 training items)
 EMBEDDED_MMEB = ("ImageNet_1K", "MSCOCO_t2i", "MSCOCO_i2t")
 
@@ -201,14 +201,15 @@ def write_embedded(root: Path, num_frames: int, limit: int | None, seed: int) ->
         return train_yaml, held_yaml
     videos, pages = media.video_items(), media.page_items()
     media.write_videos(root / "videos" / "frames", videos, num_frames=num_frames)
-    for part, keep in (("train", lambda i: i % HELD_OUT_EVERY), ("heldout", lambda i: not i % HELD_OUT_EVERY)):
-        chosen = [v for i, v in enumerate(videos) if keep(i)][:limit]
+    for part, held in (("train", False), ("heldout", True)):
+        chosen = [v for v in videos if media.held_out_video(v) == held][:limit]
         media.write_llava_hound(root / "videos" / f"{part}-caption.jsonl", chosen, "caption")
         media.write_llava_hound(root / "videos" / f"{part}-qa.jsonl", chosen, "qa")
-        media.write_pages(root / "pages", [p for i, p in enumerate(pages) if keep(i)][:limit], part)
+        media.write_pages(root / "pages", [p for i, p in enumerate(pages) if (i % HELD_OUT_EVERY == 0) == held][:limit],
+                          part)
     embedded.write_mmeb_train(root / "mmeb", configs=EMBEDDED_MMEB, limit=limit or EMOJI_ROWS, split="train", seed=seed)
-    held = len([i for i in range(len(videos)) if not i % HELD_OUT_EVERY])
-    embedded.write_mmeb_train(root / "mmeb", configs=EMBEDDED_MMEB, limit=min(limit or held, held), split="heldout",
+    held_count = len(pages) // HELD_OUT_EVERY
+    embedded.write_mmeb_train(root / "mmeb", configs=EMBEDDED_MMEB, limit=min(limit or held_count, held_count), split="heldout",
                               seed=seed, emoji_split="test")
     held_yaml.write_text(yaml.safe_dump(_entries("mmeb", "videos", "pages", "heldout", num_frames), sort_keys=False))
     train_yaml.write_text(yaml.safe_dump(_entries("mmeb", "videos", "pages", "train", num_frames), sort_keys=False))
@@ -225,8 +226,8 @@ class VLM2VecV2Config(StageConfig):
     recipe: ClassVar[str] = "vlm2vec_v2"
     data_fields: ClassVar[tuple[str, ...]] = ("data",)
     embedded_overrides: ClassVar[dict[str, Any]] = {
-        **EMBEDDED_COMMON, "tiny_family": "qwen2_vl", "global_batch_size": 8, "interleave_batch_size": 4,
-        "max_steps": 60, "num_frames": 4,
+        **EMBEDDED_COMMON, "tiny_family": "qwen2_vl", "global_batch_size": 16, "interleave_batch_size": 8,
+        "max_steps": 150, "num_frames": 4,
     }
 
     model: str | None = _f(None, SCRIPT + ":28 --model_name Qwen/Qwen2-VL-2B-Instruct")

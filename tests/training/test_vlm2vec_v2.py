@@ -206,20 +206,20 @@ def test_generated_layout_reads_back_with_held_out_items_apart(tmp_path):
     assert visrag[0]["positive"]["image"].size == (112, 112)
     caption = load_v2_dataset(entries["video_caption_300k"])
     assert caption[0]["anchor"]["instruction"] == "<image>\nDescribe what happens in the video."
-    assert caption[0]["positive"]["text"] == "a red circle moving right"  # item 0 is held out
+    assert caption[0]["positive"]["text"] == "a red circle moving right"  # red circle left is held out
     qa = load_v2_dataset(entries["video_qa_240k"])
     assert qa[0]["anchor"]["instruction"] == ("Answer a question based on the content of a video. <image>\n"
                                               "What is the red shape doing?")
 
 
 def test_dry_run_prints_weights_and_sub_batches(tmp_path, capsys):
-    assert main(VLM2VecV2Config, ["--dry-run", "--output-dir", str(tmp_path), "--max-rows-per-dataset", "8"]) == 0
+    assert main(VLM2VecV2Config, ["--dry-run", "--output-dir", str(tmp_path), "--max-rows-per-dataset", "16"]) == 0
     out = capsys.readouterr().out
     assert "mm_st vlm2vec_v2 recipe (embedded default: offline, CPU)" in out
-    assert ("sub-batches of 4 rows per process, each from one dataset drawn by weight: ImageNet_1K (image) 2.5%, "
+    assert ("sub-batches of 8 rows per process, each from one dataset drawn by weight: ImageNet_1K (image) 2.5%, "
             "MSCOCO_t2i (image) 2.5%, MSCOCO_i2t (image) 2.5%, colpali_train_set (visdoc) 25.0%, visrag-indomain "
             "(visdoc) 30.0%, video_caption_300k (video) 12.5%") in out
-    assert "video_qa_240k 8 rows = 64 rows; batches of sub-batches of 4 rows per process, each from one dataset" in out
+    assert "video_qa_240k 16 rows = 128 rows; batches of sub-batches of 8 rows per process, each from one dataset" in out
     assert "dry run: plan checked, nothing trained" in out
     assert not (tmp_path / "model").exists()
 
