@@ -273,3 +273,19 @@ def test_embedded_run_prints_the_held_out_table(embedded_run):
     assert list(rows) == ["image", "video", "visdoc", "mean"] and [r[0] for r in rows.values()] == ["3", "3", "2", "8"]
     assert float(rows["mean"][2]) == pytest.approx(result.after["hit1_mean"], abs=1e-4)
     assert float(rows["mean"][3]) == pytest.approx(1 / 8)  # 8 held-out items per dataset (--max-rows-per-dataset 8)
+
+
+def test_paper_adapter_and_gradcache_train_on_image_video_and_pages(tmp_path):
+    """The paper's DoRA (tower frozen) and GradCache chunks (here 2 of a batch of 4) through every group's rows."""
+    from mm_st.training import run_stage
+
+    paper = VLM2VecV2Config()
+    config = VLM2VecV2Config.embedded_default(
+        max_steps=3, save_steps=3, max_rows_per_dataset=8, global_batch_size=4, interleave_batch_size=2,
+        mini_batch_size=2, adapter=paper.adapter, vision_tower=paper.vision_tower, evaluate=False,
+        output_dir=str(tmp_path / "run"))
+    result = run_stage(config)
+    assert result.steps == 3 and (result.model_dir / "adapter_model.safetensors").is_file()
+    plan = (tmp_path / "run" / "plan.txt").read_text(encoding="utf-8")
+    assert "CachedMultimodalInfoNCELoss" in plan and "GradCache mini-batches of 2" in plan
+    assert "adapter dora r=16 alpha=64, vision tower frozen" in plan
