@@ -47,6 +47,13 @@ def test_rows_render_to_v2s_text_on_qwen2_vl():
     query = templates.render_prompt("vlm2vec_v2", "qwen2_vl", text="How many lamps?", num_images=1, fmt="train",
                                     instruction=v2.VIDORE_QUERY_PROMPT)
     assert query == "<|image_pad|> How many lamps?"
+    # llavahound_dataset_qa.py:10-15, 28: the prompt, then the human turn with '<video>' -> VLM_VIDEO_TOKENS (bare)
+    qa = templates.render_prompt("vlm2vec_v2", "qwen2_vl", num_videos=1, fmt="train",
+                                 instruction=v2.llava_hound_query("<video>\nWhat is it?", v2.QA_QUERY_PROMPT))
+    assert qa == "Answer a question based on the content of a video. <|video_pad|>\nWhat is it?"
+    target = templates.render_prompt("vlm2vec_v2", "qwen2_vl", num_videos=1, fmt="train",
+                                     instruction=v2.VRET_TGT_PROMPT + v2.VIDEO)
+    assert target == "Understand the content of the provided video: <|video_pad|>"  # llavahound_dataset_caption.py:58
     # MMEB rows keep VLM2Vec's training text: '<|image_1|>\n' -> '<|image_pad|>\n', rows as written
     mmeb = templates.render_prompt("vlm2vec_v2", "qwen2_vl", text="Represent the given image.", num_images=1,
                                    fmt="train")
