@@ -54,6 +54,17 @@ def smollm2():
     return smollm2_path()
 
 
+@pytest.fixture(scope="session")
+def plain_python():
+    """Runs scripts in a Python where mm_st cannot be imported, each in its own process, forked from one server that
+    has imported sentence-transformers once (tests/plain_python.py): ``plain_python.run(code, *args, cwd=...)``."""
+    from tests.plain_python import PlainPython
+
+    server = PlainPython()
+    yield server
+    server.close()
+
+
 # Docstring examples that convert the real small LM themselves (no fixture to recognise them by).
 SLOW_DOCTESTS = {"mm_st/real_lm.py::mm_st.real_lm"}
 
