@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,19 +77,26 @@ class PlainPython:
         # code that trust_remote_code loads goes to the server's own folder (read by transformers at import)
         env = {**os.environ, "HF_MODULES_CACHE": str(Path(self.folder.name) / "hf_modules")}
         self.process = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=env)
+                                        text=True, env=env, start_new_session=True)  # its own group: killed with it
         self.count = 0
 
-    def run(self, code: str, *args: str, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    def _reply(self, timeout: float) -> str:
+        """The server's next line; after ``timeout`` seconds the server and the script it runs are killed."""
+        if not select.select([self.process.stdout], [], [], timeout)[0]:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise subprocess.TimeoutExpired(self.process.args, timeout)
+        return self.process.stdout.readline()
+
+    def run(self, code: str, *args: str, cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run ``code`` with ``args`` as ``sys.argv[1:]`` in a fresh child process; its output and exit status."""
-        if self.count == 0 and self.process.stdout.readline().strip() != "ready":
+        if self.count == 0 and self._reply(timeout).strip() != "ready":
             raise RuntimeError(f"the plain-Python server did not start (exit status {self.process.wait()})")
         self.count += 1
         out, err = (Path(self.folder.name) / f"{self.count}.{name}" for name in ("out", "err"))
         request = {"code": code, "args": list(args), "cwd": str(cwd or Path.cwd()), "stdout": str(out), "stderr": str(err)}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        reply = self.process.stdout.readline()
+        reply = self._reply(timeout)
         if not reply:
             raise RuntimeError(f"the plain-Python server exited (status {self.process.wait()})")
         returncode = json.loads(reply)["returncode"]
@@ -95,6 +104,10 @@ class PlainPython:
 
     def close(self) -> None:
         self.process.stdin.close()
-        self.process.kill()  # idle between scripts: nothing to finish (its interpreter shutdown takes seconds)
+        if self.process.poll() is None:  # idle between scripts: nothing to finish (its shutdown takes seconds)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.process.wait(timeout=60)
         self.folder.cleanup()
