@@ -11,6 +11,15 @@ On a shared machine the wall time depends on what else runs; the CPU seconds do 
     MM_ST_TEST_WORKERS=0 python benchmarks/suite_time.py     # in one process (the suite before pytest-xdist)
 
 Extra arguments go to pytest. Prints one JSON line last.
+
+Before and after a change, back to back on the same machine (what a shared machine allows: the CPU seconds and the
+per-test seconds of the tests a change touches):
+
+    MM_ST_TEST_WORKERS=0 python benchmarks/suite_time.py --before <commit> tests/test_x.py -k name
+
+exports ``<commit>`` (``git archive``) to a temporary folder, runs the tests there, then in this checkout, both with
+this checkout's virtual environment (so the commit must have the same lock, pyproject.toml, setup.py and
+scripts/env.sh), and prints each test's seconds (setup + call + teardown) before and after, and one JSON line.
 """
 
 from __future__ import annotations
@@ -71,5 +80,61 @@ def main(argv: list[str]) -> int:
     return run.returncode
 
 
+ENV_FILES = ("requirements.lock", "pyproject.toml", "setup.py", "scripts/env.sh")
+
+
+def seconds_by_test(junit: Path) -> dict[str, float]:
+    """Each test's time (setup, call and teardown) from pytest's JUnit report, by test id."""
+    if not junit.is_file():
+        return {}
+    return {f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}": float(case.get("time") or 0)
+            for case in ET.parse(junit).iter("testcase")}
+
+
+def timed_run(root: Path, argv: list[str], junit: Path) -> dict:
+    """``bash scripts/test.sh`` in ``root`` with this checkout's venv: wall and CPU (process tree), per-test seconds."""
+    env = {**os.environ, "MM_ST_VENV": os.environ.get("MM_ST_VENV", str(ROOT / ".venv"))}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    run = subprocess.run(["bash", "scripts/test.sh", f"--junitxml={junit}", *argv], cwd=root, env=env,
+                         capture_output=True, text=True)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", run.stdout, flags=re.M)
+    return {"returncode": run.returncode, "summary": summary[-1] if summary else run.stdout[-2000:] + run.stderr[-2000:],
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_avg_1min_at_end": os.getloadavg()[0],
+            "tests": seconds_by_test(junit)}
+
+
+def compare(commit: str, argv: list[str]) -> int:
+    """The tests of ``argv`` at ``commit`` (before), then in this checkout (after), back to back."""
+    for name in ENV_FILES:
+        old = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=ROOT, capture_output=True).stdout
+        if old != (ROOT / name).read_bytes():
+            sys.exit(f"{commit} has another {name}: its tests need their own venv (this would rebuild this one)")
+    with tempfile.TemporaryDirectory() as tmp:
+        before_root = Path(tmp) / "before"
+        before_root.mkdir()
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(before_root)], input=archive, check=True)
+        runs = {"before": timed_run(before_root, argv, Path(tmp) / "before.xml"),
+                "after": timed_run(ROOT, argv, Path(tmp) / "after.xml")}
+    ids = sorted(set(runs["before"]["tests"]) | set(runs["after"]["tests"]),
+                 key=lambda t: -max(runs["before"]["tests"].get(t, 0), runs["after"]["tests"].get(t, 0)))
+    print("| test | before s | after s |\n|---|---:|---:|")
+    for test in ids:
+        cells = [f"{runs[k]['tests'][test]:.2f}" if test in runs[k]["tests"] else "-" for k in ("before", "after")]
+        print(f"| {test} | {cells[0]} | {cells[1]} |")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    for label in ("before", "after"):
+        print(f"{label}: {runs[label]['summary']}; wall {runs[label]['wall_s']} s, CPU {runs[label]['cpu_s']} s")
+    print(json.dumps({"before_commit": commit, "after_commit": head, "args": argv, "workers": os.environ.get("MM_ST_TEST_WORKERS", "2"),
+                      **{label: {k: v for k, v in run.items() if k != "tests"} for label, run in runs.items()}}))
+    return max(runs["before"]["returncode"], runs["after"]["returncode"])
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--before"]:
+        sys.exit(compare(sys.argv[2], sys.argv[3:]))
     sys.exit(main(sys.argv[1:]))

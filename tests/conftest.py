@@ -22,7 +22,12 @@ Share expensive setup: build a trained run, a data layout or a saved model once 
 ``scope="session"`` here, when several files need it) and treat it as read-only in the tests (copy it to ``tmp_path``
 before changing it). Prefer the in-process entry points (``mm_st.training.cli.main(Config, argv)``) to a
 ``python recipes/...`` subprocess unless the test is about the process (kill/resume, torchrun, launchers): each
-subprocess pays the start-up of torch and transformers again.
+subprocess pays the start-up of torch and transformers again. A script that must run where mm_st cannot be imported
+(plain sentence-transformers loading what mm_st saved) goes through the ``plain_python`` fixture: each script in a
+process of its own, forked from one server per worker that imported sentence-transformers once.
+
+No scripted sleeps to make two things overlap: hold one side on a gate (a file the test creates, an event) until the
+other has done what the test checks (tests/synthesis_crash_worker.py's gate), so the overlap holds at any load.
 """
 
 import importlib.util
@@ -52,6 +57,17 @@ def smollm2():
     if missing:
         pytest.skip(f"SmolLM2 needs {missing} ({INSTALL_HINT})")
     return smollm2_path()
+
+
+@pytest.fixture(scope="session")
+def plain_python():
+    """Runs scripts in a Python where mm_st cannot be imported, each in its own process, forked from one server that
+    has imported sentence-transformers once (tests/plain_python.py): ``plain_python.run(code, *args, cwd=...)``."""
+    from tests.plain_python import PlainPython
+
+    server = PlainPython()
+    yield server
+    server.close()
 
 
 # Docstring examples that convert the real small LM themselves (no fixture to recognise them by).

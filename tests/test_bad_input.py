@@ -375,12 +375,15 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path, capsys):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, str(root / "tests" / "synthesis_crash_worker.py"), str(run), "1.5"],  # ~30 s: outlasts a slow start of the second run on a busy machine
+    run, gate = tmp_path / "run", tmp_path / "gate"
+    # the first run answers 4 requests, then waits for `gate`: it is mid-run and holds the folder's lock until the
+    # second run below has finished, however slowly either starts
+    first = subprocess.Popen([sys.executable, str(root / "tests" / "synthesis_crash_worker.py"), str(run), "0", str(gate)],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "journal.jsonl").is_file():
-        time.sleep(0.05)
+        time.sleep(0.02)
+    assert (run / "journal.jsonl").is_file(), "the first run wrote no record in 120 s"
     # the second run: the recipe script's main in this process (the first run is another process: the lock is the OS's)
     spec = importlib.util.spec_from_file_location("synthesize_recipe", root / "recipes" / "synthesize_mme5_data.py")
     recipe = importlib.util.module_from_spec(spec)
@@ -388,6 +391,7 @@ def test_two_concurrent_recipe_runs_generate_each_id_once(tmp_path, capsys):
     try:
         code = recipe.main(["--backend", "dry-run", "--num-samples", "40", "--output-dir", str(run), "--no-progress"])
     finally:
+        gate.touch()
         out, _ = first.communicate(timeout=180)
     second_err = capsys.readouterr().err
     assert code == 2, second_err[-2000:]

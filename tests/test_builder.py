@@ -5,8 +5,6 @@ processor on the literal prompt, model forward, last-layer hidden state of the l
 """
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -224,7 +222,7 @@ EXPORT_CHECK = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
+def test_saved_model_loads_without_mm_st(tmp_path, emoji_images, plain_python):
     image_path = tmp_path / "emoji.png"
     emoji_images[0].save(image_path)
     cases, expected = {}, {}
@@ -242,7 +240,7 @@ def test_saved_model_loads_without_mm_st(tmp_path, emoji_images):
         modules = json.loads((tmp_path / family / "modules.json").read_text())
         assert all(m["type"].startswith("sentence_transformers.") for m in modules)
         assert (tmp_path / family / "model.safetensors").exists()
-    run = subprocess.run([sys.executable, "-c", EXPORT_CHECK, json.dumps(cases)], capture_output=True, text=True)
+    run = plain_python.run(EXPORT_CHECK, json.dumps(cases))
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT", 1)[1])
     for family in TINY_FAMILIES:

@@ -132,7 +132,8 @@ def test_importing_mm_st_and_its_helpers_does_not_import_mteb():
 
 def test_every_benchmark_module_is_found_and_registered():
     modules = {m.__name__.rsplit(".", 1)[-1]: m for m in registry.benchmark_modules()}
-    assert sorted(modules) == ["cirr", "emoji_mbeir", "mbeir", "mbeir_global", "mbeir_local", "mmeb", "xtd"]
+    assert sorted(modules) == ["cirr", "emoji_mbeir", "mbeir", "mbeir_global", "mbeir_local", "mmeb", "mmeb_v2",
+                               "mmeb_v2_video", "mmeb_v2_visdoc", "xtd"]
     registry.register()
     for name, module in modules.items():
         for cls in module.TASKS:
@@ -141,6 +142,7 @@ def test_every_benchmark_module_is_found_and_registered():
             registered = getattr(mteb.benchmarks.benchmarks, registry.registry_attribute(module))
             assert mteb.get_benchmark(registered.name) is registered
     assert len(modules["mmeb"].TASKS) == 36 and len(modules["mbeir_local"].TASKS) == 16
+    assert len(modules["mmeb_v2"].TASKS) == 45 and modules["mmeb_v2_video"].TASKS == ()
     assert len(modules["emoji_mbeir"].TASKS) == 5 and len(modules["mbeir_global"].TASKS) == 21
     assert mteb.get_benchmark("MMEB") is mteb.benchmarks.benchmarks.MM_ST_MMEB
 

@@ -9,9 +9,6 @@ attention, the instruction length as upstream's ``len(tokenizer(prompt.split("\\
 import ast
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -413,7 +410,7 @@ LOAD_WITHOUT_MM_ST = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_saved_model_loads_with_trust_remote_code_with_and_without_mm_st(tmp_path, emoji_images):
+def test_saved_model_loads_with_trust_remote_code_with_and_without_mm_st(tmp_path, emoji_images, plain_python):
     model = build_model(tiny_model("qwen2_vl"), recipe="mmembed", pooling="latent_attention",
                         attention="bidirectional", pooling_kwargs=SMALL)
     image = emoji_images[2]
@@ -450,9 +447,7 @@ def test_saved_model_loads_with_trust_remote_code_with_and_without_mm_st(tmp_pat
 
     # where mm_st is not installed
     case = {"dir": str(folder), "image": str(image_path), "text": text, "instruction": INSTRUCTION}
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules_subprocess")}
-    run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_MM_ST, json.dumps(case)], capture_output=True, text=True,
-                         env=env, timeout=300)
+    run = plain_python.run(LOAD_WITHOUT_MM_ST, json.dumps(case))  # its own HF_MODULES_CACHE (tests/plain_python.py)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT", 1)[1])
     assert result["class"].startswith("transformers_modules.")

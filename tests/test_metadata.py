@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -37,7 +35,7 @@ def _config(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory, emoji_images):
+def saved(tmp_path_factory, emoji_images, plain_python):
     """An e5v model saved by mm_st, its embeddings, and the same model re-saved by plain sentence-transformers."""
     root = tmp_path_factory.mktemp("meta")
     model = build_model(tiny_model("llava_next"), recipe="e5v")
@@ -45,7 +43,7 @@ def saved(tmp_path_factory, emoji_images):
     emoji_images[0].save(root / "emoji.png")
     expected = model.encode([TEXT, emoji_images[0]], batch_size=1)
     arguments = [str(root / "mm_st"), str(root / "plain"), str(root / "emoji.png")]
-    run = subprocess.run([sys.executable, "-c", PLAIN, *arguments], capture_output=True, text=True)
+    run = plain_python.run(PLAIN, *arguments)
     assert run.returncode == 0, run.stderr[-3000:]
     return root, expected, json.loads(run.stdout.split("RESULT", 1)[1])
 

@@ -7,8 +7,6 @@ tiny-model tests answer with "t"/"f" (single tokens there); SmolLM2 uses the def
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +181,7 @@ print("RESULT" + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_saved_rerankers_load_with_plain_crossencoder_without_mm_st(tmp_path, emoji_images):
+def test_saved_rerankers_load_with_plain_crossencoder_without_mm_st(tmp_path, emoji_images, plain_python):
     cases, expected = {"image": str(tmp_path / "cat.png")}, {}
     emoji_images[0].save(tmp_path / "cat.png")
     pairs = [["a red cat", emoji_images[0]], ["a blue sofa", "a chair"]]
@@ -196,8 +194,7 @@ def test_saved_rerankers_load_with_plain_crossencoder_without_mm_st(tmp_path, em
         modules = json.loads((tmp_path / family / "modules.json").read_text())
         assert [m["type"] for m in modules] == ["sentence_transformers.base.modules.transformer.Transformer",
                                                 "sentence_transformers.cross_encoder.modules.logit_score.LogitScore"]
-    run = subprocess.run([sys.executable, "-c", _PLAIN, json.dumps(cases)], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=600)
+    run = plain_python.run(_PLAIN, json.dumps(cases), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT", 1)[1])
     for family in FAMILIES:

@@ -1,4 +1,4 @@
-"""Evaluation through mteb: MMEB (36 tasks), XTD, CIRR, local and union-pool M-BEIR (with the wrong-modality rate),
+"""Evaluation through mteb: MMEB (36 tasks), MMEB-V2 (+ 18 video, 24 visual-document tasks), XTD, CIRR, local and union-pool M-BEIR (with the wrong-modality rate),
 mm_st models.
 
 With mm_st installed, importing ``mteb`` registers mm_st's tasks, benchmarks and models with it
@@ -30,6 +30,7 @@ _EXPORTS = {
     **dict.fromkeys(("MBEIR_SCORE", "WRONG_MODALITY_SCORE", "emoji_mbeir_benchmark", "mbeir_benchmark",
                      "mbeir_global_benchmark", "mbeir_local_benchmark", "mbeir_scores", "mmeb_benchmark",
                      "xtd_benchmark"), "benchmarks"),
+    **dict.fromkeys(("MMEBV2Task", "mmeb_v2_benchmark", "mmeb_v2_tasks"), "benchmarks.mmeb_v2"),
     **dict.fromkeys(("MBEIRLocalTask", "evaluate_mbeir", "mbeir_chance", "mbeir_table", "mbeir_tasks",
                      "wrong_modality_at_1"), "mbeir"),
     **dict.fromkeys(("MMSTEncoder", "load_mm_st_model", "mm_st_model_meta", "paper_models", "recipe_of"), "model"),
@@ -38,7 +39,8 @@ _EXPORTS = {
                     "tasks"),
     "register": "registry",
 }
-_WITHOUT_MTEB = {"DataLayoutError": "data", **dict.fromkeys(("MBEIR_TASKS", "MMEB", "split_instruction"), "instructions")}
+_WITHOUT_MTEB = {"DataLayoutError": "data", **dict.fromkeys(("MBEIR_TASKS", "MMEB", "split_instruction"), "instructions"),
+                 "task_inputs": "mmeb_v2_files"}
 
 __all__ = sorted([*_EXPORTS, *_WITHOUT_MTEB])
 

@@ -5,14 +5,15 @@ Hub default. A value that is an existing directory (or looks like a path) is rea
 else is a Hub dataset repo id (:func:`mm_st.io.is_local`). A missing or incomplete local directory raises
 :class:`DataLayoutError`, which names the expected layout and the first missing file.
 
-==========  =====================  ==========================  ============================
-data set    data variable          images variable             Hub default
-==========  =====================  ==========================  ============================
-MMEB        ``MM_ST_MMEB_DATA``    ``MM_ST_MMEB_IMAGES``       ``TIGER-Lab/MMEB-eval``
-XTD         ``MM_ST_XTD_DATA``     ``MM_ST_XTD_IMAGES``        none (give a path or repo)
-CIRR        ``MM_ST_CIRR_DATA``    ``MM_ST_CIRR_IMAGES``       none (give a path or repo)
-M-BEIR      ``MM_ST_MBEIR_DATA``   ``MM_ST_MBEIR_IMAGES``      none (a local root only)
-==========  =====================  ==========================  ============================
+========  ======================  ======================  ======================================
+data set  data variable           images variable         Hub default
+========  ======================  ======================  ======================================
+MMEB      ``MM_ST_MMEB_DATA``     ``MM_ST_MMEB_IMAGES``   ``TIGER-Lab/MMEB-eval``
+MMEB-V2   ``MM_ST_MMEB_V2_DATA``  none (frames inside)    none (a local root: ``mmeb_v2_files``)
+XTD       ``MM_ST_XTD_DATA``      ``MM_ST_XTD_IMAGES``    none (give a path or repo)
+CIRR      ``MM_ST_CIRR_DATA``     ``MM_ST_CIRR_IMAGES``   none (give a path or repo)
+M-BEIR    ``MM_ST_MBEIR_DATA``    ``MM_ST_MBEIR_IMAGES``  none (a local root only)
+========  ======================  ======================  ======================================
 
 Example:
     >>> import os, tempfile

@@ -37,11 +37,12 @@ from mteb.types import PromptType
 from mm_st import metadata, templates
 from mm_st.evaluation.data import fingerprint
 from mm_st.evaluation.instructions import recipe_task_prompts
+from mm_st.evaluation.mmeb_v2_files import IMAGE_COLUMN, INSTRUCTION_COLUMN
 from mm_st.evaluation.tasks import is_mm_st_task
 
 logger = logging.getLogger(__name__)
 
-_MTEB_MODALITIES = ("image", "text")
+_MTEB_MODALITIES = ("image", "text", "video")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,11 +55,26 @@ def recipe_of(model: Any) -> str | None:
     return (metadata.of_model(model) or {}).get("recipe")
 
 
+def _modalities(config_text: str | None, default: list[str]) -> list[str]:
+    """The mteb modalities a saved ``sentence_bert_config.json`` declares (its ``modality_config``), else ``default``."""
+    modality_config = json.loads(config_text).get("modality_config", {}) if config_text else {}
+    return [m for m in _MTEB_MODALITIES if m in modality_config] or default
+
+
 def _modalities_of_dir(path: Path) -> list[str]:
     config = path / "sentence_bert_config.json"
-    modality_config = json.loads(config.read_text(encoding="utf-8")).get("modality_config", {}) if config.is_file() else {}
-    found = [m for m in _MTEB_MODALITIES if m in modality_config]
-    return found or ["text"]
+    return _modalities(config.read_text(encoding="utf-8") if config.is_file() else None, ["text"])
+
+
+def _hub_modalities(repo_id: str, revision: str | None) -> list[str]:
+    """The modalities of a Hub model's ``sentence_bert_config.json`` (image and text when it cannot be read)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        text = Path(hf_hub_download(repo_id, "sentence_bert_config.json", revision=revision)).read_text(encoding="utf-8")
+    except Exception:  # no such file, no network: mm_st's models take image and text
+        text = None
+    return _modalities(text, ["image", "text"])
 
 
 def _hub_metadata(repo_id: str, revision: str | None) -> dict[str, str | None] | None:
@@ -106,13 +122,22 @@ def mm_st_model_meta(model_name: str, revision: str | None = None, allow_hub: bo
     found = _hub_metadata(model_name, revision)
     if found is None:
         return None
-    return _meta(model_name, revision, found["recipe"], ["image", "text"], {})
+    return _meta(model_name, revision, found["recipe"], _hub_modalities(model_name, revision), {})
+
+
+class MMSTModelMeta(ModelMeta):
+    """mteb's ``ModelMeta`` for mm_st models: a model that takes video does not need mteb's ``video`` extra
+    (torchcodec, which decodes video files) to load, because mm_st's tasks give videos as frame files and mm_st
+    reads them itself (docs/evaluation.md); mteb's other extras still apply."""
+
+    def _resolve_extras_groups(self) -> list[str]:
+        return [group for group in super()._resolve_extras_groups() if group != "video"]
 
 
 def _meta(name: str, revision: str | None, recipe: str | None, modalities: list[str], loader_kwargs: dict,
           **fields: Any) -> ModelMeta:
     fields.setdefault("use_instructions", recipe is not None and templates.get_recipe(recipe).uses_instruction)
-    return ModelMeta.create_empty(
+    return MMSTModelMeta.create_empty(
         overwrites=dict(
             loader=load_mm_st_model,
             loader_kwargs=loader_kwargs,
@@ -193,22 +218,75 @@ def _rgb(image: Any) -> Any:
     return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
 
 
-def mteb_rows(batch: dict[str, Any]) -> list[Any]:
-    """mteb batch columns -> sentence-transformers inputs (text, image or ``{"text", "image"}``)."""
-    n = len(next(iter(v for k, v in batch.items() if k in ("text", "image"))))
-    texts = batch.get("text") or [None] * n
-    images = batch.get("image") or [None] * n
+def _frame(frame: Any) -> Any:
+    """One frame of a tensor video (``C,H,W`` or ``H,W,C``, uint8 or float in [0, 1]) as a PIL image."""
+    from PIL import Image
+
+    array = np.asarray(frame.detach().cpu() if hasattr(frame, "detach") else frame)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return _rgb(Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array))
+
+
+def video_frames(video: Any) -> Any:
+    """An mteb video value in mm_st's video form (VIDEO_CONTRACT): a list of frames (PIL images or paths) or a path.
+
+    mm_st's tasks give frame paths; mteb's ``VideoInput`` holds a tensor of frames (``T,C,H,W`` or ``T,H,W,C``),
+    which becomes a list of PIL images; a path (a frame folder or video file) or a list of frames is kept as is.
+    """
+    if hasattr(video, "ndim") and getattr(video, "ndim", 0) == 4:
+        return [_frame(frame) for frame in video]
+    if isinstance(video, (list, tuple)):
+        return [f if isinstance(f, (str, os.PathLike)) else _rgb(f) if hasattr(f, "mode") else _frame(f) for f in video]
+    return video
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value)
+    return len(value) > 0 if isinstance(value, (list, tuple)) else True
+
+
+def _open_image(path: str) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def mteb_rows(batch: dict[str, Any], instruction: str | None = None) -> list[Any]:
+    """mteb batch columns -> sentence-transformers inputs: text, an image, ``{"text", "image"}`` or
+    ``{"video", "text"}`` (:func:`video_frames`).
+
+    Queries of a task whose rows carry their own instruction (``mm_st_instruction``, MomentSeeker) become dicts with
+    ``"instruction"``: the row's, else ``instruction`` (the task's); None leaves them without one (the recipe takes
+    no instruction). An ``mm_st_image`` path is the row's image where the task's category has no image column.
+    """
+    n = len(next(iter(v for k, v in batch.items() if k in ("text", "image", "video", "id"))))
+    texts, images, videos = ([None] * n if batch.get(k) is None else batch[k] for k in ("text", "image", "video"))
+    own = batch.get(INSTRUCTION_COLUMN) if instruction is not None else None
+    extra_images = batch.get(IMAGE_COLUMN) or [None] * n
     out = []
-    for text, image in zip(texts, images):
-        text = text if isinstance(text, str) and text else None
-        if image is not None and text is not None:
-            out.append({"text": text, "image": _rgb(image)})
-        elif image is not None:
-            out.append(_rgb(image))
-        elif text is not None:
-            out.append(text)
+    for index, (text, image, video, extra) in enumerate(zip(texts, images, videos, extra_images)):
+        item: dict[str, Any] = {}
+        if _present(video):
+            item["video"] = video_frames(video)
+        if image is not None or _present(extra):
+            item["image"] = _rgb(image if image is not None else _open_image(extra))
+        if isinstance(text, str) and text:
+            item["text"] = text
+        if not item:
+            raise ValueError(f"mteb input {index} has neither text, image nor video.")
+        if own is not None:
+            out.append({**item, "instruction": own[index] or instruction})
+        elif len(item) == 1 and "video" not in item:
+            out.append(next(iter(item.values())))
         else:
-            raise ValueError("An mteb input has neither text nor image.")
+            out.append(item)
     return out
 
 
@@ -290,8 +368,10 @@ class MMSTEncoder(AbsEncoder):
         batch_size = kwargs.get("batch_size", 32)
         out = []
         for batch in inputs:
-            items = mteb_rows(batch)
-            out.append(np.asarray(encode(items, prompt=instruction, batch_size=batch_size, show_progress_bar=False,
+            items = mteb_rows(batch, instruction)
+            per_row = any(isinstance(item, dict) and "instruction" in item for item in items)  # MomentSeeker
+            prompt = None if per_row else instruction
+            out.append(np.asarray(encode(items, prompt=prompt, batch_size=batch_size, show_progress_bar=False,
                                          convert_to_numpy=True), dtype=np.float32))
             self.encoded[prompt_type.value if prompt_type else "other"] += len(items)
         if not out:

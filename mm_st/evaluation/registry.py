@@ -3,7 +3,8 @@
 :func:`register` adds, at runtime and without touching mteb's files:
 
 - the tasks to mteb's task registry (``mteb.get_task("MMEB-VOC2007")``, ``mteb run -t``);
-- the ``MMEB``, ``XTD``, ``M-BEIR``, ``M-BEIR-local``, ``M-BEIR-global`` and ``MMST-Emoji-MBEIR`` benchmarks
+- the ``MMEB``, ``MMEB-V2`` (``-video``, ``-visdoc``), ``XTD``, ``M-BEIR``, ``M-BEIR-local``, ``M-BEIR-global`` and
+  ``MMST-Emoji-MBEIR`` benchmarks
   to its benchmark registry (``mteb run -b MMEB``; ``M-BEIR-global`` holds the union-pool tasks of the root
   ``$MM_ST_MBEIR_DATA`` names when registering, see :func:`mm_st.evaluation.benchmarks.mbeir_global_benchmark`);
 - the paper-model entries (:func:`mm_st.evaluation.model.paper_models`) to its model registry;
@@ -97,6 +98,10 @@ MTEB_INTERNALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
                                                          lambda o: isinstance(o, dict)),
     "mteb.models.get_model_meta.get_model_meta": (f"a function{GET_MODEL_META_PARAMETERS} that mteb.get_model calls "
                                                   "(mm_st models by path)", _signature_is(*GET_MODEL_META_PARAMETERS)),
+    "mteb.models.model_meta.ModelMeta._resolve_extras_groups": (
+        "a method (self) returning the extras groups ModelMeta._check_requirements checks before loading a model "
+        "(mm_st's models drop 'video': they read frame files, mm_st/evaluation/model.py MMSTModelMeta)",
+        _signature_is("self")),
     "mteb.abstasks.retrieval.AbsTaskRetrieval._evaluate_subset": (
         "a method (self, model, data_split, *, hf_split, hf_subset, prediction_folder, ...) that AbsTask.evaluate "
         "calls per subset (CIRR's second ranking, mm_st/evaluation/tasks.py)", _evaluate_subset_ok),

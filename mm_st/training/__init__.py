@@ -1,6 +1,6 @@
 """The training layer: recipe configs with the papers' values, and one stage runner over the ST trainer.
 
-Each recipe is one module with its config class (``e5v``, ``vlm2vec``, ``mme5``, ``mmembed``: three stages); ``recipes/train_*.py``
+Each recipe is one module with its config class (``e5v``, ``vlm2vec``, ``vlm2vec_v2``, ``mme5``, ``mmembed``: three stages); ``recipes/train_*.py``
 are thin drivers over :func:`mm_st.training.cli.main`. In Python::
 
     from mm_st.training import VLM2VecConfig, plan_stage, run_stage
@@ -20,6 +20,7 @@ from mm_st.training.mme5 import MME5Config
 from mm_st.training.mmembed import MMEmbedConfig
 from mm_st.training.stage import Plan, StageResult, TrainingDiverged, plan_stage, run_stage
 from mm_st.training.vlm2vec import VLM2VecConfig
+from mm_st.training.vlm2vec_v2 import VLM2VecV2Config
 
 
 
@@ -38,4 +39,4 @@ def config_class(spec: RecipeSpec) -> type[RecipeConfig] | None:
 CONFIGS: Mapping[str, type[RecipeConfig]] = View(config_class, "training configs")
 
 __all__ = ["CONFIGS", "E5VConfig", "MME5Config", "MMEmbedConfig", "Plan", "RecipeConfig", "StageResult", "TrainingDiverged",
-           "VLM2VecConfig", "describe", "load_config", "plan_stage", "run_stage"]
+           "VLM2VecConfig", "VLM2VecV2Config", "describe", "load_config", "plan_stage", "run_stage"]

@@ -46,7 +46,6 @@ def build_loss(plan: Plan, model: Any) -> Any:
 
 def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
 
     c = plan.config
     cuda = torch.cuda.is_available()
@@ -76,6 +75,6 @@ def training_arguments(plan: Plan, evaluate_during: bool) -> Any:
         use_cpu=not cuda,
         ddp_backend="gloo" if plan.world_size > 1 and not cuda else None,
         ddp_find_unused_parameters=False,  # every parameter takes part in every step (RecipeTrainer.train)
-        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        multi_dataset_batch_sampler=c.batch_sampler(plan),
         router_mapping=c.column_tasks(),
     )

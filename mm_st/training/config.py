@@ -375,6 +375,17 @@ class RecipeConfig(ABC):
         """Extra ``MultimodalInfoNCELoss`` arguments of this recipe (e.g. MM-Embed's ``modality_weight``)."""
         return {}
 
+    def batch_sampler(self, plan: Any) -> Any:
+        """sentence-transformers' ``multi_dataset_batch_sampler`` for ``batch_mixing='per_dataset'``: proportional to
+        the datasets' sizes (a recipe may give a sampler class or factory, e.g. VLM2Vec-V2's sub-batches)."""
+        from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
+
+        return MultiDatasetBatchSamplers.PROPORTIONAL
+
+    def batch_description(self) -> str:
+        """How the plan says batches are formed (after ``batches ``)."""
+        return "mixed across datasets" if self.batch_mixing == "mixed" else "one dataset each"
+
     def column_tasks(self) -> dict[str, str]:
         """sentence-transformers' ``task`` per training column (``router_mapping``), for templates that render
         queries and documents differently; {} leaves it unset, as the papers' training code does."""

@@ -135,9 +135,10 @@ def _vlm2vec_rows(spec: tuple, ds: datasets.Dataset, paths: list[str], negatives
 
 
 def write_mmeb_train(directory: str | Path, configs=tuple(MMEB_TRAIN_ROWS), limit: int | None = None,
-                     split: str = "original", seed: int = 0) -> Path:
-    """MMEB-train's layout: ``{dir}/{config}/{split}-00000-of-00001.parquet`` + ``{dir}/images/`` (the image root)."""
-    return _write_layout(Path(directory), MMEB_TRAIN_ROWS, configs, split, limit, 0, seed)
+                     split: str = "original", seed: int = 0, emoji_split: str = "train") -> Path:
+    """MMEB-train's layout: ``{dir}/{config}/{split}-00000-of-00001.parquet`` + ``{dir}/images/`` (the image root),
+    from the emoji of ``emoji_split`` (``"test"``: held-out rows, images in their own folder)."""
+    return _write_layout(Path(directory), MMEB_TRAIN_ROWS, configs, split, limit, 0, seed, emoji_split)
 
 
 def write_mme5_synthetic(directory: str | Path, configs=tuple(SYNTHETIC_ROWS), limit: int | None = None,
@@ -146,12 +147,13 @@ def write_mme5_synthetic(directory: str | Path, configs=tuple(SYNTHETIC_ROWS), l
     return _write_layout(Path(directory), SYNTHETIC_ROWS, configs, "train", limit, negatives, seed)
 
 
-def _write_layout(root: Path, specs: dict, configs, split: str, limit: int | None, negatives: int, seed: int) -> Path:
+def _write_layout(root: Path, specs: dict, configs, split: str, limit: int | None, negatives: int, seed: int,
+                  emoji_split: str = "train") -> Path:
     unknown = [c for c in configs if c not in specs]
     if unknown:
         raise ValueError(f"The embedded data has no config(s) {unknown}; it has {', '.join(specs)}.")
-    ds = _split("train", limit)
-    paths = _write_images(ds, root / "images", "emoji")
+    ds = _split(emoji_split, limit)
+    paths = _write_images(ds, root / "images", "emoji" if emoji_split == "train" else f"emoji-{emoji_split}")
     for config in configs:
         rows = _vlm2vec_rows(specs[config], ds, paths, negatives, seed)
         (root / config).mkdir(parents=True, exist_ok=True)

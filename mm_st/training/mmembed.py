@@ -584,14 +584,14 @@ class MMEmbedRun(StagedRun):
                                  "later ones start over), or use another --output-dir.")
 
     def summary(self) -> list[str]:
-        """Every stage's held-out scores next to the untrained model and chance."""
-        from mm_st.evaluation.mbeir_global import eval_task_names
-        from mm_st.training.evaluators import MBEIREvaluator
-
+        """Every stage's held-out scores next to the untrained model and chance (none: no mteb import)."""
         stages = self.manifest()["stages"]
         untrained = next((stages[n]["before"] for n in ("1", "2") if n in stages and stages[n]["before"]), None)
         if untrained is None or not self.config.evaluate:
             return []
+        from mm_st.evaluation.mbeir_global import eval_task_names
+        from mm_st.training.evaluators import MBEIREvaluator
+
         columns = {"untrained": untrained, **{f"stage {n}": stages[n]["after"] for n in sorted(stages)}}
         last = stages[max(stages)]
         return ["", "MM-Embed stages on the held-out M-BEIR tasks (Recall@k; wrong_modality_at_1: share of queries whose "

@@ -69,7 +69,7 @@ class Plan:
         model = f"model: {self.model} (family {self.family}, prompt format {c.prompt_format!r}{adapter})"
         data = ("data: " + ", ".join(f"{name} {n:,} rows" for name, n in self.rows.items())
                 + f" = {sum(self.rows.values()):,} rows; batches "
-                + ("mixed across datasets" if c.batch_mixing == "mixed" else "one dataset each"))
+                + c.batch_description())
         evaluation = f"evaluation: {self.sources.eval_data if c.evaluate and self.sources.eval_data else 'none'}"
         if not full:
             return [model, *c.source_lines(self.sources), data,

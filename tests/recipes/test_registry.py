@@ -6,9 +6,9 @@ import pytest
 from mm_st import templates
 from mm_st.recipes import PaperModel, Recipe, RecipeSpec, get_spec, register_recipe, registered, unregister_recipe
 from mm_st.recipes.registry import specs
-from mm_st.training import CONFIGS, E5VConfig, MME5Config, MMEmbedConfig, VLM2VecConfig, config_class
+from mm_st.training import CONFIGS, E5VConfig, MME5Config, MMEmbedConfig, VLM2VecConfig, VLM2VecV2Config, config_class
 
-BUILT_IN = ["e5v", "mme5", "mmembed", "vlm2vec"]
+BUILT_IN = ["e5v", "mme5", "mmembed", "vlm2vec", "vlm2vec_v2"]
 
 
 def test_the_built_in_recipes_are_registered_once_each():
@@ -20,11 +20,12 @@ def test_templates_views_equal_the_registry():
     assert dict(templates.TRAIN_RECIPES) == {spec.name: spec.train_prompts for spec in specs()}
     assert dict(templates.RECIPE_FACTS) == {spec.name: spec.facts for spec in specs() if spec.facts}
     assert all(templates.TRAIN_RECIPES[name].fmt == "train" for name in BUILT_IN)
-    assert sorted(templates.RECIPE_FACTS) == ["e5v", "mme5", "vlm2vec"]  # MM-Embed published no training values
+    assert sorted(templates.RECIPE_FACTS) == ["e5v", "mme5", "vlm2vec", "vlm2vec_v2"]  # MM-Embed published no training values
 
 
 def test_training_configs_view_equals_the_registry():
-    assert dict(CONFIGS) == {"e5v": E5VConfig, "vlm2vec": VLM2VecConfig, "mme5": MME5Config, "mmembed": MMEmbedConfig}
+    assert dict(CONFIGS) == {"e5v": E5VConfig, "vlm2vec": VLM2VecConfig, "vlm2vec_v2": VLM2VecV2Config, "mme5": MME5Config,
+                             "mmembed": MMEmbedConfig}
     assert dict(CONFIGS) == {spec.name: config_class(spec) for spec in specs()}
 
 
@@ -41,12 +42,13 @@ def test_evaluation_views_equal_the_registry():
 
     assert [m.name for m in paper_models()] == [p.name for spec in specs() for p in spec.paper_models]
     assert {m.name: m.loader_kwargs["recipe"] for m in paper_models()} == {
-        "mm_st/e5-v": "e5v", "mm_st/mmE5-mllama-11b-instruct": "mme5", "mm_st/VLM2Vec-LLaVa-Next": "vlm2vec"}
+        "mm_st/e5-v": "e5v", "mm_st/mmE5-mllama-11b-instruct": "mme5", "mm_st/VLM2Vec-LLaVa-Next": "vlm2vec",
+        "mm_st/VLM2Vec-V2.0": "vlm2vec_v2"}
     tables = recipe_task_prompts()
     assert sorted(tables) == BUILT_IN
     for spec in specs():
         assert {task: tables[spec.name][task] for task in spec.task_prompts} == dict(spec.task_prompts)
-    assert get_spec("vlm2vec").task_prompts is VLM2VEC_MMEB_PROMPTS
+    assert get_spec("vlm2vec").task_prompts is VLM2VEC_MMEB_PROMPTS is get_spec("vlm2vec_v2").task_prompts
     assert tables["mmembed"]["MSCOCOT2IRetrieval"] == {"query": templates.MBEIR_INSTRUCTIONS["MSCOCOT2IRetrieval"]}
 
 

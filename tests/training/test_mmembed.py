@@ -472,11 +472,13 @@ def _two_process_case(case: str, root: Path, heldout: Path) -> tuple[list[str], 
 
 
 @pytest.fixture(scope="module")
-def two_process_runs(tmp_path_factory, heldout) -> dict[str, tuple[Path, tuple[int, ...], str]]:
+def two_process_runs(tmp_path_factory) -> dict[str, tuple[Path, tuple[int, ...], str]]:
     """Each case of test_two_processes_run_the_stages_of_one_process run in 1 process (here) and in 2 (torchrun):
     both 2-process runs in one torchrun start, one after the other. Per case: its folder (one/, two/), its stages and
-    the 2-process run's main-process output."""
+    the 2-process run's main-process output. The user case evaluates on 8 held-out emoji (the five tasks, as with
+    16: what is compared is the same scores in 1 and 2 processes, not their values)."""
     root = tmp_path_factory.mktemp("two-process")
+    heldout = write_mbeir(root / "heldout", split="test", limit=8)
     cases = {case: _two_process_case(case, root / case, heldout) for case in TWO_PROCESS_CASES}
     for case, (argv, _) in cases.items():
         assert main(MMEmbedConfig, [*argv, "--output-dir", str(root / case / "one")]) == 0, case

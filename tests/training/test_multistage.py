@@ -95,3 +95,18 @@ def test_a_stages_json_written_before_the_base_is_read_as_before(tmp_path):
     assert card == {"untrained": {"mbeir_recall_at_1": 0.1}, "stages": [
         {"stage": 1, "title": STAGE_SPECS[0].title, "steps": 3, "learning_rate": 1e-3, "after": {"mbeir_recall_at_1": 0.2}},
         {"stage": 2, "title": STAGE_SPECS[1].title, "steps": 3, "learning_rate": 1e-3, "after": {"mbeir_recall_at_1": 0.4}}]}
+
+
+def test_a_run_without_evaluation_prints_no_summary_and_imports_no_mteb(tmp_path, monkeypatch):
+    """``--no-evaluate`` (or nothing evaluated): the end of the run has no table to print, so it does not import
+    mm_st.evaluation (mteb's import, seconds of CPU in each recipe process)."""
+    import sys
+
+    old = {"recipe": "mmembed", "stages": {"1": {"title": STAGE_SPECS[0].title, "steps": 3, "before": {"mbeir_recall_at_1": 0.1},
+                                                 "after": {"mbeir_recall_at_1": 0.2}, "config": {}, "data": {}}}}
+    (tmp_path / "stages.json").write_text(json.dumps(old), encoding="utf-8")
+    for name in ("mm_st.evaluation.mbeir_global", "mm_st.training.evaluators"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing either now raises ImportError
+    assert _run(tmp_path, evaluate=False).summary() == []
+    with pytest.raises(ImportError):
+        _run(tmp_path).summary()  # with evaluation: the table needs them

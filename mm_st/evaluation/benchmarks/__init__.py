@@ -12,6 +12,8 @@ All are mteb ``Benchmark`` objects; grouped scores come from ``CustomGrouping`` 
 
 - ``MMEB``: ``Mean(Task)`` (overall), ``Meta-task::Classification|VQA|Retrieval|Grounding``,
   ``Distribution::IND|OOD``.
+- ``MMEB-V2`` (also ``MMEB-V2-video``, ``MMEB-V2-visdoc``): ``Mean(Task)`` (VLM2Vec's overall: the mean over the 78
+  datasets), ``Modality::Image|Video|VisDoc``, ``Meta-task::Video CLS|QA|RET|MRET`` ... (:mod:`.mmeb_v2`).
 - ``XTD``: ``Mean(Task)`` over all languages and ``mmE5 languages::es,it,ko,pl,ru,tr,zh``.
 - ``M-BEIR``: mteb's 16 local-pool tasks; ``Mean(Task)`` of mteb's main score (nDCG@10) beside
   ``M-BEIR::Recall@5 (@10 fashion)``, the paper metric (:func:`mbeir_scores` per task).
