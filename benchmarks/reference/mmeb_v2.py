@@ -46,7 +46,7 @@ import numpy as np
 import common
 
 FAMILY = "qwen2_vl"
-RECIPE = "vlm2vec"
+RECIPE = "vlm2vec_v2"  # VLM2Vec-V2: the model MMEB-V2 is the benchmark of
 VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")  # expanded by the processor: one per merged patch
 # --align: VLM2Vec-V2's eval text (process_input_text: "{instruction} {text}", "{video or image token} {instruction}")
 # as mm_st per-task full prompts around the task's own instruction (MMSTEncoder(prompts=...)).
