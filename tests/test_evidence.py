@@ -70,3 +70,29 @@ def test_pinned_commits_are_the_ones_the_readme_documents(reference_common):
     for reference, commit in reference_common.PINNED.items():
         assert re.fullmatch(r"[0-9a-f]{40}", commit), reference
         assert f"git -C ../{Path(reference_common.REPOSITORY[reference]).name} checkout {commit}" in readme
+
+
+def test_mmeb_v2_cross_check_names_why_each_row_differs(reference_common):
+    """benchmarks/reference/mmeb_v2.py: a row whose ids differ is put down to its text around the vision
+    placeholders or to its vision grid, and to neither when both agree (the default run's check fails then)."""
+    import mmeb_v2
+
+    pad = 9  # the placeholder token's id
+
+    class Tokenizer:
+        def convert_tokens_to_ids(self, token):
+            return pad if token == "<|image_pad|>" else 8
+
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    reference = [{"ids": [pad, pad, 1, 2], "grid": [1, 2, 4], "paths": []},  # equal
+                 {"ids": [pad, pad, 1, 2], "grid": [1, 2, 4], "paths": []},  # another text
+                 {"ids": [pad, pad, 1, 2], "grid": [1, 2, 4], "paths": []},  # another grid
+                 {"ids": [pad, pad, 1, 2], "grid": [1, 2, 4], "paths": []}]  # placeholders moved: neither
+    mm_st = [{"ids": [pad, pad, 1, 2], "grid": [1, 2, 4]}, {"ids": [pad, pad, 1, 3], "grid": [1, 2, 4]},
+             {"ids": [pad, 1, 2], "grid": [1, 2, 2]}, {"ids": [1, pad, pad, 2], "grid": [1, 2, 4]}]
+    out = mmeb_v2.compare_side(reference, mm_st, Tokenizer())
+    assert (out["ids_equal"], out["rows"], out["grids_equal"]) == (1, 4, 3)
+    assert out["differing_rows_by_cause"] == {"text": 1, "grid": 1, "unexplained": 1}
+    assert out["first_mismatch"]["row"] == 1

@@ -42,7 +42,10 @@ STUBS = {
     "vlm2vec": ("src.model.baseline_backbone", "src.model.vlm_backbone", "qwen_vl_utils"),
     "mme5": ("src.vlm_backbone",),
 }
-BARE = {"vlm2vec": ("src.data", "src.data.dataset", "src.data.collator"), "mme5": ()}
+BARE = {"vlm2vec": ("src.data", "src.data.dataset", "src.data.collator", "src.data.eval_dataset"), "mme5": ()}
+# Names the compared code imports from an installed package that no longer has them (and never calls): stubbed
+# only where missing. torchvision 0.29 dropped ``torchvision.io.write_video`` (VLM2Vec's vision_utils imports it).
+MISSING_NAMES = {"vlm2vec": {"torchvision.io": ("write_video",)}, "mme5": {}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,6 +122,12 @@ def import_upstream(upstream: Path, reference: str) -> _StubFinder:
     sys.path.insert(0, str(upstream))
     finder = _StubFinder(STUBS[reference])
     sys.meta_path.insert(0, finder)
+    for module_name, names in MISSING_NAMES[reference].items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            if not hasattr(module, name):
+                setattr(module, name, _stub_object(module_name, name))
+                finder.stubbed.append(f"{module_name}.{name}")
     for name in BARE[reference]:
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):

@@ -10,12 +10,16 @@ they write and checks them against what RESULTS.md states:
   same rows in a text-only batch; mm_st matches the image rows, and the text rows of the text-only batch);
 - mm_st padded on the right like the references: equal to 1e-12;
 - multi-process: mm_st's local gradient = W x the full-batch gradient; VLM2Vec's too, mmE5's is 1/W of it;
-- adapters: the same adapted modules, trainable parameters and DoRA magnitudes.
+- adapters: the same adapted modules, trainable parameters and DoRA magnitudes;
+- MMEB-V2 inputs (``mmeb_v2``, VLM2Vec's eval parsers and eval collator): the same candidates, positives,
+  instructions and sampled frames; token ids, grids and pixels equal when mm_st is given VLM2Vec-V2's eval text
+  and processor sizes (``--align``), and without that every differing row explained by one of the two.
 
 Exit status 1 when a check fails. Usage::
 
     python benchmarks/reference/run.py vlm2vec --upstream path/to/VLM2Vec
     python benchmarks/reference/run.py mme5 --upstream path/to/mmE5
+    python benchmarks/reference/run.py mmeb_v2 --upstream path/to/VLM2Vec
 """
 
 from __future__ import annotations
@@ -46,7 +50,12 @@ STEPS = {
         ("ddp.py", ["mme5"], "ddp_mme5"),
         ("adapters.py", ["mme5"], "adapters_mme5"),
     ],
+    "mmeb_v2": [  # MMEB-V2 inputs (VLM2Vec's eval parsers + eval collator); no dtype: nothing is embedded
+        ("mmeb_v2.py", [], "mmeb_v2_inputs"),
+        ("mmeb_v2.py", ["--align"], "mmeb_v2_inputs_aligned"),
+    ],
 }
+ENCODING_SCRIPTS = ("vlm2vec.py", "mme5.py")  # the scripts that take --dtype
 EXACT = 1e-12  # "bitwise" up to the last float64 bits of a sum
 
 
@@ -147,7 +156,65 @@ def check_adapters(result: dict, check: Checks) -> None:
               f"{entry['trainable_parameters_reference']:,}, DoRA magnitudes {entry['dora_magnitudes_mm_st']}")
 
 
+def check_inputs(result: dict, name: str, check: Checks) -> None:
+    """MMEB-V2 inputs: the same candidates, positives, instructions and frames; token ids equal where mm_st is given
+    VLM2Vec-V2's text and processor sizes (``--align``), else every differing row explained by one of them."""
+    aligned = result.get("aligned", False)
+    for task_name, task in result["tasks"].items():
+        label = f"{name} / {task_name}"
+        check(task["candidate_names_equal"] and task["relevant_equal"],
+              f"{label}: same candidates ({len(task['reference']['candidate'])}) and positives per query")
+        if not aligned:
+            same = all(v["reference"] == v["mm_st"] for v in task["instructions"].values())
+            check(same, f"{label}: instructions byte-equal to the parser's TASK_INST_QRY / TASK_INST_TGT")
+        for side in ("query", "candidate"):
+            entry = task[side]
+            if "videos" in entry:
+                check(entry["frames_equal"] == entry["videos"],
+                      f"{label} / {side}: sampled frame paths equal ({entry['frames_equal']}/{entry['videos']} videos)")
+            if aligned:
+                pixels = entry["pixels_max_abs_diff"]
+                check(entry["all_ids_equal"] and entry["grids_equal"] == entry["rows"]
+                      and (pixels is None or pixels <= 1e-6),
+                      f"{label} / {side}: token ids equal ({entry['ids_equal']}/{entry['rows']}), grids equal, "
+                      f"max |pixel diff| {pixels}")
+            else:
+                causes = entry["differing_rows_by_cause"]
+                check(causes["unexplained"] == 0,
+                      f"{label} / {side}: token ids equal {entry['ids_equal']}/{entry['rows']}; each differing row "
+                      f"differs in its text ({causes['text']}) or its vision grid ({causes['grid']})")
+        if "vendored_video_grid_equal" in task:
+            check(task["vendored_video_grid_equal"],
+                  f"{label}: VLM2Vec's vendored image processor gives the same video grids as transformers' "
+                  f"video processor ({task['vendored_video_grids']})")
+        if "model_folder_sampling_equal" in task:
+            check(task["model_folder_sampling_equal"],
+                  f"{label}: mm_st's model samples each frame folder given as {{'video': folder}} to VLM2Vec's frames")
+        if "short_video" in task:
+            short = task["short_video"]
+            check(short["parser_refuses"] and short["mm_st_frames"] == short["process_video_frames"],
+                  f"{label}: a {short['frames']}-frame video: VLM2Vec's parser refuses it ({short.get('error')}); "
+                  f"mm_st keeps all {len(short['mm_st_frames'])} frames as process_video_frames does")
+
+
+def inputs_table(results: dict[str, dict]) -> None:
+    print("\n| run | task / side | rows | token ids equal | frames equal | grids equal | max \\|pixel diff\\| "
+          "| differing rows: text / grid |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for name, result in results.items():
+        for task_name, task in result.get("tasks", {}).items():
+            for side in ("query", "candidate"):
+                e = task[side]
+                frames = f"{e['frames_equal']}/{e['videos']}" if "videos" in e else ""
+                pixels = "" if e["pixels_max_abs_diff"] is None else f"{e['pixels_max_abs_diff']:.1e}"
+                causes = e["differing_rows_by_cause"]
+                print(f"| {name} | {task_name} / {side} | {e['rows']} | {e['ids_equal']} | {frames} | "
+                      f"{e['grids_equal']} | {pixels} | {causes['text']} / {causes['grid']} |")
+
+
 def table(results: dict[str, dict]) -> None:
+    if not any(result.get("batches") for result in results.values()):
+        return
     print("\n| run | batch (rows) | token ids equal | max \\|emb diff\\| | loss mm_st | loss reference "
           "| \\|loss diff\\| |")
     print("|---|---|---|---:|---:|---:|---:|")
@@ -164,10 +231,7 @@ def main() -> None:
     steps = [(script, extra, name.format(dtype=args.dtype)) for script, extra, name in STEPS[args.reference]]
     if not args.check_only:
         for script, extra, _ in steps:
-            if script == "adapters.py" or script == "ddp.py":
-                dtype = []
-            else:
-                dtype = ["--dtype", args.dtype]
+            dtype = ["--dtype", args.dtype] if script in ENCODING_SCRIPTS else []
             command = [sys.executable, str(HERE / script), *extra, *dtype, "--upstream", str(args.upstream),
                        "--out", str(out), "--threads", str(args.threads)]  # fmt: skip
             shown = " ".join(extra + dtype)
@@ -179,6 +243,8 @@ def main() -> None:
     commits = {r.get("commit") for r in results.values()}
     print(f"\nResults in {out} (reference commit {', '.join(sorted(c for c in commits if c))})")
     table(results)
+    if any(n.startswith("mmeb_v2") for n in results):
+        inputs_table(results)
     print("\nChecks:")
     check = Checks()
     for name, result in results.items():
@@ -186,6 +252,8 @@ def main() -> None:
             check_ddp(result, check)
         elif name.startswith("adapters_"):
             check_adapters(result, check)
+        elif name.startswith("mmeb_v2"):
+            check_inputs(result, name, check)
         else:
             check_encoding(result, name, tol, check)
     print(f"\n{check.count - len(check.failed)}/{check.count} checks passed")
