@@ -337,6 +337,8 @@ _JINJA = """\
 {%- set media = ns.images + ns.videos -%}
 {%- set modality = @IMAGE_TEXT@ if media and ns.text else (@IMAGE@ if media else @TEXT@) -%}
 {%- set video_key = (@VIDEO_TEXT@ if ns.text else @VIDEO@) if ns.videos and not ns.images else '' -%}
+{%- set instructed = VIDEO_INSTRUCTED[video_key] if video_key in VIDEO_INSTRUCTED else INSTRUCTED[modality] -%}
+{%- set plain = VIDEO_PROMPTS[video_key] if video_key in VIDEO_PROMPTS else PROMPTS[modality] -%}
 {%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
 {%- set core = ns.instruction.rstrip(' ') -%}
 {%- set is_query = task is defined and task == 'query' -%}
@@ -345,9 +347,9 @@ _JINJA = """\
 {%- if ns.text and '<sent>' not in ns.instruction -%}{{- raise_exception(MISSING_SENT) -}}{%- endif -%}
 {%- set prompt = ns.instruction -%}
 {%- elif core and (INSTRUCT_DOCUMENTS or task is not defined or task != 'document') -%}
-{%- set prompt = (VIDEO_INSTRUCTED[video_key] if video_key in VIDEO_INSTRUCTED else INSTRUCTED[modality]).replace('{instruction}', core) -%}
+{%- set prompt = instructed.replace('{instruction}', core) -%}
 {%- elif is_query and QUERY_PROMPTS -%}{%- set prompt = QUERY_PROMPTS[modality] -%}
-{%- else -%}{%- set prompt = VIDEO_PROMPTS[video_key] if video_key in VIDEO_PROMPTS else PROMPTS[modality] -%}
+{%- else -%}{%- set prompt = plain -%}
 {%- endif -%}
 {%- if media -%}{%- set prompt = prompt.replace('<image>', IMAGE_BLOCK * ns.images + VIDEO_BLOCK * ns.videos) -%}
 {%- else -%}{%- set prompt = prompt.replace('<image>\\n', '').replace('<image>', '') -%}

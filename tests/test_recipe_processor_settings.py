@@ -21,7 +21,7 @@ V2_SIZE = {"shortest_edge": 3136, "longest_edge": 1003520}
 
 
 def _sizes(processor):
-    return [{k: processor.image_processor.size[k] for k in V2_SIZE}, {k: processor.video_processor.size[k] for k in V2_SIZE}]
+    return [{k: getattr(processor, part).size[k] for k in V2_SIZE} for part in ("image_processor", "video_processor")]
 
 
 def _grids(processor):

@@ -247,6 +247,7 @@ def test_saved_chat_templates_keep_the_image_text_key_spelling():
 # prompt = instruction; prompt + " " + text; video_token + " " + prompt (VLM_VIDEO_TOKENS[QWEN2_VL] = "<|video_pad|>",
 # processor.py:76): one space each, no "\n" (only image_*.py add v1's newlines).
 SCENE = "Find the clip that corresponds to the described scene in the given video:"  # moment_retrieval_datasets.py:10
+VIDEO_TGT = "Understand the content of the provided video."  # msrvtt_dataset.py:11
 
 
 def test_item12_vlm2vec_v2_video_is_process_input_text():
@@ -254,10 +255,11 @@ def test_item12_vlm2vec_v2_video_is_process_input_text():
     for family in ("qwen2_vl", "qwen2_5_vl"):
         assert render("vlm2vec_v2", family, text="a man sings", num_videos=1, instruction=SCENE) == (
             "<|video_pad|> Find the clip that corresponds to the described scene in the given video: a man sings")
-        assert render("vlm2vec_v2", family, num_videos=1, instruction="Understand the content of the provided video.") == (
-            "<|video_pad|> Understand the content of the provided video.")  # msrvtt_dataset.py:11, :32
+        assert render("vlm2vec_v2", family, num_videos=1, instruction=VIDEO_TGT) == (
+            "<|video_pad|> Understand the content of the provided video.")  # msrvtt_dataset.py:32
     # no instruction: the video targets' one (msrvtt_dataset.py:11); text after one space
-    assert render("vlm2vec_v2", "qwen2_vl", num_videos=1) == "<|video_pad|> Understand the content of the provided video."
+    assert render("vlm2vec_v2", "qwen2_vl", num_videos=1) == (
+        "<|video_pad|> Understand the content of the provided video.")
     assert render("vlm2vec_v2", "qwen2_vl", text="a man sings", num_videos=1) == "<|video_pad|> a man sings"
     # V2's image tasks stay VLM2Vec's (image_cls_dataset.py:18-20: .replace(" \n", "\n") + "\n"), v1 unchanged
     assert render("vlm2vec_v2", "qwen2_vl", text="What is in the image", num_images=1, instruction=VQA) == (
@@ -277,7 +279,8 @@ def test_item13_vlm2vec_v2_mmeb_v2_task_prompts_render_the_parsers_text():
     # msrvtt_dataset.py:10-11, 24, 32
     assert render("MMEB-MSR-VTT", "query", text="a red circle") == (
         "Find a video that contains the following visual content: a red circle")
-    assert render("MMEB-MSR-VTT", "document", num_videos=1) == "<|video_pad|> Understand the content of the provided video."
+    assert render("MMEB-MSR-VTT", "document", num_videos=1) == (
+        "<|video_pad|> Understand the content of the provided video.")
     # vidore_dataset.py:9-10, 23, 64 (a page: add_image_token, VLM_IMAGE_TOKENS[QWEN2_VL] = "<|image_pad|>")
     assert render("MMEB-ViDoRe_arxivqa", "query", text="Which model?") == (
         "Find a document image that matches the given query: Which model?")
