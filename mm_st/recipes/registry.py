@@ -186,6 +186,28 @@ def specs() -> list[RecipeSpec]:
     return list(_SPECS.values())
 
 
+class Lazy(Mapping):
+    """A read-only mapping built by ``build()`` on first use (a recipe's table read from a module that ``import
+    mm_st`` should not load, e.g. the evaluation's dataset list)."""
+
+    def __init__(self, build: Callable[[], Mapping[str, Any]]) -> None:
+        self._build, self._items = build, None
+
+    def _table(self) -> Mapping[str, Any]:
+        if self._items is None:
+            self._items = dict(self._build())
+        return self._items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
 class View(Mapping):
     """A read-only mapping ``recipe name -> part of its spec`` over the registered recipes (recipes whose part is
     empty are left out); it follows later registrations."""

@@ -18,16 +18,19 @@ Example:
 
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from mm_st.evaluation.mmeb_v2_files import DATASETS as V2_DATASETS
-from mm_st.evaluation.mmeb_v2_files import V2Dataset
 from mm_st.modality import VIDEO as VIDEO_MODALITY
 from mm_st.modality import VIDEO_TEXT
-from mm_st.recipes.registry import INSTRUCTION, PaperModel, RecipeSpec, register_recipe
+from mm_st.recipes.registry import INSTRUCTION, Lazy, PaperModel, RecipeSpec, register_recipe
 from mm_st.recipes.vlm2vec import PROMPTS as V1_PROMPTS
 from mm_st.recipes.vlm2vec import TRAIN_PROMPTS as V1_TRAIN_PROMPTS
 from mm_st.recipes.vlm2vec import VLM2VEC_MMEB_PROMPTS
+
+if TYPE_CHECKING:
+    from mm_st.evaluation.mmeb_v2_files import V2Dataset
 
 PINNED = "TIGER-AI-Lab/VLM2Vec@6e1e1d42d4cba85ae4db4d3f7a25cba2465d1e16"
 SCRIPT = f"{PINNED} experiments/public/train/train_v2-qwen2vl-2B.sh"
@@ -141,7 +144,13 @@ def v2_task_prompts(dataset: V2Dataset) -> dict[str, str]:
 # MMEB-V2's video and visual-document tasks (mm_st.evaluation.benchmarks.mmeb_v2), as VLM2Vec-V2 writes them.
 # MomentSeeker's queries carry their own instruction per row (their modality's): those rows get the recipe's
 # prompts (V2's format for a video query, v1's for its image and text queries).
-MMEB_V2_PROMPTS: dict[str, dict[str, str]] = {f"MMEB-{name}": v2_task_prompts(d) for name, d in V2_DATASETS.items()}
+def _mmeb_v2_prompts() -> dict[str, dict[str, str]]:
+    from mm_st.evaluation.mmeb_v2_files import DATASETS
+
+    return {f"MMEB-{name}": v2_task_prompts(d) for name, d in DATASETS.items()}
+
+
+MMEB_V2_PROMPTS = Lazy(_mmeb_v2_prompts)  # built on first use: import mm_st does not load the dataset list
 
 # VLM2Vec-V2's Qwen2-VL processor (src/model/processor.py:121-133 load_processor: size={"shortest_edge":
 # resize_min_pixels, "longest_edge": resize_max_pixels}, src/arguments.py:45-46: 28*28*4 and 28*28*1280 pixels).
@@ -164,7 +173,7 @@ FACTS: dict[str, object] = {
 SPEC = register_recipe(RecipeSpec(
     "vlm2vec_v2", PROMPTS, TRAIN_PROMPTS, config="mm_st.training.vlm2vec_v2:VLM2VecV2Config", facts=FACTS,
     # V2's image evaluation is VLM2Vec's (same eval code); its video and visual-document tasks its own
-    task_prompts={**VLM2VEC_MMEB_PROMPTS, **MMEB_V2_PROMPTS}, mmeb_instructions=True,
+    task_prompts=ChainMap(VLM2VEC_MMEB_PROMPTS, MMEB_V2_PROMPTS), mmeb_instructions=True,
     processor_settings=PROCESSOR_SETTINGS,
     # README.md:96 at the pinned commit
     paper_models=(PaperModel("mm_st/VLM2Vec-V2.0", "VLM2Vec/VLM2Vec-V2.0", "https://github.com/TIGER-AI-Lab/VLM2Vec"),),
