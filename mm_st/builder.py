@@ -85,6 +85,21 @@ def use_own_frame_sampling(transformer: Transformer, family: templates.Family) -
         transformer.processing_kwargs = {**transformer.processing_kwargs, "video": {**video, "do_sample_frames": False}}
 
 
+def use_recipe_processor_settings(transformer: Transformer, recipe: str, family: templates.Family) -> None:
+    """Set what the recipe's code sets on this family's processor (:class:`mm_st.recipes.RecipeSpec`
+    ``processor_settings``, e.g. VLM2Vec-V2's Qwen2-VL pixel bounds); ``save`` writes them with the processor, so a
+    plain sentence-transformers reload gives the same inputs."""
+    from mm_st.recipes.registry import get_spec
+
+    for attribute, settings in get_spec(recipe).processor_settings.get(family.name, {}).items():
+        processor = getattr(transformer.processor, attribute, None)
+        if processor is None:
+            raise ValueError(f"Recipe {recipe!r} sets the {attribute} of {family.name} processors, which this "
+                             f"backbone's {type(transformer.processor).__name__} does not have.")
+        for key, value in settings.items():
+            setattr(processor, key, dict(value) if isinstance(value, dict) else value)
+
+
 POOLINGS = ("lasttoken", "latent_attention")
 ATTENTIONS = ("causal", "bidirectional")
 LATENT_ATTENTION_KWARGS = ("num_latents", "num_heads", "head_dim", "ff_mult", "mask_marker")
@@ -229,6 +244,7 @@ def build_model(
         config_kwargs={"trust_remote_code": trust_remote_code} if trust_remote_code else None,
     )
     use_own_frame_sampling(transformer, family_spec)
+    use_recipe_processor_settings(transformer, recipe_spec.name, family_spec)
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
         tokenizer.chat_template = chat_template  # saved beside the processor's: keep the two files the same
@@ -371,6 +387,7 @@ def continue_from(
                                           trust_remote_code=trusted)
     transformer = model[0]
     use_own_frame_sampling(transformer, family_spec)
+    use_recipe_processor_settings(transformer, recipe_spec.name, family_spec)
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
         tokenizer.chat_template = chat_template

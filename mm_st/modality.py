@@ -148,6 +148,8 @@ def from_letters(letters: str, where: str = "") -> str:
 # -- saved chat templates: a recipe's prompts keyed "text" / "image" / "image_text" -------------------------------
 
 PROMPT_KEYS = {TEXT: "text", IMAGE: "image", IMAGE_TEXT: "image_text"}  # persisted in saved models' chat templates
+# The keys of a recipe's own video prompts in a saved chat template (recipes that write a video otherwise than an image)
+VIDEO_PROMPT_KEYS = {VIDEO: "video", VIDEO_TEXT: "video_text"}
 
 
 def prompt_key(modality: str) -> str:

@@ -12,7 +12,9 @@ Markers in prompt strings: ``<image>`` is replaced by the image block (once per 
 (once per video), ``<sent>`` by the input text. A video takes the prompt of an image (a text+video input that of
 an image+text input); the video block is the recipe's image block with the family's image token swapped for its
 video token (``<|vision_start|><|video_pad|><|vision_end|>`` as Qwen's own chat templates write a video; VLM2Vec's
-bare ``<|image_pad|>`` becomes VLM2Vec-V2's bare ``<|video_pad|>``). Families without a video token
+bare ``<|image_pad|>`` becomes VLM2Vec-V2's bare ``<|video_pad|>``); a recipe that writes videos its own way
+declares ``video_prompts`` / ``video_instructed`` (VLM2Vec-V2's ``<|video_pad|> {instruction} {text}``), used for
+inputs with a video and no image. Families without a video token
 (:attr:`Family.video_token`) take no video: :func:`check_takes_video`. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and
 the one space before it go. The rendered template reads the ST ``task`` variable (``"query"`` /
 ``"document"``) and takes a system message (ST's ``prompt=``) as the instruction:
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 import mm_st.recipes  # noqa: F401  (registers mm_st's recipes)
 from mm_st.metadata import header as metadata_header
 from mm_st.metadata import recipe_metadata
-from mm_st.modality import IMAGE_TEXT, TEXT, prompt_key
+from mm_st.modality import IMAGE_TEXT, TEXT, VIDEO, VIDEO_PROMPT_KEYS, VIDEO_TEXT, prompt_key
 from mm_st.modality import IMAGE as IMAGE_MODALITY
 from mm_st.recipes.mmembed import MBEIR_INSTRUCTIONS  # noqa: F401  (re-exported: M-BEIR instructions used by MM-Embed)
 from mm_st.recipes.registry import INSTRUCTION, MODALITIES, Recipe, View  # noqa: F401  (re-exported)
@@ -334,6 +336,9 @@ _JINJA = """\
 {%- if ns.videos and not VIDEO_BLOCK -%}{{- raise_exception(NO_VIDEO) -}}{%- endif -%}
 {%- set media = ns.images + ns.videos -%}
 {%- set modality = @IMAGE_TEXT@ if media and ns.text else (@IMAGE@ if media else @TEXT@) -%}
+{%- set video_key = (@VIDEO_TEXT@ if ns.text else @VIDEO@) if ns.videos and not ns.images else '' -%}
+{%- set instructed = VIDEO_INSTRUCTED[video_key] if video_key in VIDEO_INSTRUCTED else INSTRUCTED[modality] -%}
+{%- set plain = VIDEO_PROMPTS[video_key] if video_key in VIDEO_PROMPTS else PROMPTS[modality] -%}
 {%- set full = '<image>' in ns.instruction or '<sent>' in ns.instruction -%}
 {%- set core = ns.instruction.rstrip(' ') -%}
 {%- set is_query = task is defined and task == 'query' -%}
@@ -342,9 +347,9 @@ _JINJA = """\
 {%- if ns.text and '<sent>' not in ns.instruction -%}{{- raise_exception(MISSING_SENT) -}}{%- endif -%}
 {%- set prompt = ns.instruction -%}
 {%- elif core and (INSTRUCT_DOCUMENTS or task is not defined or task != 'document') -%}
-{%- set prompt = INSTRUCTED[modality].replace('{instruction}', core) -%}
+{%- set prompt = instructed.replace('{instruction}', core) -%}
 {%- elif is_query and QUERY_PROMPTS -%}{%- set prompt = QUERY_PROMPTS[modality] -%}
-{%- else -%}{%- set prompt = PROMPTS[modality] -%}
+{%- else -%}{%- set prompt = plain -%}
 {%- endif -%}
 {%- if media -%}{%- set prompt = prompt.replace('<image>', IMAGE_BLOCK * ns.images + VIDEO_BLOCK * ns.videos) -%}
 {%- else -%}{%- set prompt = prompt.replace('<image>\\n', '').replace('<image>', '') -%}
@@ -357,12 +362,21 @@ _JINJA = """\
 """
 # The saved templates' prompt keys (mm_st.modality.PROMPT_KEYS), written as Jinja literals.
 _JINJA = _JINJA.replace("@IMAGE_TEXT@", f"'{prompt_key(IMAGE_TEXT)}'").replace(
-    "@IMAGE@", f"'{prompt_key(IMAGE_MODALITY)}'").replace("@TEXT@", f"'{prompt_key(TEXT)}'")
+    "@IMAGE@", f"'{prompt_key(IMAGE_MODALITY)}'").replace("@TEXT@", f"'{prompt_key(TEXT)}'").replace(
+    "@VIDEO_TEXT@", f"'{VIDEO_PROMPT_KEYS[VIDEO_TEXT]}'").replace("@VIDEO@", f"'{VIDEO_PROMPT_KEYS[VIDEO]}'")
 
 
 def _saved_keys(prompts: dict[str, str]) -> dict[str, str]:
     """A recipe's prompts keyed as saved chat templates key them (``image+text`` -> ``image_text``)."""
     return {prompt_key(modality): prompt for modality, prompt in prompts.items()}
+
+
+def _video_keys(prompts: dict[str, str]) -> dict[str, str]:
+    """A recipe's video prompts keyed as the template reads them (:data:`mm_st.modality.VIDEO_PROMPT_KEYS`)."""
+    unknown = sorted(set(prompts) - set(VIDEO_PROMPT_KEYS))
+    if unknown:
+        raise ValueError(f"Video prompts are keyed {', '.join(map(repr, VIDEO_PROMPT_KEYS))}; got {unknown}.")
+    return {VIDEO_PROMPT_KEYS[modality]: prompt for modality, prompt in prompts.items()}
 
 
 def render_chat_template(
@@ -385,6 +399,8 @@ def render_chat_template(
         "PROMPTS": _lit(_saved_keys(rec.prompts)),
         "INSTRUCTED": _lit(_saved_keys(rec.instructed)),
         "QUERY_PROMPTS": _lit(_saved_keys(rec.query_prompts)),
+        "VIDEO_PROMPTS": _lit(_video_keys(rec.video_prompts)),
+        "VIDEO_INSTRUCTED": _lit(_video_keys(rec.video_instructed)),
         "IMAGE_BLOCK": _lit(image_block(rec, fam)),
         "VIDEO_BLOCK": _lit(video_block(rec, fam)),
         "NO_VIDEO": _lit(f"The {fam.name} backbone cannot embed video (families that take video: "

@@ -241,3 +241,57 @@ def test_saved_chat_templates_keep_the_image_text_key_spelling():
     assert "{%- set modality = 'image_text' if media and ns.text else ('image' if media else 'text') -%}" in template
     assert "image+text" not in template
     assert templates.RECIPES["e5v"].prompts["image+text"] == templates.RECIPES["e5v"].extra_prompts["cirr_query"]
+
+
+# VLM2Vec-V2 (TIGER-AI-Lab/VLM2Vec @ 6e1e1d4): src/model/processor.py:650-673 process_input_text writes
+# prompt = instruction; prompt + " " + text; video_token + " " + prompt (VLM_VIDEO_TOKENS[QWEN2_VL] = "<|video_pad|>",
+# processor.py:76): one space each, no "\n" (only image_*.py add v1's newlines).
+SCENE = "Find the clip that corresponds to the described scene in the given video:"  # moment_retrieval_datasets.py:10
+VIDEO_TGT = "Understand the content of the provided video."  # msrvtt_dataset.py:11
+
+
+def test_item12_vlm2vec_v2_video_is_process_input_text():
+    render = templates.render_prompt
+    for family in ("qwen2_vl", "qwen2_5_vl"):
+        assert render("vlm2vec_v2", family, text="a man sings", num_videos=1, instruction=SCENE) == (
+            "<|video_pad|> Find the clip that corresponds to the described scene in the given video: a man sings")
+        assert render("vlm2vec_v2", family, num_videos=1, instruction=VIDEO_TGT) == (
+            "<|video_pad|> Understand the content of the provided video.")  # msrvtt_dataset.py:32
+    # no instruction: the video targets' one (msrvtt_dataset.py:11); text after one space
+    assert render("vlm2vec_v2", "qwen2_vl", num_videos=1) == (
+        "<|video_pad|> Understand the content of the provided video.")
+    assert render("vlm2vec_v2", "qwen2_vl", text="a man sings", num_videos=1) == "<|video_pad|> a man sings"
+    # V2's image tasks stay VLM2Vec's (image_cls_dataset.py:18-20: .replace(" \n", "\n") + "\n"), v1 unchanged
+    assert render("vlm2vec_v2", "qwen2_vl", text="What is in the image", num_images=1, instruction=VQA) == (
+        "<|image_pad|>\nRepresent the given image with the following question: What is in the image\n")
+    assert render("vlm2vec", "qwen2_vl", text="a man sings", num_videos=1, instruction=SCENE) == (
+        "<|video_pad|>\nFind the clip that corresponds to the described scene in the given video: a man sings\n")
+
+
+def test_item13_vlm2vec_v2_mmeb_v2_task_prompts_render_the_parsers_text():
+    from mm_st.evaluation.instructions import recipe_task_prompts
+
+    table = recipe_task_prompts()["vlm2vec_v2"]
+
+    def render(task, side, **inputs):
+        return templates.render_prompt("vlm2vec_v2", "qwen2_vl", instruction=table[task][side], **inputs)
+
+    # msrvtt_dataset.py:10-11, 24, 32
+    assert render("MMEB-MSR-VTT", "query", text="a red circle") == (
+        "Find a video that contains the following visual content: a red circle")
+    assert render("MMEB-MSR-VTT", "document", num_videos=1) == (
+        "<|video_pad|> Understand the content of the provided video.")
+    # vidore_dataset.py:9-10, 23, 64 (a page: add_image_token, VLM_IMAGE_TOKENS[QWEN2_VL] = "<|image_pad|>")
+    assert render("MMEB-ViDoRe_arxivqa", "query", text="Which model?") == (
+        "Find a document image that matches the given query: Which model?")
+    assert render("MMEB-ViDoRe_arxivqa", "document", num_images=1) == (
+        "<|image_pad|> Understand the content of the provided document image.")
+    # videomme_dataset.py:10-18, 32: f'{video_token} {prompt} {query}', TASK_PROMPT ends in a space: two spaces
+    assert render("MMEB-Video-MME", "query", text="Why?\nA. x", num_videos=1) == (
+        "<|video_pad|> Given a video and a question, select the most accurate answer from the provided candidates. "
+        "Return only the exact text of your chosen answer. Question:  Why?\nA. x")
+    # video_classification_utils.py:21 (its final space kept), video_classification_datasets.py:27
+    assert render("MMEB-Breakfast", "query", num_videos=1) == (
+        "<|video_pad|> Recognize the breakfast type that the person is cooking in the video. ")
+    assert "document" not in table["MMEB-Breakfast"]  # labels: bare texts (video_classification_datasets.py:35)
+    assert table["MMEB-MSCOCO"] == {"query": "{instruction}", "document": "<image>\n{instruction}"}  # v1's, kept

@@ -25,12 +25,13 @@ query and the candidate side: the sampled frame paths, the instruction texts and
   the task's order (``encode`` batches inputs sorted by length) and matched to the reference's: queries by row,
   candidates by VLM2Vec's candidate name.
 
-Diagnosis switch: ``--align`` gives mm_st VLM2Vec-V2's eval text (:data:`V2_TEXT_PROMPTS`, per-task prompts of
-``MMSTEncoder``) and VLM2Vec's processor sizes, the two things that differ as mm_st ships (RESULTS.md).
+The ``vlm2vec_v2`` recipe renders VLM2Vec-V2's eval text (``process_input_text``'s ``"{instruction} {text}"`` /
+``"<|video_pad|> {instruction}"``, :data:`mm_st.recipes.vlm2vec_v2.MMEB_V2_PROMPTS`) and sets VLM2Vec's processor
+sizes (:data:`mm_st.recipes.vlm2vec_v2.PROCESSOR_SETTINGS`): as shipped, every row is expected equal.
 
 Usage::
 
-    python benchmarks/reference/mmeb_v2.py --upstream path/to/VLM2Vec [--align]
+    python benchmarks/reference/mmeb_v2.py --upstream path/to/VLM2Vec [--recipe vlm2vec_v2]
 """
 
 from __future__ import annotations
@@ -48,9 +49,6 @@ import common
 FAMILY = "qwen2_vl"
 RECIPE = "vlm2vec_v2"  # VLM2Vec-V2: the model MMEB-V2 is the benchmark of
 VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")  # expanded by the processor: one per merged patch
-# --align: VLM2Vec-V2's eval text (process_input_text: "{instruction} {text}", "{video or image token} {instruction}")
-# as mm_st per-task full prompts around the task's own instruction (MMSTEncoder(prompts=...)).
-V2_TEXT_PROMPTS = {"query": "{instruction} <sent>", "document": "<image> {instruction}"}
 VIDEO_TASK, VISDOC_TASK = "MSR-VTT", "ViDoRe_arxivqa"
 TASK_CONFIGS = {VIDEO_TASK: "experiments/public/eval/video.yaml", VISDOC_TASK: "experiments/public/eval/visdoc.yaml"}
 HUB = {VIDEO_TASK: ("VLM2Vec/MSR-VTT", "test_1k", "test"),
@@ -84,8 +82,6 @@ QRELS = [(1, 101, 1), (2, 102, 1), (2, 103, 1), (3, 104, 1), (3, 105, 0)]  # a s
 def parse_args():
     parser = common.base_parser(__doc__)
     parser.add_argument("--recipe", default=RECIPE, help=f"mm_st recipe of the tiny model (default {RECIPE})")
-    parser.add_argument("--align", action="store_true",
-                        help="diagnosis: mm_st given VLM2Vec-V2's eval text and VLM2Vec's processor sizes")
     return parser.parse_args()
 
 
@@ -297,13 +293,9 @@ def video_grids(processor, rows: list[dict], root: Path, **kwargs) -> list[list[
 # mm_st's side
 
 
-def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> dict[str, dict[str, Any]]:
+def run_mm_st(root: Path, checkpoint: str, recipe: str) -> dict[str, dict[str, Any]]:
     """Per task: mm_st's MMEB-V2 task on ``root``, encoded through ``MMSTEncoder`` as mteb encodes it (mteb's own
-    dataloader), each batch's ``model.preprocess`` recorded: the inputs, the instruction and the features.
-
-    ``align``: mm_st given VLM2Vec-V2's eval text (:data:`V2_TEXT_PROMPTS`) and VLM2Vec's processor sizes
-    (``resize_min_pixels`` / ``resize_max_pixels`` on its image and video processor), the two things the default
-    run shows to differ."""
+    dataloader), each batch's ``model.preprocess`` recorded: the inputs, the instruction and the features."""
     from mteb._create_dataloaders import create_dataloader
     from mteb.types import PromptType
 
@@ -314,15 +306,7 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> 
     from mm_st.inputs import normalize_inputs
 
     model = build_model(checkpoint, recipe=recipe).eval()
-    prompts = None
-    if align:
-        from src.arguments import DataArguments
-
-        size = {"shortest_edge": DataArguments.resize_min_pixels, "longest_edge": DataArguments.resize_max_pixels}
-        for processor in (model[0].processor.image_processor, model[0].processor.video_processor):
-            processor.size = dict(size)
-        prompts = {f"MMEB-{name}": V2_TEXT_PROMPTS for name in (VIDEO_TASK, VISDOC_TASK)}
-    encoder = MMSTEncoder(model, name="local/tiny-qwen2_vl", prompts=prompts)
+    encoder = MMSTEncoder(model, name="local/tiny-qwen2_vl")
     calls = record_preprocess(model)
     out = {}
     for task in mmeb_v2_tasks([VIDEO_TASK, VISDOC_TASK], data=root):
@@ -342,7 +326,8 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str, align: bool = False) -> 
             given = [item for batch in loader for item in normalize_inputs(mteb_rows(batch), load=False)]
             entry[side] = [recorded[input_key(item)] for item in given]
             entry[f"{side}_ids"] = list(split[key]["id"])  # q0.. / c0.. (candidate_names in this order)
-            entry[f"{side}_instruction"] = encoder.instruction(task.metadata, prompt_type)
+            entry[f"{side}_instruction"] = task.metadata.prompt.get(prompt_type.value)  # the task's own
+            entry[f"{side}_prompt"] = encoder.instruction(task.metadata, prompt_type)  # what the recipe makes of it
         out[task.entry.name] = entry
     out["num_frames"] = model.num_frames
     out["processor"] = (f"image size {dict(model[0].processor.image_processor.size)}, video size "
@@ -481,6 +466,7 @@ def compare_task(theirs: dict, mine: dict, tokenizer) -> dict[str, Any]:
         "relevant_equal": theirs["relevant"] == relevant,
         "instructions": {side: {"reference": theirs["instructions"][side], "mm_st": mine[f"{side}_instruction"]}
                          for side in ("query", "candidate")},
+        "mm_st_prompts": {side: mine[f"{side}_prompt"] for side in ("query", "candidate")},
         "example_mm_st_text": {side: common.shorten(tokenizer.decode(mine[side][0]["ids"]))
                                for side in ("query", "candidate")},
     }  # fmt: skip
@@ -504,7 +490,7 @@ def main() -> None:
     write_layout(root)
     checkpoint = tiny_model(FAMILY)
     reference = run_reference(args, root, checkpoint)
-    mine = run_mm_st(root, checkpoint, args.recipe, align=args.align)
+    mine = run_mm_st(root, checkpoint, args.recipe)
     tokenizer = reference["processor"].tokenizer
     tasks: dict[str, Any] = {}
     for name in (VIDEO_TASK, VISDOC_TASK):
@@ -534,9 +520,9 @@ def main() -> None:
             f"{side} ids {entry[side]['ids_equal']}/{entry[side]['rows']}"
             + (f", frames {entry[side]['frames_equal']}/{entry[side]['videos']}" if "videos" in entry[side] else "")
             + f", max |pixel diff| {entry[side]['pixels_max_abs_diff']}" for side in ("query", "candidate")))
-    common.write_result(args, "mmeb_v2_inputs" + ("_aligned" if args.align else ""), {
+    common.write_result(args, "mmeb_v2_inputs", {
         "reference": "TIGER-AI-Lab/VLM2Vec", "commit": common.upstream_commit(args.upstream), "family": FAMILY,
-        "recipe": args.recipe, "aligned": args.align, "num_frames_mm_st": mine["num_frames"],
+        "recipe": args.recipe, "num_frames_mm_st": mine["num_frames"],
         "mm_st_processor": mine["processor"],
         "reference_processor": f"{type(reference['processor']).__name__}, image size "
                                f"{dict(reference['processor'].image_processor.size)}, video size "

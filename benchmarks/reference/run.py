@@ -12,8 +12,8 @@ they write and checks them against what RESULTS.md states:
 - multi-process: mm_st's local gradient = W x the full-batch gradient; VLM2Vec's too, mmE5's is 1/W of it;
 - adapters: the same adapted modules, trainable parameters and DoRA magnitudes;
 - MMEB-V2 inputs (``mmeb_v2``, VLM2Vec's eval parsers and eval collator): the same candidates, positives,
-  instructions and sampled frames; token ids, grids and pixels equal when mm_st is given VLM2Vec-V2's eval text
-  and processor sizes (``--align``), and without that every differing row explained by one of the two.
+  instructions and sampled frames; token ids, vision grids and pixel values equal, with the ``vlm2vec_v2`` recipe
+  as it ships (its text format and processor sizes are VLM2Vec-V2's).
 
 Exit status 1 when a check fails. Usage::
 
@@ -52,7 +52,6 @@ STEPS = {
     ],
     "mmeb_v2": [  # MMEB-V2 inputs (VLM2Vec's eval parsers + eval collator); no dtype: nothing is embedded
         ("mmeb_v2.py", [], "mmeb_v2_inputs"),
-        ("mmeb_v2.py", ["--align"], "mmeb_v2_inputs_aligned"),
     ],
 }
 ENCODING_SCRIPTS = ("vlm2vec.py", "mme5.py")  # the scripts that take --dtype
@@ -157,32 +156,24 @@ def check_adapters(result: dict, check: Checks) -> None:
 
 
 def check_inputs(result: dict, name: str, check: Checks) -> None:
-    """MMEB-V2 inputs: the same candidates, positives, instructions and frames; token ids equal where mm_st is given
-    VLM2Vec-V2's text and processor sizes (``--align``), else every differing row explained by one of them."""
-    aligned = result.get("aligned", False)
+    """MMEB-V2 inputs: the same candidates, positives, instructions and frames; token ids, vision grids and pixel
+    values equal (mm_st's recipe as shipped)."""
     for task_name, task in result["tasks"].items():
         label = f"{name} / {task_name}"
         check(task["candidate_names_equal"] and task["relevant_equal"],
               f"{label}: same candidates ({len(task['reference']['candidate'])}) and positives per query")
-        if not aligned:
-            same = all(v["reference"] == v["mm_st"] for v in task["instructions"].values())
-            check(same, f"{label}: instructions byte-equal to the parser's TASK_INST_QRY / TASK_INST_TGT")
+        same = all(v["reference"] == v["mm_st"] for v in task["instructions"].values())
+        check(same, f"{label}: instructions byte-equal to the parser's TASK_INST_QRY / TASK_INST_TGT")
         for side in ("query", "candidate"):
             entry = task[side]
             if "videos" in entry:
                 check(entry["frames_equal"] == entry["videos"],
                       f"{label} / {side}: sampled frame paths equal ({entry['frames_equal']}/{entry['videos']} videos)")
-            if aligned:
-                pixels = entry["pixels_max_abs_diff"]
-                check(entry["all_ids_equal"] and entry["grids_equal"] == entry["rows"]
-                      and (pixels is None or pixels <= 1e-6),
-                      f"{label} / {side}: token ids equal ({entry['ids_equal']}/{entry['rows']}), grids equal, "
-                      f"max |pixel diff| {pixels}")
-            else:
-                causes = entry["differing_rows_by_cause"]
-                check(causes["unexplained"] == 0,
-                      f"{label} / {side}: token ids equal {entry['ids_equal']}/{entry['rows']}; each differing row "
-                      f"differs in its text ({causes['text']}) or its vision grid ({causes['grid']})")
+            pixels = entry["pixels_max_abs_diff"]
+            check(entry["all_ids_equal"] and entry["grids_equal"] == entry["rows"]
+                  and (pixels is None or pixels <= 1e-6),
+                  f"{label} / {side}: token ids equal ({entry['ids_equal']}/{entry['rows']}), grids equal "
+                  f"({entry['grids_equal']}/{entry['rows']}), max |pixel diff| {pixels}")
         if "vendored_video_grid_equal" in task:
             check(task["vendored_video_grid_equal"],
                   f"{label}: VLM2Vec's vendored image processor gives the same video grids as transformers' "

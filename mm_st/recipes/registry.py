@@ -55,6 +55,9 @@ class Recipe:
         extra_prompts: other named full prompts of the paper (CIRR, FashionIQ, ...) for ``prompt=``.
         instruction_marker: the text that ends a query's instruction, for pooling that leaves the instruction
             out (MM-Embed's ``"\\nQuery: "``, read by ``build_model(pooling="latent_attention")``); None: none.
+        video_prompts / video_instructed: ``video`` / ``video+text`` prompts (keyed by :mod:`mm_st.modality` names)
+            where the recipe writes a video otherwise than an image (VLM2Vec-V2); a key not given: the video takes
+            the prompt of an image (``image`` / ``image+text``).
     """
 
     name: str
@@ -67,6 +70,8 @@ class Recipe:
     train_wrappers: dict[str, str] = field(default_factory=dict)
     extra_prompts: dict[str, str] = field(default_factory=dict)
     instruction_marker: str | None = None
+    video_prompts: dict[str, str] = field(default_factory=dict)
+    video_instructed: dict[str, str] = field(default_factory=dict)
     fmt: str = "inference"
     source: str = ""
 
@@ -111,6 +116,9 @@ class RecipeSpec:
         mmeb_instructions: whether the M-BEIR tasks that have an MMEB counterpart get MMEB's wording
             (:mod:`mm_st.evaluation.instructions`), under ``task_prompts``.
         paper_models: the paper's released weights that mteb can build with this recipe.
+        processor_settings: ``{family: {processor attribute: {setting: value}}}``: what the paper's code sets on
+            the backbone's processor (``"image_processor"`` / ``"video_processor"``), set by ``build_model`` and
+            saved with the model (VLM2Vec-V2's Qwen2-VL pixel bounds); a family not listed keeps its own.
     """
 
     name: str
@@ -121,6 +129,7 @@ class RecipeSpec:
     task_prompts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     mmeb_instructions: bool = False
     paper_models: tuple[PaperModel, ...] = ()
+    processor_settings: Mapping[str, Mapping[str, Mapping[str, object]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prompts.name != self.name:
@@ -175,6 +184,28 @@ def names() -> list[str]:
 
 def specs() -> list[RecipeSpec]:
     return list(_SPECS.values())
+
+
+class Lazy(Mapping):
+    """A read-only mapping built by ``build()`` on first use (a recipe's table read from a module that ``import
+    mm_st`` should not load, e.g. the evaluation's dataset list)."""
+
+    def __init__(self, build: Callable[[], Mapping[str, Any]]) -> None:
+        self._build, self._items = build, None
+
+    def _table(self) -> Mapping[str, Any]:
+        if self._items is None:
+            self._items = dict(self._build())
+        return self._items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
 
 
 class View(Mapping):

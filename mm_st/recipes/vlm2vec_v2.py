@@ -18,12 +18,19 @@ Example:
 
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from mm_st.recipes.registry import PaperModel, RecipeSpec, register_recipe
+from mm_st.modality import VIDEO as VIDEO_MODALITY
+from mm_st.modality import VIDEO_TEXT
+from mm_st.recipes.registry import INSTRUCTION, Lazy, PaperModel, RecipeSpec, register_recipe
 from mm_st.recipes.vlm2vec import PROMPTS as V1_PROMPTS
 from mm_st.recipes.vlm2vec import TRAIN_PROMPTS as V1_TRAIN_PROMPTS
 from mm_st.recipes.vlm2vec import VLM2VEC_MMEB_PROMPTS
+
+if TYPE_CHECKING:
+    from mm_st.evaluation.mmeb_v2_files import V2Dataset
 
 PINNED = "TIGER-AI-Lab/VLM2Vec@6e1e1d42d4cba85ae4db4d3f7a25cba2465d1e16"
 SCRIPT = f"{PINNED} experiments/public/train/train_v2-qwen2vl-2B.sh"
@@ -37,7 +44,19 @@ VIDEO = IMAGE
 
 # V2's evaluation and MMEB-train rows are VLM2Vec's (the same eval code, src/data/eval_dataset/image_*.py, and
 # src/data/dataset/mmeb_dataset.py:69-72: rows as written, '<|image_1|>' -> the backbone's token).
-PROMPTS = replace(V1_PROMPTS, name="vlm2vec_v2", source=f"VLM2Vec-V2 ({PINNED} eval code, image tasks as VLM2Vec)")
+# Its video and visual-document evaluation writes src/model/processor.py:650-673 process_input_text's
+# '{video token} {instruction} {text}' (no '\n': image_*.py alone add the v1 newlines): video inputs get it here;
+# a visual-document page is an image, whose prompt stays v1's, so those tasks carry it per task (MMEB_V2_PROMPTS).
+V2_VIDEO = f"{VIDEO} {INSTRUCTION} {SENT}"  # no text: ' <sent>' goes -> '<|video_pad|> {instruction}'
+# Without an instruction (which V2's eval never does): a video is described as the video retrieval targets
+# (msrvtt_dataset.py:11 TASK_INST_TGT), a video with text gets the text after one space.
+VIDEO_TARGET = "Understand the content of the provided video."
+PROMPTS = replace(
+    V1_PROMPTS, name="vlm2vec_v2", source=f"VLM2Vec-V2 ({PINNED} eval code: image tasks as VLM2Vec, video "
+    "inputs as src/model/processor.py process_input_text)",
+    video_prompts={VIDEO_MODALITY: f"{VIDEO} {VIDEO_TARGET}", VIDEO_TEXT: f"{VIDEO} {SENT}"},
+    video_instructed={VIDEO_MODALITY: V2_VIDEO, VIDEO_TEXT: V2_VIDEO},
+)
 TRAIN_PROMPTS = replace(V1_TRAIN_PROMPTS, name="vlm2vec_v2",
                         source=f"VLM2Vec-V2 training text: {PINNED} src/data/dataset/mmeb_dataset.py:69-72 (rows as written)")
 
@@ -103,6 +122,46 @@ def llava_hound_query(human_turn: str, prompt: str = "") -> str:
     return prompt + human_turn.replace(LLAVA_HOUND_VIDEO, VIDEO)
 
 
+def v2_eval_prompt(letters: str, instruction: str) -> str:
+    """The full prompt VLM2Vec-V2's eval parsers give an input of ``letters`` (mteb's: ``v`` video, ``i`` image,
+    ``t`` text) with ``instruction``: process_input_text's ``'{video or image token} {instruction} {text}'``
+    (src/model/processor.py:650-673), the QA parsers' ``f'{video_token} {prompt} {query}'`` (e.g.
+    videomme_dataset.py:10-15). The instruction is kept byte for byte (the QA prompt's final space included)."""
+    media = f"{IMAGE} " if set(letters) & {"v", "i"} else ""
+    return media + instruction + (f" {SENT}" if "t" in letters else "")
+
+
+def v2_task_prompts(dataset: V2Dataset) -> dict[str, str]:
+    """One MMEB-V2 task's full prompts (query; candidate where VLM2Vec gives it an instruction: bare candidate texts
+    of classification and QA get none)."""
+    query, document = dataset.category.split("2")
+    prompts = {"query": v2_eval_prompt(query, dataset.query_instruction)}
+    if dataset.document_instruction:
+        prompts["document"] = v2_eval_prompt(document, dataset.document_instruction)
+    return prompts
+
+
+# MMEB-V2's video and visual-document tasks (mm_st.evaluation.benchmarks.mmeb_v2), as VLM2Vec-V2 writes them.
+# MomentSeeker's queries carry their own instruction per row (their modality's): those rows get the recipe's
+# prompts (V2's format for a video query, v1's for its image and text queries).
+def _mmeb_v2_prompts() -> dict[str, dict[str, str]]:
+    from mm_st.evaluation.mmeb_v2_files import DATASETS
+
+    return {f"MMEB-{name}": v2_task_prompts(d) for name, d in DATASETS.items()}
+
+
+MMEB_V2_PROMPTS = Lazy(_mmeb_v2_prompts)  # built on first use: import mm_st does not load the dataset list
+
+# VLM2Vec-V2's Qwen2-VL processor (src/model/processor.py:121-133 load_processor: size={"shortest_edge":
+# resize_min_pixels, "longest_edge": resize_max_pixels}, src/arguments.py:45-46: 28*28*4 and 28*28*1280 pixels).
+# Its vendored Qwen2VLProcessor sends video frames through that image processor (src/model/vlm_backbone/qwen2_vl/
+# processing_qwen2_vl.py:145 self.image_processor(images=None, videos=videos)): per-frame bounds, the same ones,
+# and no whole-video pixel budget.
+PIXELS = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 1280}
+_QWEN_SIZES = {"image_processor": {"size": PIXELS}, "video_processor": {"size": PIXELS, "cap_pixels_per_frame": False}}
+PROCESSOR_SETTINGS = {"qwen2_vl": _QWEN_SIZES, "qwen2_5_vl": _QWEN_SIZES}  # processor.py:121-133, 152-162
+
+
 # The paper's training values VLM2VecV2Config reads (experiments/public/train/train_v2-qwen2vl-2B.sh:28 unless noted).
 FACTS: dict[str, object] = {
     "steps": 5000, "learning_rate": 5e-5, "warmup": 100, "per_device_batch_size": 128, "gpus": 8, "batch_size": 1024,
@@ -113,7 +172,9 @@ FACTS: dict[str, object] = {
 
 SPEC = register_recipe(RecipeSpec(
     "vlm2vec_v2", PROMPTS, TRAIN_PROMPTS, config="mm_st.training.vlm2vec_v2:VLM2VecV2Config", facts=FACTS,
-    task_prompts=VLM2VEC_MMEB_PROMPTS, mmeb_instructions=True,  # V2's image evaluation is VLM2Vec's (same eval code)
+    # V2's image evaluation is VLM2Vec's (same eval code); its video and visual-document tasks its own
+    task_prompts=ChainMap(VLM2VEC_MMEB_PROMPTS, MMEB_V2_PROMPTS), mmeb_instructions=True,
+    processor_settings=PROCESSOR_SETTINGS,
     # README.md:96 at the pinned commit
     paper_models=(PaperModel("mm_st/VLM2Vec-V2.0", "VLM2Vec/VLM2Vec-V2.0", "https://github.com/TIGER-AI-Lab/VLM2Vec"),),
 ))

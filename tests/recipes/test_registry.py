@@ -48,7 +48,12 @@ def test_evaluation_views_equal_the_registry():
     assert sorted(tables) == BUILT_IN
     for spec in specs():
         assert {task: tables[spec.name][task] for task in spec.task_prompts} == dict(spec.task_prompts)
-    assert get_spec("vlm2vec").task_prompts is VLM2VEC_MMEB_PROMPTS is get_spec("vlm2vec_v2").task_prompts
+    assert get_spec("vlm2vec").task_prompts is VLM2VEC_MMEB_PROMPTS
+    # VLM2Vec-V2: v1's image tasks, and its own text on the 45 video and visual-document tasks
+    from mm_st.recipes.vlm2vec_v2 import MMEB_V2_PROMPTS
+
+    assert get_spec("vlm2vec_v2").task_prompts == {**VLM2VEC_MMEB_PROMPTS, **MMEB_V2_PROMPTS}
+    assert len(MMEB_V2_PROMPTS) == 45 and not set(MMEB_V2_PROMPTS) & set(VLM2VEC_MMEB_PROMPTS)
     assert tables["mmembed"]["MSCOCOT2IRetrieval"] == {"query": templates.MBEIR_INSTRUCTIONS["MSCOCOT2IRetrieval"]}
 
 
