@@ -94,6 +94,9 @@ def seconds_by_test(junit: Path) -> dict[str, float]:
 def timed_run(root: Path, argv: list[str], junit: Path) -> dict:
     """``bash scripts/test.sh`` in ``root`` with this checkout's venv: wall and CPU (process tree), per-test seconds."""
     env = {**os.environ, "MM_ST_VENV": os.environ.get("MM_ST_VENV", str(ROOT / ".venv"))}
+    # root's mm_st in every process, ahead of the venv's editable install of this checkout (a console script such as
+    # `mteb`, or a process started elsewhere than root, would otherwise import this checkout's mm_st in the before run)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     run = subprocess.run(["bash", "scripts/test.sh", f"--junitxml={junit}", *argv], cwd=root, env=env,

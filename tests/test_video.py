@@ -260,11 +260,8 @@ print("RESULT" + json.dumps({"alone": model.encode(inputs, batch_size=1).tolist(
 """
 
 
-@pytest.mark.slow  # a fresh interpreter without mm_st: seconds of imports
-def test_a_saved_model_takes_st_s_native_video_input_without_mm_st(qwen2_vl, tmp_path):
-    import subprocess
-    import sys
-
+@pytest.mark.slow  # a process without mm_st (forked from the plain_python server, tests/plain_python.py)
+def test_a_saved_model_takes_st_s_native_video_input_without_mm_st(qwen2_vl, tmp_path, plain_python):
     _, model = qwen2_vl
     paths = []
     for index, frame in enumerate(make_frames(6, seed=11)):
@@ -274,7 +271,7 @@ def test_a_saved_model_takes_st_s_native_video_input_without_mm_st(qwen2_vl, tmp
     expected = model.encode([{"video": str(tmp_path)}, {"text": TEXT, "video": paths}, TEXT])
     sampled = [paths[i] for i in (0, 1, 3, 5)]  # what mm_st samples (num_frames=4): plain ST takes frames as given
     case = {"dir": str(tmp_path / "model"), "frames": sampled, "text": TEXT}
-    run = subprocess.run([sys.executable, "-c", PLAIN_ST, json.dumps(case)], capture_output=True, text=True)
+    run = plain_python.run(PLAIN_ST, json.dumps(case))
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT", 1)[1])
     assert np.abs(np.array(result["alone"]) - expected).max() <= 1e-6

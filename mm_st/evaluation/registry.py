@@ -5,8 +5,10 @@
 - the tasks to mteb's task registry (``mteb.get_task("MMEB-VOC2007")``, ``mteb run -t``);
 - the ``MMEB``, ``MMEB-V2`` (``-video``, ``-visdoc``), ``XTD``, ``M-BEIR``, ``M-BEIR-local``, ``M-BEIR-global`` and
   ``MMST-Emoji-MBEIR`` benchmarks
-  to its benchmark registry (``mteb run -b MMEB``; ``M-BEIR-global`` holds the union-pool tasks of the root
-  ``$MM_ST_MBEIR_DATA`` names when registering, see :func:`mm_st.evaluation.benchmarks.mbeir_global_benchmark`);
+  to its benchmark registry (``mteb run -b MMEB``), when mteb first imports its benchmark module
+  ``mteb.benchmarks.benchmarks`` (the first ``mteb.get_benchmark(s)``; importing it builds every mteb benchmark, a
+  second of CPU that ``import mteb`` and ``mteb.get_task`` do not pay); ``M-BEIR-global`` holds the union-pool tasks of
+  the root ``$MM_ST_MBEIR_DATA`` names then, see :func:`mm_st.evaluation.benchmarks.mbeir_global_benchmark`;
 - the paper-model entries (:func:`mm_st.evaluation.model.paper_models`) to its model registry;
 - mm_st models by path or Hub id to ``mteb.get_model_meta`` / ``mteb.get_model``: a name that is
   not in mteb's registry and is a directory (or Hub repo) saved by mm_st resolves to
@@ -43,6 +45,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import logging
 import os
@@ -79,6 +83,7 @@ def _cached(function: Any) -> bool:
     return callable(getattr(function, "cache_clear", None))
 
 
+BENCHMARKS_MODULE = "mteb.benchmarks.benchmarks"
 GET_MODEL_META_PARAMETERS = ("model_name", "revision", "fetch_from_hf", "fill_missing", "experiment_kwargs")
 
 # Every mteb internal mm_st relies on (mteb has no plugin API): what it must be, who uses it, and the
@@ -89,8 +94,10 @@ MTEB_INTERNALS: dict[str, tuple[str, Callable[[Any], bool]]] = {
                                        lambda o: isinstance(o, dict)),
     "mteb.get_tasks.TASK_LIST": ("a tuple of task classes, filtered by mteb.get_tasks (tasks)",
                                  lambda o: isinstance(o, tuple)),
-    "mteb.benchmarks.benchmarks": ("the module whose Benchmark attributes are the benchmark registry (benchmarks)",
-                                   lambda o: isinstance(o, types.ModuleType)),
+    # checked by find_spec, not imported: importing it builds every mteb benchmark (BENCHMARKS_MODULE)
+    BENCHMARKS_MODULE: ("the module whose Benchmark attributes are the benchmark registry, read by "
+                        "mteb.benchmarks.get_benchmark's registry builders (benchmarks)",
+                        lambda spec: spec is not None and spec.loader is not None),
     "mteb.benchmarks.get_benchmark._build_registry": ("an lru_cache'd registry builder (benchmarks)", _cached),
     "mteb.benchmarks.get_benchmark._build_aliases_registry": ("an lru_cache'd alias registry builder (benchmarks)",
                                                               _cached),
@@ -127,7 +134,7 @@ def mteb_internals_problems() -> list[str]:
     problems = []
     for name, (expected, check) in MTEB_INTERNALS.items():
         try:
-            ok = check(_lookup(name))
+            ok = check(importlib.util.find_spec(name) if name == BENCHMARKS_MODULE else _lookup(name))
         except (ImportError, AttributeError, TypeError, ValueError) as exc:
             problems.append(f"{name} is gone ({exc!r}); expected {expected}")
             continue
@@ -207,14 +214,61 @@ def _register_tasks(modules: list[types.ModuleType]) -> None:
 
 
 def _register_benchmarks(modules: list[types.ModuleType]) -> None:
-    module = importlib.import_module("mteb.benchmarks.benchmarks")
+    """Add the benchmarks to ``mteb.benchmarks.benchmarks`` now if it is imported, else right after its first import
+    (``mteb.get_benchmark(s)`` or a direct import): importing it builds every mteb benchmark, a second of CPU that
+    a process asking for no benchmark (``import mteb``, ``mteb.get_task``) does not pay."""
+    _state["benchmark_modules"] = modules
+    if BENCHMARKS_MODULE in sys.modules:
+        _add_benchmarks(sys.modules[BENCHMARKS_MODULE])
+    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(BENCHMARKS_MODULE, _add_benchmarks))
+
+
+def _add_benchmarks(module: types.ModuleType) -> None:
+    """Set each benchmark module's benchmark on mteb's benchmark ``module`` (a name it has is kept) and empty the
+    registry builders' caches."""
     get_benchmark = importlib.import_module("mteb.benchmarks.get_benchmark")
-    for benchmark_module in modules:
+    for benchmark_module in _state.pop("benchmark_modules", []):
         attribute = registry_attribute(benchmark_module)
         if benchmark_module.BENCHMARK is not None and not hasattr(module, attribute):
             setattr(module, attribute, benchmark_module.BENCHMARK())
     get_benchmark._build_registry.cache_clear()
     get_benchmark._build_aliases_registry.cache_clear()
+
+
+class _AfterImport:
+    """``sys.meta_path`` finder: runs ``then(module)`` right after the module ``name`` has been imported (its real
+    spec, found by the path finder, with a wrapped loader), then leaves ``sys.meta_path``."""
+
+    def __init__(self, name: str, then: Callable[[types.ModuleType], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenLoader(spec.loader, self)
+        return spec
+
+
+class _ThenLoader:
+    """Delegates to the module's own loader; after a successful ``exec_module`` runs its finder's ``then``."""
+
+    def __init__(self, loader: Any, finder: _AfterImport) -> None:
+        self._loader, self._finder = loader, finder
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+        self._finder.then(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, resource readers, ... of the wrapped loader
+        return getattr(self._loader, name)
 
 
 def _register_models() -> None:

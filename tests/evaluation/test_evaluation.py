@@ -419,11 +419,14 @@ def test_start_up_hook_is_lazy_and_registers_on_import_of_mteb(tmp_path):
     command = _mteb_command(tmp_path / "site")
     site = command[3] if len(command) > 1 else None
     code = ("import sys{0}; assert 'mteb' not in sys.modules and 'torch' not in sys.modules and 'mm_st' not in sys.modules; "
-            "import mteb; print(mteb.get_task('MMEB-VOC2007').metadata.name, 'torch' in sys.modules)").format(
+            "import mteb; print(mteb.get_task('MMEB-VOC2007').metadata.name, 'torch' in sys.modules, "
+            "'mteb.benchmarks.benchmarks' in sys.modules); print(mteb.get_benchmark('MMEB-V2').name)").format(
         f"; import site; site.addsitedir({site!r})" if site else "")
     out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[0] == "MMEB-VOC2007"
+    # mteb's benchmarks (a second of CPU to build) are built at the first benchmark lookup, which finds mm_st's too
+    assert out.stdout.split()[2:] == ["False", "MMEB-V2"]
     off = subprocess.run([sys.executable, "-c", code], env={**_env(), "MM_ST_MTEB_PLUGIN": "0"}, capture_output=True,
                          text=True, timeout=120)
     assert off.returncode != 0 and "MMEB-VOC2007" in off.stderr  # not registered: KeyError from mteb
