@@ -591,8 +591,8 @@ def test_bad_input_errors_name_the_item():
     fails(ValueError, r"corpus_ids\[2\] repeats the id 'a' of corpus_ids\[0\]", corpus_ids=["a", "b", "a"])
     fails(TypeError, r"corpus_ids\[1\] is int", corpus_ids=["a", 1, "c"])
     fails(ValueError, r"corpus\[1\]: Input 1 is None", corpus=["a", None, "c"])
-    fails(ValueError, r"corpus_modalities\[2\]: unknown modality 'video'", corpus=None, corpus_ids=["a", "b", "c"],
-          corpus_modalities=["text", "image", "video"])
+    fails(ValueError, r"corpus_modalities\[2\]: unknown modality 'audio'", corpus=None, corpus_ids=["a", "b", "c"],
+          corpus_modalities=["text", "image", "audio"])
     fails(ValueError, r"modality of query 0's positive \(corpus item 0\)", corpus=None, corpus_ids=["a", "b", "c"],
           strategy="modality_aware")
     fails(ValueError, r"target_modality and max_wrong_modality only apply", target_modality="image")
