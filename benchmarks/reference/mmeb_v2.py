@@ -1,7 +1,8 @@
 """MMEB-V2 inputs: VLM2Vec's own eval parsers and eval collator against mm_st's MMEB-V2 tasks, same local files.
 
-For one video task (MSR-VTT, parser ``msrvtt``) and one visual-document task (ViDoRe_arxivqa, parser ``vidore``),
-both sides read the same tiny local layout (:func:`write_layout`) and the script compares, row by row, on the
+For one video task (MSR-VTT, parser ``msrvtt``), one visual-document task (ViDoRe_arxivqa, parser ``vidore``) and
+MomentSeeker (parser ``momentseeker``: a text, a text + image and a text + video query, each with its own
+instruction; local clip candidates), both sides read the same tiny local layout (:func:`write_layout`) and the script compares, row by row, on the
 query and the candidate side: the sampled frame paths, the instruction texts and the token ids after the processor
 (and the vision grids and pixel values the processor gives).
 
