@@ -15,7 +15,7 @@ video token (``<|vision_start|><|video_pad|><|vision_end|>`` as Qwen's own chat 
 bare ``<|image_pad|>`` becomes VLM2Vec-V2's bare ``<|video_pad|>``); a recipe that writes videos its own way
 declares ``video_prompts`` / ``video_instructed`` (VLM2Vec-V2's ``<|video_pad|> {instruction} {text}``), used for
 inputs with a video and no image. Families without a video token
-(:attr:`Family.video_token`) take no video: :func:`check_takes_video`. Without an image, ``<image>`` and the ``\\n`` after it go; without text, ``<sent>`` and
+(:attr:`Family.video_token`) take no video: :func:`check_takes_video`. Without an image, ``<image>`` and the ``\\n`` or space after it go; without text, ``<sent>`` and
 the one space before it go. The rendered template reads the ST ``task`` variable (``"query"`` /
 ``"document"``) and takes a system message (ST's ``prompt=``) as the instruction:
 
@@ -352,7 +352,7 @@ _JINJA = """\
 {%- else -%}{%- set prompt = plain -%}
 {%- endif -%}
 {%- if media -%}{%- set prompt = prompt.replace('<image>', IMAGE_BLOCK * ns.images + VIDEO_BLOCK * ns.videos) -%}
-{%- else -%}{%- set prompt = prompt.replace('<image>\\n', '').replace('<image>', '') -%}
+{%- else -%}{%- set prompt = prompt.replace('<image>\\n', '').replace('<image> ', '').replace('<image>', '') -%}
 {%- endif -%}
 {%- if ns.text -%}{%- set prompt = prompt.replace('<sent>', ns.text) -%}
 {%- else -%}{%- set prompt = prompt.replace(' <sent>', '').replace('<sent>', '') -%}

@@ -295,3 +295,45 @@ def test_item13_vlm2vec_v2_mmeb_v2_task_prompts_render_the_parsers_text():
         "<|video_pad|> Recognize the breakfast type that the person is cooking in the video. ")
     assert "document" not in table["MMEB-Breakfast"]  # labels: bare texts (video_classification_datasets.py:35)
     assert table["MMEB-MSCOCO"] == {"query": "{instruction}", "document": "<image>\n{instruction}"}  # v1's, kept
+
+
+def test_item14_vlm2vec_v2_momentseeker_queries_render_their_own_instruction_as_v2_does():
+    """MomentSeeker's rows carry their query type's instruction (momentseeker_dataset.py:12-14); V2 writes them with
+    process_input_text (src/model/processor.py:650-673): text at momentseeker_dataset.py:54 '{instruction} {text}',
+    image at :47 '<|image_pad|> {instruction} {text}', video at :30 '<|video_pad|> {instruction} {text}'."""
+    from PIL import Image
+
+    from mm_st.evaluation.instructions import recipe_task_prompts
+    from mm_st.evaluation.mmeb_v2_files import MOMENTSEEKER_QUERY
+    from mm_st.evaluation.model import mteb_rows
+
+    query = recipe_task_prompts()["vlm2vec_v2"]["MMEB-MomentSeeker"]["query"]
+    batch = {"id": ["t", "i", "task"], "text": ["a man sings", "a man sings", "a man sings"],
+             "image": [None, Image.new("RGB", (8, 8)), None],
+             "mm_st_instruction": [MOMENTSEEKER_QUERY["text"], MOMENTSEEKER_QUERY["image"], ""]}
+
+    def render(recipe, row):
+        return templates.render_prompt(recipe, "qwen2_vl", text=row["text"], num_images=int("image" in row),
+                                       instruction=row["instruction"])
+
+    text, image, task = mteb_rows(batch, "task's own", query)
+    assert render("vlm2vec_v2", text) == "Find the clip that corresponds to the given text: a man sings"
+    assert render("vlm2vec_v2", image) == (
+        "<|image_pad|> Select the video clip that aligns with the given text and image: a man sings")
+    assert task["instruction"] == "task's own"  # a row without its own: the task's
+    video = {"text": "a man sings", "instruction": query.replace("{instruction}", MOMENTSEEKER_QUERY["video"])}
+    assert templates.render_prompt("vlm2vec_v2", "qwen2_vl", text=video["text"], num_videos=1,
+                                   instruction=video["instruction"]) == (
+        "<|video_pad|> Find the clip that corresponds to the given sentence and video segment: a man sings")
+    # a recipe without a MomentSeeker prompt (VLM2Vec) keeps the row's instruction in its own instructed prompt
+    text, image, _ = mteb_rows(batch, "task's own")
+    assert render("vlm2vec", text) == "Find the clip that corresponds to the given text: a man sings\n"
+    assert render("vlm2vec", image) == (
+        "<|image_pad|>\nSelect the video clip that aligns with the given text and image: a man sings\n")
+
+
+def test_a_full_prompt_drops_its_image_marker_and_the_space_after_it_without_an_image():
+    full = "<image> Find it: <sent>"
+    assert templates.render_prompt("vlm2vec_v2", "qwen2_vl", text="a cat", instruction=full) == "Find it: a cat"
+    assert templates.render_prompt("vlm2vec_v2", "qwen2_vl", text="a cat", num_images=1, instruction=full) == (
+        "<|image_pad|> Find it: a cat")

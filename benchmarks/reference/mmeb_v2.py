@@ -1,7 +1,8 @@
 """MMEB-V2 inputs: VLM2Vec's own eval parsers and eval collator against mm_st's MMEB-V2 tasks, same local files.
 
-For one video task (MSR-VTT, parser ``msrvtt``) and one visual-document task (ViDoRe_arxivqa, parser ``vidore``),
-both sides read the same tiny local layout (:func:`write_layout`) and the script compares, row by row, on the
+For one video task (MSR-VTT, parser ``msrvtt``), one visual-document task (ViDoRe_arxivqa, parser ``vidore``) and
+MomentSeeker (parser ``momentseeker``: a text, a text + image and a text + video query, each with its own
+instruction; local clip candidates), both sides read the same tiny local layout (:func:`write_layout`) and the script compares, row by row, on the
 query and the candidate side: the sampled frame paths, the instruction texts and the token ids after the processor
 (and the vision grids and pixel values the processor gives).
 
@@ -49,10 +50,13 @@ import common
 FAMILY = "qwen2_vl"
 RECIPE = "vlm2vec_v2"  # VLM2Vec-V2: the model MMEB-V2 is the benchmark of
 VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")  # expanded by the processor: one per merged patch
-VIDEO_TASK, VISDOC_TASK = "MSR-VTT", "ViDoRe_arxivqa"
-TASK_CONFIGS = {VIDEO_TASK: "experiments/public/eval/video.yaml", VISDOC_TASK: "experiments/public/eval/visdoc.yaml"}
+VIDEO_TASK, VISDOC_TASK, MOMENT_TASK = "MSR-VTT", "ViDoRe_arxivqa", "MomentSeeker"
+TASKS = (VIDEO_TASK, VISDOC_TASK, MOMENT_TASK)
+TASK_CONFIGS = {VIDEO_TASK: "experiments/public/eval/video.yaml", VISDOC_TASK: "experiments/public/eval/visdoc.yaml",
+                MOMENT_TASK: "experiments/public/eval/video.yaml"}
 HUB = {VIDEO_TASK: ("VLM2Vec/MSR-VTT", "test_1k", "test"),
-       VISDOC_TASK: ("vidore/arxivqa_test_subsampled_beir", None, "test")}  # fmt: skip
+       VISDOC_TASK: ("vidore/arxivqa_test_subsampled_beir", None, "test"),
+       MOMENT_TASK: ("VLM2Vec/MomentSeeker", None, "test")}  # fmt: skip
 DATA_DIR_KEYS = ("image_root", "video_root", "frame_root", "clip_root", "data_path")  # eval.py's --data_basedir join
 
 # (video id, caption, frame count, frame size, frame file name pattern). Counts above and at num_frames (8); one
@@ -74,6 +78,14 @@ PAGES = [
     (104, ["Appendix B hyperparameters", "learning rate 2e-5, batch 1024"]),
     (105, ["Abstract", "we study multimodal embeddings"]),
 ]
+# MomentSeeker: one query of each kind (text; text + image, input_frames "*.jpg"; text + video, "*.mp4"), each
+# with its clips (folders of 6 frames under <frame_root>/video_frames/, the name momentseeker_dataset.py makes).
+MOMENTS = {"query": ["a red ball rolls away", "the dog in the picture jumps", "the man of this clip sings"],
+           "input_frames": ["", "img7.jpg", "src/q.mp4"],
+           "positive_frames": [[{"output_path": "ms/c1.mp4"}], [{"output_path": "ms/c2.mp4"}],
+                               [{"output_path": "ms/c3.mp4"}]],
+           "negative_frames": [[{"output_path": "ms/c2.mp4"}], [{"output_path": "ms/c3.mp4"}, {"output_path": "ms/c1.mp4"}],
+                               [{"output_path": "ms/c1.mp4"}]]}  # fmt: skip
 QUERIES = [(1, "Which model has the higher accuracy?"), (2, "How far does the training loss fall?"),
            (3, "What learning rate was used?")]  # fmt: skip
 QRELS = [(1, 101, 1), (2, 102, 1), (2, 103, 1), (3, 104, 1), (3, 105, 0)]  # a score-0 row: not a positive
@@ -135,6 +147,27 @@ def write_layout(root: Path) -> None:
                                                                     "image": datasets.Image()}))  # fmt: skip
     write_hub_copy(root, HUB[VISDOC_TASK], {"queries": datasets.Dataset.from_dict(queries),
                                             "qrels": datasets.Dataset.from_dict(qrels), "corpus": corpus})  # fmt: skip
+    write_moments(root)
+
+
+def write_moments(root: Path) -> None:
+    """MomentSeeker: :data:`MOMENTS` (a README config ``default``), each clip's and the video query's frames, the
+    image query's picture (``<frame_root>/query_<input_frames>``)."""
+    import datasets
+    from PIL import Image, ImageDraw
+
+    frame_root = root / "video-tasks" / "frames" / "video_mret" / MOMENT_TASK
+    for number, clip in enumerate(("ms/c1.mp4", "ms/c2.mp4", "ms/c3.mp4", "src/q.mp4")):
+        folder = frame_root / "video_frames" / clip.replace("/", "_").split(".mp4")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(6):
+            frame = Image.new("RGB", (96, 64), (60 * number, 40 * k, 90))
+            ImageDraw.Draw(frame).text((4, 4), f"{clip} #{k}", fill=(255, 255, 255))
+            frame.save(folder / f"frame_{k}.jpg", quality=90)
+    picture = Image.new("RGB", (80, 60), (200, 120, 40))
+    ImageDraw.Draw(picture).ellipse((20, 10, 60, 50), fill=(20, 20, 200))
+    picture.save(frame_root / "query_img7.jpg", quality=90)
+    write_hub_copy(root, HUB[MOMENT_TASK], {"default": datasets.Dataset.from_dict(MOMENTS)})
 
 
 def write_hub_copy(root: Path, hf_path: tuple, subsets: dict) -> None:
@@ -223,6 +256,7 @@ def relative(path: str, root: Path) -> str:
 
 def run_reference(args, root: Path, checkpoint: str) -> dict[str, dict[str, list[dict]]]:
     """Per task and side (``query`` / ``candidate``): the rows the reference's parser and eval collator give."""
+    import src.data.eval_dataset.momentseeker_dataset as momentseeker
     import src.data.eval_dataset.msrvtt_dataset as msrvtt
     import src.data.eval_dataset.vidore_dataset as vidore
     from src.arguments import DataArguments, ModelArguments
@@ -230,12 +264,12 @@ def run_reference(args, root: Path, checkpoint: str) -> dict[str, dict[str, list
     from src.data.eval_dataset.base_eval_dataset import AutoEvalPairDataset, generate_cand_dataset
 
     common.quiet_logging()
-    redirect_hub(root, [msrvtt, vidore])
+    redirect_hub(root, [msrvtt, vidore, momentseeker])
     model_args = ModelArguments(model_name=checkpoint, model_backbone=FAMILY)
     data_args = DataArguments(data_basedir=str(root))
     processor = reference_processor(checkpoint, data_args)
     sides = {}
-    for name, parser in ((VIDEO_TASK, msrvtt), (VISDOC_TASK, vidore)):
+    for name, parser in ((VIDEO_TASK, msrvtt), (VISDOC_TASK, vidore), (MOMENT_TASK, momentseeker)):
         config = task_config(args.upstream, name, root)
         queries, corpus = AutoEvalPairDataset.instantiate(model_args=model_args, data_args=data_args, **config)
         candidates = generate_cand_dataset(queries, corpus)
@@ -247,7 +281,9 @@ def run_reference(args, root: Path, checkpoint: str) -> dict[str, dict[str, list
                                         list(candidates), root),
             "candidate_names": [str(row["dataset_infos"]["cand_name"]) for row in candidates],
             "relevant": [relevant_of(row["dataset_infos"]) for row in queries],
-            "instructions": {"query": parser.TASK_INST_QRY, "candidate": parser.TASK_INST_TGT},
+            # MomentSeeker: TASK_INST_QRY_TEXT is the task's; each query's own goes into its text (compared by ids)
+            "instructions": {"query": getattr(parser, "TASK_INST_QRY", getattr(parser, "TASK_INST_QRY_TEXT", None)),
+                             "candidate": parser.TASK_INST_TGT},
         }  # fmt: skip
     sides["short_video_probe"] = short_video_probe(msrvtt, task_config(args.upstream, VIDEO_TASK, root), root)
     sides["processor"] = processor
@@ -309,7 +345,7 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str) -> dict[str, dict[str, A
     encoder = MMSTEncoder(model, name="local/tiny-qwen2_vl")
     calls = record_preprocess(model)
     out = {}
-    for task in mmeb_v2_tasks([VIDEO_TASK, VISDOC_TASK], data=root):
+    for task in mmeb_v2_tasks(list(TASKS), data=root):
         task.load_data()
         split = task.dataset["default"]["test"]
         entry: dict[str, Any] = {"task": task.metadata.name, "candidate_names": list(task.candidate_names),
@@ -323,7 +359,9 @@ def run_mm_st(root: Path, checkpoint: str, recipe: str) -> dict[str, dict[str, A
             recorded = {input_key(item): row for call in calls
                         for item, row in zip(call[0], mm_st_rows(*call, model=model, root=root))}  # fmt: skip
             # encode batches inputs sorted by length: back to the task's row order, input by input
-            given = [item for batch in loader for item in normalize_inputs(mteb_rows(batch), load=False)]
+            rows = (mteb_rows(batch, encoder.instruction(task.metadata, prompt_type),
+                              encoder.row_prompt(task.metadata, prompt_type)) for batch in loader)  # fmt: skip
+            given = [item for batch in rows for item in normalize_inputs(batch, load=False)]
             entry[side] = [recorded[input_key(item)] for item in given]
             entry[f"{side}_ids"] = list(split[key]["id"])  # q0.. / c0.. (candidate_names in this order)
             entry[f"{side}_instruction"] = task.metadata.prompt.get(prompt_type.value)  # the task's own
@@ -379,10 +417,20 @@ def mm_st_rows(inputs: list, prompt: str | None, features: dict, *, model, root:
     num_frames = model.num_frames
     for index, (item, row) in enumerate(zip(inputs, rows)):
         row["prompt"] = prompt
-        video = item.get("video") if isinstance(item, dict) else None
+        video = video_of(item)
         if video is not None:
             row["paths"] = [relative(str(f), root) for f in video_frames(video, index, num_frames, load=False)]
     return rows
+
+
+def video_of(item: Any) -> Any:
+    """The video of one input: a dict's ``"video"``, or a chat message's video part (rows with their own
+    instruction reach ``preprocess`` as messages)."""
+    if isinstance(item, dict):
+        return item.get("video")
+    parts = [part for message in item for part in message["content"]
+             if isinstance(part, dict) and part.get("type") == "video"] if isinstance(item, list) else []
+    return parts[0]["video"] if parts else None
 
 
 def feature_rows(features: dict) -> list[dict]:
@@ -493,9 +541,9 @@ def main() -> None:
     mine = run_mm_st(root, checkpoint, args.recipe)
     tokenizer = reference["processor"].tokenizer
     tasks: dict[str, Any] = {}
-    for name in (VIDEO_TASK, VISDOC_TASK):
+    for name in TASKS:
         theirs = reference[name]
-        entry = {"config": {k: v if k not in DATA_DIR_KEYS else relative(v, root) for k, v in theirs["config"].items()},
+        entry = {"config": {k: relative(v, root) if k in DATA_DIR_KEYS and v else v for k, v in theirs["config"].items()},
                  "mm_st_task": mine[name]["task"], **compare_task(theirs, mine[name], tokenizer),
                  "example_reference_text": {side: common.shorten(tokenizer.decode(theirs[side][0]["ids"]))
                                             for side in ("query", "candidate")},

@@ -98,6 +98,7 @@ class V2Dataset:
     source_name: str = ""  # VLM2Vec's dataset_name where it differs from the key (K700 -> Kinetics-700)
     in_table: bool = True
     num_rows: int | None = None  # num_sample_per_subset: the first rows only (sample_dataset)
+    row_instructions: bool = False  # each query row carries its own instruction (INSTRUCTION_COLUMN)
 
     @property
     def category(self) -> str:
@@ -169,7 +170,7 @@ _VIDEO = [  # video.yaml, in VLM2Vec's table order (report_score_v2.py)
               frame_root=_MRET + "Charades_STA"),
     V2Dataset("MomentSeeker", "video", "MRET", "momentseeker", ("VLM2Vec/MomentSeeker", None, "test"), "local",
               MOMENTSEEKER_QUERY["text"], "Understand the content of the provided video clip.",
-              frame_root=_MRET + "MomentSeeker", num_frames=None),
+              frame_root=_MRET + "MomentSeeker", num_frames=None, row_instructions=True),
 ]
 
 _VIDORE_V1 = [("arxivqa", "arxivqa_test_subsampled_beir"), ("docvqa", "docvqa_test_subsampled_beir"),

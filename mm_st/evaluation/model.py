@@ -39,6 +39,7 @@ from mm_st.evaluation.data import fingerprint
 from mm_st.evaluation.instructions import recipe_task_prompts
 from mm_st.evaluation.mmeb_v2_files import IMAGE_COLUMN, INSTRUCTION_COLUMN
 from mm_st.evaluation.tasks import is_mm_st_task
+from mm_st.recipes.registry import INSTRUCTION
 
 logger = logging.getLogger(__name__)
 
@@ -258,13 +259,19 @@ def _open_image(path: str) -> Any:
         return image.convert("RGB")
 
 
-def mteb_rows(batch: dict[str, Any], instruction: str | None = None) -> list[Any]:
+def fill_instruction(prompt: str, instruction: str) -> str:
+    """A recipe's per-task prompt with ``instruction`` (trailing spaces removed) in its ``{instruction}``."""
+    return prompt.replace(INSTRUCTION, instruction.rstrip(" "))
+
+
+def mteb_rows(batch: dict[str, Any], instruction: str | None = None, row_prompt: str | None = None) -> list[Any]:
     """mteb batch columns -> sentence-transformers inputs: text, an image, ``{"text", "image"}`` or
     ``{"video", "text"}`` (:func:`video_frames`).
 
     Queries of a task whose rows carry their own instruction (``mm_st_instruction``, MomentSeeker) become dicts with
-    ``"instruction"``: the row's, else ``instruction`` (the task's); None leaves them without one (the recipe takes
-    no instruction). An ``mm_st_image`` path is the row's image where the task's category has no image column.
+    ``"instruction"``: the row's (put in ``row_prompt``'s ``{instruction}`` where the recipe gives the task such a
+    prompt), else ``instruction`` (the task's); None leaves them without one (the recipe takes no instruction).
+    An ``mm_st_image`` path is the row's image where the task's category has no image column.
     """
     n = len(next(iter(v for k, v in batch.items() if k in ("text", "image", "video", "id"))))
     texts, images, videos = ([None] * n if batch.get(k) is None else batch[k] for k in ("text", "image", "video"))
@@ -282,7 +289,8 @@ def mteb_rows(batch: dict[str, Any], instruction: str | None = None) -> list[Any
         if not item:
             raise ValueError(f"mteb input {index} has neither text, image nor video.")
         if own is not None:
-            out.append({**item, "instruction": own[index] or instruction})
+            mine = own[index] and (fill_instruction(row_prompt, own[index]) if row_prompt else own[index])
+            out.append({**item, "instruction": mine or instruction})
         elif len(item) == 1 and "video" not in item:
             out.append(next(iter(item.values())))
         else:
@@ -333,12 +341,18 @@ class MMSTEncoder(AbsEncoder):
         override = self.prompts.get(task_metadata.name)
         if override is not None:
             value = override.get(side) or None
-            if value and "{instruction}" in value:  # a per-task full prompt around the task's own instruction
-                value = value.replace("{instruction}", (self._task_prompt(task_metadata, side) or "").rstrip(" "))
+            if value and INSTRUCTION in value:  # a per-task full prompt around the task's own instruction
+                value = fill_instruction(value, self._task_prompt(task_metadata, side) or "")
             return value or None
         if not recipe.uses_instruction:  # E5-V: fixed per-modality prompts, no instruction slot
             return None
         return self._task_prompt(task_metadata, side)
+
+    def row_prompt(self, task_metadata: Any, prompt_type: PromptType | None) -> str | None:
+        """The recipe's prompt for one side of a task around ``{instruction}``, which takes each row's own
+        instruction (MomentSeeker's queries); None where the recipe gives the task none."""
+        value = self.prompts.get(task_metadata.name, {}).get(getattr(prompt_type, "value", ""))
+        return value if value and INSTRUCTION in value else None
 
     @staticmethod
     def _task_prompt(task_metadata: Any, side: str) -> str | None:
@@ -368,7 +382,7 @@ class MMSTEncoder(AbsEncoder):
         batch_size = kwargs.get("batch_size", 32)
         out = []
         for batch in inputs:
-            items = mteb_rows(batch, instruction)
+            items = mteb_rows(batch, instruction, self.row_prompt(task_metadata, prompt_type))
             per_row = any(isinstance(item, dict) and "instruction" in item for item in items)  # MomentSeeker
             prompt = None if per_row else instruction
             out.append(np.asarray(encode(items, prompt=prompt, batch_size=batch_size, show_progress_bar=False,

@@ -133,17 +133,20 @@ def v2_eval_prompt(letters: str, instruction: str) -> str:
 
 def v2_task_prompts(dataset: V2Dataset) -> dict[str, str]:
     """One MMEB-V2 task's full prompts (query; candidate where VLM2Vec gives it an instruction: bare candidate texts
-    of classification and QA get none)."""
+    of classification and QA get none). Queries carrying their own instruction (MomentSeeker) get ``{instruction}``:
+    each row's goes there, its ``<image> `` dropped where the row has no image or video (momentseeker_dataset.py:
+    30, 47, 54: '{token} {instruction} {text}', a text query '{instruction} {text}')."""
     query, document = dataset.category.split("2")
-    prompts = {"query": v2_eval_prompt(query, dataset.query_instruction)}
+    instruction = INSTRUCTION if dataset.row_instructions else dataset.query_instruction
+    prompts = {"query": v2_eval_prompt(query, instruction)}
     if dataset.document_instruction:
         prompts["document"] = v2_eval_prompt(document, dataset.document_instruction)
     return prompts
 
 
 # MMEB-V2's video and visual-document tasks (mm_st.evaluation.benchmarks.mmeb_v2), as VLM2Vec-V2 writes them.
-# MomentSeeker's queries carry their own instruction per row (their modality's): those rows get the recipe's
-# prompts (V2's format for a video query, v1's for its image and text queries).
+# MomentSeeker's queries carry their own instruction per row (their modality's): its query prompt holds
+# '{instruction}' for it (mm_st.evaluation.model.mteb_rows).
 def _mmeb_v2_prompts() -> dict[str, dict[str, str]]:
     from mm_st.evaluation.mmeb_v2_files import DATASETS
 

@@ -353,3 +353,19 @@ def test_a_hub_model_declares_the_video_its_saved_config_has(video_model, monkey
         push_folder(video_model, "org/tiny-qwen2-vl", repo_type="model", endpoint=hub.url)
         meta = mm_st_model_meta("org/tiny-qwen2-vl")
     assert meta is not None and meta.modalities == ["image", "text", "video"]
+
+
+def test_momentseeker_rows_get_their_own_instruction_in_the_v2_query_prompt(video_model):
+    """vlm2vec_v2's MomentSeeker query prompt holds each row's own instruction (MMSTEncoder.row_prompt); the task's
+    own fills it for a row without one; other tasks and the v1 recipe have no row prompt."""
+    from mteb.types import PromptType
+
+    model = mteb.get_model(str(video_model)).model
+    v2, v1 = MMSTEncoder(model, recipe="vlm2vec_v2"), MMSTEncoder(model, recipe="vlm2vec")
+    seeker, msrvtt = (mteb.get_task(f"MMEB-{name}").metadata for name in ("MomentSeeker", "MSR-VTT"))
+    assert v2.row_prompt(seeker, PromptType.query) == "<image> {instruction} <sent>"
+    assert v2.instruction(seeker, PromptType.query) == (
+        "<image> Find the clip that corresponds to the given text: <sent>")  # momentseeker_dataset.py:12
+    assert v2.row_prompt(seeker, PromptType.document) is None  # the clips: the task's own prompt, no slot
+    assert v2.row_prompt(msrvtt, PromptType.query) is None and v1.row_prompt(seeker, PromptType.query) is None
+    assert [name for name, d in F.DATASETS.items() if d.row_instructions] == ["MomentSeeker"]
