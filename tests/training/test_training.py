@@ -187,8 +187,12 @@ def _trainer_losses(checkpoint: Path) -> dict[int, float]:
 def test_embedded_recipe_end_to_end(tmp_path, cls):
     from sentence_transformers import SentenceTransformer
 
-    # the paper's adapter (the embedded default itself trains full weights)
+    from mm_st.training.embedded import write_xtd
+
+    # the paper's adapter (the embedded default itself trains full weights); evaluated on 32 held-out emoji in the XTD
+    # layout instead of the embedded default's 391 (which test_hub's `published` recipe run evaluates)
     config = cls.embedded_default(max_steps=3, save_steps=3, logging_steps=1, eval_languages=["en", "zh"],
+                                  eval_data=str(write_xtd(tmp_path / "xtd", languages=("en", "zh"), limit=32)),
                                   max_rows_per_dataset=96, output_dir=str(tmp_path / "run"), adapter=cls().adapter)
     result = run_stage(config)
     model_dir = tmp_path / "run" / "model"
@@ -225,9 +229,14 @@ def test_e5v_cuts_sentences_before_the_prompt(tmp_path):
 
 @pytest.mark.slow
 def test_second_run_with_another_config_in_the_same_folder_is_refused_or_starts_over(tmp_path):
+    from mm_st.training.embedded import write_xtd
+
     out = str(tmp_path / "run")
-    common = dict(max_steps=2, save_steps=2, max_rows_per_dataset=64, output_dir=out)
-    first = run_stage(E5VConfig.embedded_default(**common, eval_languages=["en", "es"]))
+    # what is pinned is the refusal and the start-over, not training or evaluation: one step, and the held-out
+    # evaluation (before and after each run) on 64 emoji instead of the embedded default's 391, written once here
+    held_out = str(write_xtd(tmp_path / "xtd", limit=64))
+    common = dict(max_steps=1, save_steps=1, max_rows_per_dataset=64, output_dir=out, eval_data=held_out)
+    first = run_stage(E5VConfig.embedded_default(**common, eval_languages=["es"]))
     with pytest.raises(ValueError, match=r"holds a run with another config \(eval_languages: .*; learning_rate: 0.001 -> 0.5\)"):
         run_stage(E5VConfig.embedded_default(**common, learning_rate=0.5))
     # --resume never starts over: nothing of the first run (its 'before' scores, data, backbone) is reused

@@ -159,9 +159,11 @@ def test_mme5_small_pool_mixed_with_synthetic_data_trains(tmp_path, backbone, mm
 
 
 @pytest.mark.slow
-def test_rerunning_a_finished_command_changes_nothing_and_the_console_is_clean(tmp_path, capfd):
+def test_rerunning_a_finished_command_changes_nothing_and_the_console_is_clean(tmp_path, capfd, xtd):
+    # evaluated (before and after) on the 12 held-out emoji of the `xtd` fixture, not the embedded default's 391
     argv = ["--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--global-batch-size", "8",
-            "--max-rows-per-dataset", "16", "--eval-languages", "en", "--lr-scheduler-type", "constant"]
+            "--max-rows-per-dataset", "16", "--eval-data", str(xtd), "--eval-languages", "en",
+            "--lr-scheduler-type", "constant"]
     assert main(VLM2VecConfig, argv) == 0
     first = capfd.readouterr()
     for noise in ("LOAD REPORT", "UNEXPECTED", "warmup_ratio"):
