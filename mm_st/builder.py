@@ -100,6 +100,13 @@ def use_recipe_processor_settings(transformer: Transformer, recipe: str, family:
             setattr(processor, key, dict(value) if isinstance(value, dict) else value)
 
 
+def configure_processor(transformer: Transformer, recipe: str, family: templates.Family) -> None:
+    """What a new and a continued model both set on the backbone's processor: mm_st's own frame sampling and the
+    recipe's processor settings."""
+    use_own_frame_sampling(transformer, family)
+    use_recipe_processor_settings(transformer, recipe, family)
+
+
 POOLINGS = ("lasttoken", "latent_attention")
 ATTENTIONS = ("causal", "bidirectional")
 LATENT_ATTENTION_KWARGS = ("num_latents", "num_heads", "head_dim", "ff_mult", "mask_marker")
@@ -243,8 +250,7 @@ def build_model(
         processor_kwargs={**processor_kwargs, "chat_template": chat_template},
         config_kwargs={"trust_remote_code": trust_remote_code} if trust_remote_code else None,
     )
-    use_own_frame_sampling(transformer, family_spec)
-    use_recipe_processor_settings(transformer, recipe_spec.name, family_spec)
+    configure_processor(transformer, recipe_spec.name, family_spec)
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
         tokenizer.chat_template = chat_template  # saved beside the processor's: keep the two files the same
@@ -386,8 +392,7 @@ def continue_from(
                                           processor_kwargs={**processor_kwargs, "chat_template": chat_template},
                                           trust_remote_code=trusted)
     transformer = model[0]
-    use_own_frame_sampling(transformer, family_spec)
-    use_recipe_processor_settings(transformer, recipe_spec.name, family_spec)
+    configure_processor(transformer, recipe_spec.name, family_spec)
     tokenizer = _tokenizer_of(transformer.processor)
     if tokenizer is not transformer.processor:
         tokenizer.chat_template = chat_template

@@ -39,6 +39,7 @@ from mm_st.evaluation.data import fingerprint
 from mm_st.evaluation.instructions import recipe_task_prompts
 from mm_st.evaluation.mmeb_v2_files import IMAGE_COLUMN, INSTRUCTION_COLUMN
 from mm_st.evaluation.tasks import is_mm_st_task
+from mm_st.inputs import load_image
 from mm_st.recipes.registry import INSTRUCTION
 
 logger = logging.getLogger(__name__)
@@ -252,13 +253,6 @@ def _present(value: Any) -> bool:
     return len(value) > 0 if isinstance(value, (list, tuple)) else True
 
 
-def _open_image(path: str) -> Any:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
 def fill_instruction(prompt: str, instruction: str) -> str:
     """A recipe's per-task prompt with ``instruction`` (trailing spaces removed) in its ``{instruction}``."""
     return prompt.replace(INSTRUCTION, instruction.rstrip(" "))
@@ -283,7 +277,7 @@ def mteb_rows(batch: dict[str, Any], instruction: str | None = None, row_prompt:
         if _present(video):
             item["video"] = video_frames(video)
         if image is not None or _present(extra):
-            item["image"] = _rgb(image if image is not None else _open_image(extra))
+            item["image"] = _rgb(image if image is not None else load_image(extra, index))
         if isinstance(text, str) and text:
             item["text"] = text
         if not item:
