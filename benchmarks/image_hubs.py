@@ -21,8 +21,6 @@ import time
 
 import torch
 
-INSTRUCTION = "Find the plain emoji image that shows the same emoji as the given picture."  # the embedded i2i task's
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,6 +36,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from mm_st import build_model
     from mm_st.data import load_emoji
+    from mm_st.data.emoji import EMOJI_MBEIR_TASKS
     from mm_st.real_vision import fast_vlm_path
     from mm_st.training.embedded import mbeir_altered_image
 
@@ -45,6 +44,7 @@ def main() -> None:
     candidates = [row["image"].convert("RGB") for row in test]
     altered = [mbeir_altered_image(image, random.Random(i)) for i, image in enumerate(candidates)]
     truth = torch.arange(len(candidates))
+    instruction = EMOJI_MBEIR_TASKS["Emoji_i2i"].instruction  # the embedded image->image task's
     start = time.perf_counter()
     print(f"| LM | seed | query | R@1 of {args.images} | distinct top-1 candidates | mean cosine between candidates |")
     print("|---|---|---|---:|---:|---:|")
@@ -54,7 +54,7 @@ def main() -> None:
             docs = model.encode_document(candidates, convert_to_tensor=True, normalize_embeddings=True)
             pairwise = docs @ docs.T
             off_diagonal = pairwise[~torch.eye(len(docs), dtype=torch.bool)].mean().item()
-            for label, queries in (("image + instruction", [{"image": q, "instruction": INSTRUCTION} for q in altered]),
+            for label, queries in (("image + instruction", [{"image": q, "instruction": instruction} for q in altered]),
                                    ("image", altered)):
                 top = (model.encode_query(queries, convert_to_tensor=True, normalize_embeddings=True) @ docs.T).argmax(1)
                 print(f"| {lm} | {seed} | {label} | {(top == truth).float().mean().item():.3f} | "
